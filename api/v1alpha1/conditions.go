@@ -1,0 +1,83 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// Condition types shared by every weft kind. Each condition has exactly one
+// writer: the kind's reconciler writes Accepted, ResolvedRefs, Reconciling and
+// Stalled; the xDS acknowledgement tracker writes Ready.
+const (
+	// ConditionAccepted says whether the spec is valid and applicable as a
+	// whole (it may still reference things that do not exist yet).
+	ConditionAccepted = "Accepted"
+	// ConditionResolvedRefs says whether every object the spec names exists
+	// and fits (Service, ports, MeshService, subsets).
+	ConditionResolvedRefs = "ResolvedRefs"
+	// ConditionReady says whether every proxy affected by the resource runs
+	// configuration that includes its current generation.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while weft is still working towards the
+	// desired state (kstatus reads it as InProgress).
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when weft cannot make progress until somebody
+	// changes something (kstatus reads it as Failed).
+	ConditionStalled = "Stalled"
+)
+
+// Condition reasons. A reason says what happened in one CamelCase word; the
+// condition's message says what to do about it.
+const (
+	// ReasonAccepted: the spec is valid and in force.
+	ReasonAccepted = "Accepted"
+	// ReasonInvalid: the spec passed admission but cannot be applied (for
+	// example a regular expression that does not compile).
+	ReasonInvalid = "Invalid"
+	// ReasonConflicted: another resource of the same kind already claims the
+	// same target; the older one wins.
+	ReasonConflicted = "Conflicted"
+	// ReasonTargetNotFound: the targeted MeshService does not exist.
+	ReasonTargetNotFound = "TargetNotFound"
+
+	// ReasonResolvedRefs: every reference resolved.
+	ReasonResolvedRefs = "ResolvedRefs"
+	// ReasonServiceNotFound: the Service a MeshService names does not exist.
+	ReasonServiceNotFound = "ServiceNotFound"
+	// ReasonPortNotFound: a port is not one of the Service's ports.
+	ReasonPortNotFound = "PortNotFound"
+	// ReasonSubsetNotFound: a subset is not defined by the target MeshService.
+	ReasonSubsetNotFound = "SubsetNotFound"
+	// ReasonProtocolMismatch: an HTTP feature was applied to a TCP port.
+	ReasonProtocolMismatch = "ProtocolMismatch"
+	// ReasonMirrorNotFound: a mirror's MeshService does not exist.
+	ReasonMirrorNotFound = "MirrorNotFound"
+
+	// ReasonPending: weft has not yet worked out whether the proxies run
+	// the resource.
+	ReasonPending = "Pending"
+	// ReasonSynced: every proxy the resource affects has acknowledged
+	// configuration that includes its current generation (true, too, when
+	// no connected proxy is affected).
+	ReasonSynced = "Synced"
+	// ReasonProgressing: weft is working towards the desired state.
+	ReasonProgressing = "Progressing"
+	// ReasonReconciled: nothing left to do.
+	ReasonReconciled = "Reconciled"
+)
+
+// Status is the part of status that every weft kind shares.
+type Status struct {
+	// observedGeneration is the metadata.generation that the conditions
+	// describe. When it is behind metadata.generation, weft has not looked at
+	// the newest spec yet.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions say whether the resource is accepted, whether its references
+	// resolve, and whether the proxies run it. Types: Accepted, ResolvedRefs,
+	// Ready, Reconciling, Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the pinned tools weft needs into bin/ from the Go module proxy, each
+# only when the pinned version is not there yet. Usage:
+#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|all]...
+# Binaries land in bin/k8s/<version>/ (the KUBEBUILDER_ASSETS directory for
+# envtest) and bin/ (helm, controller-gen). Builds run one at a time: the
+# machines this runs on have two cores.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/hack/tools"
+
+K8S_VERSION=v1.37.2
+K8S_MAJOR=1
+K8S_MINOR=37
+# pinned <module> <go.mod>: the version a tools module requires.
+pinned() {
+	awk -v m="$1" '{for (i = 1; i < NF; i++) if ($i == m) {print $(i + 1); exit}}' "$2"
+}
+ETCD_VERSION=$(pinned go.etcd.io/etcd/server/v3 "$tools/etcd/go.mod")
+HELM_VERSION=$(pinned helm.sh/helm/v3 "$tools/helm/go.mod")
+GEN_VERSION=$(pinned sigs.k8s.io/controller-tools "$tools/gen/go.mod")
+
+assets="$root/bin/k8s/$K8S_VERSION"
+mkdir -p "$assets"
+
+# build <module dir> <output> <package> [ldflags]
+build() {
+	local dir=$1 out=$2 pkg=$3 ldflags=${4:-}
+	if [[ -x "$out" ]]; then
+		return 0
+	fi
+	echo ">> building $(basename "$out") ($pkg)" >&2
+	local start=$SECONDS
+	(cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -o "$out.tmp" -ldflags "-s -w $ldflags" "$pkg")
+	mv "$out.tmp" "$out"
+	echo ">> built $(basename "$out") in $((SECONDS - start))s" >&2
+}
+
+k8s_ldflags() {
+	local pkg=$1
+	echo "-X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$K8S_MAJOR -X $pkg.gitMinor=$K8S_MINOR -X $pkg.gitTreeState=clean"
+}
+
+one() {
+	case $1 in
+	kube-apiserver | kube-controller-manager)
+		build "$tools/kube" "$assets/$1" "k8s.io/kubernetes/cmd/$1" "$(k8s_ldflags k8s.io/component-base/version)"
+		;;
+	kubectl)
+		build "$tools/kube" "$assets/kubectl" k8s.io/kubernetes/cmd/kubectl \
+			"$(k8s_ldflags k8s.io/component-base/version) $(k8s_ldflags k8s.io/client-go/pkg/version)"
+		;;
+	etcd)
+		build "$tools/etcd" "$assets/etcd" go.etcd.io/etcd/server/v3 \
+			"-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
+		;;
+	helm)
+		build "$tools/helm" "$root/bin/helm-$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+			"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+		ln -sf "helm-$HELM_VERSION" "$root/bin/helm"
+		;;
+	controller-gen)
+		build "$tools/gen" "$root/bin/controller-gen-$GEN_VERSION" sigs.k8s.io/controller-tools/cmd/controller-gen \
+			"-X sigs.k8s.io/controller-tools/pkg/version.version=$GEN_VERSION"
+		ln -sf "controller-gen-$GEN_VERSION" "$root/bin/controller-gen"
+		;;
+	assets)
+		one etcd
+		one kube-apiserver
+		one kubectl
+		one kube-controller-manager
+		;;
+	all)
+		one controller-gen
+		one assets
+		one helm
+		;;
+	*)
+		echo "unknown tool $1" >&2
+		return 2
+		;;
+	esac
+}
+
+[[ $# -gt 0 ]] || set -- all
+for t in "$@"; do one "$t"; done
