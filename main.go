@@ -205,4 +205,3 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return nil
 }
-

@@ -184,9 +184,13 @@ func invalidCases() []invalidCase {
 		{"tp: backoff max below base", tp(func(o *meshv1.TrafficPolicy) {
 			o.Spec.Retries.Backoff = &meshv1.Backoff{BaseInterval: "1s", MaxInterval: dur("100ms")}
 		}), []string{"spec.retries.backoff.maxInterval", "must not be shorter than backoff.baseInterval"}},
-		{"tp: retry budget over 100 percent", tp(func(o *meshv1.TrafficPolicy) { o.Spec.Retries.Budget = &meshv1.RetryBudget{Percent: ptr.To[meshv1.Percentage](150)} }), []string{"spec.retries.budget.percent", "less than or equal to 100"}},
+		{"tp: retry budget over 100 percent", tp(func(o *meshv1.TrafficPolicy) {
+			o.Spec.Retries.Budget = &meshv1.RetryBudget{Percent: ptr.To[meshv1.Percentage](150)}
+		}), []string{"spec.retries.budget.percent", "less than or equal to 100"}},
 		{"tp: empty connection pool", tp(func(o *meshv1.TrafficPolicy) { o.Spec.ConnectionPool = &meshv1.ConnectionPool{} }), []string{"spec.connectionPool", "at least 1"}},
-		{"tp: maxConnections 0", tp(func(o *meshv1.TrafficPolicy) { o.Spec.ConnectionPool = &meshv1.ConnectionPool{MaxConnections: ptr.To[int32](0)} }), []string{"spec.connectionPool.maxConnections", "greater than or equal to 1"}},
+		{"tp: maxConnections 0", tp(func(o *meshv1.TrafficPolicy) {
+			o.Spec.ConnectionPool = &meshv1.ConnectionPool{MaxConnections: ptr.To[int32](0)}
+		}), []string{"spec.connectionPool.maxConnections", "greater than or equal to 1"}},
 		{"tp: outlier detection with no trigger", tp(func(o *meshv1.TrafficPolicy) { o.Spec.OutlierDetection = &meshv1.OutlierDetection{Interval: dur("5s")} }), []string{"spec.outlierDetection", "set at least one of consecutive5xxErrors"}},
 		{"tp: ejection percent 101", tp(func(o *meshv1.TrafficPolicy) {
 			o.Spec.OutlierDetection = &meshv1.OutlierDetection{Consecutive5xxErrors: ptr.To[int32](5), MaxEjectionPercent: ptr.To[meshv1.Percentage](101)}
@@ -204,7 +208,9 @@ func invalidCases() []invalidCase {
 		{"tp: abort http status 700", tp(func(o *meshv1.TrafficPolicy) {
 			route(o).Fault = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{HTTPStatus: ptr.To[int32](700), Percentage: 5}}
 		}), []string{"spec.http[0].fault.abort.httpStatus", "less than or equal to 599"}},
-		{"tp: mirror percentage 101", tp(func(o *meshv1.TrafficPolicy) { route(o).Mirror = &meshv1.Mirror{Name: "shadow", Percentage: ptr.To[meshv1.Percentage](101)} }), []string{"spec.http[0].mirror.percentage", "less than or equal to 100"}},
+		{"tp: mirror percentage 101", tp(func(o *meshv1.TrafficPolicy) {
+			route(o).Mirror = &meshv1.Mirror{Name: "shadow", Percentage: ptr.To[meshv1.Percentage](101)}
+		}), []string{"spec.http[0].mirror.percentage", "less than or equal to 100"}},
 		{"tp: ring hash without key", tp(func(o *meshv1.TrafficPolicy) {
 			o.Spec.LoadBalancer = &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRingHash}
 		}), []string{"spec.loadBalancer.ringHash", "required when algorithm is RingHash"}},
@@ -217,7 +223,9 @@ func invalidCases() []invalidCase {
 		{"tp: rate limit burst below requests", tp(func(o *meshv1.TrafficPolicy) {
 			o.Spec.RateLimit = &meshv1.LocalRateLimit{Requests: 100, Interval: "1s", Burst: ptr.To[int32](10)}
 		}), []string{"spec.rateLimit.burst", "must be at least rateLimit.requests"}},
-		{"tp: rate limit interval too short", tp(func(o *meshv1.TrafficPolicy) { o.Spec.RateLimit = &meshv1.LocalRateLimit{Requests: 10, Interval: "1ms"} }), []string{"spec.rateLimit.interval", "between 50ms and 1h"}},
+		{"tp: rate limit interval too short", tp(func(o *meshv1.TrafficPolicy) {
+			o.Spec.RateLimit = &meshv1.LocalRateLimit{Requests: 10, Interval: "1ms"}
+		}), []string{"spec.rateLimit.interval", "between 50ms and 1h"}},
 
 		// PeerAuthentication
 		{"pa: unknown mode", pa(func(o *meshv1.PeerAuthentication) { o.Spec.Mode = "OPTIONAL" }), []string{"spec.mode", "Unsupported value"}},
