@@ -46,14 +46,12 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files or formatting differ from what is committed.
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting (make fmt)"; exit 1; }
-	@git diff --exit-code -- api config charts || { echo "generated files are out of date: run 'make generate manifests' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "generated files are not committed"; exit 1; }
+verify: $(CONTROLLER_GEN) ## Fail when 'make generate manifests' would change files, or gofmt would.
+	hack/verify-generated.sh
 
 .PHONY: test
 test: tools verify vet ## Run every test against a real kube-apiserver and etcd (builds them the first time).
-	go test $(TEST_FLAGS) ./...
+	go test -timeout 20m $(TEST_FLAGS) ./...
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no API server).
@@ -67,7 +65,7 @@ build: ## Build the weft binary into bin/.
 
 .PHONY: demo
 demo: build tools ## Quick start: a local API server with weft and the samples running against it.
-	$(BIN)/weft-demo
+	go run ./hack/demo -weft $(BIN)/weft
 
 ##@ Tools
 
