@@ -87,7 +87,7 @@ type TargetRef struct {
 
 // HTTPRoute sends the requests it matches to weighted backends.
 // +kubebuilder:validation:XValidation:rule="self.backends.map(b, b.weight).sum() == 100",message="http[].backends: the weights of a route's backends must add up to 100",fieldPath=".backends"
-// +kubebuilder:validation:XValidation:rule="self.backends.all(b, self.backends.exists_one(c, (has(b.subset) ? b.subset : ”) == (has(c.subset) ? c.subset : ”)))",message="http[].backends: each subset may appear only once in a route",fieldPath=".backends"
+// +kubebuilder:validation:XValidation:rule="self.backends.all(b, self.backends.filter(c, has(b.subset) ? (has(c.subset) && c.subset == b.subset) : !has(c.subset)).size() == 1)",message="http[].backends: each subset may appear only once in a route",fieldPath=".backends"
 type HTTPRoute struct {
 	// name names the route in status, metrics and logs.
 	// +optional
