@@ -91,6 +91,16 @@ func Start() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	return StartWithCRDs(filepath.Join(root, "config", "crd", "bases"))
+}
+
+// StartWithCRDs starts etcd and kube-apiserver with the CRDs found in dirs.
+// When anything fails, it stops whatever it started.
+func StartWithCRDs(dirs ...string) (*Env, error) {
+	root, err := Root()
+	if err != nil {
+		return nil, err
+	}
 	assets, err := AssetsDir(root)
 	if err != nil {
 		return nil, err
@@ -98,14 +108,16 @@ func Start() (*Env, error) {
 	e := &Env{Root: root, Scheme: Scheme()}
 	e.env = &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        []string{filepath.Join(root, "config", "crd", "bases")},
+		CRDDirectoryPaths:        dirs,
 		ErrorIfCRDPathMissing:    true,
 		Scheme:                   e.Scheme,
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
 	if e.Config, err = e.env.Start(); err != nil {
-		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
+		// envtest may have started etcd and kube-apiserver before failing
+		// (for example on a CRD the API server refuses): stop them.
+		return nil, errors.Join(fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err), e.env.Stop())
 	}
 	if e.Client, err = client.New(e.Config, client.Options{Scheme: e.Scheme}); err != nil {
 		_ = e.env.Stop()
