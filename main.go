@@ -22,9 +22,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/inject"
+	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -34,8 +38,10 @@ Usage:
   weft <command> [flags]
 
 Commands:
-  controller   run the control plane (reconcilers, and later xDS, CA and webhook)
-  version      print the version
+  controller     run the control plane (reconcilers, and later xDS, CA and webhook)
+  init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
+  inject         print pods and workloads from a file (or - for stdin) as weft would inject them
+  version        print the version
 
 Run "weft <command> -h" for a command's flags.
 `
@@ -55,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "controller":
 		return runController(ctx, args[1:], stderr)
+	case "inject":
+		return runInject(args[1:], os.Stdin, stdout, stderr)
+	case "init-redirect":
+		return redirect.RunCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return nil
@@ -77,6 +87,9 @@ type controllerOptions struct {
 	meshNamespace    string
 	logLevel         string
 	logFormat        string
+	webhookPort      int
+	webhookCertDir   string
+	inject           inject.Config
 }
 
 func (o *controllerOptions) bind(fs *flag.FlagSet) {
@@ -92,6 +105,17 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"the control plane's namespace; a PeerAuthentication without selector here covers the whole mesh")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, error, or a number (higher is more verbose)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook-certs", "directory with the webhook's tls.crt and tls.key")
+	o.inject = inject.DefaultConfig()
+	fs.StringVar(&o.inject.TrustDomain, "trust-domain", o.inject.TrustDomain, "SPIFFE trust domain of the mesh")
+	fs.StringVar(&o.inject.ProxyImage, "proxy-image", o.inject.ProxyImage, "stock Envoy image injected as the sidecar (pin it)")
+	fs.StringVar(&o.inject.InitImage, "init-image", o.inject.InitImage, "weft image whose init-redirect command installs the capture rules")
+	fs.StringVar(&o.inject.XDSHost, "xds-host", o.inject.XDSHost, "host name proxies use to reach the xDS server")
+	fs.Func("cert-delivery", "how workloads get certificates: sds or podCertificate (default sds)", func(v string) error {
+		o.inject.CertDelivery = inject.CertDelivery(v)
+		return nil
+	})
 }
 
 func (o *controllerOptions) logger() (zap.Opts, error) {
@@ -159,6 +183,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	log := zap.New(zap.WriteTo(stderr), logOpts)
 	ctrl.SetLogger(log)
 
+	if o.webhookPort != 0 {
+		o.inject.MeshNamespace = o.meshNamespace
+		if err := o.inject.Validate(); err != nil {
+			return err
+		}
+	}
 	cfg, err := o.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading the API server config: %w", err)
@@ -175,8 +205,13 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			leaderNS = o.meshNamespace
 		}
 	}
+	var webhookServer webhook.Server
+	if o.webhookPort != 0 {
+		webhookServer = webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir})
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		WebhookServer:           webhookServer,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
@@ -192,6 +227,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: o.meshNamespace}); err != nil {
 		return err
 	}
+	if webhookServer != nil {
+		webhookServer.Register(inject.WebhookPath, &webhook.Admission{Handler: &inject.Webhook{
+			Namespaces: mgr.GetClient(), Decoder: admission.NewDecoder(scheme), Config: o.inject,
+		}})
+	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
 	}
@@ -204,4 +244,33 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
+}
+
+func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft inject", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := inject.DefaultConfig()
+	file := fs.String("f", "-", "file with pods or workloads (YAML), - for stdin")
+	fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "Envoy image")
+	fs.StringVar(&cfg.InitImage, "init-image", cfg.InitImage, "weft image for init-redirect")
+	fs.Func("cert-delivery", "sds or podCertificate (default sds)", func(v string) error {
+		cfg.CertDelivery = inject.CertDelivery(v)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	in := stdin
+	if *file != "-" {
+		f, err := os.Open(*file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	return inject.Preview(in, stdout, cfg)
 }

@@ -94,7 +94,7 @@ func run(ctx context.Context, weft string, once bool, out io.Writer) (err error)
 	}
 	d.say("Starting the weft controller (log: %s) ...", filepath.Join(d.dir, "weft-controller.log"))
 	if err := d.start("weft-controller", weft, "controller", "--kubeconfig="+kubeconfig,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=console"); err != nil {
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--webhook-port=0", "--log-format=console"); err != nil {
 		return err
 	}
 

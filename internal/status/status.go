@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"reflect"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -73,6 +76,13 @@ func (w Writer) Apply(ctx context.Context, obj client.Object, current []metav1.C
 		conds = append(conds, c)
 	}
 	st["conditions"] = conds
+
+	reasons := make([]string, 0, len(desired))
+	for _, c := range desired {
+		reasons = append(reasons, c.Type+"="+string(c.Status)+"/"+c.Reason)
+	}
+	logr.FromContextOrDiscard(ctx).V(1).Info("Applying status", "owner", w.Owner,
+		"object", klog.KObj(obj), "kind", gvk.Kind, "conditions", reasons)
 
 	patch := &unstructured.Unstructured{Object: map[string]any{"status": st}}
 	patch.SetGroupVersionKind(gvk)

@@ -97,6 +97,21 @@ func Start() (*Env, error) {
 // StartWithCRDs starts etcd and kube-apiserver with the CRDs found in dirs.
 // When anything fails, it stops whatever it started.
 func StartWithCRDs(dirs ...string) (*Env, error) {
+	return StartWith(Options{CRDDirs: dirs})
+}
+
+// Options say what to install into the control plane.
+type Options struct {
+	// CRDDirs hold CRD manifests; default: config/crd/bases.
+	CRDDirs []string
+	// WebhookDirs hold webhook configurations; envtest points them at a
+	// local address (WebhookServing) with certificates it makes.
+	WebhookDirs []string
+}
+
+// StartWith starts etcd and kube-apiserver with what o names installed.
+// When anything fails, it stops whatever it started.
+func StartWith(o Options) (*Env, error) {
 	root, err := Root()
 	if err != nil {
 		return nil, err
@@ -105,10 +120,14 @@ func StartWithCRDs(dirs ...string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(o.CRDDirs) == 0 {
+		o.CRDDirs = []string{filepath.Join(root, "config", "crd", "bases")}
+	}
 	e := &Env{Root: root, Scheme: Scheme()}
 	e.env = &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        dirs,
+		CRDDirectoryPaths:        o.CRDDirs,
+		WebhookInstallOptions:    envtest.WebhookInstallOptions{Paths: o.WebhookDirs},
 		ErrorIfCRDPathMissing:    true,
 		Scheme:                   e.Scheme,
 		ControlPlaneStartTimeout: 2 * time.Minute,
@@ -130,6 +149,16 @@ func StartWithCRDs(dirs ...string) (*Env, error) {
 func (e *Env) Stop() error {
 	return e.env.Stop()
 }
+
+// WebhookServing is where the API server calls webhooks: host, port and
+// the directory with the serving certificate (tls.crt, tls.key).
+func (e *Env) WebhookServing() (host string, port int, certDir string) {
+	w := e.env.WebhookInstallOptions
+	return w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
+}
+
+// WebhookCA is the CA that signed the webhook serving certificate.
+func (e *Env) WebhookCA() []byte { return e.env.WebhookInstallOptions.LocalServingCAData }
 
 // AssetsDir is the directory of the control-plane binaries in use.
 func (e *Env) AssetsDir() string { return e.env.BinaryAssetsDirectory }

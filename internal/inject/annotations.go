@@ -1,0 +1,97 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/weftmesh/weft/internal/redirect"
+)
+
+// Flavour is what a pod gets.
+type Flavour string
+
+const (
+	// FlavourEnvoy is an Envoy sidecar with traffic capture.
+	FlavourEnvoy Flavour = "envoy"
+	// FlavourGRPC is proxyless gRPC: an xDS bootstrap, no sidecar.
+	FlavourGRPC Flavour = "grpc"
+)
+
+// podOptions are a pod's weft annotations, parsed.
+type podOptions struct {
+	flavour              Flavour
+	excludeInboundPorts  []uint16
+	excludeOutboundPorts []uint16
+	excludeOutboundCIDRs []netip.Prefix
+	proxyImage           string
+	resources            corev1.ResourceRequirements
+}
+
+// parseAnnotations reads a pod's weft annotations over the config's
+// defaults. Every error names its annotation; all errors are returned at
+// once.
+func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
+	o := podOptions{flavour: FlavourEnvoy, proxyImage: cfg.ProxyImage, resources: *cfg.ProxyResources.DeepCopy()}
+	var errs []error
+	bad := func(key string, err error) { errs = append(errs, fmt.Errorf("annotation %s: %w", key, err)) }
+
+	switch v, ok := ann[AnnotationProxy]; {
+	case !ok || v == string(FlavourEnvoy):
+	case v == string(FlavourGRPC):
+		o.flavour = FlavourGRPC
+	default:
+		bad(AnnotationProxy, fmt.Errorf("%q is not %q or %q", v, FlavourEnvoy, FlavourGRPC))
+	}
+	var err error
+	if o.excludeInboundPorts, err = redirect.ParsePorts(ann[AnnotationExcludeInboundPorts]); err != nil {
+		bad(AnnotationExcludeInboundPorts, err)
+	}
+	if o.excludeOutboundPorts, err = redirect.ParsePorts(ann[AnnotationExcludeOutboundPorts]); err != nil {
+		bad(AnnotationExcludeOutboundPorts, err)
+	}
+	if o.excludeOutboundCIDRs, err = redirect.ParseCIDRs(ann[AnnotationExcludeOutboundCIDRs]); err != nil {
+		bad(AnnotationExcludeOutboundCIDRs, err)
+	}
+	if v, ok := ann[AnnotationProxyImage]; ok {
+		if v == "" {
+			bad(AnnotationProxyImage, errors.New("must not be empty"))
+		}
+		o.proxyImage = v
+	}
+	for _, r := range []struct {
+		key  string
+		list *corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		{AnnotationProxyCPURequest, &o.resources.Requests, corev1.ResourceCPU},
+		{AnnotationProxyMemoryRequest, &o.resources.Requests, corev1.ResourceMemory},
+		{AnnotationProxyCPULimit, &o.resources.Limits, corev1.ResourceCPU},
+		{AnnotationProxyMemoryLimit, &o.resources.Limits, corev1.ResourceMemory},
+	} {
+		v, ok := ann[r.key]
+		if !ok {
+			continue
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil || q.Sign() <= 0 {
+			bad(r.key, fmt.Errorf("%q is not a positive quantity", v))
+			continue
+		}
+		if *r.list == nil {
+			*r.list = corev1.ResourceList{}
+		}
+		(*r.list)[r.name] = q
+	}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, hasReq := o.resources.Requests[name]
+		lim, hasLim := o.resources.Limits[name]
+		if hasReq && hasLim && req.Cmp(lim) > 0 {
+			errs = append(errs, fmt.Errorf("annotations: the proxy's %s request %s exceeds its limit %s", name, req.String(), lim.String()))
+		}
+	}
+	return o, errors.Join(errs...)
+}

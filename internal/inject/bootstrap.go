@@ -1,0 +1,198 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	grpccredv3 "github.com/envoyproxy/go-control-plane/envoy/config/grpc_credential/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Paths served on the proxy's health port.
+const (
+	healthReadyPath = "/healthz/ready"
+	statsPath       = "/stats/prometheus"
+)
+
+const (
+	clusterXDS   = "weft-xds"
+	clusterAdmin = "weft-admin"
+	fileCreds    = "envoy.grpc_credentials.file_based_metadata"
+)
+
+// Bootstrap builds the proxy's Envoy bootstrap: admin on loopback, ADS to
+// the controller over TLS with the mesh root and the projected token as
+// call credentials, a health listener (readiness once Envoy has its
+// config, and the pod's rewritten HTTP probes), and a Prometheus stats
+// listener. Node id and cluster come from the command line, which the
+// kubelet fills from the downward API.
+func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) {
+	creds, err := anypb.New(&grpccredv3.FileBasedMetadataConfig{
+		SecretData:   &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: TokenPath}},
+		HeaderPrefix: "Bearer ",
+	})
+	if err != nil {
+		return nil, err
+	}
+	ads := &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+	healthRoutes := []*routev3.Route{
+		prefixRewrite(healthReadyPath, clusterAdmin, "/ready"),
+	}
+	clusters := []*clusterv3.Cluster{staticCluster(clusterAdmin, PortAdmin)}
+	seen := map[int32]bool{}
+	for _, p := range probes {
+		name := fmt.Sprintf("weft-probe-%d", p.port)
+		healthRoutes = append(healthRoutes, prefixRewrite(p.path, name, p.target))
+		if !seen[p.port] {
+			seen[p.port] = true
+			clusters = append(clusters, staticCluster(name, p.port))
+		}
+	}
+	health, err := httpListener("weft-health", PortHealth, healthRoutes)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := httpListener("weft-stats", PortStats, []*routev3.Route{prefixRewrite(statsPath, clusterAdmin, statsPath)})
+	if err != nil {
+		return nil, err
+	}
+
+	b := &bootstrapv3.Bootstrap{
+		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", PortAdmin)},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:                   corev3.ApiConfigSource_GRPC,
+				TransportApiVersion:       corev3.ApiVersion_V3,
+				SetNodeOnFirstMessageOnly: true,
+				GrpcServices: []*corev3.GrpcService{{
+					TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{
+						TargetUri:  fmt.Sprintf("%s:%d", cfg.XDSHost, cfg.XDSPort),
+						StatPrefix: clusterXDS,
+						ChannelCredentials: &corev3.GrpcService_GoogleGrpc_ChannelCredentials{
+							CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_ChannelCredentials_SslCredentials{
+								SslCredentials: &corev3.GrpcService_GoogleGrpc_SslCredentials{
+									RootCerts: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: RootCA}},
+								},
+							},
+						},
+						CallCredentials: []*corev3.GrpcService_GoogleGrpc_CallCredentials{{
+							CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_CallCredentials_FromPlugin{
+								FromPlugin: &corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin{
+									Name:       fileCreds,
+									ConfigType: &corev3.GrpcService_GoogleGrpc_CallCredentials_MetadataCredentialsFromPlugin_TypedConfig{TypedConfig: creds},
+								},
+							},
+						}},
+						CredentialsFactoryName: fileCreds,
+					}},
+				}},
+			},
+			LdsConfig: ads,
+			CdsConfig: ads,
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+			Listeners: []*listenerv3.Listener{health, stats},
+			Clusters:  clusters,
+		},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("the Envoy bootstrap is invalid: %w", err)
+	}
+	return b, nil
+}
+
+// RenderBootstrap renders the bootstrap as compact JSON, which Envoy takes
+// through --config-yaml.
+func RenderBootstrap(cfg Config, probes []probeRoute) (string, error) {
+	b, err := Bootstrap(cfg, probes)
+	if err != nil {
+		return "", err
+	}
+	out, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(b)
+	if err != nil {
+		return "", fmt.Errorf("rendering the Envoy bootstrap: %w", err)
+	}
+	// protojson varies its whitespace from run to run on purpose; the pod
+	// spec must not, or a second pass would change it.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, out); err != nil {
+		return "", fmt.Errorf("compacting the Envoy bootstrap: %w", err)
+	}
+	return compact.String(), nil
+}
+
+func socketAddress(host string, port int32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+// staticCluster reaches a port on the pod's loopback.
+func staticCluster(name string, port int32) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress("127.0.0.1", port)}},
+			}}}},
+		},
+	}
+}
+
+// prefixRewrite matches one exact path and forwards it to cluster as
+// target.
+func prefixRewrite(path, cluster, target string) *routev3.Route {
+	return &routev3.Route{
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: path}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+			PrefixRewrite:    target,
+			Timeout:          durationpb.New(10 * time.Second),
+		}},
+	}
+}
+
+// httpListener serves routes on all addresses of the pod at port.
+func httpListener(name string, port int32, routes []*routev3.Route) (*listenerv3.Listener, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name:         name,
+			VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: routes}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress("0.0.0.0", port),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+		}}}},
+	}, nil
+}

@@ -1,0 +1,151 @@
+// Package inject decides whether a pod joins the mesh and, if it does,
+// adds what it needs: stock Envoy as a native sidecar with the
+// traffic-capture init container, or, for proxyless gRPC pods, a gRPC xDS
+// bootstrap. The mutation is a pure function of the pod and the mesh
+// config; the webhook and the CLI preview both call it.
+package inject
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/weftmesh/weft/internal/redirect"
+)
+
+// Labels and annotations users set.
+const (
+	// LabelInject on a namespace ("enabled") opts its pods in; on a pod
+	// ("false") opts that pod out.
+	LabelInject = "mesh.weft.dev/inject"
+	// AnnotationProxy picks the flavour: "envoy" (default) or "grpc"
+	// (proxyless: a gRPC xDS bootstrap, no sidecar, no capture).
+	AnnotationProxy = "mesh.weft.dev/proxy"
+	// AnnotationExcludeInboundPorts lists inbound ports not captured.
+	AnnotationExcludeInboundPorts = "mesh.weft.dev/exclude-inbound-ports"
+	// AnnotationExcludeOutboundPorts lists outbound ports not captured.
+	AnnotationExcludeOutboundPorts = "mesh.weft.dev/exclude-outbound-ports"
+	// AnnotationExcludeOutboundCIDRs lists outbound CIDRs not captured.
+	AnnotationExcludeOutboundCIDRs = "mesh.weft.dev/exclude-outbound-cidrs"
+	// AnnotationProxyImage overrides the Envoy image for one pod.
+	AnnotationProxyImage = "mesh.weft.dev/proxy-image"
+	// Resource overrides for the proxy container.
+	AnnotationProxyCPURequest    = "mesh.weft.dev/proxy-cpu-request"
+	AnnotationProxyMemoryRequest = "mesh.weft.dev/proxy-memory-request"
+	AnnotationProxyCPULimit      = "mesh.weft.dev/proxy-cpu-limit"
+	AnnotationProxyMemoryLimit   = "mesh.weft.dev/proxy-memory-limit"
+	// AnnotationInjected records what was injected ("envoy" or "grpc"); it
+	// makes a second pass a no-op.
+	AnnotationInjected = "mesh.weft.dev/injected"
+)
+
+// Names of what the injector adds.
+const (
+	ProxyContainer = "weft-proxy"
+	InitContainer  = "weft-init"
+	VolumeToken    = "weft-token"
+	VolumeRootCA   = "weft-root-ca"
+	VolumeCerts    = "weft-certs"
+	VolumeProxy    = "weft-proxy"
+	// Paths inside the containers.
+	TokenDir  = "/var/run/secrets/weft/token"
+	TokenPath = TokenDir + "/token"
+	RootCADir = "/var/run/secrets/weft/ca"
+	RootCA    = RootCADir + "/root-cert.pem"
+	CertsDir  = "/var/run/secrets/weft/certs"
+)
+
+// Proxy ports (in the pod's network namespace).
+const (
+	PortOutbound = redirect.DefaultOutboundPort
+	PortInbound  = redirect.DefaultInboundPort
+	PortAdmin    = 15000
+	PortHealth   = 15021
+	PortStats    = 15090
+)
+
+// CertDelivery says how workloads get their certificates.
+type CertDelivery string
+
+const (
+	// DeliverySDS: the controller serves certificates over SDS on the
+	// authenticated xDS stream.
+	DeliverySDS CertDelivery = "sds"
+	// DeliveryPodCertificate: the kubelet writes them into a podCertificate
+	// projected volume, signed by weft.
+	DeliveryPodCertificate CertDelivery = "podCertificate"
+)
+
+// Config is the part of the mesh config the injector uses.
+type Config struct {
+	// MeshNamespace is the control plane's namespace; never injected.
+	MeshNamespace string
+	// TrustDomain of SPIFFE identities.
+	TrustDomain string
+	// ProxyImage is the stock Envoy image, pinned.
+	ProxyImage string
+	// InitImage is weft's image, which runs "weft init-redirect".
+	InitImage string
+	// ProxyUID is the UID Envoy runs as; its traffic is not captured.
+	ProxyUID int64
+	// XDSHost and XDSPort reach the controller's xDS server over TLS.
+	XDSHost string
+	XDSPort int32
+	// TokenAudience and TokenExpirySeconds shape the projected
+	// ServiceAccount token sent as call credentials.
+	TokenAudience      string
+	TokenExpirySeconds int64
+	// RootCAConfigMap holds the mesh root bundle (key root-cert.pem) in
+	// every meshed namespace.
+	RootCAConfigMap string
+	// CertDelivery, and the signer name for pod certificates.
+	CertDelivery         CertDelivery
+	PodCertificateSigner string
+	// ProxyResources are the proxy container's requests and limits.
+	ProxyResources corev1.ResourceRequirements
+	// ProxyLogLevel is Envoy's --log-level.
+	ProxyLogLevel string
+	// ProxyConcurrency is Envoy's --concurrency (worker threads).
+	ProxyConcurrency int32
+}
+
+// DefaultConfig is what weft injects unless the mesh config says
+// otherwise.
+func DefaultConfig() Config {
+	return Config{
+		MeshNamespace:        "weft-system",
+		TrustDomain:          "cluster.local",
+		ProxyImage:           "docker.io/envoyproxy/envoy:v1.36.2",
+		InitImage:            "ghcr.io/weftmesh/weft:latest",
+		ProxyUID:             1337,
+		XDSHost:              "weft-controller.weft-system.svc",
+		XDSPort:              15012,
+		TokenAudience:        "weft",
+		TokenExpirySeconds:   3600,
+		RootCAConfigMap:      "weft-root-ca",
+		CertDelivery:         DeliverySDS,
+		PodCertificateSigner: "weft.dev/workload",
+		ProxyResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+		},
+		ProxyLogLevel:    "warning",
+		ProxyConcurrency: 2,
+	}
+}
+
+// Validate checks the config once, at start-up.
+func (c Config) Validate() error {
+	switch {
+	case c.MeshNamespace == "" || c.TrustDomain == "" || c.ProxyImage == "" || c.InitImage == "" || c.XDSHost == "":
+		return fmt.Errorf("mesh config: meshNamespace, trustDomain, proxyImage, initImage and xdsHost must be set")
+	case c.ProxyUID <= 0:
+		return fmt.Errorf("mesh config: proxyUID must be positive, got %d", c.ProxyUID)
+	case c.TokenExpirySeconds < 600:
+		return fmt.Errorf("mesh config: tokenExpirySeconds must be at least 600 (the API server's minimum), got %d", c.TokenExpirySeconds)
+	case c.CertDelivery != DeliverySDS && c.CertDelivery != DeliveryPodCertificate:
+		return fmt.Errorf("mesh config: certDelivery must be %q or %q, got %q", DeliverySDS, DeliveryPodCertificate, c.CertDelivery)
+	}
+	return nil
+}

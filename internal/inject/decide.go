@@ -1,0 +1,68 @@
+package inject
+
+import (
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Decision says whether a pod is injected, and why not when it is not.
+type Decision struct {
+	Inject bool
+	// Reason explains a skip in words a person can act on.
+	Reason string
+}
+
+// check is one reason not to inject; it returns "" when it does not apply.
+type check func(pod *corev1.Pod, namespace string, nsLabels map[string]string, cfg Config) string
+
+// checks run in order; the first that applies decides.
+var checks = []check{
+	func(_ *corev1.Pod, ns string, _ map[string]string, cfg Config) string {
+		if ns == "kube-system" || ns == cfg.MeshNamespace {
+			return "pods in " + ns + " are never injected"
+		}
+		return ""
+	},
+	func(_ *corev1.Pod, ns string, nsLabels map[string]string, _ Config) string {
+		if nsLabels[LabelInject] != "enabled" {
+			return "namespace " + ns + " does not have the label " + LabelInject + "=enabled"
+		}
+		return ""
+	},
+	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
+		if pod.Labels[LabelInject] == "false" {
+			return "the pod has the label " + LabelInject + "=false"
+		}
+		return ""
+	},
+	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
+		if pod.Spec.HostNetwork {
+			return "the pod uses the host's network, which the proxy cannot capture"
+		}
+		return ""
+	},
+	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
+		if pod.Annotations[AnnotationInjected] != "" || hasContainer(pod.Spec.InitContainers, ProxyContainer) || hasContainer(pod.Spec.Containers, ProxyContainer) {
+			return "the pod is already injected"
+		}
+		return ""
+	},
+}
+
+// Decide runs the checks for a pod in a namespace with the given labels.
+func Decide(pod *corev1.Pod, namespace string, nsLabels map[string]string, cfg Config) Decision {
+	for _, c := range checks {
+		if reason := c(pod, namespace, nsLabels, cfg); reason != "" {
+			return Decision{Reason: reason}
+		}
+	}
+	return Decision{Inject: true}
+}
+
+func hasContainer(cs []corev1.Container, name string) bool {
+	for _, c := range cs {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,300 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Inject adds weft to a pod that Decide let in. It changes only pod and
+// returns an error, naming the annotation, when the pod's weft
+// annotations are invalid; then pod is left as it was.
+func Inject(pod *corev1.Pod, cfg Config) error {
+	opts, err := parseAnnotations(pod.Annotations, cfg)
+	if err != nil {
+		return err
+	}
+	out := pod.DeepCopy()
+	switch opts.flavour {
+	case FlavourGRPC:
+		injectGRPC(out, cfg)
+	default:
+		if err := injectEnvoy(out, cfg, opts); err != nil {
+			return err
+		}
+	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[AnnotationInjected] = string(opts.flavour)
+	*pod = *out
+	return nil
+}
+
+// downwardEnv names the pod and its namespace for node ids.
+func downwardEnv() []corev1.EnvVar {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
+	}
+	return []corev1.EnvVar{
+		field("WEFT_POD_NAME", "metadata.name"),
+		field("WEFT_POD_NAMESPACE", "metadata.namespace"),
+		field("WEFT_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+	}
+}
+
+// nodeID is the xDS node id: the pod's name and namespace, expanded by the
+// kubelet from the downward API variables above.
+const nodeID = "$(WEFT_POD_NAME).$(WEFT_POD_NAMESPACE)"
+
+// identityVolumes are the token, the root bundle and, with pod
+// certificates, the certificate volume.
+func identityVolumes(cfg Config) []corev1.Volume {
+	vols := []corev1.Volume{
+		{Name: VolumeToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr.To[int32](0o444),
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: cfg.TokenAudience, ExpirationSeconds: ptr.To(cfg.TokenExpirySeconds), Path: "token",
+			}}},
+		}}},
+		{Name: VolumeRootCA, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.RootCAConfigMap},
+			Items:                []corev1.KeyToPath{{Key: "root-cert.pem", Path: "root-cert.pem"}},
+		}}},
+	}
+	if cfg.CertDelivery == DeliveryPodCertificate {
+		vols = append(vols, corev1.Volume{Name: VolumeCerts, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{PodCertificate: &corev1.PodCertificateProjection{
+				SignerName: cfg.PodCertificateSigner, KeyType: "ECDSAP256",
+				KeyPath: "key.pem", CertificateChainPath: "cert-chain.pem",
+			}}},
+		}}})
+	}
+	return vols
+}
+
+func identityMounts(cfg Config) []corev1.VolumeMount {
+	m := []corev1.VolumeMount{
+		{Name: VolumeToken, MountPath: TokenDir, ReadOnly: true},
+		{Name: VolumeRootCA, MountPath: RootCADir, ReadOnly: true},
+	}
+	if cfg.CertDelivery == DeliveryPodCertificate {
+		m = append(m, corev1.VolumeMount{Name: VolumeCerts, MountPath: CertsDir, ReadOnly: true})
+	}
+	return m
+}
+
+func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
+	probes := rewriteProbes(pod)
+	boot, err := RenderBootstrap(cfg, probes)
+	if err != nil {
+		return err
+	}
+	excludeIn := append([]uint16{PortHealth, PortStats}, opts.excludeInboundPorts...)
+	cidrs := make([]string, 0, len(opts.excludeOutboundCIDRs))
+	for _, c := range opts.excludeOutboundCIDRs {
+		cidrs = append(cidrs, c.String())
+	}
+	initArgs := []string{"init-redirect",
+		"--proxy-uid=" + strconv.FormatInt(cfg.ProxyUID, 10),
+		"--outbound-port=" + strconv.Itoa(PortOutbound),
+		"--inbound-port=" + strconv.Itoa(PortInbound),
+		"--exclude-inbound-ports=" + joinPorts(excludeIn),
+	}
+	if len(opts.excludeOutboundPorts) > 0 {
+		initArgs = append(initArgs, "--exclude-outbound-ports="+joinPorts(opts.excludeOutboundPorts))
+	}
+	if len(cidrs) > 0 {
+		initArgs = append(initArgs, "--exclude-outbound-cidrs="+strings.Join(cidrs, ","))
+	}
+	initC := corev1.Container{
+		Name:  InitContainer,
+		Image: cfg.InitImage,
+		Args:  initArgs,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+			Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Resources: corev1.ResourceRequirements{
+			Requests: cfg.ProxyResources.Requests.DeepCopy(),
+			Limits:   cfg.ProxyResources.Limits.DeepCopy(),
+		},
+	}
+	proxy := corev1.Container{
+		Name:          ProxyContainer,
+		Image:         opts.proxyImage,
+		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		Args: []string{
+			"--config-yaml", boot,
+			"--service-node", nodeID,
+			"--service-cluster", "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
+			"--log-level", cfg.ProxyLogLevel,
+			"--concurrency", strconv.Itoa(int(cfg.ProxyConcurrency)),
+			"--drain-time-s", "20",
+			"--drain-strategy", "immediate",
+			"--disable-hot-restart",
+			"--base-id-path", "/var/lib/weft/proxy/base-id",
+		},
+		Env: downwardEnv(),
+		Ports: []corev1.ContainerPort{
+			{Name: "weft-health", ContainerPort: PortHealth, Protocol: corev1.ProtocolTCP},
+			{Name: "weft-stats", ContainerPort: PortStats, Protocol: corev1.ProtocolTCP},
+		},
+		Resources: opts.resources,
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthReadyPath, Port: intstr.FromInt32(PortHealth)}},
+			PeriodSeconds:    1,
+			FailureThreshold: 600,
+		},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthReadyPath, Port: intstr.FromInt32(PortHealth)}},
+			PeriodSeconds:    5,
+			FailureThreshold: 3,
+		},
+		VolumeMounts: append(identityMounts(cfg), corev1.VolumeMount{Name: VolumeProxy, MountPath: "/var/lib/weft/proxy"}),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser: ptr.To(cfg.ProxyUID), RunAsGroup: ptr.To(cfg.ProxyUID), RunAsNonRoot: ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+			Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	// The capture rules go in first, then the proxy starts and stays up
+	// (a native sidecar) while the pod's own init containers and
+	// containers run.
+	pod.Spec.InitContainers = append([]corev1.Container{initC, proxy}, pod.Spec.InitContainers...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, identityVolumes(cfg)...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: VolumeProxy, VolumeSource: corev1.VolumeSource{
+		EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory},
+	}})
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	for k, v := range map[string]string{
+		"prometheus.io/scrape": "true",
+		"prometheus.io/port":   strconv.Itoa(PortStats),
+		"prometheus.io/path":   "/stats/prometheus",
+	} {
+		if _, set := pod.Annotations[k]; !set {
+			pod.Annotations[k] = v
+		}
+	}
+	return nil
+}
+
+func joinPorts(ports []uint16) string {
+	s := make([]string, 0, len(ports))
+	for _, p := range ports {
+		s = append(s, strconv.Itoa(int(p)))
+	}
+	return strings.Join(s, ",")
+}
+
+// injectGRPC gives every container a gRPC xDS bootstrap and the identity
+// volumes; there is no sidecar and no capture.
+func injectGRPC(pod *corev1.Pod, cfg Config) {
+	boot := grpcBootstrap(cfg)
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		c.Env = append(c.Env, downwardEnv()...)
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: "GRPC_XDS_BOOTSTRAP_CONFIG", Value: boot},
+			corev1.EnvVar{Name: "GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", Value: "true"},
+		)
+		c.VolumeMounts = append(c.VolumeMounts, identityMounts(cfg)...)
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, identityVolumes(cfg)...)
+}
+
+// grpcBootstrap is grpc-go's xDS bootstrap: the xDS server over TLS with
+// the mesh root, the projected token as call credentials, the node id,
+// and (with pod certificates) a file-watcher certificate provider.
+func grpcBootstrap(cfg Config) string {
+	b := map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri":      fmt.Sprintf("%s:%d", cfg.XDSHost, cfg.XDSPort),
+			"channel_creds":   []any{map[string]any{"type": "tls", "config": map[string]any{"ca_certificate_file": RootCA}}},
+			"call_creds":      []any{map[string]any{"type": "jwt_token_file", "config": map[string]any{"jwt_token_file": TokenPath}}},
+			"server_features": []any{"xds_v3"},
+		}},
+		"node":                                   map[string]any{"id": nodeID, "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)"},
+		"server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
+	}
+	if cfg.CertDelivery == DeliveryPodCertificate {
+		b["certificate_providers"] = map[string]any{"weft": map[string]any{
+			"plugin_name": "file_watcher",
+			"config": map[string]any{
+				"certificate_file": CertsDir + "/cert-chain.pem", "private_key_file": CertsDir + "/key.pem",
+				"ca_certificate_file": RootCA, "refresh_interval": "60s",
+			},
+		}}
+	}
+	out, _ := json.Marshal(b) // maps of strings and slices always marshal
+	return string(out)
+}
+
+// probeRoute sends a rewritten probe to where the original pointed.
+type probeRoute struct {
+	// path is the probe's new path on the proxy's health port.
+	path string
+	// port and target are the original port and path (with query).
+	port   int32
+	target string
+}
+
+// rewriteProbes points the app containers' HTTP probes at the proxy's
+// health port, which passes them to the app over loopback: with capture
+// on, a kubelet probe to the app's port would otherwise meet the proxy's
+// inbound listener. HTTPS probes, TCP and gRPC probes are left alone.
+func rewriteProbes(pod *corev1.Pod) []probeRoute {
+	var routes []probeRoute
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		for _, p := range []struct {
+			kind  string
+			probe *corev1.Probe
+		}{{"liveness", c.LivenessProbe}, {"readiness", c.ReadinessProbe}, {"startup", c.StartupProbe}} {
+			if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+				continue
+			}
+			port, ok := resolvePort(c, p.probe.HTTPGet.Port)
+			if !ok {
+				continue
+			}
+			target := p.probe.HTTPGet.Path
+			if target == "" {
+				target = "/"
+			}
+			r := probeRoute{path: fmt.Sprintf("/weft-probe/%s/%s", c.Name, p.kind), port: port, target: target}
+			routes = append(routes, r)
+			p.probe.HTTPGet.Port = intstr.FromInt32(PortHealth)
+			p.probe.HTTPGet.Path = r.path
+			p.probe.HTTPGet.Host = ""
+		}
+	}
+	slices.SortFunc(routes, func(a, b probeRoute) int { return strings.Compare(a.path, b.path) })
+	return routes
+}
+
+// resolvePort turns a probe's port (a number or a container port's name)
+// into a number.
+func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, bool) {
+	if p.Type == intstr.Int {
+		return p.IntVal, p.IntVal > 0
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal {
+			return cp.ContainerPort, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,298 @@
+package inject_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weftmesh/weft/internal/inject"
+	"github.com/weftmesh/weft/internal/testenv"
+)
+
+var (
+	update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	env    *testenv.Env
+	cfg    = inject.DefaultConfig()
+)
+
+const (
+	meshed   = "meshed"
+	unmeshed = "unmeshed"
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(run(m))
+}
+
+// run starts a real API server with weft's webhook configuration, and the
+// webhook served by a controller-runtime manager, as in production.
+func run(m *testing.M) int {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.InfoLevel)))
+	root, err := testenv.Root()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if env, err = testenv.StartWith(testenv.Options{WebhookDirs: []string{filepath.Join(root, "config", "webhook")}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer env.Stop()
+	host, port, certDir := env.WebhookServing()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		WebhookServer:          webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir}),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mgr.GetWebhookServer().Register(inject.WebhookPath, &webhook.Admission{Handler: &inject.Webhook{
+		Namespaces: mgr.GetClient(), Decoder: admission.NewDecoder(env.Scheme), Config: cfg,
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: meshed, Labels: map[string]string{inject.LabelInject: "enabled"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: unmeshed}},
+	} {
+		if err := env.Client.Create(ctx, ns); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	// Wait until the webhook answers (a dry-run create goes through it).
+	err = testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		p := pod("probe-webhook")
+		if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+			return err
+		}
+		if p.Annotations[inject.AnnotationInjected] == "" {
+			return fmt.Errorf("not injected yet")
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "the webhook never answered:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func pod(name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: meshed, Labels: map[string]string{"app": name}},
+		// A real cluster's ServiceAccount admission plugin fills this in
+		// before webhooks run; envtest's API server does not have it.
+		Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{
+			Name: "app", Image: "registry.example/app:1.0",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		}}},
+	}
+}
+
+// cases are the golden pod specs: each pod is created through the API
+// server, which calls the webhook; the stored pod is compared with
+// testdata/<name>.golden.yaml.
+func cases() []struct {
+	name     string
+	pod      *corev1.Pod
+	injected string
+} {
+	probes := pod("probes")
+	probes.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: "/ready?full=1", Port: intstr.FromString("http"), HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "1"}},
+	}}}
+	probes.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: "/live", Port: intstr.FromInt32(8081),
+	}}}
+	probes.Spec.Containers[0].StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{
+		Port: intstr.FromString("http"),
+	}}}
+	probes.Spec.Containers[0].Ports = append(probes.Spec.Containers[0].Ports, corev1.ContainerPort{Name: "grpc", ContainerPort: 9090})
+
+	job := pod("job")
+	job.Labels["batch.kubernetes.io/job-name"] = "backup"
+	job.Spec.RestartPolicy = corev1.RestartPolicyNever
+	job.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "registry.example/migrate:1.0"}}
+	job.Annotations = map[string]string{
+		inject.AnnotationExcludeOutboundPorts: "5432",
+		inject.AnnotationExcludeOutboundCIDRs: "169.254.169.254/32",
+		inject.AnnotationProxyMemoryLimit:     "256Mi",
+	}
+
+	optedOut := pod("opted-out")
+	optedOut.Labels[inject.LabelInject] = "false"
+
+	host := pod("host-network")
+	host.Spec.HostNetwork = true
+
+	grpc := pod("proxyless-grpc")
+	grpc.Annotations = map[string]string{inject.AnnotationProxy: "grpc"}
+
+	return []struct {
+		name     string
+		pod      *corev1.Pod
+		injected string
+	}{
+		{"plain", pod("plain"), "envoy"},
+		{"probes", probes, "envoy"},
+		{"job", job, "envoy"},
+		{"opted-out", optedOut, ""},
+		{"host-network", host, ""},
+		{"proxyless-grpc", grpc, "grpc"},
+	}
+}
+
+// normalized keeps what a golden file compares: labels, annotations, spec.
+func normalized(p *corev1.Pod) []byte {
+	out := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels, Annotations: p.Annotations},
+		Spec:       p.Spec,
+	}
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden.yaml")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s differs (run with -update if intended):\n%s", path, got)
+	}
+}
+
+func TestInjectionThroughTheAPIServer(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range cases() {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := env.Client.Create(ctx, tc.pod); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = env.Client.Delete(ctx, tc.pod, client.GracePeriodSeconds(0)) })
+			stored := &corev1.Pod{}
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(tc.pod), stored); err != nil {
+				t.Fatal(err)
+			}
+			if got := stored.Annotations[inject.AnnotationInjected]; got != tc.injected {
+				t.Fatalf("injected %q, want %q", got, tc.injected)
+			}
+			golden(t, tc.name, normalized(stored))
+
+			// Sent again (server-side dry run), an injected pod comes back
+			// unchanged: the injector is idempotent and reinvocation-safe.
+			again := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+				Name: tc.pod.Name + "-again", Namespace: meshed, Labels: stored.Labels, Annotations: stored.Annotations,
+			}, Spec: *stored.Spec.DeepCopy()}
+			if err := env.Client.Create(ctx, again, client.DryRunAll); err != nil {
+				t.Fatal(err)
+			}
+			if !equality.Semantic.DeepEqual(again.Spec, stored.Spec) || !equality.Semantic.DeepEqual(again.Annotations, stored.Annotations) {
+				t.Errorf("re-creating the injected pod changed it:\n%s", normalized(again))
+			}
+		})
+	}
+}
+
+// Pods of namespaces that did not opt in are not sent to the webhook.
+func TestUnlabelledNamespaceIsLeftAlone(t *testing.T) {
+	p := pod("elsewhere")
+	p.Namespace = unmeshed
+	if err := env.Client.Create(context.Background(), p, client.DryRunAll); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Spec.InitContainers) != 0 || p.Annotations[inject.AnnotationInjected] != "" {
+		t.Errorf("a pod in an unlabelled namespace was injected")
+	}
+}
+
+// An invalid weft annotation is refused at admission, naming it.
+func TestInvalidAnnotationIsRefused(t *testing.T) {
+	for _, tc := range []struct{ key, value, want string }{
+		{inject.AnnotationExcludeInboundPorts, "80,abc", `annotation mesh.weft.dev/exclude-inbound-ports: "abc" is not a port`},
+		{inject.AnnotationExcludeOutboundCIDRs, "10.0.0.0/33", "annotation mesh.weft.dev/exclude-outbound-cidrs"},
+		{inject.AnnotationProxy, "linkerd", `annotation mesh.weft.dev/proxy: "linkerd" is not "envoy" or "grpc"`},
+		{inject.AnnotationProxyCPULimit, "lots", "annotation mesh.weft.dev/proxy-cpu-limit"},
+	} {
+		p := pod("bad-annotation")
+		p.Annotations = map[string]string{tc.key: tc.value}
+		err := env.Client.Create(context.Background(), p, client.DryRunAll)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s=%q: want refusal containing %q, got %v", tc.key, tc.value, tc.want, err)
+		}
+	}
+}
+
+// With pod-certificate delivery the pod gets a podCertificate projected
+// volume for weft's signer, and the real API server accepts the result.
+func TestPodCertificateDelivery(t *testing.T) {
+	c := inject.DefaultConfig()
+	c.CertDelivery = inject.DeliveryPodCertificate
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := pod("pod-certs")
+	if d := inject.Decide(p, meshed, map[string]string{inject.LabelInject: "enabled"}, c); !d.Inject {
+		t.Fatalf("not injected: %s", d.Reason)
+	}
+	if err := inject.Inject(p, c); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, v := range p.Spec.Volumes {
+		if v.Projected != nil && len(v.Projected.Sources) == 1 && v.Projected.Sources[0].PodCertificate != nil {
+			found = v.Projected.Sources[0].PodCertificate.SignerName == c.PodCertificateSigner
+		}
+	}
+	if !found {
+		t.Fatal("no podCertificate volume for weft's signer")
+	}
+	golden(t, "pod-certificates", normalized(p))
+	// The pod is already injected, so the webhook leaves it be; the API
+	// server validates the projection.
+	if err := env.Client.Create(context.Background(), p, client.DryRunAll); err != nil {
+		t.Fatalf("the API server refused the injected pod: %v", err)
+	}
+}
