@@ -56,21 +56,7 @@ type meshServiceScope struct {
 
 // Reconcile brings one MeshService's status up to date.
 func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	ms := &meshv1.MeshService{}
-	if err := r.Client.Get(ctx, req.NamespacedName, ms); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !ms.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	s, err := r.readScope(ctx, ms)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.writeStatus(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, nil
+	return reconcileStatus(ctx, r.Client, req, &meshv1.MeshService{}, r.readScope, r.writeStatus)
 }
 
 func (r *MeshServiceReconciler) readScope(ctx context.Context, ms *meshv1.MeshService) (*meshServiceScope, error) {

@@ -59,18 +59,7 @@ type peerAuthScope struct {
 
 // Reconcile brings one PeerAuthentication's status up to date.
 func (r *PeerAuthenticationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	pa := &meshv1.PeerAuthentication{}
-	if err := r.Client.Get(ctx, req.NamespacedName, pa); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !pa.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	s, err := r.readScope(ctx, pa)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, r.writeStatus(ctx, s)
+	return reconcileStatus(ctx, r.Client, req, &meshv1.PeerAuthentication{}, r.readScope, r.writeStatus)
 }
 
 func (r *PeerAuthenticationReconciler) readScope(ctx context.Context, pa *meshv1.PeerAuthentication) (*peerAuthScope, error) {

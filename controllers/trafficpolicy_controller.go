@@ -53,18 +53,7 @@ type trafficPolicyScope struct {
 
 // Reconcile brings one TrafficPolicy's status up to date.
 func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	tp := &meshv1.TrafficPolicy{}
-	if err := r.Client.Get(ctx, req.NamespacedName, tp); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !tp.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-	s, err := r.readScope(ctx, tp)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, r.writeStatus(ctx, s)
+	return reconcileStatus(ctx, r.Client, req, &meshv1.TrafficPolicy{}, r.readScope, r.writeStatus)
 }
 
 func (r *TrafficPolicyReconciler) readScope(ctx context.Context, tp *meshv1.TrafficPolicy) (*trafficPolicyScope, error) {
