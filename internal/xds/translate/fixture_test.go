@@ -1,0 +1,77 @@
+package translate
+
+import (
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// inForce marks a resource as accepted and resolved by its reconciler.
+func inForce(gen int64) []metav1.Condition {
+	return []metav1.Condition{
+		{Type: meshv1.ConditionAccepted, Status: metav1.ConditionTrue, ObservedGeneration: gen},
+		{Type: meshv1.ConditionResolvedRefs, Status: metav1.ConditionTrue, ObservedGeneration: gen},
+	}
+}
+
+type backend struct {
+	pod, version, ip   string
+	port               int32
+	ready, terminating bool
+}
+
+// reviewsInput is a MeshService "reviews" (grpc port 9080, subsets v1 and
+// v2) with a TrafficPolicy: header x-canary=true to v2, the rest 90/10.
+func reviewsInput(backends ...backend) mesh.Input {
+	in := mesh.Input{
+		Services: []corev1.Service{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews"},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 9080}}},
+		}},
+		MeshServices: []meshv1.MeshService{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews", Generation: 1},
+			Spec: meshv1.MeshServiceSpec{
+				ServiceName: "reviews",
+				Ports:       []meshv1.MeshServicePort{{Port: 9080, Protocol: meshv1.ProtocolGRPC}},
+				Subsets: []meshv1.Subset{
+					{Name: "v1", Labels: map[string]string{"version": "v1"}},
+					{Name: "v2", Labels: map[string]string{"version": "v2"}},
+				},
+			},
+			Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: inForce(1)}},
+		}},
+		TrafficPolicies: []meshv1.TrafficPolicy{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "canary", Generation: 3},
+			Spec: meshv1.TrafficPolicySpec{
+				TargetRef: meshv1.TargetRef{Name: "reviews"},
+				HTTP: []meshv1.HTTPRoute{
+					{Name: "testers", Matches: []meshv1.HTTPMatch{{Headers: []meshv1.HeaderMatch{{Name: "x-canary", Value: ptr.To("true")}}}},
+						Backends: []meshv1.WeightedBackend{{Subset: "v2", Weight: 100}}},
+					{Name: "split", Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}},
+				},
+			},
+			Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: inForce(3)}},
+		}},
+	}
+	for i, b := range backends {
+		in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: b.pod,
+			Labels: map[string]string{"app": "reviews", "version": b.version}}})
+		in.EndpointSlices = append(in.EndpointSlices, discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews-" + strconv.Itoa(i), Labels: map[string]string{discoveryv1.LabelServiceName: "reviews"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(b.port)}},
+			Endpoints: []discoveryv1.Endpoint{{
+				Addresses:  []string{b.ip},
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(b.ready), Serving: ptr.To(true), Terminating: ptr.To(b.terminating)},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: "bookinfo", Name: b.pod},
+			}},
+		})
+	}
+	return in
+}

@@ -1,0 +1,322 @@
+// Package translate turns the mesh model into xDS resources for one proxy.
+// Every function here is pure: the same model and proxy give the same
+// resources, which are validated (ValidateAll) and checked for dangling
+// references before they are returned.
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// Flavour is the kind of proxy.
+type Flavour string
+
+const (
+	// FlavourGRPC is a proxyless gRPC client (api_listener listeners).
+	FlavourGRPC Flavour = "grpc"
+)
+
+// Proxy is the proxy being configured.
+type Proxy struct {
+	ID        string
+	Namespace string
+	Flavour   Flavour
+}
+
+// Resources are one proxy's resources by type, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// ErrDangling is returned when a resource names one that is not there.
+var ErrDangling = errors.New("dangling reference")
+
+// ClusterName names the cluster of a service port and subset ("" for all
+// endpoints).
+func ClusterName(s *mesh.Service, p mesh.Port, subset string) string {
+	return "outbound|" + strconv.Itoa(int(p.Number)) + "|" + subset + "|" + s.Host
+}
+
+// ListenerName is what a gRPC client asks for with target xds:///<name>.
+func ListenerName(s *mesh.Service, p mesh.Port) string {
+	return s.Host + ":" + strconv.Itoa(int(p.Number))
+}
+
+// Translate builds the resources of one proxy.
+func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
+	if proxy.Flavour != FlavourGRPC {
+		return nil, fmt.Errorf("proxy %s: flavour %q is not translated yet", proxy.ID, proxy.Flavour)
+	}
+	r := &Resources{}
+	for _, key := range m.Order {
+		s := m.Services[key]
+		for _, p := range s.Ports {
+			if !p.Protocol.IsHTTP() {
+				continue // proxyless gRPC speaks gRPC only
+			}
+			if err := addServicePort(r, s, p); err != nil {
+				return nil, fmt.Errorf("service %s port %d: %w", key, p.Number, err)
+			}
+		}
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func addServicePort(r *Resources, s *mesh.Service, p mesh.Port) error {
+	name := ListenerName(s, p)
+	lis, err := apiListener(name)
+	if err != nil {
+		return err
+	}
+	r.Listeners = append(r.Listeners, lis)
+	r.Routes = append(r.Routes, routeConfig(name, s, p))
+	subsets := []string{""}
+	for _, sub := range s.Subsets {
+		subsets = append(subsets, sub.Name)
+	}
+	for _, sub := range subsets {
+		cn := ClusterName(s, p, sub)
+		r.Clusters = append(r.Clusters, edsCluster(cn))
+		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, p, sub))
+	}
+	return nil
+}
+
+var adsSource = &corev3.ConfigSource{
+	ResourceApiVersion:    corev3.ApiVersion_V3,
+	ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+}
+
+func apiListener(name string) (*listenerv3.Listener, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: adsSource, RouteConfigName: name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: hcm}}, nil
+}
+
+func routeConfig(name string, s *mesh.Service, p mesh.Port) *routev3.RouteConfiguration {
+	var routes []*routev3.Route
+	for _, rt := range s.Routes {
+		action := weighted(s, p, rt.Backends)
+		matches := rt.Matches
+		if len(matches) == 0 {
+			matches = []meshv1.HTTPMatch{{}}
+		}
+		for _, m := range matches {
+			routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action})
+		}
+	}
+	// What no route matches goes to all endpoints.
+	routes = append(routes, &routev3.Route{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p, "")}}},
+	})
+	return &routev3.RouteConfiguration{
+		Name: name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    name,
+			Domains: []string{name, s.Host},
+			Routes:  routes,
+		}},
+	}
+}
+
+func weighted(s *mesh.Service, p mesh.Port, backends []meshv1.WeightedBackend) *routev3.Route_Route {
+	var wc []*routev3.WeightedCluster_ClusterWeight
+	for _, b := range backends {
+		if b.Weight == 0 {
+			continue // grpc-go drops weight-0 entries; so do we
+		}
+		wc = append(wc, &routev3.WeightedCluster_ClusterWeight{Name: ClusterName(s, p, b.Subset), Weight: wrapperspb.UInt32(uint32(b.Weight))})
+	}
+	return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+		WeightedClusters: &routev3.WeightedCluster{Clusters: wc},
+	}}}
+}
+
+func routeMatch(m meshv1.HTTPMatch) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	if m.Path != nil {
+		switch m.Path.Type {
+		case meshv1.MatchExact:
+			rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path.Value}
+		case meshv1.MatchRegularExpression:
+			rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path.Value}}
+		default:
+			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: m.Path.Value}
+		}
+	}
+	for _, h := range m.Headers {
+		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
+		switch h.Type {
+		case meshv1.HeaderMatchPresent:
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		case meshv1.HeaderMatchPrefix:
+			hm.HeaderMatchSpecifier = stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: deref(h.Value)}})
+		case meshv1.HeaderMatchRegularExpression:
+			hm.HeaderMatchSpecifier = stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: deref(h.Value)}}})
+		default:
+			hm.HeaderMatchSpecifier = stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: deref(h.Value)}})
+		}
+		rm.Headers = append(rm.Headers, hm)
+	}
+	if m.Method != nil {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: ":method",
+			HeaderMatchSpecifier: stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: string(*m.Method)}})})
+	}
+	return rm
+}
+
+func stringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_StringMatch {
+	return &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
+}
+
+func edsCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource, ServiceName: name},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+}
+
+// loadAssignment lists a subset's endpoints: ready ones HEALTHY, terminating
+// ones DRAINING, so that clients stop opening new streams to them without
+// cutting those in flight. Endpoints are grouped into one locality per
+// zone, weighted by its number of endpoints, so that load stays even per
+// endpoint. (grpc-go refuses a locality without an ID and ignores one
+// without a weight.)
+func loadAssignment(name string, s *mesh.Service, p mesh.Port, subset string) *endpointv3.ClusterLoadAssignment {
+	byZone := map[string][]*endpointv3.LbEndpoint{}
+	var zones []string
+	for _, e := range s.Endpoints {
+		port, ok := e.PortOf(p)
+		if !ok || !s.InSubset(e, subset) {
+			continue
+		}
+		health := corev3.HealthStatus_HEALTHY
+		if !e.Ready {
+			health = corev3.HealthStatus_DRAINING
+		}
+		if _, ok := byZone[e.Zone]; !ok {
+			zones = append(zones, e.Zone)
+		}
+		byZone[e.Zone] = append(byZone[e.Zone], &endpointv3.LbEndpoint{
+			HealthStatus: health,
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: e.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+				}},
+			}}},
+		})
+	}
+	slices.Sort(zones)
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	for _, z := range zones {
+		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+			Locality:            &corev3.Locality{Zone: z},
+			LbEndpoints:         byZone[z],
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(byZone[z]))),
+		})
+	}
+	return cla
+}
+
+// Validate runs each resource's ValidateAll and checks that every route
+// names an existing cluster, every listener an existing route
+// configuration, and every cluster has its endpoints.
+func (r *Resources) Validate() error {
+	var errs []error
+	routes, clusters, clas := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, x := range r.Routes {
+		routes[x.Name] = true
+		errs = append(errs, x.ValidateAll())
+	}
+	for _, x := range r.Clusters {
+		clusters[x.Name] = true
+		errs = append(errs, x.ValidateAll())
+	}
+	for _, x := range r.Endpoints {
+		clas[x.ClusterName] = true
+		errs = append(errs, x.ValidateAll())
+	}
+	for _, x := range r.Listeners {
+		errs = append(errs, x.ValidateAll())
+		if !routes[x.Name] {
+			errs = append(errs, fmt.Errorf("%w: listener %s has no route configuration", ErrDangling, x.Name))
+		}
+	}
+	for _, rc := range r.Routes {
+		for _, vh := range rc.VirtualHosts {
+			for _, rt := range vh.Routes {
+				for _, c := range routeClusters(rt) {
+					if !clusters[c] {
+						errs = append(errs, fmt.Errorf("%w: route configuration %s names cluster %s", ErrDangling, rc.Name, c))
+					}
+				}
+			}
+		}
+	}
+	for _, c := range r.Clusters {
+		if !clas[c.Name] {
+			errs = append(errs, fmt.Errorf("%w: cluster %s has no endpoints resource", ErrDangling, c.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func routeClusters(rt *routev3.Route) []string {
+	a := rt.GetRoute()
+	if a == nil {
+		return nil
+	}
+	if c := a.GetCluster(); c != "" {
+		return []string{c}
+	}
+	var out []string
+	for _, w := range a.GetWeightedClusters().GetClusters() {
+		out = append(out, w.Name)
+	}
+	return slices.Compact(out)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

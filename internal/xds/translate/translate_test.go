@@ -1,0 +1,113 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// render writes resources as indented JSON, one xDS type after another.
+func render(t *testing.T, r *Resources) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	add := func(kind string, msgs []proto.Message) {
+		for _, m := range msgs {
+			raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := json.Indent(&out, raw, "", "  "); err != nil {
+				t.Fatal(err)
+			}
+			buf.WriteString("# " + kind + "\n")
+			buf.Write(out.Bytes())
+			buf.WriteString("\n")
+		}
+	}
+	add("listener", toMsgs(r.Listeners))
+	add("route", toMsgs(r.Routes))
+	add("cluster", toMsgs(r.Clusters))
+	add("endpoints", toMsgs(r.Endpoints))
+	return buf.Bytes()
+}
+
+func toMsgs[T proto.Message](xs []T) []proto.Message {
+	out := make([]proto.Message, len(xs))
+	for i, x := range xs {
+		out[i] = x
+	}
+	return out
+}
+
+// TestTranslateGolden pins the resources of a representative mesh: a gRPC
+// service with two subsets, a header route and a 90/10 split, a ready
+// endpoint per subset and one draining. Regenerate with -update.
+func TestTranslateGolden(t *testing.T) {
+	m := mesh.Build(reviewsInput(
+		backend{"reviews-v1", "v1", "10.1.0.1", 9080, true, false},
+		backend{"reviews-v2", "v2", "10.1.0.2", 9080, true, false},
+		backend{"reviews-v2-old", "v2", "10.1.0.3", 9080, false, true},
+	))
+	r, err := Translate(m, Proxy{ID: "client.bookinfo", Namespace: "bookinfo", Flavour: FlavourGRPC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := render(t, r)
+	path := filepath.Join("testdata", "reviews-grpc.golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("resources differ from %s (run with -update if intended):\n%s", path, got)
+	}
+}
+
+// A route that names a cluster that is not there is caught before
+// anything is served.
+func TestValidateCatchesDanglingReferences(t *testing.T) {
+	m := mesh.Build(reviewsInput(backend{"reviews-v1", "v1", "10.1.0.1", 9080, true, false}))
+	r, err := Translate(m, Proxy{ID: "c", Flavour: FlavourGRPC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Clusters = r.Clusters[1:]
+	if err := r.Validate(); !errors.Is(err, ErrDangling) {
+		t.Fatalf("want a dangling-reference error, got %v", err)
+	}
+}
+
+// Policies and services that their reconcilers did not accept leave no
+// trace in the model.
+func TestModelKeepsOnlyWhatIsInForce(t *testing.T) {
+	in := reviewsInput(backend{"reviews-v1", "v1", "10.1.0.1", 9080, true, false})
+	in.TrafficPolicies[0].Generation = 4 // conditions are for generation 3
+	m := mesh.Build(in)
+	if s := m.Services["bookinfo/reviews"]; s == nil || len(s.Routes) != 0 {
+		t.Fatalf("a policy not accepted for its generation made it into the model: %+v", s)
+	}
+	in.MeshServices[0].Status.Conditions[1].Status = "False"
+	if m := mesh.Build(in); len(m.Services) != 0 {
+		t.Fatal("an unresolved MeshService made it into the model")
+	}
+}
