@@ -5,11 +5,15 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"time"
 
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
 )
 
@@ -27,6 +31,13 @@ const (
 type Options struct {
 	// MeshNamespace is the control plane's namespace.
 	MeshNamespace string
+	// ClusterDomain is the cluster's DNS domain (cluster.local).
+	ClusterDomain string
+	// ModelQuiet and ModelMaxDelay bound the mesh model's debounce
+	// (defaults 100 ms and 1 s).
+	ModelQuiet, ModelMaxDelay time.Duration
+	// OnModel receives each rebuilt mesh model; nil logs its size.
+	OnModel func(context.Context, *mesh.Model)
 }
 
 // Setup registers every reconciler with the manager.
@@ -50,6 +61,19 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		MeshNamespace: o.MeshNamespace,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the PeerAuthentication reconciler: %w", err)
+	}
+	onModel := o.OnModel
+	if onModel == nil {
+		onModel = func(ctx context.Context, m *mesh.Model) {
+			ctrl.LoggerFrom(ctx).V(1).Info("Rebuilt the mesh model", "services", len(m.Order))
+		}
+	}
+	if err := mgr.Add(&ModelWatcher{
+		Cache: mgr.GetCache(), Reader: mgr.GetClient(), Clock: clock.RealClock{},
+		Quiet: cmp.Or(o.ModelQuiet, 100*time.Millisecond), MaxDelay: cmp.Or(o.ModelMaxDelay, time.Second),
+		ClusterDomain: cmp.Or(o.ClusterDomain, "cluster.local"), Publish: onModel,
+	}); err != nil {
+		return fmt.Errorf("adding the mesh model watcher: %w", err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"sync"
 	"flag"
 	"fmt"
 	"os"
@@ -13,13 +14,36 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
 // meshNamespace stands in for weft-system in these tests.
 const meshNamespace = "weft-system"
 
-var env *testenv.Env
+var (
+	env    *testenv.Env
+	models = &modelRecorder{}
+)
+
+// modelRecorder keeps the mesh models the watcher publishes.
+type modelRecorder struct {
+	mu     sync.Mutex
+	latest *mesh.Model
+	builds int
+}
+
+func (r *modelRecorder) record(_ context.Context, m *mesh.Model) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.latest, r.builds = m, r.builds+1
+}
+
+func (r *modelRecorder) get() (*mesh.Model, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.latest, r.builds
+}
 
 // TestMain starts a real API server and the reconcilers once for the
 // package; each test works in namespaces of its own.
@@ -56,7 +80,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: meshNamespace}); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: meshNamespace, OnModel: models.record}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
