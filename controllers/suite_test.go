@@ -2,10 +2,10 @@ package controllers_test
 
 import (
 	"context"
-	"sync"
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 
 	"go.uber.org/zap/zapcore"
