@@ -23,14 +23,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
 var (
-	update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-	env    *testenv.Env
-	cfg    = inject.DefaultConfig()
+	env *testenv.Env
+	cfg = inject.DefaultConfig()
 )
 
 const (
@@ -184,26 +184,6 @@ func normalized(p *corev1.Pod) []byte {
 	return b
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden.yaml")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs (run with -update if intended):\n%s", path, got)
-	}
-}
-
 func TestInjectionThroughTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range cases() {
@@ -219,7 +199,7 @@ func TestInjectionThroughTheAPIServer(t *testing.T) {
 			if got := stored.Annotations[inject.AnnotationInjected]; got != tc.injected {
 				t.Fatalf("injected %q, want %q", got, tc.injected)
 			}
-			golden(t, tc.name, normalized(stored))
+			golden.Check(t, tc.name+".golden.yaml", normalized(stored))
 
 			// Sent again (server-side dry run), an injected pod comes back
 			// unchanged: the injector is idempotent and reinvocation-safe.
@@ -289,7 +269,7 @@ func TestPodCertificateDelivery(t *testing.T) {
 	if !found {
 		t.Fatal("no podCertificate volume for weft's signer")
 	}
-	golden(t, "pod-certificates", normalized(p))
+	golden.Check(t, "pod-certificates.golden.yaml", normalized(p))
 	// The pod is already injected, so the webhook leaves it be; the API
 	// server validates the projection.
 	if err := env.Client.Create(context.Background(), p, client.DryRunAll); err != nil {

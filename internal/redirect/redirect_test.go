@@ -1,14 +1,11 @@
 package redirect
 
 import (
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"github.com/weftmesh/weft/internal/golden"
+)
 
 func testConfig() Config {
 	return Config{
@@ -23,23 +20,7 @@ func testConfig() Config {
 
 // TestRulesGolden pins the rule set; regenerate with -update.
 func TestRulesGolden(t *testing.T) {
-	got := Describe(testConfig())
-	path := filepath.Join("testdata", "rules.golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("rules differ from %s (run with -update if intended):\n%s", path, got)
-	}
+	golden.Check(t, "rules.golden", []byte(Describe(testConfig())))
 }
 
 func TestParseAndValidate(t *testing.T) {

@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // render writes resources as indented JSON, one xDS type after another.
 func render(t *testing.T, r *Resources) []byte {
@@ -64,23 +60,7 @@ func TestTranslateGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := render(t, r)
-	path := filepath.Join("testdata", "reviews-grpc.golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("resources differ from %s (run with -update if intended):\n%s", path, got)
-	}
+	golden.Check(t, "reviews-grpc.golden", render(t, r))
 }
 
 // A route that names a cluster that is not there is caught before
