@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
 // render writes resources as indented JSON, one xDS type after another.
@@ -51,10 +52,10 @@ func toMsgs[T proto.Message](xs []T) []proto.Message {
 // service with two subsets, a header route and a 90/10 split, a ready
 // endpoint per subset and one draining. Regenerate with -update.
 func TestTranslateGolden(t *testing.T) {
-	m := mesh.Build(reviewsInput(
-		backend{"reviews-v1", "v1", "10.1.0.1", 9080, true, false},
-		backend{"reviews-v2", "v2", "10.1.0.2", 9080, true, false},
-		backend{"reviews-v2-old", "v2", "10.1.0.3", 9080, false, true},
+	m := mesh.Build(xdstest.ReviewsInput(
+		xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080),
+		xdstest.Ready("reviews-v2", "v2", "10.1.0.2", 9080),
+		xdstest.Draining("reviews-v2-old", "v2", "10.1.0.3", 9080),
 	))
 	r, err := Translate(m, Proxy{ID: "client.bookinfo", Namespace: "bookinfo", Flavour: FlavourGRPC})
 	if err != nil {
@@ -66,7 +67,7 @@ func TestTranslateGolden(t *testing.T) {
 // A route that names a cluster that is not there is caught before
 // anything is served.
 func TestValidateCatchesDanglingReferences(t *testing.T) {
-	m := mesh.Build(reviewsInput(backend{"reviews-v1", "v1", "10.1.0.1", 9080, true, false}))
+	m := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080)))
 	r, err := Translate(m, Proxy{ID: "c", Flavour: FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +81,7 @@ func TestValidateCatchesDanglingReferences(t *testing.T) {
 // Policies and services that their reconcilers did not accept leave no
 // trace in the model.
 func TestModelKeepsOnlyWhatIsInForce(t *testing.T) {
-	in := reviewsInput(backend{"reviews-v1", "v1", "10.1.0.1", 9080, true, false})
+	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080))
 	in.TrafficPolicies[0].Generation = 4 // conditions are for generation 3
 	m := mesh.Build(in)
 	if s := m.Services["bookinfo/reviews"]; s == nil || len(s.Routes) != 0 {

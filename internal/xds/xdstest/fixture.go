@@ -1,4 +1,6 @@
-package translate
+// Package xdstest has what weft's xDS tests share: a fixture mesh, gRPC
+// backends that say who they are, an ADS server, and grpc-go xDS clients.
+package xdstest
 
 import (
 	"strconv"
@@ -12,23 +14,24 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 )
 
-// inForce marks a resource as accepted and resolved by its reconciler.
-func inForce(gen int64) []metav1.Condition {
+// InForce marks a resource as accepted and resolved by its reconciler.
+func InForce(gen int64) []metav1.Condition {
 	return []metav1.Condition{
 		{Type: meshv1.ConditionAccepted, Status: metav1.ConditionTrue, ObservedGeneration: gen},
 		{Type: meshv1.ConditionResolvedRefs, Status: metav1.ConditionTrue, ObservedGeneration: gen},
 	}
 }
 
-type backend struct {
-	pod, version, ip   string
-	port               int32
-	ready, terminating bool
+// Backend is one endpoint of the fixture service.
+type Backend struct {
+	Pod, Version, IP   string
+	Port               int32
+	Ready, Terminating bool
 }
 
-// reviewsInput is a MeshService "reviews" (grpc port 9080, subsets v1 and
+// ReviewsInput is a MeshService "reviews" (grpc port 9080, subsets v1 and
 // v2) with a TrafficPolicy: header x-canary=true to v2, the rest 90/10.
-func reviewsInput(backends ...backend) mesh.Input {
+func ReviewsInput(backends ...Backend) mesh.Input {
 	in := mesh.Input{
 		Services: []corev1.Service{{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews"},
@@ -44,7 +47,7 @@ func reviewsInput(backends ...backend) mesh.Input {
 					{Name: "v2", Labels: map[string]string{"version": "v2"}},
 				},
 			},
-			Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: inForce(1)}},
+			Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: InForce(1)}},
 		}},
 		TrafficPolicies: []meshv1.TrafficPolicy{{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "canary", Generation: 3},
@@ -56,22 +59,32 @@ func reviewsInput(backends ...backend) mesh.Input {
 					{Name: "split", Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}},
 				},
 			},
-			Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: inForce(3)}},
+			Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: InForce(3)}},
 		}},
 	}
 	for i, b := range backends {
-		in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: b.pod,
-			Labels: map[string]string{"app": "reviews", "version": b.version}}})
+		in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: b.Pod,
+			Labels: map[string]string{"app": "reviews", "version": b.Version}}})
 		in.EndpointSlices = append(in.EndpointSlices, discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews-" + strconv.Itoa(i), Labels: map[string]string{discoveryv1.LabelServiceName: "reviews"}},
 			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(b.port)}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(b.Port)}},
 			Endpoints: []discoveryv1.Endpoint{{
-				Addresses:  []string{b.ip},
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(b.ready), Serving: ptr.To(true), Terminating: ptr.To(b.terminating)},
-				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: "bookinfo", Name: b.pod},
+				Addresses:  []string{b.IP},
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(b.Ready), Serving: ptr.To(true), Terminating: ptr.To(b.Terminating)},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: "bookinfo", Name: b.Pod},
 			}},
 		})
 	}
 	return in
+}
+
+// Ready is a ready backend of a subset version at ip:port.
+func Ready(pod, version, ip string, port int32) Backend {
+	return Backend{Pod: pod, Version: version, IP: ip, Port: port, Ready: true}
+}
+
+// Draining is a terminating backend that still serves.
+func Draining(pod, version, ip string, port int32) Backend {
+	return Backend{Pod: pod, Version: version, IP: ip, Port: port, Terminating: true}
 }

@@ -1,0 +1,318 @@
+// Package cache is weft's xDS cache for go-control-plane's server. It
+// keeps each proxy's resources, shares every distinct resource's bytes
+// among all streams (each is marshaled once, when it changes), and holds a
+// proxy's watch after a NACK until that proxy's configuration changes, so a
+// rejected version is never sent again in a loop.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// ErrDeltaNotServed is returned for delta watches, which come next.
+var ErrDeltaNotServed = errors.New("delta xDS is not served yet")
+
+// entry is one resource version, marshaled once.
+type entry struct {
+	msg     types.Resource
+	any     *anypb.Any
+	version string
+}
+
+// node is one proxy's state.
+type node struct {
+	// names and versions of each type the proxy may use.
+	names    map[string][]string
+	versions map[string]string
+	// sent is the version last sent per type; nacked the version the
+	// proxy rejected, which is not sent again.
+	sent    map[string]string
+	nacked  map[string]string
+	watches map[*watch]struct{}
+}
+
+type watch struct {
+	req *discovery.DiscoveryRequest
+	sub cachev3.Subscription
+	ch  chan cachev3.Response
+}
+
+// Cache implements go-control-plane's cache.Cache.
+type Cache struct {
+	mu      sync.Mutex
+	entries map[string]map[string]*entry
+	nodes   map[string]*node
+	// marshals counts resources serialized (for tests and metrics).
+	marshals atomic.Int64
+}
+
+var _ cachev3.Cache = (*Cache)(nil)
+
+// New returns an empty cache.
+func New() *Cache {
+	return &Cache{entries: map[string]map[string]*entry{}, nodes: map[string]*node{}}
+}
+
+// Marshals is how many resources the cache has serialized so far.
+func (c *Cache) Marshals() int64 { return c.marshals.Load() }
+
+func (c *Cache) nodeLocked(id string) *node {
+	n := c.nodes[id]
+	if n == nil {
+		n = &node{names: map[string][]string{}, versions: map[string]string{}, sent: map[string]string{},
+			nacked: map[string]string{}, watches: map[*watch]struct{}{}}
+		c.nodes[id] = n
+	}
+	return n
+}
+
+// SetProxy replaces the resources of one proxy, by type URL, and answers
+// the proxy's waiting watches that the change concerns. A resource with
+// the name of one already known and the same content reuses its bytes; a
+// resource whose content changed is marshaled once for every proxy.
+func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error {
+	c.mu.Lock()
+	changed := map[string]bool{} // "type/name" of replaced entries
+	names := map[string][]string{}
+	for typeURL, list := range resources {
+		byName := c.entries[typeURL]
+		if byName == nil {
+			byName = map[string]*entry{}
+			c.entries[typeURL] = byName
+		}
+		for _, r := range list {
+			name := cachev3.GetResourceName(r)
+			names[typeURL] = append(names[typeURL], name)
+			if old := byName[name]; old != nil && proto.Equal(old.msg, r) {
+				continue
+			}
+			e, err := c.newEntry(r)
+			if err != nil {
+				c.mu.Unlock()
+				return fmt.Errorf("proxy %s: %s %s: %w", id, typeURL, name, err)
+			}
+			if byName[name] != nil {
+				changed[typeURL+"/"+name] = true
+			}
+			byName[name] = e
+		}
+		slices.Sort(names[typeURL])
+	}
+	n := c.nodeLocked(id)
+	n.names = names
+	var sends []func()
+	// This proxy, and every other that holds an entry that changed, may
+	// have a new version.
+	for nid, other := range c.nodes {
+		if nid != id && !holdsAny(other, changed) {
+			continue
+		}
+		c.refreshVersionsLocked(other)
+		sends = append(sends, c.answerLocked(other)...)
+	}
+	c.sweepLocked()
+	c.mu.Unlock()
+	for _, send := range sends {
+		send()
+	}
+	return nil
+}
+
+// RemoveProxy forgets a proxy that went away.
+func (c *Cache) RemoveProxy(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.nodes, id)
+	c.sweepLocked()
+}
+
+func holdsAny(n *node, changed map[string]bool) bool {
+	if len(changed) == 0 {
+		return false
+	}
+	for typeURL, names := range n.names {
+		for _, name := range names {
+			if changed[typeURL+"/"+name] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *Cache) newEntry(r types.Resource) (*entry, error) {
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	c.marshals.Add(1)
+	h := fnv.New64a()
+	h.Write(raw)
+	return &entry{
+		msg:     r,
+		any:     &anypb.Any{TypeUrl: "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName()), Value: raw},
+		version: strconv.FormatUint(h.Sum64(), 36),
+	}, nil
+}
+
+// refreshVersionsLocked recomputes a node's version of each type from the
+// names it holds and their entries' versions.
+func (c *Cache) refreshVersionsLocked(n *node) {
+	versions := map[string]string{}
+	for typeURL, names := range n.names {
+		h := fnv.New64a()
+		for _, name := range names {
+			h.Write([]byte(name))
+			h.Write([]byte{0})
+			h.Write([]byte(c.entries[typeURL][name].version))
+			h.Write([]byte{0})
+		}
+		versions[typeURL] = strconv.FormatUint(h.Sum64(), 36)
+	}
+	n.versions = versions
+}
+
+// answerLocked answers the node's waiting watches that can be answered now,
+// returning the sends to do once the lock is released.
+func (c *Cache) answerLocked(n *node) []func() {
+	var sends []func()
+	for w := range n.watches {
+		if resp := c.respondLocked(n, w); resp != nil {
+			delete(n.watches, w)
+			ch := w.ch
+			sends = append(sends, func() { ch <- resp })
+		}
+	}
+	return sends
+}
+
+// respondLocked builds the response a watch is owed now, or nil when it
+// must wait: no configuration for the type yet, the proxy already has this
+// version and every name it asks for, or it rejected this very version.
+func (c *Cache) respondLocked(n *node, w *watch) cachev3.Response {
+	typeURL := w.req.GetTypeUrl()
+	version, ok := n.versions[typeURL]
+	if !ok || n.nacked[typeURL] == version {
+		return nil
+	}
+	requested := w.req.GetResourceNames()
+	if w.req.GetVersionInfo() == version && !asksForNew(w, requested, n.names[typeURL]) {
+		return nil
+	}
+	wanted := map[string]bool{}
+	for _, r := range requested {
+		wanted[r] = true
+	}
+	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL}
+	returned := map[string]string{}
+	for _, name := range n.names[typeURL] {
+		if len(wanted) > 0 && !wanted[name] && !wanted["*"] {
+			continue
+		}
+		out.Resources = append(out.Resources, c.entries[typeURL][name].any)
+		returned[name] = version
+	}
+	n.sent[typeURL] = version
+	return &response{req: w.req, out: out, returned: returned}
+}
+
+// asksForNew says whether the stream asks for a name it has not been sent.
+func asksForNew(w *watch, requested, have []string) bool {
+	var got map[string]string
+	if w.sub != nil {
+		got = w.sub.ReturnedResources()
+	}
+	for _, r := range requested {
+		if _, sent := got[r]; !sent && slices.Contains(have, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// sweepLocked drops entries no proxy holds any more.
+func (c *Cache) sweepLocked() {
+	held := map[string]map[string]bool{}
+	for _, n := range c.nodes {
+		for typeURL, names := range n.names {
+			if held[typeURL] == nil {
+				held[typeURL] = map[string]bool{}
+			}
+			for _, name := range names {
+				held[typeURL][name] = true
+			}
+		}
+	}
+	for typeURL, byName := range c.entries {
+		for name := range byName {
+			if !held[typeURL][name] {
+				delete(byName, name)
+			}
+		}
+	}
+}
+
+// CreateWatch answers a SotW request now, or when the proxy's configuration
+// changes. A request that carries error_detail is a NACK: the version last
+// sent is marked rejected and not sent again.
+func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
+	id := req.GetNode().GetId()
+	if id == "" {
+		return nil, errors.New("the request names no node")
+	}
+	c.mu.Lock()
+	n := c.nodeLocked(id)
+	if req.GetErrorDetail() != nil {
+		n.nacked[req.GetTypeUrl()] = n.sent[req.GetTypeUrl()]
+	}
+	w := &watch{req: req, sub: sub, ch: ch}
+	if resp := c.respondLocked(n, w); resp != nil {
+		c.mu.Unlock()
+		ch <- resp
+		return func() {}, nil
+	}
+	n.watches[w] = struct{}{}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		delete(n.watches, w)
+		c.mu.Unlock()
+	}, nil
+}
+
+// CreateDeltaWatch is not served yet.
+func (c *Cache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
+	return nil, ErrDeltaNotServed
+}
+
+// Fetch (REST polling) is not served.
+func (c *Cache) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, errors.New("fetching xDS over REST is not served")
+}
+
+// response is a SotW response over shared, already marshaled resources.
+type response struct {
+	req      *discovery.DiscoveryRequest
+	out      *discovery.DiscoveryResponse
+	returned map[string]string
+}
+
+func (r *response) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) { return r.out, nil }
+func (r *response) GetRequest() *discovery.DiscoveryRequest                    { return r.req }
+func (r *response) GetVersion() (string, error)                                { return r.out.VersionInfo, nil }
+func (r *response) GetResponseVersion() string                                 { return r.out.VersionInfo }
+func (r *response) GetReturnedResources() map[string]string                    { return r.returned }
+func (r *response) GetContext() context.Context                                { return context.Background() }

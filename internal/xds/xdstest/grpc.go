@@ -1,0 +1,90 @@
+package xdstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// StartBackend serves any gRPC method on addr and names itself in the
+// response header "backend". It returns the port.
+func StartBackend(t testing.TB, addr, name string) int32 {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		var in emptypb.Empty
+		if err := stream.RecvMsg(&in); err != nil {
+			return err
+		}
+		if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
+			return err
+		}
+		return stream.SendMsg(&emptypb.Empty{})
+	}))
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return int32(lis.Addr().(*net.TCPAddr).Port)
+}
+
+// ServeADS serves a cache over ADS on 127.0.0.1 and returns the address.
+func ServeADS(t testing.TB, c cachev3.Cache, cb serverv3.Callbacks) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	xs := serverv3.NewServer(context.Background(), c, cb)
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
+// Client is a grpc-go channel that resolves its target with grpc-go's own
+// xDS client, bootstrapped from ads as node id.
+type Client struct {
+	*grpc.ClientConn
+}
+
+// NewClient dials xds:///<target> with its own xDS client and node id.
+func NewClient(t testing.TB, ads, node, target string) *Client {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": %q}}`, ads, node)
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &Client{cc}
+}
+
+// Call makes one RPC and returns the name of the backend that answered.
+func (c *Client) Call(ctx context.Context, opts ...grpc.CallOption) (string, error) {
+	var md metadata.MD
+	err := c.Invoke(ctx, "/weft.test.Reviews/Get", &emptypb.Empty{}, &emptypb.Empty{}, append(opts, grpc.Header(&md))...)
+	if b := md.Get("backend"); len(b) > 0 {
+		return b[0], err
+	}
+	return "", err
+}
