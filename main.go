@@ -30,6 +30,7 @@ import (
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/internal/xds/server"
 )
 
 const usage = `weft is a service mesh for Kubernetes.
@@ -87,6 +88,7 @@ type controllerOptions struct {
 	meshNamespace    string
 	logLevel         string
 	logFormat        string
+	xdsAddr          string
 	webhookPort      int
 	webhookCertDir   string
 	inject           inject.Config
@@ -105,6 +107,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"the control plane's namespace; a PeerAuthentication without selector here covers the whole mesh")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, error, or a number (higher is more verbose)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
+		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012; empty turns it off. It does not authenticate proxies yet: bind it to loopback only")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook-certs", "directory with the webhook's tls.crt and tls.key")
 	o.inject = inject.DefaultConfig()
@@ -224,7 +228,16 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: o.meshNamespace}); err != nil {
+	copts := controllers.Options{MeshNamespace: o.meshNamespace}
+	if o.xdsAddr != "" {
+		xs := server.New(o.xdsAddr, log.WithName("xds"))
+		if err := mgr.Add(xs); err != nil {
+			return fmt.Errorf("adding the xDS server: %w", err)
+		}
+		copts.OnModel = xs.OnModel
+		log.Info("The xDS server does not authenticate proxies yet; keep it on loopback", "address", o.xdsAddr)
+	}
+	if err := controllers.Setup(ctx, mgr, copts); err != nil {
 		return err
 	}
 	if webhookServer != nil {

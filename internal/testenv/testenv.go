@@ -133,6 +133,12 @@ func StartWith(o Options) (*Env, error) {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
+	// Without a default route (a test in a network namespace of its own)
+	// kube-apiserver cannot pick an address to advertise, and it refuses
+	// loopback ones: InOwnNetworkNamespace provides one.
+	if a := os.Getenv(advertiseEnv); a != "" {
+		e.env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", a)
+	}
 	if e.Config, err = e.env.Start(); err != nil {
 		// envtest may have started etcd and kube-apiserver before failing
 		// (for example on a CRD the API server refuses): stop them.

@@ -88,6 +88,9 @@ func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error
 	changed := map[string]bool{} // "type/name" of replaced entries
 	names := map[string][]string{}
 	for typeURL, list := range resources {
+		// An empty list is a version too: the proxy must learn that
+		// everything of that type is gone.
+		names[typeURL] = []string{}
 		byName := c.entries[typeURL]
 		if byName == nil {
 			byName = map[string]*entry{}
@@ -311,8 +314,8 @@ type response struct {
 }
 
 func (r *response) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) { return r.out, nil }
-func (r *response) GetRequest() *discovery.DiscoveryRequest                    { return r.req }
-func (r *response) GetVersion() (string, error)                                { return r.out.VersionInfo, nil }
-func (r *response) GetResponseVersion() string                                 { return r.out.VersionInfo }
-func (r *response) GetReturnedResources() map[string]string                    { return r.returned }
-func (r *response) GetContext() context.Context                                { return context.Background() }
+func (r *response) GetRequest() *discovery.DiscoveryRequest                     { return r.req }
+func (r *response) GetVersion() (string, error)                                 { return r.out.VersionInfo, nil }
+func (r *response) GetResponseVersion() string                                  { return r.out.VersionInfo }
+func (r *response) GetReturnedResources() map[string]string                     { return r.returned }
+func (r *response) GetContext() context.Context                                 { return context.Background() }

@@ -14,7 +14,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -290,5 +292,37 @@ func TestEachResourceIsMarshaledOnce(t *testing.T) {
 	}
 	if got := c.Marshals() - before; got != int64(changed) || changed != 2 {
 		t.Fatalf("a change of %d resources for 50 proxies cost %d serializations", changed, got)
+	}
+}
+
+// TestEmptiedTypeIsSent: when a proxy's last resource of a type goes, it is
+// sent an empty response for that type (grpc-go then fails RPCs to the
+// removed service fast), not left waiting.
+func TestEmptiedTypeIsSent(t *testing.T) {
+	v1 := xdstest.StartBackend(t, "127.0.0.2:0", "v1")
+	v2 := xdstest.StartBackend(t, "127.0.0.3:0", "v2")
+	c := cache.New()
+	full := translated(t, "p", xdstest.Ready("reviews-v1", "v1", "127.0.0.2", v1), xdstest.Ready("reviews-v2", "v2", "127.0.0.3", v2))
+	if err := c.SetProxy("p", full.ByType()); err != nil {
+		t.Fatal(err)
+	}
+	client := xdstest.NewClient(t, xdstest.ServeADS(t, c, nil), "p", target)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := client.Call(ctx, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetProxy("p", (&translate.Resources{}).ByType()); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if _, err := client.Call(callCtx); status.Code(err) != codes.Unavailable {
+			return fmt.Errorf("got %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("RPCs to a removed service do not fail with UNAVAILABLE: %v", err)
 	}
 }

@@ -1,0 +1,169 @@
+// Package server serves the mesh to proxies over ADS: it translates the
+// current mesh model for each proxy that connects, and again for every
+// proxy when the model changes, into weft's xDS cache.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/xds/cache"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// Server is the ADS server. It is a manager runnable that needs no leader
+// election: every replica serves proxies.
+type Server struct {
+	// Address to listen on, for example "127.0.0.1:15012".
+	Address string
+	Log     logr.Logger
+
+	cache *cache.Cache
+
+	mu      sync.Mutex
+	model   *mesh.Model
+	proxies map[string]translate.Proxy
+	// failed is the last translation error per proxy; the proxy keeps its
+	// last good resources meanwhile.
+	failed map[string]error
+
+	// streams maps each stream to its proxy; a proxy with no stream left
+	// is forgotten.
+	streams map[int64]string
+
+	ready chan string
+}
+
+// New returns a server with an empty model.
+func New(address string, log logr.Logger) *Server {
+	return &Server{Address: address, Log: log, cache: cache.New(), model: mesh.Build(mesh.Input{}),
+		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, ready: make(chan string, 1)}
+}
+
+// NeedLeaderElection is false.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Addr waits until the server listens and returns its address.
+func (s *Server) Addr(ctx context.Context) (string, error) {
+	select {
+	case a := <-s.ready:
+		s.ready <- a
+		return a, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// OnModel takes a new model and updates every connected proxy.
+func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.model = m
+	for id, p := range s.proxies {
+		s.pushLocked(id, p)
+	}
+}
+
+// pushLocked translates for one proxy and hands the result to the cache.
+// A proxy whose translation fails keeps what it had.
+func (s *Server) pushLocked(id string, p translate.Proxy) {
+	r, err := translate.Translate(s.model, p)
+	if err == nil {
+		err = s.cache.SetProxy(id, r.ByType())
+	}
+	if err != nil {
+		if s.failed[id] == nil || s.failed[id].Error() != err.Error() {
+			s.Log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
+		}
+		s.failed[id] = err
+		return
+	}
+	delete(s.failed, id)
+}
+
+// onRequest registers a proxy the first time it asks for anything, before
+// the cache sees its request.
+func (s *Server) onRequest(stream int64, req *discovery.DiscoveryRequest) error {
+	id := req.GetNode().GetId()
+	if id == "" {
+		return errors.New("the request names no node")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[stream] = id
+	if _, known := s.proxies[id]; known {
+		return nil
+	}
+	p := translate.Proxy{ID: id, Flavour: translate.FlavourGRPC}
+	s.proxies[id] = p
+	s.Log.Info("A proxy connected", "proxy", id)
+	s.pushLocked(id, p)
+	return nil
+}
+
+// onClosed forgets a proxy when its last stream ends.
+func (s *Server) onClosed(stream int64, _ *corev3.Node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.streams[stream]
+	if !ok {
+		return
+	}
+	delete(s.streams, stream)
+	for _, other := range s.streams {
+		if other == id {
+			return
+		}
+	}
+	delete(s.proxies, id)
+	delete(s.failed, id)
+	s.cache.RemoveProxy(id)
+	s.Log.Info("A proxy disconnected", "proxy", id)
+}
+
+// Proxies lists the connected proxies' ids.
+func (s *Server) Proxies() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.proxies))
+	for id := range s.proxies {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Start serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	lis, err := net.Listen("tcp", s.Address)
+	if err != nil {
+		return fmt.Errorf("listening for xDS on %s: %w", s.Address, err)
+	}
+	gs := grpc.NewServer()
+	xs := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed})
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
+	s.ready <- lis.Addr().String()
+	s.Log.Info("Serving xDS", "address", lis.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	select {
+	case <-ctx.Done():
+		gs.GracefulStop()
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serving xDS: %w", err)
+	}
+}

@@ -1,0 +1,179 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+// TestMeshFromKubernetesObjects: with the controller (reconcilers, model
+// watcher, xDS server) running against the real API server, grpc-go xDS
+// clients configured only by weft reach a service by name; a TrafficPolicy
+// splits traffic 90/10; scaling endpoints moves traffic within a second;
+// a deleted MeshService fails fast with UNAVAILABLE.
+func TestMeshFromKubernetesObjects(t *testing.T) {
+	if !testenv.InOwnNetworkNamespace(t, "192.0.2.11", "192.0.2.12", "192.0.2.13") {
+		return
+	}
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+
+	log := zap.New(zap.UseDevMode(false))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs := server.New("127.0.0.1:0", log)
+	if err := mgr.Add(xs); err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	ads, err := xs.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := "shop"
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must(c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "reviews"},
+		Ports:    []corev1.ServicePort{{Name: "grpc", Port: 9080, TargetPort: intstr.FromString("grpc")}},
+	}}))
+	ms := &meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: meshv1.MeshServiceSpec{
+		ServiceName: "reviews",
+		Ports:       []meshv1.MeshServicePort{{Port: 9080, Protocol: meshv1.ProtocolGRPC}},
+		Subsets: []meshv1.Subset{
+			{Name: "v1", Labels: map[string]string{"version": "v1"}},
+			{Name: "v2", Labels: map[string]string{"version": "v2"}},
+		},
+	}}
+	must(c.Create(ctx, ms))
+
+	// Backends on the test namespace's loopback (documentation-range
+	// addresses), published as pods and EndpointSlices: the test plays the
+	// kubelet and the endpoints controller.
+	addBackend := func(name, version, ip string) {
+		t.Helper()
+		port := xdstest.StartBackend(t, ip+":0", name)
+		must(c.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{"app": "reviews", "version": version}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}))
+		must(c.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: "reviews"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(port)}},
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: name}}},
+		}))
+	}
+	addBackend("reviews-v1", "v1", "192.0.2.11")
+	addBackend("reviews-v2", "v2", "192.0.2.12")
+
+	cl := xdstest.NewClient(t, ads, "client-1.shop", "reviews.shop.svc.cluster.local:9080")
+	if _, err := cl.Call(ctx, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("the client never reached the service by name: %v", err)
+	}
+
+	// 90/10 by TrafficPolicy.
+	must(c.Create(ctx, &meshv1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "canary"}, Spec: meshv1.TrafficPolicySpec{
+		TargetRef: meshv1.TargetRef{Name: "reviews"},
+		HTTP:      []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}}},
+	}}))
+	share := func(n int) (map[string]int, error) {
+		counts := map[string]int{}
+		for range n {
+			got, err := cl.Call(ctx)
+			if err != nil {
+				return nil, err
+			}
+			counts[got]++
+		}
+		return counts, nil
+	}
+	// The split is in force once a sample stops looking 50/50.
+	must(testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+		counts, err := share(400)
+		if err != nil {
+			return err
+		}
+		if counts["reviews-v1"] < 320 {
+			return fmt.Errorf("not split yet: %v", counts)
+		}
+		return nil
+	}))
+	counts, err := share(10000)
+	must(err)
+	pct := 100 * float64(counts["reviews-v1"]) / 10000
+	t.Logf("after the policy: %v (v1 %.2f%%)", counts, pct)
+	if pct < 88 || pct > 92 {
+		t.Errorf("v1 got %.2f%%, want 90 ± 2", pct)
+	}
+
+	// Scale v1 up: the new endpoint gets traffic within a second.
+	start := time.Now()
+	addBackend("reviews-v1b", "v1", "192.0.2.13")
+	must(testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+		got, err := cl.Call(ctx)
+		if err != nil || got != "reviews-v1b" {
+			return fmt.Errorf("went to %q (%v)", got, err)
+		}
+		return nil
+	}))
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the new endpoint took %v to get traffic, want under 1s", d)
+	} else {
+		t.Logf("the new endpoint got traffic after %v", d)
+	}
+
+	// Delete the MeshService: calls fail fast with UNAVAILABLE instead of
+	// hanging.
+	must(c.Delete(ctx, ms))
+	must(testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		begin := time.Now()
+		_, err := cl.Call(callCtx)
+		if status.Code(err) != codes.Unavailable {
+			return fmt.Errorf("got %v", err)
+		}
+		if d := time.Since(begin); d > 500*time.Millisecond {
+			return fmt.Errorf("UNAVAILABLE took %v", d)
+		}
+		return nil
+	}))
+}
