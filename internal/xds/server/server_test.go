@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+const target = "reviews.bookinfo.svc.cluster.local:9080"
+
+func start(t *testing.T, addr string) (*Server, context.CancelFunc) {
+	t.Helper()
+	s := New(addr, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s, func() { cancel(); <-done }
+}
+
+// TestRestartKeepsTrafficFlowing: the control plane goes away and comes
+// back on the same address; the client keeps routing with what it has
+// meanwhile, then gets the same configuration from the new server.
+func TestRestartKeepsTrafficFlowing(t *testing.T) {
+	v1 := xdstest.StartBackend(t, "127.0.0.2:0", "v1")
+	v2 := xdstest.StartBackend(t, "127.0.0.3:0", "v2")
+	model := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "127.0.0.2", v1), xdstest.Ready("reviews-v2", "v2", "127.0.0.3", v2)))
+
+	first, stopFirst := start(t, "127.0.0.1:0")
+	first.OnModel(context.Background(), model)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, err := first.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := xdstest.NewClient(t, addr, "client-1", target)
+	if _, err := client.Call(ctx, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sent.Add(1)
+			if _, err := client.Call(ctx); err != nil {
+				failed.Add(1)
+			}
+		}
+	}()
+
+	stopFirst()
+	time.Sleep(500 * time.Millisecond)
+	second, _ := start(t, addr)
+	second.OnModel(context.Background(), model)
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		if p := second.Proxies(); len(p) != 1 || p[0] != "client-1" {
+			return fmt.Errorf("the client has not reconnected: %v", p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d RPCs across the restart, %d failed", sent.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d RPCs failed across a control-plane restart", failed.Load(), sent.Load())
+	}
+}
+
+// TestInvalidTranslationIsNotPushed: a model whose translation fails
+// validation is not pushed; the proxy keeps its last good configuration.
+func TestInvalidTranslationIsNotPushed(t *testing.T) {
+	v1 := xdstest.StartBackend(t, "127.0.0.2:0", "v1")
+	v2 := xdstest.StartBackend(t, "127.0.0.3:0", "v2")
+	good := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "127.0.0.2", v1), xdstest.Ready("reviews-v2", "v2", "127.0.0.3", v2)))
+	s, _ := start(t, "127.0.0.1:0")
+	s.OnModel(context.Background(), good)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := xdstest.NewClient(t, addr, "client-1", target)
+	if _, err := client.Call(ctx, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	before := s.cache.Marshals()
+
+	// A header match with an empty name passes the model (admission would
+	// have refused it) but not Envoy's ValidateAll.
+	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "127.0.0.2", v1), xdstest.Ready("reviews-v2", "v2", "127.0.0.3", v2))
+	in.TrafficPolicies[0].Spec.HTTP[0].Matches[0].Headers[0].Name = ""
+	s.OnModel(context.Background(), mesh.Build(in))
+	s.mu.Lock()
+	failure := s.failed["client-1"]
+	s.mu.Unlock()
+	if failure == nil {
+		t.Fatal("an invalid translation was not reported")
+	}
+	t.Logf("refused: %v", failure)
+	if s.cache.Marshals() != before {
+		t.Error("resources of an invalid translation reached the cache")
+	}
+	for range 100 {
+		if _, err := client.Call(ctx); err != nil {
+			t.Fatalf("the proxy lost its last good configuration: %v", err)
+		}
+	}
+}
