@@ -1,4 +1,5 @@
-// Package cache is weft's xDS cache for go-control-plane's server. It
+// Package cache is weft's xDS cache for go-control-plane's server, for
+// both the state-of-the-world and the delta protocol. It
 // keeps each proxy's resources, shares every distinct resource's bytes
 // among all streams (each is marshaled once, when it changes), and holds a
 // proxy's watch after a NACK until that proxy's configuration changes, so a
@@ -22,9 +23,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// ErrDeltaNotServed is returned for delta watches, which come next.
-var ErrDeltaNotServed = errors.New("delta xDS is not served yet")
-
 // entry is one resource version, marshaled once.
 type entry struct {
 	msg     types.Resource
@@ -39,9 +37,16 @@ type node struct {
 	versions map[string]string
 	// sent is the version last sent per type; nacked the version the
 	// proxy rejected, which is not sent again.
-	sent    map[string]string
-	nacked  map[string]string
-	watches map[*watch]struct{}
+	sent         map[string]string
+	nacked       map[string]string
+	watches      map[*watch]struct{}
+	deltaWatches map[*deltaWatch]struct{}
+}
+
+type deltaWatch struct {
+	req *discovery.DeltaDiscoveryRequest
+	sub cachev3.Subscription
+	ch  chan cachev3.DeltaResponse
 }
 
 type watch struct {
@@ -73,7 +78,7 @@ func (c *Cache) nodeLocked(id string) *node {
 	n := c.nodes[id]
 	if n == nil {
 		n = &node{names: map[string][]string{}, versions: map[string]string{}, sent: map[string]string{},
-			nacked: map[string]string{}, watches: map[*watch]struct{}{}}
+			nacked: map[string]string{}, watches: map[*watch]struct{}{}, deltaWatches: map[*deltaWatch]struct{}{}}
 		c.nodes[id] = n
 	}
 	return n
@@ -199,7 +204,59 @@ func (c *Cache) answerLocked(n *node) []func() {
 			sends = append(sends, func() { ch <- resp })
 		}
 	}
+	for w := range n.deltaWatches {
+		if resp := c.deltaRespondLocked(n, w); resp != nil {
+			delete(n.deltaWatches, w)
+			ch := w.ch
+			sends = append(sends, func() { ch <- resp })
+		}
+	}
 	return sends
+}
+
+// deltaRespondLocked builds the delta response a watch is owed now: the
+// subscribed resources whose version differs from what the stream holds,
+// and the names it holds that are gone. It returns nil when there is
+// nothing to send. A NACKed version is already what the stream holds, so
+// it is not sent again.
+func (c *Cache) deltaRespondLocked(n *node, w *deltaWatch) cachev3.DeltaResponse {
+	typeURL := w.req.GetTypeUrl()
+	names, ok := n.names[typeURL]
+	if !ok {
+		return nil
+	}
+	have := w.sub.ReturnedResources()
+	subscribed := w.sub.SubscribedResources()
+	wildcard := w.sub.IsWildcard()
+	next := make(map[string]string, len(have))
+	for k, v := range have {
+		next[k] = v
+	}
+	out := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: n.versions[typeURL]}
+	present := make(map[string]bool, len(names))
+	for _, name := range names {
+		present[name] = true
+		if _, sub := subscribed[name]; !wildcard && !sub {
+			continue
+		}
+		e := c.entries[typeURL][name]
+		if have[name] == e.version {
+			continue
+		}
+		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: e.version, Resource: e.any})
+		next[name] = e.version
+	}
+	for name := range have {
+		if !present[name] {
+			out.RemovedResources = append(out.RemovedResources, name)
+			delete(next, name)
+		}
+	}
+	if len(out.Resources) == 0 && len(out.RemovedResources) == 0 {
+		return nil
+	}
+	slices.Sort(out.RemovedResources)
+	return &deltaResponse{req: w.req, out: out, next: next}
 }
 
 // respondLocked builds the response a watch is owed now, or nil when it
@@ -296,9 +353,28 @@ func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch c
 	}, nil
 }
 
-// CreateDeltaWatch is not served yet.
-func (c *Cache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
-	return nil, ErrDeltaNotServed
+// CreateDeltaWatch answers a delta request now with what changed since
+// what the stream holds, or waits until something does.
+func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	id := req.GetNode().GetId()
+	if id == "" {
+		return nil, errors.New("the request names no node")
+	}
+	c.mu.Lock()
+	n := c.nodeLocked(id)
+	w := &deltaWatch{req: req, sub: sub, ch: ch}
+	if resp := c.deltaRespondLocked(n, w); resp != nil {
+		c.mu.Unlock()
+		ch <- resp
+		return func() {}, nil
+	}
+	n.deltaWatches[w] = struct{}{}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		delete(n.deltaWatches, w)
+		c.mu.Unlock()
+	}, nil
 }
 
 // Fetch (REST polling) is not served.
@@ -319,3 +395,21 @@ func (r *response) GetVersion() (string, error)                                 
 func (r *response) GetResponseVersion() string                                  { return r.out.VersionInfo }
 func (r *response) GetReturnedResources() map[string]string                     { return r.returned }
 func (r *response) GetContext() context.Context                                 { return context.Background() }
+
+// deltaResponse is a delta response over shared, already marshaled
+// resources.
+type deltaResponse struct {
+	req  *discovery.DeltaDiscoveryRequest
+	out  *discovery.DeltaDiscoveryResponse
+	next map[string]string
+}
+
+func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discovery.DeltaDiscoveryResponse, error) {
+	return r.out, nil
+}
+func (r *deltaResponse) GetDeltaRequest() *discovery.DeltaDiscoveryRequest { return r.req }
+func (r *deltaResponse) GetSystemVersion() (string, error)                 { return r.out.SystemVersionInfo, nil }
+func (r *deltaResponse) GetResponseVersion() string                        { return r.out.SystemVersionInfo }
+func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.next }
+func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.next }
+func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }

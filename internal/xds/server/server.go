@@ -96,12 +96,25 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 // onRequest registers a proxy the first time it asks for anything, before
 // the cache sees its request.
 func (s *Server) onRequest(stream int64, req *discovery.DiscoveryRequest) error {
-	id := req.GetNode().GetId()
-	if id == "" {
-		return errors.New("the request names no node")
-	}
+	return s.register(stream, req.GetNode())
+}
+
+// onDeltaRequest does the same for delta streams, whose later requests
+// carry no node.
+func (s *Server) onDeltaRequest(stream int64, req *discovery.DeltaDiscoveryRequest) error {
+	return s.register(stream, req.GetNode())
+}
+
+func (s *Server) register(stream int64, node *corev3.Node) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	id := node.GetId()
+	if id == "" {
+		if _, known := s.streams[stream]; known {
+			return nil
+		}
+		return errors.New("the first request of a stream names no node")
+	}
 	s.streams[stream] = id
 	if _, known := s.proxies[id]; known {
 		return nil
@@ -152,7 +165,10 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("listening for xDS on %s: %w", s.Address, err)
 	}
 	gs := grpc.NewServer()
-	xs := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed})
+	xs := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
+		StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed,
+		StreamDeltaRequestFunc: s.onDeltaRequest, DeltaStreamClosedFunc: s.onClosed,
+	})
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
 	s.ready <- lis.Addr().String()
