@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Paths served on the proxy's health port.
@@ -73,6 +74,11 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 	}
 
 	b := &bootstrapv3.Bootstrap{
+		// The id comes from --service-node; the metadata tells weft's xDS
+		// server what kind of proxy this is.
+		Node: &corev3.Node{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"weft.flavour": structpb.NewStringValue("envoy"),
+		}}},
 		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", PortAdmin)},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{

@@ -226,7 +226,8 @@ func grpcBootstrap(cfg Config) string {
 			"call_creds":      []any{map[string]any{"type": "jwt_token_file", "config": map[string]any{"jwt_token_file": TokenPath}}},
 			"server_features": []any{"xds_v3"},
 		}},
-		"node":                                   map[string]any{"id": nodeID, "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)"},
+		"node": map[string]any{"id": nodeID, "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
+			"metadata": map[string]any{"weft.flavour": "grpc"}},
 		"server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
 	}
 	if cfg.CertDelivery == DeliveryPodCertificate {

@@ -40,9 +40,13 @@ type Service struct {
 	Namespace string
 	Name      string
 	// Host is the Service's cluster DNS name, "<svc>.<ns>.svc.<domain>".
-	Host    string
-	Ports   []Port
-	Subsets []meshv1.Subset
+	Host string
+	// ServiceName is the Kubernetes Service's name; ClusterIPs its virtual
+	// addresses (none for a headless Service).
+	ServiceName string
+	ClusterIPs  []string
+	Ports       []Port
+	Subsets     []meshv1.Subset
 	// Endpoints are the Service's endpoints that are ready or
 	// terminating, sorted by address.
 	Endpoints []Endpoint
@@ -64,6 +68,8 @@ type Port struct {
 // Endpoint is one backend address.
 type Endpoint struct {
 	Address string
+	// Pod is "<namespace>/<name>" of the pod behind the endpoint, if any.
+	Pod string
 	// Ports by Service port name ("" for an unnamed single port).
 	Ports map[string]int32
 	// Labels are the pod's labels (subset membership).
@@ -121,8 +127,14 @@ func Build(in Input) *Model {
 		}
 		s := &Service{
 			Namespace: ms.Namespace, Name: ms.Name,
-			Host:    fmt.Sprintf("%s.%s.svc.%s", svc.Name, svc.Namespace, domain),
-			Subsets: ms.Spec.Subsets,
+			Host:        fmt.Sprintf("%s.%s.svc.%s", svc.Name, svc.Namespace, domain),
+			ServiceName: svc.Name,
+			Subsets:     ms.Spec.Subsets,
+		}
+		for _, ip := range svc.Spec.ClusterIPs {
+			if ip != corev1.ClusterIPNone && ip != "" {
+				s.ClusterIPs = append(s.ClusterIPs, ip)
+			}
 		}
 		for _, p := range ms.Spec.Ports {
 			for _, sp := range svc.Spec.Ports {
@@ -191,7 +203,8 @@ func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod) []
 			seen[ep.Addresses[0]] = true
 			e := Endpoint{Address: ep.Addresses[0], Ports: ports, Ready: ready && !terminating, Terminating: terminating, Zone: deref(ep.Zone)}
 			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-				if pod := pods[Key(ep.TargetRef.Namespace, ep.TargetRef.Name)]; pod != nil {
+				e.Pod = Key(ep.TargetRef.Namespace, ep.TargetRef.Name)
+				if pod := pods[e.Pod]; pod != nil {
 					e.Labels = pod.Labels
 				}
 			}

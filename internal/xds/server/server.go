@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -119,11 +120,29 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 	if _, known := s.proxies[id]; known {
 		return nil
 	}
-	p := translate.Proxy{ID: id, Flavour: translate.FlavourGRPC}
+	p := ProxyFor(node)
 	s.proxies[id] = p
 	s.Log.Info("A proxy connected", "proxy", id)
 	s.pushLocked(id, p)
 	return nil
+}
+
+// FlavourKey is the node metadata field in which a proxy's bootstrap says
+// what it is ("envoy" or "grpc"; grpc when absent).
+const FlavourKey = "weft.flavour"
+
+// ProxyFor describes the proxy behind a node. An Envoy sidecar's node id is
+// "<pod>.<namespace>" (namespaces have no dots), which names its pod.
+func ProxyFor(node *corev3.Node) translate.Proxy {
+	p := translate.Proxy{ID: node.GetId(), Flavour: translate.FlavourGRPC}
+	if node.GetMetadata().GetFields()[FlavourKey].GetStringValue() == string(translate.FlavourEnvoy) {
+		p.Flavour = translate.FlavourEnvoy
+		if i := strings.LastIndex(p.ID, "."); i > 0 {
+			p.Namespace = p.ID[i+1:]
+			p.Pod = p.Namespace + "/" + p.ID[:i]
+		}
+	}
+	return p
 }
 
 // onClosed forgets a proxy when its last stream ends.

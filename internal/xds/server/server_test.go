@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -128,5 +131,16 @@ func TestInvalidTranslationIsNotPushed(t *testing.T) {
 		if _, err := client.Call(ctx); err != nil {
 			t.Fatalf("the proxy lost its last good configuration: %v", err)
 		}
+	}
+}
+
+func TestProxyFor(t *testing.T) {
+	envoy := &corev3.Node{Id: "reviews-v1-7d9f.bookinfo", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		FlavourKey: structpb.NewStringValue("envoy")}}}
+	if p := ProxyFor(envoy); p.Flavour != translate.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" {
+		t.Errorf("envoy node: %+v", p)
+	}
+	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != translate.FlavourGRPC || p.Pod != "" {
+		t.Errorf("a node without metadata: %+v", p)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -38,6 +40,9 @@ type Proxy struct {
 	ID        string
 	Namespace string
 	Flavour   Flavour
+	// Pod is "<namespace>/<name>" of the proxy's pod (Envoy sidecars): its
+	// endpoints get inbound filter chains.
+	Pod string
 }
 
 // Resources are one proxy's resources by type, each list sorted by name.
@@ -64,19 +69,34 @@ func ListenerName(s *mesh.Service, p mesh.Port) string {
 
 // Translate builds the resources of one proxy.
 func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
-	if proxy.Flavour != FlavourGRPC {
-		return nil, fmt.Errorf("proxy %s: flavour %q is not translated yet", proxy.ID, proxy.Flavour)
+	if proxy.Flavour != FlavourGRPC && proxy.Flavour != FlavourEnvoy {
+		return nil, fmt.Errorf("proxy %s: unknown flavour %q", proxy.ID, proxy.Flavour)
 	}
 	r := &Resources{}
 	for _, key := range m.Order {
 		s := m.Services[key]
 		for _, p := range s.Ports {
+			// Proxyless gRPC speaks gRPC only; Envoy carries tcp ports too.
+			if !p.Protocol.IsHTTP() && proxy.Flavour == FlavourGRPC {
+				continue
+			}
+			addClusters(r, s, p)
 			if !p.Protocol.IsHTTP() {
-				continue // proxyless gRPC speaks gRPC only
+				continue
 			}
-			if err := addServicePort(r, s, p); err != nil {
-				return nil, fmt.Errorf("service %s port %d: %w", key, p.Number, err)
+			r.Routes = append(r.Routes, routeConfig(ListenerName(s, p), s, p))
+			if proxy.Flavour == FlavourGRPC {
+				lis, err := apiListener(ListenerName(s, p))
+				if err != nil {
+					return nil, fmt.Errorf("service %s port %d: %w", key, p.Number, err)
+				}
+				r.Listeners = append(r.Listeners, lis)
 			}
+		}
+	}
+	if proxy.Flavour == FlavourEnvoy {
+		if err := translateEnvoy(m, proxy, r); err != nil {
+			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
 	}
 	if err := r.Validate(); err != nil {
@@ -85,24 +105,18 @@ func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
 	return r, nil
 }
 
-func addServicePort(r *Resources, s *mesh.Service, p mesh.Port) error {
-	name := ListenerName(s, p)
-	lis, err := apiListener(name)
-	if err != nil {
-		return err
-	}
-	r.Listeners = append(r.Listeners, lis)
-	r.Routes = append(r.Routes, routeConfig(name, s, p))
+// addClusters adds a service port's EDS clusters and endpoints: one for all
+// endpoints and one per subset.
+func addClusters(r *Resources, s *mesh.Service, p mesh.Port) {
 	subsets := []string{""}
 	for _, sub := range s.Subsets {
 		subsets = append(subsets, sub.Name)
 	}
 	for _, sub := range subsets {
 		cn := ClusterName(s, p, sub)
-		r.Clusters = append(r.Clusters, edsCluster(cn))
+		r.Clusters = append(r.Clusters, edsCluster(cn, p))
 		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, p, sub))
 	}
-	return nil
 }
 
 var adsSource = &corev3.ConfigSource{
@@ -149,7 +163,7 @@ func routeConfig(name string, s *mesh.Service, p mesh.Port) *routev3.RouteConfig
 		Name: name,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    name,
-			Domains: []string{name, s.Host},
+			Domains: domains(s, p),
 			Routes:  routes,
 		}},
 	}
@@ -205,13 +219,29 @@ func stringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_StringMatch
 	return &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
 }
 
-func edsCluster(name string) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
+func edsCluster(name string, p mesh.Port) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource, ServiceName: name},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
+	setUpstreamProtocol(c, p)
+	return c
+}
+
+// setUpstreamProtocol makes Envoy speak HTTP/2 to endpoints of grpc and
+// http2 ports (it speaks HTTP/1.1 otherwise). grpc-go ignores the option.
+func setUpstreamProtocol(c *clusterv3.Cluster, p mesh.Port) {
+	if p.Protocol != meshv1.ProtocolGRPC && p.Protocol != meshv1.ProtocolHTTP2 {
+		return
+	}
+	opts, _ := anypb.New(&httpv3.HttpProtocolOptions{ // a fixed message always marshals
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
 }
 
 // loadAssignment lists a subset's endpoints: ready ones HEALTHY, terminating
@@ -256,9 +286,10 @@ func loadAssignment(name string, s *mesh.Service, p mesh.Port, subset string) *e
 	return cla
 }
 
-// Validate runs each resource's ValidateAll and checks that every route
-// names an existing cluster, every listener an existing route
-// configuration, and every cluster has its endpoints.
+// Validate runs each resource's ValidateAll and checks that every name a
+// resource uses exists: route configurations named by listeners (through
+// api_listener or filter chains), clusters named by routes and TCP
+// proxies, and endpoints for every EDS cluster.
 func (r *Resources) Validate() error {
 	var errs []error
 	routes, clusters, clas := map[string]bool{}, map[string]bool{}, map[string]bool{}
@@ -274,25 +305,60 @@ func (r *Resources) Validate() error {
 		clas[x.ClusterName] = true
 		errs = append(errs, x.ValidateAll())
 	}
-	for _, x := range r.Listeners {
-		errs = append(errs, x.ValidateAll())
-		if !routes[x.Name] {
-			errs = append(errs, fmt.Errorf("%w: listener %s has no route configuration", ErrDangling, x.Name))
+	needCluster := func(owner, c string) {
+		if !clusters[c] {
+			errs = append(errs, fmt.Errorf("%w: %s names cluster %s", ErrDangling, owner, c))
 		}
 	}
-	for _, rc := range r.Routes {
-		for _, vh := range rc.VirtualHosts {
-			for _, rt := range vh.Routes {
+	checkRouteConfig := func(owner string, rc *routev3.RouteConfiguration) {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
 				for _, c := range routeClusters(rt) {
-					if !clusters[c] {
-						errs = append(errs, fmt.Errorf("%w: route configuration %s names cluster %s", ErrDangling, rc.Name, c))
-					}
+					needCluster(owner, c)
 				}
 			}
 		}
 	}
+	checkHCM := func(owner string, cfg *anypb.Any) {
+		m := &hcmv3.HttpConnectionManager{}
+		if err := cfg.UnmarshalTo(m); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", owner, err))
+			return
+		}
+		if rds := m.GetRds(); rds != nil && !routes[rds.GetRouteConfigName()] {
+			errs = append(errs, fmt.Errorf("%w: %s names route configuration %s", ErrDangling, owner, rds.GetRouteConfigName()))
+		}
+		if rc := m.GetRouteConfig(); rc != nil {
+			checkRouteConfig(owner, rc)
+		}
+	}
+	for _, x := range r.Listeners {
+		errs = append(errs, x.ValidateAll())
+		owner := "listener " + x.Name
+		if api := x.GetApiListener(); api != nil {
+			checkHCM(owner, api.GetApiListener())
+		}
+		for _, fc := range append(slices.Clone(x.GetFilterChains()), x.GetDefaultFilterChain()) {
+			for _, f := range fc.GetFilters() {
+				switch cfg := f.GetTypedConfig(); {
+				case cfg.MessageIs(&hcmv3.HttpConnectionManager{}):
+					checkHCM(owner, cfg)
+				case cfg.MessageIs(&tcpproxyv3.TcpProxy{}):
+					tp := &tcpproxyv3.TcpProxy{}
+					if err := cfg.UnmarshalTo(tp); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					needCluster(owner, tp.GetCluster())
+				}
+			}
+		}
+	}
+	for _, rc := range r.Routes {
+		checkRouteConfig("route configuration "+rc.Name, rc)
+	}
 	for _, c := range r.Clusters {
-		if !clas[c.Name] {
+		if c.GetType() == clusterv3.Cluster_EDS && !clas[c.Name] {
 			errs = append(errs, fmt.Errorf("%w: cluster %s has no endpoints resource", ErrDangling, c.Name))
 		}
 	}

@@ -1,0 +1,240 @@
+package translate
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// Names of the Envoy flavour's own resources.
+const (
+	OutboundListener = "weft-outbound"
+	InboundListener  = "weft-inbound"
+	// PassthroughCluster forwards to the original destination: traffic to
+	// anything that is not a mesh service leaves as it came.
+	PassthroughCluster = "weft-passthrough"
+	OutboundPort       = 15001
+	InboundPort        = 15006
+)
+
+// FlavourEnvoy is an Envoy sidecar whose traffic is captured by
+// weft init-redirect.
+const FlavourEnvoy Flavour = "envoy"
+
+// InboundClusterName names the cluster that hands inbound traffic for a
+// port to the application over loopback.
+func InboundClusterName(port int32) string { return "inbound|" + strconv.Itoa(int(port)) }
+
+// translateEnvoy adds the sidecar's listeners and clusters: an outbound
+// listener on 15001 with one filter chain per service port, matched on the
+// service's cluster IPs and port, and an inbound listener on 15006 with one
+// filter chain per port of this pod that a mesh service targets.
+func translateEnvoy(m *mesh.Model, proxy Proxy, r *Resources) error {
+	var outChains []*listenerv3.FilterChain
+	inPorts := map[int32]mesh.Port{}
+	for _, key := range m.Order {
+		s := m.Services[key]
+		for _, p := range s.Ports {
+			if len(s.ClusterIPs) > 0 {
+				chain, err := outboundChain(s, p)
+				if err != nil {
+					return err
+				}
+				outChains = append(outChains, chain)
+			}
+			for _, e := range s.Endpoints {
+				if e.Pod != proxy.Pod {
+					continue
+				}
+				if port, ok := e.PortOf(p); ok {
+					inPorts[port] = p
+				}
+			}
+		}
+	}
+	passthrough, err := tcpProxy("passthrough", PassthroughCluster)
+	if err != nil {
+		return err
+	}
+	r.Listeners = append(r.Listeners, &listenerv3.Listener{
+		Name:               OutboundListener,
+		Address:            socketAddress("0.0.0.0", OutboundPort),
+		ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
+		FilterChains:       outChains,
+		DefaultFilterChain: &listenerv3.FilterChain{Name: "passthrough", Filters: []*listenerv3.Filter{passthrough}},
+	})
+
+	var inChains []*listenerv3.FilterChain
+	ports := make([]int32, 0, len(inPorts))
+	for port := range inPorts {
+		ports = append(ports, port)
+	}
+	slices.Sort(ports)
+	for _, port := range ports {
+		p := inPorts[port]
+		cluster := InboundClusterName(port)
+		local := staticLoopbackCluster(cluster, port)
+		setUpstreamProtocol(local, p)
+		r.Clusters = append(r.Clusters, local)
+		var filter *listenerv3.Filter
+		if p.Protocol.IsHTTP() {
+			filter, err = inboundHTTP(cluster, port, p)
+		} else {
+			filter, err = tcpProxy(cluster, cluster)
+		}
+		if err != nil {
+			return err
+		}
+		inChains = append(inChains, &listenerv3.FilterChain{
+			Name:             cluster,
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
+			Filters:          []*listenerv3.Filter{filter},
+		})
+	}
+	inPassthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster)
+	if err != nil {
+		return err
+	}
+	r.Listeners = append(r.Listeners, &listenerv3.Listener{
+		Name:               InboundListener,
+		Address:            socketAddress("0.0.0.0", InboundPort),
+		ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
+		FilterChains:       inChains,
+		DefaultFilterChain: &listenerv3.FilterChain{Name: "inbound-passthrough", Filters: []*listenerv3.Filter{inPassthrough}},
+	})
+	r.Clusters = append(r.Clusters, &clusterv3.Cluster{
+		Name:                 PassthroughCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(5 * time.Second),
+	})
+	return nil
+}
+
+// outboundChain matches connections to a service port's cluster IPs.
+func outboundChain(s *mesh.Service, p mesh.Port) (*listenerv3.FilterChain, error) {
+	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(p.Number))}
+	for _, ip := range s.ClusterIPs {
+		bits := uint32(32)
+		if strings.Contains(ip, ":") {
+			bits = 128
+		}
+		match.PrefixRanges = append(match.PrefixRanges, &corev3.CidrRange{AddressPrefix: ip, PrefixLen: wrapperspb.UInt32(bits)})
+	}
+	var filter *listenerv3.Filter
+	var err error
+	if p.Protocol.IsHTTP() {
+		filter, err = rdsHTTP(ListenerName(s, p), p)
+	} else {
+		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.FilterChain{Name: ListenerName(s, p), FilterChainMatch: match, Filters: []*listenerv3.Filter{filter}}, nil
+}
+
+func originalDst() *listenerv3.ListenerFilter {
+	cfg, _ := anypb.New(&originaldstv3.OriginalDst{}) // an empty message always marshals
+	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.original_dst", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: cfg}}
+}
+
+func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
+	cfg, err := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
+}
+
+// hcm wraps an HTTP connection manager into a network filter; gRPC and
+// http2 ports speak HTTP/2 to the proxy.
+func hcm(m *hcmv3.HttpConnectionManager, p mesh.Port) (*listenerv3.Filter, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	m.HttpFilters = []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}
+	m.CodecType = hcmv3.HttpConnectionManager_AUTO
+	cfg, err := anypb.New(m)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
+}
+
+func rdsHTTP(route string, p mesh.Port) (*listenerv3.Filter, error) {
+	return hcm(&hcmv3.HttpConnectionManager{
+		StatPrefix:     route,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource, RouteConfigName: route}},
+	}, p)
+}
+
+// inboundHTTP hands every request for a port to the application.
+func inboundHTTP(cluster string, port int32, p mesh.Port) (*listenerv3.Filter, error) {
+	return hcm(&hcmv3.HttpConnectionManager{
+		StatPrefix: cluster,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: cluster,
+			VirtualHosts: []*routev3.VirtualHost{{Name: cluster, Domains: []string{"*"}, Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+			}}}},
+		}},
+	}, p)
+}
+
+func staticLoopbackCluster(name string, port int32) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+				Endpoint: &endpointv3.Endpoint{Address: socketAddress("127.0.0.1", port)},
+			}}},
+		}}},
+	}
+}
+
+func socketAddress(host string, port int32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+// domains are the names a request for a service port may carry as its
+// host: the full name and its shorter forms, and the cluster IPs, each with
+// and without the port.
+func domains(s *mesh.Service, p mesh.Port) []string {
+	port := strconv.Itoa(int(p.Number))
+	var out []string
+	for _, n := range []string{s.Host, s.ServiceName + "." + s.Namespace + ".svc", s.ServiceName + "." + s.Namespace, s.ServiceName} {
+		out = append(out, n+":"+port, n)
+	}
+	for _, ip := range s.ClusterIPs {
+		bare := ip
+		if strings.Contains(ip, ":") {
+			bare = "[" + ip + "]"
+		}
+		out = append(out, net.JoinHostPort(ip, port), bare)
+	}
+	return slices.Compact(out)
+}
