@@ -234,7 +234,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := mgr.Add(xs); err != nil {
 			return fmt.Errorf("adding the xDS server: %w", err)
 		}
-		copts.OnModel = xs.OnModel
+		copts.OnModel, copts.Proxies = xs.OnModel, xs
 		log.Info("The xDS server does not authenticate proxies yet; keep it on loopback", "address", o.xdsAddr)
 	}
 	if err := controllers.Setup(ctx, mgr, copts); err != nil {

@@ -44,25 +44,64 @@ func withStalled(conds ...metav1.Condition) []metav1.Condition {
 	return conds
 }
 
-// applyReady writes Ready under the readiness writer's field manager.
-// Ready is False, with the same reason, while Accepted or ResolvedRefs is
-// False: nothing is sent to proxies. Otherwise it is True once every
-// affected proxy has acknowledged the current generation. This build has no
-// xDS server yet, so no proxy is ever connected and affected: Ready says so.
-// The xDS acknowledgement tracker takes this writer's place and counts.
-func applyReady(ctx context.Context, w status.Writer, obj client.Object, current, decided []metav1.Condition) error {
-	gen := obj.GetGeneration()
-	ready := trueCondition(meshv1.ConditionReady, meshv1.ReasonSynced,
-		"No connected proxy is affected by this resource, so none is waiting for it", gen)
+// ProxyView tells the readiness writer what the proxies acknowledged; the
+// xDS server implements it.
+type ProxyView interface {
+	// ProxiesFor counts the connected proxies whose configuration includes
+	// a resource, and those that acknowledged its given generation.
+	ProxiesFor(kind, namespace, name string, generation int64) (total, synced int, rejected string)
+	// Changes signals when the answers may have changed.
+	Changes() <-chan struct{}
+}
+
+// proxyCounts is a ProxyView's answer for one resource.
+type proxyCounts struct {
+	total, synced int
+	rejected      string
+}
+
+func countProxies(v ProxyView, kind string, obj client.Object) proxyCounts {
+	if v == nil {
+		return proxyCounts{}
+	}
+	total, synced, rejected := v.ProxiesFor(kind, obj.GetNamespace(), obj.GetName(), obj.GetGeneration())
+	return proxyCounts{total: total, synced: synced, rejected: rejected}
+}
+
+// readyCondition says whether every proxy that the resource affects runs
+// its current generation: False with the failing condition's reason while
+// Accepted or ResolvedRefs is False; False with reason Rejected when a
+// proxy refused its configuration; False with reason Progressing while
+// some proxies have not acknowledged it yet; True otherwise (also when no
+// connected proxy is affected).
+func readyCondition(gen int64, decided []metav1.Condition, p proxyCounts) metav1.Condition {
 	for _, c := range decided {
 		if c.Status == metav1.ConditionFalse && (c.Type == meshv1.ConditionAccepted || c.Type == meshv1.ConditionResolvedRefs) {
-			ready = falseCondition(meshv1.ConditionReady, c.Reason, "Not sent to proxies: "+c.Message, gen)
-			break
+			return falseCondition(meshv1.ConditionReady, c.Reason, "Not sent to proxies: "+c.Message, gen)
 		}
 	}
-	_, err := w.Apply(ctx, obj, current, nil, status.Update{
+	switch {
+	case p.rejected != "":
+		return falseCondition(meshv1.ConditionReady, meshv1.ReasonRejected, p.rejected, gen)
+	case p.total == 0:
+		return trueCondition(meshv1.ConditionReady, meshv1.ReasonSynced,
+			"No connected proxy is affected by this resource, so none is waiting for it", gen)
+	case p.synced < p.total:
+		return falseCondition(meshv1.ConditionReady, meshv1.ReasonProgressing,
+			fmt.Sprintf("%d of %d proxies have acknowledged generation %d", p.synced, p.total, gen), gen)
+	}
+	return trueCondition(meshv1.ConditionReady, meshv1.ReasonSynced,
+		fmt.Sprintf("All %d proxies have acknowledged generation %d", p.total, gen), gen)
+}
+
+// applyReady writes Ready (and, when fields is set, the proxy counts)
+// under the readiness writer's field manager.
+func applyReady(ctx context.Context, w status.Writer, obj client.Object, current []metav1.Condition,
+	ready metav1.Condition, currentFields, fields map[string]any) error {
+	_, err := w.Apply(ctx, obj, current, currentFields, status.Update{
 		OwnedTypes: []string{meshv1.ConditionReady},
 		Conditions: []metav1.Condition{ready},
+		Fields:     fields,
 	})
 	return err
 }

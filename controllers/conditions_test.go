@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +71,29 @@ func TestWithStalledCopiesTheFirstFailure(t *testing.T) {
 	}
 	if got := withStalled(ok); len(got) != 1 {
 		t.Errorf("Stalled added with nothing failing: %+v", got)
+	}
+}
+
+func TestReadyCondition(t *testing.T) {
+	ok := []metav1.Condition{trueCondition(meshv1.ConditionAccepted, meshv1.ReasonAccepted, "", 3), trueCondition(meshv1.ConditionResolvedRefs, meshv1.ReasonResolvedRefs, "", 3)}
+	bad := []metav1.Condition{ok[0], falseCondition(meshv1.ConditionResolvedRefs, meshv1.ReasonSubsetNotFound, "spec.x: no", 3)}
+	for _, tc := range []struct {
+		name    string
+		decided []metav1.Condition
+		p       proxyCounts
+		status  metav1.ConditionStatus
+		reason  string
+		message string
+	}{
+		{"unresolved", bad, proxyCounts{total: 2, synced: 2}, metav1.ConditionFalse, meshv1.ReasonSubsetNotFound, "Not sent to proxies: spec.x: no"},
+		{"rejected", ok, proxyCounts{total: 2, synced: 1, rejected: "proxy a rejected it"}, metav1.ConditionFalse, meshv1.ReasonRejected, "proxy a rejected it"},
+		{"no proxies", ok, proxyCounts{}, metav1.ConditionTrue, meshv1.ReasonSynced, "No connected proxy"},
+		{"progressing", ok, proxyCounts{total: 3, synced: 1}, metav1.ConditionFalse, meshv1.ReasonProgressing, "1 of 3 proxies have acknowledged generation 3"},
+		{"synced", ok, proxyCounts{total: 3, synced: 3}, metav1.ConditionTrue, meshv1.ReasonSynced, "All 3 proxies have acknowledged generation 3"},
+	} {
+		c := readyCondition(3, tc.decided, tc.p)
+		if c.Status != tc.status || c.Reason != tc.reason || !strings.Contains(c.Message, tc.message) || c.ObservedGeneration != 3 {
+			t.Errorf("%s: got %s/%s %q", tc.name, c.Status, c.Reason, c.Message)
+		}
 	}
 }

@@ -11,9 +11,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/status"
@@ -33,8 +35,12 @@ type MeshServiceReconciler struct {
 	Client client.Client
 	// Status writes the conditions this reconciler owns.
 	Status status.Writer
-	// Readiness writes Ready until the xDS acknowledgement tracker does.
+	// Readiness writes Ready and the proxy counts.
 	Readiness status.Writer
+	// Proxies, when set, says what the proxies acknowledged; Acks carries
+	// the objects to look at again when that changes.
+	Proxies ProxyView
+	Acks    <-chan event.GenericEvent
 }
 
 // meshServiceScope is everything one reconcile reads, read once.
@@ -94,8 +100,11 @@ func (r *MeshServiceReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		func(o client.Object) []string { return []string{o.(*meshv1.MeshService).Spec.ServiceName} }); err != nil {
 		return fmt.Errorf("indexing MeshServices by %s: %w", indexServiceName, err)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&meshv1.MeshService{}).
+	b := ctrl.NewControllerManagedBy(mgr).For(&meshv1.MeshService{})
+	if r.Acks != nil {
+		b = b.WatchesRawSource(source.Channel(r.Acks, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		// A MeshService's spec change can start or end a conflict with the
 		// others claiming the same Service.
 		Watches(&meshv1.MeshService{}, handler.EnqueueRequestsFromMapFunc(r.claimantsOf),

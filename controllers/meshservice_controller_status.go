@@ -30,7 +30,10 @@ func (r *MeshServiceReconciler) writeStatus(ctx context.Context, s *meshServiceS
 	if err != nil {
 		return err
 	}
-	return applyReady(ctx, r.Readiness, ms, ms.Status.Conditions, conds)
+	p := countProxies(r.Proxies, "MeshService", ms)
+	return applyReady(ctx, r.Readiness, ms, ms.Status.Conditions, readyCondition(ms.Generation, conds, p),
+		map[string]any{"proxies": ms.Status.Proxies},
+		map[string]any{"proxies": meshv1.ProxyCounts{Total: int32(p.total), Synced: int32(p.synced)}})
 }
 
 // meshServiceAccepted: a MeshService is accepted unless an older one claims

@@ -25,7 +25,8 @@ func (r *PeerAuthenticationReconciler) writeStatus(ctx context.Context, s *peerA
 	if err != nil {
 		return err
 	}
-	return applyReady(ctx, r.Readiness, pa, pa.Status.Conditions, conds)
+	// mTLS is not in proxy configuration yet: no proxy waits for it.
+	return applyReady(ctx, r.Readiness, pa, pa.Status.Conditions, readyCondition(pa.Generation, conds, proxyCounts{}), nil, nil)
 }
 
 // peerAuthAccepted: the selector must parse, and no older policy of the

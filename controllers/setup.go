@@ -12,7 +12,10 @@ import (
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
 )
@@ -38,6 +41,9 @@ type Options struct {
 	ModelQuiet, ModelMaxDelay time.Duration
 	// OnModel receives each rebuilt mesh model; nil logs its size.
 	OnModel func(context.Context, *mesh.Model)
+	// Proxies, when set (the xDS server), says what proxies acknowledged;
+	// Ready and status.proxies follow it.
+	Proxies ProxyView
 }
 
 // Setup registers every reconciler with the manager.
@@ -46,13 +52,22 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return status.Writer{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Owner: owner}
 	}
 	readiness := writer(FieldOwnerReadiness)
+	var msAcks, tpAcks chan event.GenericEvent
+	if o.Proxies != nil {
+		msAcks, tpAcks = make(chan event.GenericEvent), make(chan event.GenericEvent)
+		if err := mgr.Add(&ackRelay{proxies: o.Proxies, reader: mgr.GetClient(), meshServices: msAcks, policies: tpAcks}); err != nil {
+			return fmt.Errorf("adding the acknowledgement relay: %w", err)
+		}
+	}
 	if err := (&MeshServiceReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerMeshService), Readiness: readiness,
+		Proxies: o.Proxies, Acks: msAcks,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the MeshService reconciler: %w", err)
 	}
 	if err := (&TrafficPolicyReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerTrafficPolicy), Readiness: readiness,
+		Proxies: o.Proxies, Acks: tpAcks,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the TrafficPolicy reconciler: %w", err)
 	}
@@ -76,4 +91,51 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("adding the mesh model watcher: %w", err)
 	}
 	return nil
+}
+
+// ackRelay turns "what the proxies acknowledged changed" into a look at
+// every MeshService and TrafficPolicy (the reconcilers send nothing when
+// nothing changed for them).
+type ackRelay struct {
+	proxies      ProxyView
+	reader       client.Reader
+	meshServices chan<- event.GenericEvent
+	policies     chan<- event.GenericEvent
+}
+
+// NeedLeaderElection is true: only the leader writes status.
+func (a *ackRelay) NeedLeaderElection() bool { return true }
+
+func (a *ackRelay) Start(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.proxies.Changes():
+		}
+		var mss meshv1.MeshServiceList
+		var tps meshv1.TrafficPolicyList
+		if err := a.reader.List(ctx, &mss); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing MeshServices after an acknowledgement failed")
+			continue
+		}
+		if err := a.reader.List(ctx, &tps); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing TrafficPolicies after an acknowledgement failed")
+			continue
+		}
+		for i := range mss.Items {
+			select {
+			case a.meshServices <- event.GenericEvent{Object: &mss.Items[i]}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		for i := range tps.Items {
+			select {
+			case a.policies <- event.GenericEvent{Object: &tps.Items[i]}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
 }

@@ -9,9 +9,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/status"
@@ -33,6 +35,10 @@ type TrafficPolicyReconciler struct {
 	Client    client.Client
 	Status    status.Writer
 	Readiness status.Writer
+	// Proxies, when set, says what the proxies acknowledged; Acks carries
+	// the objects to look at again when that changes.
+	Proxies ProxyView
+	Acks    <-chan event.GenericEvent
 }
 
 // trafficPolicyScope is everything one reconcile reads, read once.
@@ -108,8 +114,11 @@ func (r *TrafficPolicyReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}); err != nil {
 		return fmt.Errorf("indexing TrafficPolicies by the MeshServices they name: %w", err)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&meshv1.TrafficPolicy{}).
+	b := ctrl.NewControllerManagedBy(mgr).For(&meshv1.TrafficPolicy{})
+	if r.Acks != nil {
+		b = b.WatchesRawSource(source.Channel(r.Acks, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		Watches(&meshv1.TrafficPolicy{}, handler.EnqueueRequestsFromMapFunc(r.rivalsOf),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&meshv1.MeshService{}, handler.EnqueueRequestsFromMapFunc(r.naming),

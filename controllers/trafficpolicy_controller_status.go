@@ -26,7 +26,8 @@ func (r *TrafficPolicyReconciler) writeStatus(ctx context.Context, s *trafficPol
 	if err != nil {
 		return err
 	}
-	return applyReady(ctx, r.Readiness, tp, tp.Status.Conditions, conds)
+	return applyReady(ctx, r.Readiness, tp, tp.Status.Conditions,
+		readyCondition(tp.Generation, conds, countProxies(r.Proxies, "TrafficPolicy", tp)), nil, nil)
 }
 
 // trafficPolicyAccepted: the target must exist, no older policy may shape

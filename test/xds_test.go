@@ -8,10 +8,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -52,7 +54,7 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	if err := mgr.Add(xs); err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel}); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel, Proxies: xs}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()
@@ -109,11 +111,37 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		t.Fatalf("the client never reached the service by name: %v", err)
 	}
 
+	// The MeshService's status counts the proxy, once it acknowledged.
+	must(testenv.Eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(ms), ms); err != nil {
+			return err
+		}
+		ready := meta.FindStatusCondition(ms.Status.Conditions, meshv1.ConditionReady)
+		if ms.Status.Proxies.Total != 1 || ms.Status.Proxies.Synced != 1 || ready == nil || ready.Status != metav1.ConditionTrue ||
+			ready.ObservedGeneration != ms.Generation {
+			return fmt.Errorf("status.proxies %+v, Ready %+v", ms.Status.Proxies, ready)
+		}
+		return nil
+	}))
+
 	// 90/10 by TrafficPolicy.
-	must(c.Create(ctx, &meshv1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "canary"}, Spec: meshv1.TrafficPolicySpec{
+	tp := &meshv1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "canary"}, Spec: meshv1.TrafficPolicySpec{
 		TargetRef: meshv1.TargetRef{Name: "reviews"},
 		HTTP:      []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}}},
-	}}))
+	}}
+	must(c.Create(ctx, tp))
+	// Ready turns True only once the proxy acknowledged the policy.
+	must(testenv.Eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(tp), tp); err != nil {
+			return err
+		}
+		ready := meta.FindStatusCondition(tp.Status.Conditions, meshv1.ConditionReady)
+		if ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != tp.Generation ||
+			ready.Message != "All 1 proxies have acknowledged generation 1" {
+			return fmt.Errorf("Ready %+v", ready)
+		}
+		return nil
+	}))
 	share := func(n int) (map[string]int, error) {
 		counts := map[string]int{}
 		for range n {

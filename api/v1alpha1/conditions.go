@@ -57,8 +57,12 @@ const (
 	// configuration that includes its current generation (true, too, when
 	// no connected proxy is affected).
 	ReasonSynced = "Synced"
-	// ReasonProgressing: weft is working towards the desired state.
+	// ReasonProgressing: weft is working towards the desired state (some
+	// proxies have not acknowledged the current generation yet).
 	ReasonProgressing = "Progressing"
+	// ReasonRejected: a proxy refused the configuration made from the
+	// resource; it keeps its previous configuration.
+	ReasonRejected = "Rejected"
 	// ReasonReconciled: nothing left to do.
 	ReasonReconciled = "Reconciled"
 )

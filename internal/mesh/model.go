@@ -53,6 +53,11 @@ type Service struct {
 	// Routes come from the accepted TrafficPolicy; nil routes means all
 	// traffic goes to all endpoints.
 	Routes []Route
+	// Generation is the MeshService's metadata.generation in the model;
+	// Policy and PolicyGeneration name the TrafficPolicy in force, if any.
+	Generation       int64
+	Policy           string
+	PolicyGeneration int64
 }
 
 // Port is a mesh port of a service.
@@ -130,6 +135,7 @@ func Build(in Input) *Model {
 			Host:        fmt.Sprintf("%s.%s.svc.%s", svc.Name, svc.Namespace, domain),
 			ServiceName: svc.Name,
 			Subsets:     ms.Spec.Subsets,
+			Generation:  ms.Generation,
 		}
 		for _, ip := range svc.Spec.ClusterIPs {
 			if ip != corev1.ClusterIPNone && ip != "" {
@@ -154,6 +160,7 @@ func Build(in Input) *Model {
 		if s == nil || !inForce(tp.Status.Conditions, tp.Generation) {
 			continue
 		}
+		s.Policy, s.PolicyGeneration = tp.Name, tp.Generation
 		for _, r := range tp.Spec.HTTP {
 			s.Routes = append(s.Routes, Route{Name: r.Name, Matches: r.Matches, Backends: r.Backends})
 		}

@@ -139,6 +139,21 @@ func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error
 	return nil
 }
 
+// Versions returns the proxy's current version of each type.
+func (c *Cache) Versions(id string) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[id]
+	if n == nil {
+		return nil
+	}
+	out := make(map[string]string, len(n.versions))
+	for k, v := range n.versions {
+		out[k] = v
+	}
+	return out
+}
+
 // RemoveProxy forgets a proxy that went away.
 func (c *Cache) RemoveProxy(id string) {
 	c.mu.Lock()

@@ -43,6 +43,9 @@ type Server struct {
 	// streams maps each stream to its proxy; a proxy with no stream left
 	// is forgotten.
 	streams map[int64]string
+	// acks tracks what each proxy acknowledged; changes signals updates.
+	acks    map[string]*ackState
+	changes chan struct{}
 
 	ready chan string
 }
@@ -50,7 +53,7 @@ type Server struct {
 // New returns a server with an empty model.
 func New(address string, log logr.Logger) *Server {
 	return &Server{Address: address, Log: log, cache: cache.New(), model: mesh.Build(mesh.Input{}),
-		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, ready: make(chan string, 1)}
+		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
 }
 
 // NeedLeaderElection is false.
@@ -84,6 +87,12 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 	if err == nil {
 		err = s.cache.SetProxy(id, r.ByType())
 	}
+	if err == nil {
+		if a := s.acks[id]; a != nil {
+			a.pushed = stampOf(s.model)
+			s.settleLocked(id)
+		}
+	}
 	if err != nil {
 		if s.failed[id] == nil || s.failed[id].Error() != err.Error() {
 			s.Log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
@@ -97,13 +106,25 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 // onRequest registers a proxy the first time it asks for anything, before
 // the cache sees its request.
 func (s *Server) onRequest(stream int64, req *discovery.DiscoveryRequest) error {
-	return s.register(stream, req.GetNode())
+	if err := s.register(stream, req.GetNode()); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noteReplyLocked(s.streams[stream], req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	return nil
 }
 
 // onDeltaRequest does the same for delta streams, whose later requests
 // carry no node.
 func (s *Server) onDeltaRequest(stream int64, req *discovery.DeltaDiscoveryRequest) error {
-	return s.register(stream, req.GetNode())
+	if err := s.register(stream, req.GetNode()); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noteReplyLocked(s.streams[stream], req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	return nil
 }
 
 func (s *Server) register(stream int64, node *corev3.Node) error {
@@ -122,6 +143,7 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 	}
 	p := ProxyFor(node)
 	s.proxies[id] = p
+	s.acks[id] = newAckState()
 	s.Log.Info("A proxy connected", "proxy", id)
 	s.pushLocked(id, p)
 	return nil
@@ -161,6 +183,8 @@ func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 	}
 	delete(s.proxies, id)
 	delete(s.failed, id)
+	delete(s.acks, id)
+	s.notify()
 	s.cache.RemoveProxy(id)
 	s.Log.Info("A proxy disconnected", "proxy", id)
 }
@@ -185,8 +209,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	gs := grpc.NewServer()
 	xs := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
-		StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed,
-		StreamDeltaRequestFunc: s.onDeltaRequest, DeltaStreamClosedFunc: s.onClosed,
+		StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed, StreamResponseFunc: s.onResponse,
+		StreamDeltaRequestFunc: s.onDeltaRequest, DeltaStreamClosedFunc: s.onClosed, StreamDeltaResponseFunc: s.onDeltaResponse,
 	})
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)

@@ -3,14 +3,19 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/internal/mesh"
@@ -142,5 +147,50 @@ func TestProxyFor(t *testing.T) {
 	}
 	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != translate.FlavourGRPC || p.Pod != "" {
 		t.Errorf("a node without metadata: %+v", p)
+	}
+}
+
+// TestNACKIsReported: a proxy that rejects its configuration is reported
+// for every resource in it, with the proxy, the type and its message; a
+// later acknowledged version clears it.
+func TestNACKIsReported(t *testing.T) {
+	model := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080)))
+	s, _ := start(t, "127.0.0.1:0")
+	s.OnModel(context.Background(), model)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "picky"}, TypeUrl: resource.ListenerType,
+		ResourceNames: []string{target}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNames: []string{target},
+		ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Code: 3, Message: "listener refused by the test"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+		total, synced, rejected := s.ProxiesFor("MeshService", "bookinfo", "reviews", 1)
+		if total != 1 || synced != 0 || !strings.Contains(rejected, "proxy picky rejected") || !strings.Contains(rejected, "listener refused by the test") {
+			return fmt.Errorf("total %d synced %d rejected %q", total, synced, rejected)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
