@@ -27,6 +27,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
@@ -42,6 +43,7 @@ Commands:
   controller     run the control plane (reconcilers, and later xDS, CA and webhook)
   init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
   inject         print pods and workloads from a file (or - for stdin) as weft would inject them
+  status         list the proxies connected to the xDS server and what they acknowledged
   version        print the version
 
 Run "weft <command> -h" for a command's flags.
@@ -62,6 +64,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "controller":
 		return runController(ctx, args[1:], stderr)
+	case "status":
+		fs := flag.NewFlagSet("weft status", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		addr := fs.String("xds-address", "127.0.0.1:15012", "address of weft's xDS server")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return cli.Status(ctx, *addr, stdout)
 	case "inject":
 		return runInject(args[1:], os.Stdin, stdout, stderr)
 	case "init-redirect":

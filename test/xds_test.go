@@ -1,8 +1,10 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"regexp"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -164,6 +167,11 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		}
 		return nil
 	}))
+	var proxies bytes.Buffer
+	must(cli.Status(ctx, ads, &proxies))
+	if !regexp.MustCompile(`client-1\.shop\s+grpc\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+-`).MatchString(proxies.String()) {
+		t.Errorf("weft status does not show the client as synced:\n%s", proxies.String())
+	}
 	counts, err := share(10000)
 	must(err)
 	pct := 100 * float64(counts["reviews-v1"]) / 10000

@@ -33,12 +33,14 @@ type ackState struct {
 	// ackedVersions by type; nonces maps a response's nonce to its version.
 	ackedVersions map[string]string
 	nonces        map[string]string
-	// rejected says why the proxy refused its configuration, if it did.
+	// rejected says why the proxy refused its configuration, if it did;
+	// nacks holds the last NACK message per type.
 	rejected string
+	nacks    map[string]string
 }
 
 func newAckState() *ackState {
-	return &ackState{ackedVersions: map[string]string{}, nonces: map[string]string{}}
+	return &ackState{ackedVersions: map[string]string{}, nonces: map[string]string{}, nacks: map[string]string{}}
 }
 
 // onResponse remembers which version a nonce carried.
@@ -71,10 +73,12 @@ func (s *Server) noteReplyLocked(id, typeURL, nonce string, nack string) {
 	delete(a.nonces, typeURL+"/"+nonce)
 	if nack != "" {
 		a.rejected = fmt.Sprintf("proxy %s rejected %s version %s: %s", id, typeURL, version, nack)
+		a.nacks[typeURL] = fmt.Sprintf("version %s: %s", version, nack)
 		s.Log.Info("A proxy rejected its configuration", "proxy", id, "type", typeURL, "version", version, "reason", nack)
 		nacks.WithLabelValues(typeURL).Inc()
 	} else {
 		a.ackedVersions[typeURL] = version
+		delete(a.nacks, typeURL)
 	}
 	s.settleLocked(id)
 }

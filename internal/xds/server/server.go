@@ -15,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
@@ -214,6 +215,7 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
+	statusv3.RegisterClientStatusDiscoveryServiceServer(gs, &csds{s: s})
 	s.ready <- lis.Addr().String()
 	s.Log.Info("Serving xDS", "address", lis.Addr().String())
 	errc := make(chan error, 1)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -185,6 +187,15 @@ func TestNACKIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+		var out bytes.Buffer
+		if err := cli.Status(ctx, addr, &out); err != nil {
+			return err
+		}
+		if !strings.Contains(out.String(), "picky") || !strings.Contains(out.String(), "Listener version") ||
+			!strings.Contains(out.String(), "listener refused by the test") || !strings.Contains(out.String(), "error") {
+			return fmt.Errorf("weft status does not show the NACK:\n%s", out.String())
+		}
+		t.Logf("weft status:\n%s", out.String())
 		total, synced, rejected := s.ProxiesFor("MeshService", "bookinfo", "reviews", 1)
 		if total != 1 || synced != 0 || !strings.Contains(rejected, "proxy picky rejected") || !strings.Contains(rejected, "listener refused by the test") {
 			return fmt.Errorf("total %d synced %d rejected %q", total, synced, rejected)

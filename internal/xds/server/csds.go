@@ -1,0 +1,64 @@
+package server
+
+import (
+	"context"
+	"slices"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// csds answers the Client Status Discovery Service: what each connected
+// proxy was sent, acknowledged and rejected, per xDS type. "weft status"
+// reads it.
+type csds struct {
+	statusv3.UnimplementedClientStatusDiscoveryServiceServer
+	s *Server
+}
+
+// FetchClientStatus lists every connected proxy.
+func (c *csds) FetchClientStatus(context.Context, *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
+	return c.s.clientStatus(), nil
+}
+
+func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.proxies))
+	for id := range s.proxies {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := &statusv3.ClientStatusResponse{}
+	for _, id := range ids {
+		p, a := s.proxies[id], s.acks[id]
+		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			FlavourKey: structpb.NewStringValue(string(p.Flavour)),
+		}}}}
+		versions := s.cache.Versions(id)
+		types := make([]string, 0, len(versions))
+		for t := range versions {
+			types = append(types, t)
+		}
+		slices.Sort(types)
+		for _, t := range types {
+			x := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: t, VersionInfo: a.ackedVersions[t]}
+			switch {
+			case a.nacks[t] != "":
+				x.ConfigStatus, x.ClientStatus = statusv3.ConfigStatus_ERROR, adminv3.ClientResourceStatus_NACKED
+				x.ErrorState = &adminv3.UpdateFailureState{Details: a.nacks[t]}
+			case a.ackedVersions[t] == versions[t]:
+				x.ConfigStatus, x.ClientStatus = statusv3.ConfigStatus_SYNCED, adminv3.ClientResourceStatus_ACKED
+			case a.ackedVersions[t] == "":
+				x.ConfigStatus = statusv3.ConfigStatus_NOT_SENT
+			default:
+				x.ConfigStatus = statusv3.ConfigStatus_STALE
+			}
+			cfg.GenericXdsConfigs = append(cfg.GenericXdsConfigs, x)
+		}
+		out.Config = append(out.Config, cfg)
+	}
+	return out
+}
