@@ -28,6 +28,8 @@ type entry struct {
 	msg     types.Resource
 	any     *anypb.Any
 	version string
+	// refs counts the proxies that hold the entry's name; at zero it goes.
+	refs int
 }
 
 // node is one proxy's state.
@@ -71,6 +73,17 @@ func New() *Cache {
 	return &Cache{entries: map[string]map[string]*entry{}, nodes: map[string]*node{}}
 }
 
+// Len is how many distinct resources the cache holds.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, byName := range c.entries {
+		n += len(byName)
+	}
+	return n
+}
+
 // Marshals is how many resources the cache has serialized so far.
 func (c *Cache) Marshals() int64 { return c.marshals.Load() }
 
@@ -104,7 +117,9 @@ func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error
 		for _, r := range list {
 			name := cachev3.GetResourceName(r)
 			names[typeURL] = append(names[typeURL], name)
-			if old := byName[name]; old != nil && proto.Equal(old.msg, r) {
+			// The same object (shared between proxies, or kept across
+			// models) is the same resource; otherwise compare content.
+			if old := byName[name]; old != nil && (old.msg == r || proto.Equal(old.msg, r)) {
 				continue
 			}
 			e, err := c.newEntry(r)
@@ -112,14 +127,17 @@ func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error
 				c.mu.Unlock()
 				return fmt.Errorf("proxy %s: %s %s: %w", id, typeURL, name, err)
 			}
-			if byName[name] != nil {
+			if old := byName[name]; old != nil {
 				changed[typeURL+"/"+name] = true
+				e.refs = old.refs
 			}
 			byName[name] = e
 		}
 		slices.Sort(names[typeURL])
 	}
 	n := c.nodeLocked(id)
+	c.holdLocked(names, 1)
+	c.holdLocked(n.names, -1)
 	n.names = names
 	var sends []func()
 	// This proxy, and every other that holds an entry that changed, may
@@ -131,7 +149,6 @@ func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error
 		c.refreshVersionsLocked(other)
 		sends = append(sends, c.answerLocked(other)...)
 	}
-	c.sweepLocked()
 	c.mu.Unlock()
 	for _, send := range sends {
 		send()
@@ -158,8 +175,27 @@ func (c *Cache) Versions(id string) map[string]string {
 func (c *Cache) RemoveProxy(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.nodes, id)
-	c.sweepLocked()
+	if n := c.nodes[id]; n != nil {
+		c.holdLocked(n.names, -1)
+		delete(c.nodes, id)
+	}
+}
+
+// holdLocked adds delta to the reference count of every named entry, and
+// drops the entries no proxy holds any more.
+func (c *Cache) holdLocked(names map[string][]string, delta int) {
+	for typeURL, list := range names {
+		byName := c.entries[typeURL]
+		for _, name := range list {
+			e := byName[name]
+			if e == nil {
+				continue
+			}
+			if e.refs += delta; e.refs <= 0 {
+				delete(byName, name)
+			}
+		}
+	}
 }
 
 func holdsAny(n *node, changed map[string]bool) bool {
@@ -316,28 +352,6 @@ func asksForNew(w *watch, requested, have []string) bool {
 		}
 	}
 	return false
-}
-
-// sweepLocked drops entries no proxy holds any more.
-func (c *Cache) sweepLocked() {
-	held := map[string]map[string]bool{}
-	for _, n := range c.nodes {
-		for typeURL, names := range n.names {
-			if held[typeURL] == nil {
-				held[typeURL] = map[string]bool{}
-			}
-			for _, name := range names {
-				held[typeURL][name] = true
-			}
-		}
-	}
-	for typeURL, byName := range c.entries {
-		for name := range byName {
-			if !held[typeURL][name] {
-				delete(byName, name)
-			}
-		}
-	}
 }
 
 // CreateWatch answers a SotW request now, or when the proxy's configuration

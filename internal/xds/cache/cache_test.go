@@ -326,3 +326,26 @@ func TestEmptiedTypeIsSent(t *testing.T) {
 		t.Fatalf("RPCs to a removed service do not fail with UNAVAILABLE: %v", err)
 	}
 }
+
+// TestEntriesGoWhenNoProxyHoldsThem: resources are kept while any proxy
+// holds them, and dropped when the last one lets go.
+func TestEntriesGoWhenNoProxyHoldsThem(t *testing.T) {
+	r := translated(t, "p", xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080))
+	distinct := len(r.Listeners) + len(r.Routes) + len(r.Clusters) + len(r.Endpoints)
+	c := cache.New()
+	for _, id := range []string{"a", "b"} {
+		if err := c.SetProxy(id, r.ByType()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.RemoveProxy("a")
+	if got := c.Len(); got != distinct {
+		t.Fatalf("after one of two proxies left, %d resources remain, want %d", got, distinct)
+	}
+	if err := c.SetProxy("b", (&translate.Resources{}).ByType()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Len(); got != 0 {
+		t.Fatalf("%d resources remain that no proxy holds", got)
+	}
+}

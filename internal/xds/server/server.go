@@ -34,8 +34,11 @@ type Server struct {
 
 	cache *cache.Cache
 
-	mu      sync.Mutex
-	model   *mesh.Model
+	mu    sync.Mutex
+	model *mesh.Model
+	// shared is what the model translates to for every proxy, built once
+	// per model.
+	shared  *translate.Shared
 	proxies map[string]translate.Proxy
 	// failed is the last translation error per proxy; the proxy keeps its
 	// last good resources meanwhile.
@@ -53,7 +56,9 @@ type Server struct {
 
 // New returns a server with an empty model.
 func New(address string, log logr.Logger) *Server {
-	return &Server{Address: address, Log: log, cache: cache.New(), model: mesh.Build(mesh.Input{}),
+	empty := mesh.Build(mesh.Input{})
+	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
+	return &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared,
 		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
 }
 
@@ -71,11 +76,21 @@ func (s *Server) Addr(ctx context.Context) (string, error) {
 	}
 }
 
-// OnModel takes a new model and updates every connected proxy.
+// OnModel takes a new model and updates every connected proxy. A model
+// whose shared resources fail validation is not used: every proxy keeps
+// its last good configuration.
 func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.model = m
+	shared, err := translate.BuildShared(m, s.shared)
+	if err != nil {
+		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
+		for id := range s.proxies {
+			s.failed[id] = err
+		}
+		return
+	}
+	s.model, s.shared = m, shared
 	for id, p := range s.proxies {
 		s.pushLocked(id, p)
 	}
@@ -84,7 +99,7 @@ func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 // pushLocked translates for one proxy and hands the result to the cache.
 // A proxy whose translation fails keeps what it had.
 func (s *Server) pushLocked(id string, p translate.Proxy) {
-	r, err := translate.Translate(s.model, p)
+	r, err := translate.ForProxy(s.shared, s.model, p)
 	if err == nil {
 		err = s.cache.SetProxy(id, r.ByType())
 	}

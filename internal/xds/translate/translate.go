@@ -20,6 +20,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -67,42 +68,122 @@ func ListenerName(s *mesh.Service, p mesh.Port) string {
 	return s.Host + ":" + strconv.Itoa(int(p.Number))
 }
 
-// Translate builds the resources of one proxy.
-func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
-	if proxy.Flavour != FlavourGRPC && proxy.Flavour != FlavourEnvoy {
-		return nil, fmt.Errorf("proxy %s: unknown flavour %q", proxy.ID, proxy.Flavour)
-	}
-	r := &Resources{}
+// Shared holds what every proxy of one flavour gets from a model. It is
+// built and validated once per model; proxies share its objects, and the
+// cache recognises an unchanged object by identity.
+type Shared struct {
+	// GRPC is the whole proxyless set: api listeners, routes, clusters and
+	// endpoints of the gRPC and HTTP ports.
+	GRPC *Resources
+	// Envoy holds the routes, clusters and endpoints of every port; each
+	// sidecar adds its own listeners.
+	Envoy *Resources
+}
+
+// BuildShared translates what proxies share. Resources equal to one in
+// prev keep prev's object, so that a model change touches only what
+// changed.
+func BuildShared(m *mesh.Model, prev *Shared) (*Shared, error) {
+	g, e := &Resources{}, &Resources{}
 	for _, key := range m.Order {
 		s := m.Services[key]
 		for _, p := range s.Ports {
-			// Proxyless gRPC speaks gRPC only; Envoy carries tcp ports too.
-			if !p.Protocol.IsHTTP() && proxy.Flavour == FlavourGRPC {
-				continue
-			}
-			addClusters(r, s, p)
+			var port Resources
+			addClusters(&port, s, p)
+			e.Clusters, e.Endpoints = append(e.Clusters, port.Clusters...), append(e.Endpoints, port.Endpoints...)
 			if !p.Protocol.IsHTTP() {
-				continue
+				continue // proxyless gRPC speaks gRPC only; Envoy carries tcp ports too
 			}
-			r.Routes = append(r.Routes, routeConfig(ListenerName(s, p), s, p))
-			if proxy.Flavour == FlavourGRPC {
-				lis, err := apiListener(ListenerName(s, p))
-				if err != nil {
-					return nil, fmt.Errorf("service %s port %d: %w", key, p.Number, err)
-				}
-				r.Listeners = append(r.Listeners, lis)
+			rc := routeConfig(ListenerName(s, p), s, p)
+			lis, err := apiListener(ListenerName(s, p))
+			if err != nil {
+				return nil, fmt.Errorf("service %s port %d: %w", key, p.Number, err)
 			}
+			g.Clusters, g.Endpoints = append(g.Clusters, port.Clusters...), append(g.Endpoints, port.Endpoints...)
+			g.Routes, e.Routes = append(g.Routes, rc), append(e.Routes, rc)
+			g.Listeners = append(g.Listeners, lis)
 		}
 	}
-	if proxy.Flavour == FlavourEnvoy {
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(validateAll(e.Clusters), validateAll(e.Endpoints)); err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		reuse(g, prev.GRPC)
+		reuse(e, prev.Envoy)
+	}
+	return &Shared{GRPC: g, Envoy: e}, nil
+}
+
+// reuse swaps in prev's object for every resource equal to it.
+func reuse(r, prev *Resources) {
+	if prev == nil {
+		return
+	}
+	reuseList(r.Listeners, prev.Listeners, (*listenerv3.Listener).GetName)
+	reuseList(r.Routes, prev.Routes, (*routev3.RouteConfiguration).GetName)
+	reuseList(r.Clusters, prev.Clusters, (*clusterv3.Cluster).GetName)
+	reuseList(r.Endpoints, prev.Endpoints, (*endpointv3.ClusterLoadAssignment).GetClusterName)
+}
+
+func reuseList[T proto.Message](list, prev []T, name func(T) string) {
+	old := make(map[string]T, len(prev))
+	for _, x := range prev {
+		old[name(x)] = x
+	}
+	for i, x := range list {
+		if o, ok := old[name(x)]; ok && proto.Equal(o, x) {
+			list[i] = o
+		}
+	}
+}
+
+func validateAll[T interface{ ValidateAll() error }](lists ...[]T) error {
+	var errs []error
+	for _, l := range lists {
+		for _, x := range l {
+			errs = append(errs, x.ValidateAll())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ForProxy returns one proxy's resources: the shared set of its flavour,
+// and for an Envoy sidecar its own listeners and inbound clusters. The
+// shared objects must not be changed.
+func ForProxy(sh *Shared, m *mesh.Model, proxy Proxy) (*Resources, error) {
+	switch proxy.Flavour {
+	case FlavourGRPC:
+		return sh.GRPC, nil
+	case FlavourEnvoy:
+		r := &Resources{
+			Routes:    slices.Clone(sh.Envoy.Routes),
+			Clusters:  slices.Clone(sh.Envoy.Clusters),
+			Endpoints: slices.Clone(sh.Envoy.Endpoints),
+		}
+		shared := len(r.Clusters)
 		if err := translateEnvoy(m, proxy, r); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
+		// The shared part is validated already; check the proxy's own
+		// resources and every reference.
+		if err := errors.Join(validateAll(r.Listeners), validateAll(r.Clusters[shared:]), r.checkRefs()); err != nil {
+			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
+		}
+		return r, nil
 	}
-	if err := r.Validate(); err != nil {
+	return nil, fmt.Errorf("proxy %s: unknown flavour %q", proxy.ID, proxy.Flavour)
+}
+
+// Translate builds the resources of one proxy from scratch.
+func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
+	sh, err := BuildShared(m, nil)
+	if err != nil {
 		return nil, err
 	}
-	return r, nil
+	return ForProxy(sh, m, proxy)
 }
 
 // addClusters adds a service port's EDS clusters and endpoints: one for all
@@ -286,24 +367,27 @@ func loadAssignment(name string, s *mesh.Service, p mesh.Port, subset string) *e
 	return cla
 }
 
-// Validate runs each resource's ValidateAll and checks that every name a
-// resource uses exists: route configurations named by listeners (through
-// api_listener or filter chains), clusters named by routes and TCP
-// proxies, and endpoints for every EDS cluster.
+// Validate runs each resource's ValidateAll and checks every reference.
 func (r *Resources) Validate() error {
+	return errors.Join(validateAll(r.Listeners), validateAll(r.Routes), validateAll(r.Clusters),
+		validateAll(r.Endpoints), r.checkRefs())
+}
+
+// checkRefs checks that every name a resource uses exists: route
+// configurations named by listeners (through api_listener or filter
+// chains), clusters named by routes and TCP proxies, and endpoints for
+// every EDS cluster.
+func (r *Resources) checkRefs() error {
 	var errs []error
 	routes, clusters, clas := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, x := range r.Routes {
 		routes[x.Name] = true
-		errs = append(errs, x.ValidateAll())
 	}
 	for _, x := range r.Clusters {
 		clusters[x.Name] = true
-		errs = append(errs, x.ValidateAll())
 	}
 	for _, x := range r.Endpoints {
 		clas[x.ClusterName] = true
-		errs = append(errs, x.ValidateAll())
 	}
 	needCluster := func(owner, c string) {
 		if !clusters[c] {
@@ -333,7 +417,6 @@ func (r *Resources) Validate() error {
 		}
 	}
 	for _, x := range r.Listeners {
-		errs = append(errs, x.ValidateAll())
 		owner := "listener " + x.Name
 		if api := x.GetApiListener(); api != nil {
 			checkHCM(owner, api.GetApiListener())
