@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,34 +96,15 @@ func TestRoutingThroughTheCache(t *testing.T) {
 	t.Logf("the new endpoint took traffic after %v", time.Since(start))
 
 	// Drain it: while it leaves, RPCs run without pause and none fails.
-	var failed, sent atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sent.Add(1)
-			if _, err := client.Call(ctx); err != nil {
-				failed.Add(1)
-			}
-		}
-	}()
+	stop := client.Hammer(ctx)
 	time.Sleep(100 * time.Millisecond)
 	down := append(base, xdstest.Draining("reviews-v1b", "v1", "127.0.0.4", v1b))
 	if err := c.SetProxy("client-1", translated(t, "client-1", down...).ByType()); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Errorf("%d of %d RPCs failed while an endpoint drained", failed.Load(), sent.Load())
+	if sent, failed := stop(); failed != 0 {
+		t.Errorf("%d of %d RPCs failed while an endpoint drained", failed, sent)
 	}
 	for range 500 {
 		if got, _ := client.Call(ctx); got == "v1b" {

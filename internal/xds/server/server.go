@@ -119,27 +119,24 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 	delete(s.failed, id)
 }
 
-// onRequest registers a proxy the first time it asks for anything, before
-// the cache sees its request.
+// onRequest and onDeltaRequest register a proxy the first time it asks
+// for anything, before the cache sees its request, and record ACKs and
+// NACKs. Later delta requests carry no node; the stream names it.
 func (s *Server) onRequest(stream int64, req *discovery.DiscoveryRequest) error {
-	if err := s.register(stream, req.GetNode()); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noteReplyLocked(s.streams[stream], req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
-	return nil
+	return s.request(stream, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
 }
 
-// onDeltaRequest does the same for delta streams, whose later requests
-// carry no node.
 func (s *Server) onDeltaRequest(stream int64, req *discovery.DeltaDiscoveryRequest) error {
-	if err := s.register(stream, req.GetNode()); err != nil {
+	return s.request(stream, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+}
+
+func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, nack string) error {
+	if err := s.register(stream, node); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.noteReplyLocked(s.streams[stream], req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage())
+	s.noteReplyLocked(s.streams[stream], typeURL, nonce, nack)
 	return nil
 }
 

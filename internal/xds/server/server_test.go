@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,24 +57,7 @@ func TestRestartKeepsTrafficFlowing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var failed, sent atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sent.Add(1)
-			if _, err := client.Call(ctx); err != nil {
-				failed.Add(1)
-			}
-		}
-	}()
+	stop := client.Hammer(ctx)
 
 	stopFirst()
 	time.Sleep(500 * time.Millisecond)
@@ -91,11 +72,10 @@ func TestRestartKeepsTrafficFlowing(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	t.Logf("%d RPCs across the restart, %d failed", sent.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d of %d RPCs failed across a control-plane restart", failed.Load(), sent.Load())
+	sent, failed := stop()
+	t.Logf("%d RPCs across the restart, %d failed", sent, failed)
+	if failed != 0 {
+		t.Errorf("%d of %d RPCs failed across a control-plane restart", failed, sent)
 	}
 }
 

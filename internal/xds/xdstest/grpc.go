@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
@@ -87,4 +89,32 @@ func (c *Client) Call(ctx context.Context, opts ...grpc.CallOption) (string, err
 		return b[0], err
 	}
 	return "", err
+}
+
+// Hammer makes RPCs without pause until the returned stop is called, which
+// reports how many were made and how many failed.
+func (c *Client) Hammer(ctx context.Context) (stop func() (sent, failed int64)) {
+	var sentN, failedN atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			sentN.Add(1)
+			if _, err := c.Call(ctx); err != nil {
+				failedN.Add(1)
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(done)
+		wg.Wait()
+		return sentN.Load(), failedN.Load()
+	}
 }
