@@ -3,8 +3,8 @@ package v1alpha1
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 // Condition types shared by every weft kind. Each condition has exactly one
-// writer: the kind's reconciler writes Accepted, ResolvedRefs, Reconciling and
-// Stalled; the xDS acknowledgement tracker writes Ready.
+// writer: the kind's reconciler writes Accepted, ResolvedRefs and Stalled;
+// the readiness writer writes Ready from what the proxies acknowledged.
 const (
 	// ConditionAccepted says whether the spec is valid and applicable as a
 	// whole (it may still reference things that do not exist yet).
@@ -15,9 +15,6 @@ const (
 	// ConditionReady says whether every proxy affected by the resource runs
 	// configuration that includes its current generation.
 	ConditionReady = "Ready"
-	// ConditionReconciling is True while weft is still working towards the
-	// desired state (kstatus reads it as InProgress).
-	ConditionReconciling = "Reconciling"
 	// ConditionStalled is True when weft cannot make progress until somebody
 	// changes something (kstatus reads it as Failed).
 	ConditionStalled = "Stalled"
@@ -50,9 +47,6 @@ const (
 	// ReasonMirrorNotFound: a mirror's MeshService does not exist.
 	ReasonMirrorNotFound = "MirrorNotFound"
 
-	// ReasonPending: weft has not yet worked out whether the proxies run
-	// the resource.
-	ReasonPending = "Pending"
 	// ReasonSynced: every proxy the resource affects has acknowledged
 	// configuration that includes its current generation (true, too, when
 	// no connected proxy is affected).
@@ -63,8 +57,6 @@ const (
 	// ReasonRejected: a proxy refused the configuration made from the
 	// resource; it keeps its previous configuration.
 	ReasonRejected = "Rejected"
-	// ReasonReconciled: nothing left to do.
-	ReasonReconciled = "Reconciled"
 )
 
 // Status is the part of status that every weft kind shares.
@@ -78,7 +70,7 @@ type Status struct {
 
 	// conditions say whether the resource is accepted, whether its references
 	// resolve, and whether the proxies run it. Types: Accepted, ResolvedRefs,
-	// Ready, Reconciling, Stalled.
+	// Ready, Stalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
