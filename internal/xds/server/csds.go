@@ -26,13 +26,8 @@ func (c *csds) FetchClientStatus(context.Context, *statusv3.ClientStatusRequest)
 func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ids := make([]string, 0, len(s.proxies))
-	for id := range s.proxies {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
 	out := &statusv3.ClientStatusResponse{}
-	for _, id := range ids {
+	for _, id := range s.proxyIDsLocked() {
 		p, a := s.proxies[id], s.acks[id]
 		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			FlavourKey: structpb.NewStringValue(string(p.Flavour)),

@@ -36,9 +36,10 @@ type Server struct {
 
 	mu    sync.Mutex
 	model *mesh.Model
-	// shared is what the model translates to for every proxy, built once
-	// per model.
+	// shared is what the model translates to for every proxy, and stamp
+	// the generations it was made from; both are built once per model.
 	shared  *translate.Shared
+	stamp   stamp
 	proxies map[string]translate.Proxy
 	// failed is the last translation error per proxy; the proxy keeps its
 	// last good resources meanwhile.
@@ -58,7 +59,7 @@ type Server struct {
 func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
-	return &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared,
+	return &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
 		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
 }
 
@@ -90,7 +91,7 @@ func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 		}
 		return
 	}
-	s.model, s.shared = m, shared
+	s.model, s.shared, s.stamp = m, shared, stampOf(m)
 	for id, p := range s.proxies {
 		s.pushLocked(id, p)
 	}
@@ -105,7 +106,7 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 	}
 	if err == nil {
 		if a := s.acks[id]; a != nil {
-			a.pushed = stampOf(s.model)
+			a.pushed = s.stamp
 			s.settleLocked(id)
 		}
 	}
@@ -206,6 +207,10 @@ func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 func (s *Server) Proxies() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.proxyIDsLocked()
+}
+
+func (s *Server) proxyIDsLocked() []string {
 	out := make([]string, 0, len(s.proxies))
 	for id := range s.proxies {
 		out = append(out, id)

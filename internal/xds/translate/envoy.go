@@ -95,7 +95,7 @@ func translateEnvoy(m *mesh.Model, proxy Proxy, r *Resources) error {
 		r.Clusters = append(r.Clusters, local)
 		var filter *listenerv3.Filter
 		if p.Protocol.IsHTTP() {
-			filter, err = inboundHTTP(cluster, port, p)
+			filter, err = inboundHTTP(cluster)
 		} else {
 			filter, err = tcpProxy(cluster, cluster)
 		}
@@ -141,7 +141,7 @@ func outboundChain(s *mesh.Service, p mesh.Port) (*listenerv3.FilterChain, error
 	var filter *listenerv3.Filter
 	var err error
 	if p.Protocol.IsHTTP() {
-		filter, err = rdsHTTP(ListenerName(s, p), p)
+		filter, err = rdsHTTP(ListenerName(s, p))
 	} else {
 		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""))
 	}
@@ -164,9 +164,9 @@ func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
 	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-// hcm wraps an HTTP connection manager into a network filter; gRPC and
-// http2 ports speak HTTP/2 to the proxy.
-func hcm(m *hcmv3.HttpConnectionManager, p mesh.Port) (*listenerv3.Filter, error) {
+// hcm wraps an HTTP connection manager into a network filter; the codec is
+// detected, so gRPC and http2 callers speak HTTP/2 to the proxy.
+func hcm(m *hcmv3.HttpConnectionManager) (*listenerv3.Filter, error) {
 	router, err := anypb.New(&routerv3.Router{})
 	if err != nil {
 		return nil, err
@@ -180,15 +180,15 @@ func hcm(m *hcmv3.HttpConnectionManager, p mesh.Port) (*listenerv3.Filter, error
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-func rdsHTTP(route string, p mesh.Port) (*listenerv3.Filter, error) {
+func rdsHTTP(route string) (*listenerv3.Filter, error) {
 	return hcm(&hcmv3.HttpConnectionManager{
 		StatPrefix:     route,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource, RouteConfigName: route}},
-	}, p)
+	})
 }
 
 // inboundHTTP hands every request for a port to the application.
-func inboundHTTP(cluster string, port int32, p mesh.Port) (*listenerv3.Filter, error) {
+func inboundHTTP(cluster string) (*listenerv3.Filter, error) {
 	return hcm(&hcmv3.HttpConnectionManager{
 		StatPrefix: cluster,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -198,7 +198,7 @@ func inboundHTTP(cluster string, port int32, p mesh.Port) (*listenerv3.Filter, e
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
 			}}}},
 		}},
-	}, p)
+	})
 }
 
 func staticLoopbackCluster(name string, port int32) *clusterv3.Cluster {
