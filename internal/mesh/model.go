@@ -12,7 +12,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 )
@@ -229,10 +228,22 @@ func (s *Service) InSubset(e Endpoint, subset string) bool {
 	}
 	for _, sub := range s.Subsets {
 		if sub.Name == subset {
-			return labels.SelectorFromSet(sub.Labels).Matches(labels.Set(e.Labels))
+			return selects(sub.Labels, e.Labels)
 		}
 	}
 	return false
+}
+
+// selects says whether every label of a subset's selector is on the
+// endpoint (labels.SelectorFromSet semantics, without building a selector
+// per endpoint).
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // PortOf returns the endpoint port that serves a service port.

@@ -1,9 +1,16 @@
 // Package cache is weft's xDS cache for go-control-plane's server, for
-// both the state-of-the-world and the delta protocol. It
-// keeps each proxy's resources, shares every distinct resource's bytes
-// among all streams (each is marshaled once, when it changes), and holds a
-// proxy's watch after a NACK until that proxy's configuration changes, so a
-// rejected version is never sent again in a loop.
+// both the state-of-the-world and the delta protocol.
+//
+// Resources live in named sets (what every proxy of a flavour shares, and
+// what one Envoy sidecar has of its own); a proxy is served the union of
+// the sets it is assigned. Every distinct resource is marshaled once, when
+// it changes, and its bytes are shared by every set and stream that holds
+// it. A change to a set costs work in proportion to what changed: each
+// type's version is an order-independent sum over its resources, kept up
+// to date entry by entry, and a waiting delta stream is answered from the
+// changed names alone. A proxy's watch is held after a NACK until its
+// configuration changes, so a rejected version is never sent again in a
+// loop.
 package cache
 
 import (
@@ -11,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,26 +32,74 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// entry is one resource version, marshaled once.
+// entry is one resource version, marshaled once and shared by every set
+// that holds equal content under its name.
 type entry struct {
+	name    string
 	msg     types.Resource
 	any     *anypb.Any
 	version string
-	// refs counts the proxies that hold the entry's name; at zero it goes.
+	// refs counts the sets that hold the entry; at zero it goes.
 	refs int
+}
+
+// slot is an entry in a set, with its share of the set's version.
+type slot struct {
+	e   *entry
+	sum uint64
+}
+
+// typeSet is a set's resources of one type.
+type typeSet struct {
+	slots map[string]slot
+	// sum is the order-independent sum of every slot's share: the set's
+	// version of the type, kept up to date one entry at a time.
+	sum uint64
+	// sorted lists the names in order; nil when names came or went.
+	sorted []string
+}
+
+func (ts *typeSet) names() []string {
+	if ts.sorted == nil {
+		ts.sorted = slices.Sorted(maps.Keys(ts.slots))
+	}
+	return ts.sorted
+}
+
+// set is a named group of resources that proxies are assigned.
+type set struct {
+	id    string
+	types map[string]*typeSet
+	nodes map[*node]struct{}
 }
 
 // node is one proxy's state.
 type node struct {
-	// names and versions of each type the proxy may use.
-	names    map[string][]string
+	id   string
+	sets []*set
+	// versions is the proxy's version of each type, derived from its
+	// sets'. needed is the version the proxy must acknowledge to hold its
+	// current configuration: the version last sent, or the current one
+	// when a change did not concern what the proxy asked for.
 	versions map[string]string
+	needed   map[string]string
+	answered map[string]bool
 	// sent is the version last sent per type; nacked the version the
 	// proxy rejected, which is not sent again.
 	sent         map[string]string
 	nacked       map[string]string
 	watches      map[*watch]struct{}
 	deltaWatches map[*deltaWatch]struct{}
+	// inSync remembers, per type, the delta stream state (its map of
+	// returned versions) that was complete at the node's change count, so
+	// that an ACK costs no full comparison.
+	changes map[string]uint64
+	inSync  map[string]syncMark
+}
+
+type syncMark struct {
+	have    uintptr
+	changes uint64
 }
 
 type deltaWatch struct {
@@ -59,8 +116,11 @@ type watch struct {
 
 // Cache implements go-control-plane's cache.Cache.
 type Cache struct {
-	mu      sync.Mutex
-	entries map[string]map[string]*entry
+	mu sync.Mutex
+	// entries indexes every entry by type and name (sets of different
+	// proxies may hold different content under one name).
+	entries map[string]map[string][]*entry
+	sets    map[string]*set
 	nodes   map[string]*node
 	// marshals counts resources serialized (for tests and metrics).
 	marshals atomic.Int64
@@ -70,7 +130,7 @@ var _ cachev3.Cache = (*Cache)(nil)
 
 // New returns an empty cache.
 func New() *Cache {
-	return &Cache{entries: map[string]map[string]*entry{}, nodes: map[string]*node{}}
+	return &Cache{entries: map[string]map[string][]*entry{}, sets: map[string]*set{}, nodes: map[string]*node{}}
 }
 
 // Len is how many distinct resources the cache holds.
@@ -79,7 +139,9 @@ func (c *Cache) Len() int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, byName := range c.entries {
-		n += len(byName)
+		for _, es := range byName {
+			n += len(es)
+		}
 	}
 	return n
 }
@@ -90,64 +152,54 @@ func (c *Cache) Marshals() int64 { return c.marshals.Load() }
 func (c *Cache) nodeLocked(id string) *node {
 	n := c.nodes[id]
 	if n == nil {
-		n = &node{names: map[string][]string{}, versions: map[string]string{}, sent: map[string]string{},
-			nacked: map[string]string{}, watches: map[*watch]struct{}{}, deltaWatches: map[*deltaWatch]struct{}{}}
+		n = &node{id: id, versions: map[string]string{}, needed: map[string]string{}, answered: map[string]bool{},
+			sent: map[string]string{}, nacked: map[string]string{}, watches: map[*watch]struct{}{},
+			deltaWatches: map[*deltaWatch]struct{}{}, changes: map[string]uint64{}, inSync: map[string]syncMark{}}
 		c.nodes[id] = n
 	}
 	return n
 }
 
-// SetProxy replaces the resources of one proxy, by type URL, and answers
-// the proxy's waiting watches that the change concerns. A resource with
-// the name of one already known and the same content reuses its bytes; a
-// resource whose content changed is marshaled once for every proxy.
+// ProxySet names the set that holds a proxy's own resources; RemoveProxy
+// drops it with the proxy.
+func ProxySet(id string) string { return "proxy/" + id }
+
+// SetProxy gives one proxy resources of its own, by type URL, and makes
+// them all it is served.
 func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error {
-	c.mu.Lock()
-	changed := map[string]bool{} // "type/name" of replaced entries
-	names := map[string][]string{}
-	for typeURL, list := range resources {
-		// An empty list is a version too: the proxy must learn that
-		// everything of that type is gone.
-		names[typeURL] = []string{}
-		byName := c.entries[typeURL]
-		if byName == nil {
-			byName = map[string]*entry{}
-			c.entries[typeURL] = byName
-		}
-		for _, r := range list {
-			name := cachev3.GetResourceName(r)
-			names[typeURL] = append(names[typeURL], name)
-			// The same object (shared between proxies, or kept across
-			// models) is the same resource; otherwise compare content.
-			if old := byName[name]; old != nil && (old.msg == r || proto.Equal(old.msg, r)) {
-				continue
-			}
-			e, err := c.newEntry(r)
-			if err != nil {
-				c.mu.Unlock()
-				return fmt.Errorf("proxy %s: %s %s: %w", id, typeURL, name, err)
-			}
-			if old := byName[name]; old != nil {
-				changed[typeURL+"/"+name] = true
-				e.refs = old.refs
-			}
-			byName[name] = e
-		}
-		slices.Sort(names[typeURL])
+	if err := c.SetResources(ProxySet(id), resources); err != nil {
+		return fmt.Errorf("proxy %s: %w", id, err)
 	}
-	n := c.nodeLocked(id)
-	c.holdLocked(names, 1)
-	c.holdLocked(n.names, -1)
-	n.names = names
-	var sends []func()
-	// This proxy, and every other that holds an entry that changed, may
-	// have a new version.
-	for nid, other := range c.nodes {
-		if nid != id && !holdsAny(other, changed) {
-			continue
+	return c.Assign(id, ProxySet(id))
+}
+
+// SetResources replaces the resources of a set, by type URL, and answers
+// the waiting watches of the proxies assigned to it that the change
+// concerns. A type given with an empty list is a version too: its proxies
+// learn that everything of that type is gone. A resource with the name of
+// one already known and the same content reuses its bytes; one whose
+// content changed is marshaled once.
+func (c *Cache) SetResources(id string, resources map[string][]types.Resource) error {
+	c.mu.Lock()
+	s := c.sets[id]
+	if s == nil {
+		s = &set{id: id, types: map[string]*typeSet{}, nodes: map[*node]struct{}{}}
+		c.sets[id] = s
+	}
+	changed := map[string][]string{}
+	for typeURL, list := range resources {
+		names, err := c.updateTypeLocked(s, typeURL, list)
+		if err != nil {
+			c.mu.Unlock()
+			return fmt.Errorf("set %s: %w", id, err)
 		}
-		c.refreshVersionsLocked(other)
-		sends = append(sends, c.answerLocked(other)...)
+		if names != nil {
+			changed[typeURL] = names
+		}
+	}
+	var sends []func()
+	for n := range s.nodes {
+		sends = append(sends, c.changedLocked(n, changed)...)
 	}
 	c.mu.Unlock()
 	for _, send := range sends {
@@ -156,63 +208,83 @@ func (c *Cache) SetProxy(id string, resources map[string][]types.Resource) error
 	return nil
 }
 
-// Versions returns the proxy's current version of each type.
-func (c *Cache) Versions(id string) map[string]string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := c.nodes[id]
-	if n == nil {
-		return nil
+// updateTypeLocked replaces a set's resources of one type and returns the
+// names that changed, came or went (nil when nothing did; empty but not
+// nil when the type is new to the set).
+func (c *Cache) updateTypeLocked(s *set, typeURL string, list []types.Resource) ([]string, error) {
+	ts := s.types[typeURL]
+	var changed []string
+	if ts == nil {
+		ts = &typeSet{slots: make(map[string]slot, len(list))}
+		s.types[typeURL] = ts
+		changed = []string{}
 	}
-	out := make(map[string]string, len(n.versions))
-	for k, v := range n.versions {
-		out[k] = v
+	seen := make(map[string]bool, len(list))
+	for _, r := range list {
+		name := cachev3.GetResourceName(r)
+		if seen[name] {
+			return nil, fmt.Errorf("%s %s is given twice", typeURL, name)
+		}
+		seen[name] = true
+		old, had := ts.slots[name]
+		// The same object (shared between sets, or kept across models)
+		// is the same resource; otherwise compare content.
+		if had && (old.e.msg == r || proto.Equal(old.e.msg, r)) {
+			continue
+		}
+		e, err := c.acquireLocked(typeURL, name, r)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", typeURL, name, err)
+		}
+		if had {
+			ts.sum -= old.sum
+			c.releaseLocked(typeURL, old.e)
+		} else {
+			ts.sorted = nil
+		}
+		sl := slot{e: e, sum: share(name, e.version)}
+		ts.slots[name] = sl
+		ts.sum += sl.sum
+		changed = append(changed, name)
 	}
-	return out
-}
-
-// RemoveProxy forgets a proxy that went away.
-func (c *Cache) RemoveProxy(id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n := c.nodes[id]; n != nil {
-		c.holdLocked(n.names, -1)
-		delete(c.nodes, id)
-	}
-}
-
-// holdLocked adds delta to the reference count of every named entry, and
-// drops the entries no proxy holds any more.
-func (c *Cache) holdLocked(names map[string][]string, delta int) {
-	for typeURL, list := range names {
-		byName := c.entries[typeURL]
-		for _, name := range list {
-			e := byName[name]
-			if e == nil {
+	if len(seen) < len(ts.slots) {
+		for name, old := range ts.slots {
+			if seen[name] {
 				continue
 			}
-			if e.refs += delta; e.refs <= 0 {
-				delete(byName, name)
-			}
+			ts.sum -= old.sum
+			c.releaseLocked(typeURL, old.e)
+			delete(ts.slots, name)
+			ts.sorted = nil
+			changed = append(changed, name)
 		}
 	}
+	return changed, nil
 }
 
-func holdsAny(n *node, changed map[string]bool) bool {
-	if len(changed) == 0 {
-		return false
+// share is one resource's part of its set's version.
+func share(name, version string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(version))
+	return h.Sum64()
+}
+
+// acquireLocked returns the entry for a resource, reusing one with the
+// same object or content, or marshaling it.
+func (c *Cache) acquireLocked(typeURL, name string, r types.Resource) (*entry, error) {
+	byName := c.entries[typeURL]
+	if byName == nil {
+		byName = map[string][]*entry{}
+		c.entries[typeURL] = byName
 	}
-	for typeURL, names := range n.names {
-		for _, name := range names {
-			if changed[typeURL+"/"+name] {
-				return true
-			}
+	for _, e := range byName[name] {
+		if e.msg == r || proto.Equal(e.msg, r) {
+			e.refs++
+			return e, nil
 		}
 	}
-	return false
-}
-
-func (c *Cache) newEntry(r types.Resource) (*entry, error) {
 	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 	if err != nil {
 		return nil, err
@@ -220,94 +292,330 @@ func (c *Cache) newEntry(r types.Resource) (*entry, error) {
 	c.marshals.Add(1)
 	h := fnv.New64a()
 	h.Write(raw)
-	return &entry{
+	e := &entry{
+		name:    name,
 		msg:     r,
 		any:     &anypb.Any{TypeUrl: "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName()), Value: raw},
 		version: strconv.FormatUint(h.Sum64(), 36),
-	}, nil
-}
-
-// refreshVersionsLocked recomputes a node's version of each type from the
-// names it holds and their entries' versions.
-func (c *Cache) refreshVersionsLocked(n *node) {
-	versions := map[string]string{}
-	for typeURL, names := range n.names {
-		h := fnv.New64a()
-		for _, name := range names {
-			h.Write([]byte(name))
-			h.Write([]byte{0})
-			h.Write([]byte(c.entries[typeURL][name].version))
-			h.Write([]byte{0})
-		}
-		versions[typeURL] = strconv.FormatUint(h.Sum64(), 36)
+		refs:    1,
 	}
-	n.versions = versions
+	byName[name] = append(byName[name], e)
+	return e, nil
 }
 
-// answerLocked answers the node's waiting watches that can be answered now,
-// returning the sends to do once the lock is released.
-func (c *Cache) answerLocked(n *node) []func() {
+func (c *Cache) releaseLocked(typeURL string, e *entry) {
+	if e.refs--; e.refs > 0 {
+		return
+	}
+	byName := c.entries[typeURL]
+	byName[e.name] = slices.DeleteFunc(byName[e.name], func(x *entry) bool { return x == e })
+	if len(byName[e.name]) == 0 {
+		delete(byName, e.name)
+	}
+}
+
+// RemoveResources drops a set. Proxies still assigned to it lose its
+// resources.
+func (c *Cache) RemoveResources(id string) {
+	c.mu.Lock()
+	s := c.sets[id]
+	if s == nil {
+		c.mu.Unlock()
+		return
+	}
+	changed := map[string][]string{}
+	for typeURL, ts := range s.types {
+		changed[typeURL] = slices.Clone(ts.names())
+		for _, sl := range ts.slots {
+			c.releaseLocked(typeURL, sl.e)
+		}
+	}
+	delete(c.sets, id)
+	var sends []func()
+	for n := range s.nodes {
+		n.sets = slices.DeleteFunc(n.sets, func(x *set) bool { return x == s })
+		sends = append(sends, c.changedLocked(n, changed)...)
+	}
+	c.mu.Unlock()
+	for _, send := range sends {
+		send()
+	}
+}
+
+// Assign makes a proxy be served the union of the named sets, which must
+// exist and must not hold one name twice for a type.
+func (c *Cache) Assign(id string, sets ...string) error {
+	c.mu.Lock()
+	next := make([]*set, 0, len(sets))
+	for _, sid := range sets {
+		s := c.sets[sid]
+		if s == nil {
+			c.mu.Unlock()
+			return fmt.Errorf("proxy %s: no resource set %q", id, sid)
+		}
+		next = append(next, s)
+	}
+	n := c.nodeLocked(id)
+	if slices.Equal(n.sets, next) {
+		c.mu.Unlock()
+		return nil
+	}
+	changed := map[string][]string{}
+	for _, s := range append(slices.Clone(n.sets), next...) {
+		for typeURL, ts := range s.types {
+			changed[typeURL] = append(changed[typeURL], ts.names()...)
+		}
+	}
+	for _, s := range n.sets {
+		delete(s.nodes, n)
+	}
+	n.sets = next
+	for _, s := range next {
+		s.nodes[n] = struct{}{}
+	}
+	sends := c.changedLocked(n, changed)
+	c.mu.Unlock()
+	for _, send := range sends {
+		send()
+	}
+	return nil
+}
+
+// RemoveProxy forgets a proxy that went away, with the set SetProxy kept
+// for it.
+func (c *Cache) RemoveProxy(id string) {
+	c.mu.Lock()
+	if n := c.nodes[id]; n != nil {
+		for _, s := range n.sets {
+			delete(s.nodes, n)
+		}
+		delete(c.nodes, id)
+	}
+	c.mu.Unlock()
+	c.RemoveResources(ProxySet(id))
+}
+
+// Versions returns the version of each type that the proxy must
+// acknowledge to hold its current configuration.
+func (c *Cache) Versions(id string) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[id]
+	if n == nil {
+		return nil
+	}
+	return maps.Clone(n.needed)
+}
+
+// changedLocked brings a node's versions up to date after the names in
+// changed (by type) changed in one of its sets, and answers its waiting
+// watches that the change concerns, returning the sends to do once the
+// lock is released.
+func (c *Cache) changedLocked(n *node, changed map[string][]string) []func() {
+	for typeURL := range changed {
+		n.changes[typeURL]++
+		v, ok := n.versionOf(typeURL)
+		if !ok {
+			delete(n.versions, typeURL)
+			continue
+		}
+		n.versions[typeURL] = v
+		if !n.answered[typeURL] {
+			n.needed[typeURL] = v
+		}
+	}
 	var sends []func()
 	for w := range n.watches {
+		names, ok := changed[w.req.GetTypeUrl()]
+		if !ok || !concerns(w.req.GetResourceNames(), names) {
+			continue
+		}
 		if resp := c.respondLocked(n, w); resp != nil {
 			delete(n.watches, w)
-			ch := w.ch
-			sends = append(sends, func() { ch <- resp })
+			sends = append(sends, func() { w.ch <- resp })
 		}
 	}
 	for w := range n.deltaWatches {
-		if resp := c.deltaRespondLocked(n, w); resp != nil {
+		names, ok := changed[w.req.GetTypeUrl()]
+		if !ok {
+			continue
+		}
+		if resp := c.deltaChangedLocked(n, w, names); resp != nil {
 			delete(n.deltaWatches, w)
-			ch := w.ch
-			sends = append(sends, func() { ch <- resp })
+			sends = append(sends, func() { w.ch <- resp })
 		}
 	}
 	return sends
 }
 
-// deltaRespondLocked builds the delta response a watch is owed now: the
-// subscribed resources whose version differs from what the stream holds,
-// and the names it holds that are gone. It returns nil when there is
-// nothing to send. A NACKed version is already what the stream holds, so
-// it is not sent again.
-func (c *Cache) deltaRespondLocked(n *node, w *deltaWatch) cachev3.DeltaResponse {
+// concerns says whether a state-of-the-world request for names (all when
+// empty) asks for any of the changed ones.
+func concerns(requested, changed []string) bool {
+	if len(requested) == 0 || slices.Contains(requested, "*") {
+		return true
+	}
+	if len(requested)*len(changed) > 64 {
+		want := make(map[string]bool, len(requested))
+		for _, r := range requested {
+			want[r] = true
+		}
+		return slices.ContainsFunc(changed, func(c string) bool { return want[c] })
+	}
+	return slices.ContainsFunc(changed, func(c string) bool { return slices.Contains(requested, c) })
+}
+
+// versionOf combines the versions of a type in the node's sets; ok is
+// false when none of them has the type.
+func (n *node) versionOf(typeURL string) (string, bool) {
+	h := fnv.New64a()
+	ok := false
+	var buf [8]byte
+	for _, s := range n.sets {
+		ts := s.types[typeURL]
+		if ts == nil {
+			continue
+		}
+		ok = true
+		h.Write([]byte(s.id))
+		for i := range buf {
+			buf[i] = byte(ts.sum >> (8 * i))
+		}
+		h.Write(buf[:])
+	}
+	return strconv.FormatUint(h.Sum64(), 36), ok
+}
+
+// lookup finds a name of a type in the node's sets.
+func (n *node) lookup(typeURL, name string) *entry {
+	for _, s := range n.sets {
+		if sl, ok := s.types[typeURL].slotOf(name); ok {
+			return sl.e
+		}
+	}
+	return nil
+}
+
+func (ts *typeSet) slotOf(name string) (slot, bool) {
+	if ts == nil {
+		return slot{}, false
+	}
+	sl, ok := ts.slots[name]
+	return sl, ok
+}
+
+// each calls f for every resource of a type in the node's sets, in order.
+func (n *node) each(typeURL string, f func(name string, e *entry)) {
+	for _, s := range n.sets {
+		ts := s.types[typeURL]
+		if ts == nil {
+			continue
+		}
+		for _, name := range ts.names() {
+			f(name, ts.slots[name].e)
+		}
+	}
+}
+
+// mapID identifies a map by its identity: a delta stream keeps one map of
+// what it holds for as long as nothing replaces it.
+func mapID(m map[string]string) uintptr {
+	if m == nil {
+		return 0
+	}
+	return uintptr(reflect.ValueOf(m).UnsafePointer())
+}
+
+// deltaChangedLocked answers a waiting delta watch after the names given
+// changed. The stream held everything it subscribes to when the watch was
+// registered, so only those names need comparing.
+func (c *Cache) deltaChangedLocked(n *node, w *deltaWatch, names []string) cachev3.DeltaResponse {
 	typeURL := w.req.GetTypeUrl()
-	names, ok := n.names[typeURL]
+	version, ok := n.versions[typeURL]
 	if !ok {
 		return nil
 	}
 	have := w.sub.ReturnedResources()
-	subscribed := w.sub.SubscribedResources()
-	wildcard := w.sub.IsWildcard()
-	next := make(map[string]string, len(have))
-	for k, v := range have {
-		next[k] = v
+	if have == nil {
+		return c.deltaRespondLocked(n, w)
 	}
-	out := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: n.versions[typeURL]}
-	present := make(map[string]bool, len(names))
+	subscribed, wildcard := w.sub.SubscribedResources(), w.sub.IsWildcard()
+	out := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: version}
 	for _, name := range names {
-		present[name] = true
+		e := n.lookup(typeURL, name)
+		if e == nil {
+			if _, held := have[name]; held {
+				out.RemovedResources = append(out.RemovedResources, name)
+				delete(have, name)
+			}
+			continue
+		}
 		if _, sub := subscribed[name]; !wildcard && !sub {
 			continue
 		}
-		e := c.entries[typeURL][name]
 		if have[name] == e.version {
 			continue
 		}
 		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: e.version, Resource: e.any})
-		next[name] = e.version
+		have[name] = e.version
 	}
+	return c.deltaResultLocked(n, w, out, have)
+}
+
+// deltaRespondLocked builds the delta response a watch is owed now by
+// comparing everything: the subscribed resources whose version differs
+// from what the stream holds, and the names it holds that are gone. It
+// returns nil when there is nothing to send. A NACKed version is already
+// what the stream holds, so it is not sent again.
+func (c *Cache) deltaRespondLocked(n *node, w *deltaWatch) cachev3.DeltaResponse {
+	typeURL := w.req.GetTypeUrl()
+	version, ok := n.versions[typeURL]
+	if !ok {
+		return nil
+	}
+	have := w.sub.ReturnedResources()
+	if mark, ok := n.inSync[typeURL]; ok && mark == (syncMark{mapID(have), n.changes[typeURL]}) &&
+		len(w.req.GetResourceNamesSubscribe()) == 0 && len(w.req.GetResourceNamesUnsubscribe()) == 0 {
+		return nil // an ACK of a stream that holds everything already
+	}
+	if have == nil {
+		have = map[string]string{}
+	}
+	subscribed, wildcard := w.sub.SubscribedResources(), w.sub.IsWildcard()
+	out := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: version}
+	present := map[string]bool{}
+	n.each(typeURL, func(name string, e *entry) {
+		present[name] = true
+		if _, sub := subscribed[name]; !wildcard && !sub {
+			return
+		}
+		if have[name] == e.version {
+			return
+		}
+		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: e.version, Resource: e.any})
+		have[name] = e.version
+	})
 	for name := range have {
 		if !present[name] {
 			out.RemovedResources = append(out.RemovedResources, name)
-			delete(next, name)
+			delete(have, name)
 		}
 	}
+	return c.deltaResultLocked(n, w, out, have)
+}
+
+// deltaResultLocked finishes a delta response: nil when there is nothing
+// in it. The stream's map of held versions is updated in place (the
+// server only reads it in a watch, under this cache's lock, or replaces
+// it with the same map when the response is sent).
+func (c *Cache) deltaResultLocked(n *node, w *deltaWatch, out *discovery.DeltaDiscoveryResponse, have map[string]string) cachev3.DeltaResponse {
+	typeURL := w.req.GetTypeUrl()
+	n.inSync[typeURL] = syncMark{mapID(have), n.changes[typeURL]}
 	if len(out.Resources) == 0 && len(out.RemovedResources) == 0 {
 		return nil
 	}
 	slices.Sort(out.RemovedResources)
-	return &deltaResponse{req: w.req, out: out, next: next}
+	n.answered[typeURL], n.needed[typeURL] = true, out.SystemVersionInfo
+	return &deltaResponse{req: w.req, out: out, next: have}
 }
 
 // respondLocked builds the response a watch is owed now, or nil when it
@@ -320,34 +628,38 @@ func (c *Cache) respondLocked(n *node, w *watch) cachev3.Response {
 		return nil
 	}
 	requested := w.req.GetResourceNames()
-	if w.req.GetVersionInfo() == version && !asksForNew(w, requested, n.names[typeURL]) {
+	if w.req.GetVersionInfo() == version && !asksForNew(n, w, requested) {
 		return nil
 	}
-	wanted := map[string]bool{}
-	for _, r := range requested {
-		wanted[r] = true
-	}
+	all := len(requested) == 0 || slices.Contains(requested, "*")
 	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL}
 	returned := map[string]string{}
-	for _, name := range n.names[typeURL] {
-		if len(wanted) > 0 && !wanted[name] && !wanted["*"] {
-			continue
-		}
-		out.Resources = append(out.Resources, c.entries[typeURL][name].any)
+	add := func(name string, e *entry) {
+		out.Resources = append(out.Resources, e.any)
 		returned[name] = version
 	}
+	if all {
+		n.each(typeURL, add)
+	} else {
+		for _, name := range slices.Sorted(slices.Values(requested)) {
+			if e := n.lookup(typeURL, name); e != nil {
+				add(name, e)
+			}
+		}
+	}
 	n.sent[typeURL] = version
+	n.answered[typeURL], n.needed[typeURL] = true, version
 	return &response{req: w.req, out: out, returned: returned}
 }
 
 // asksForNew says whether the stream asks for a name it has not been sent.
-func asksForNew(w *watch, requested, have []string) bool {
+func asksForNew(n *node, w *watch, requested []string) bool {
 	var got map[string]string
 	if w.sub != nil {
 		got = w.sub.ReturnedResources()
 	}
 	for _, r := range requested {
-		if _, sent := got[r]; !sent && slices.Contains(have, r) {
+		if _, sent := got[r]; !sent && n.lookup(w.req.GetTypeUrl(), r) != nil {
 			return true
 		}
 	}

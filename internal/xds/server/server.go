@@ -59,8 +59,10 @@ type Server struct {
 func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
-	return &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
+	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
 		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
+	_ = s.setShared(shared) // nor does it fail to cache
+	return s
 }
 
 // NeedLeaderElection is false.
@@ -77,6 +79,12 @@ func (s *Server) Addr(ctx context.Context) (string, error) {
 	}
 }
 
+// Names of the cache's resource sets that every proxy of a flavour shares.
+const (
+	grpcSet  = "flavour/grpc"
+	envoySet = "flavour/envoy"
+)
+
 // OnModel takes a new model and updates every connected proxy. A model
 // whose shared resources fail validation is not used: every proxy keeps
 // its last good configuration.
@@ -91,33 +99,54 @@ func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 		}
 		return
 	}
+	if err := s.setShared(shared); err != nil {
+		s.Log.Error(err, "Caching the mesh failed; every proxy keeps its last configuration")
+		for id := range s.proxies {
+			s.failed[id] = err
+		}
+		return
+	}
 	s.model, s.shared, s.stamp = m, shared, stampOf(m)
 	for id, p := range s.proxies {
 		s.pushLocked(id, p)
 	}
 }
 
-// pushLocked translates for one proxy and hands the result to the cache.
-// A proxy whose translation fails keeps what it had.
+// setShared hands the flavours' shared sets to the cache.
+func (s *Server) setShared(sh *translate.Shared) error {
+	return errors.Join(s.cache.SetResources(grpcSet, sh.GRPC.ByType()), s.cache.SetResources(envoySet, sh.Envoy.ByType()))
+}
+
+// pushLocked gives one proxy its flavour's shared set and, for a sidecar,
+// its own resources. A proxy whose translation fails keeps what it had.
 func (s *Server) pushLocked(id string, p translate.Proxy) {
-	r, err := translate.ForProxy(s.shared, s.model, p)
-	if err == nil {
-		err = s.cache.SetProxy(id, r.ByType())
-	}
+	err := s.assignLocked(id, p)
 	if err == nil {
 		if a := s.acks[id]; a != nil {
 			a.pushed = s.stamp
 			s.settleLocked(id)
 		}
-	}
-	if err != nil {
-		if s.failed[id] == nil || s.failed[id].Error() != err.Error() {
-			s.Log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
-		}
-		s.failed[id] = err
+		delete(s.failed, id)
 		return
 	}
-	delete(s.failed, id)
+	if s.failed[id] == nil || s.failed[id].Error() != err.Error() {
+		s.Log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
+	}
+	s.failed[id] = err
+}
+
+func (s *Server) assignLocked(id string, p translate.Proxy) error {
+	if p.Flavour != translate.FlavourEnvoy {
+		return s.cache.Assign(id, grpcSet)
+	}
+	own, err := translate.Own(s.shared, p)
+	if err != nil {
+		return err
+	}
+	if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
+		return err
+	}
+	return s.cache.Assign(id, envoySet, cache.ProxySet(id))
 }
 
 // onRequest and onDeltaRequest register a proxy the first time it asks

@@ -27,7 +27,8 @@ func size(r *Resources) (resources int, bytes int) {
 	return
 }
 
-// BenchmarkTranslate translates a whole mesh for one proxy, per flavour and
+// BenchmarkTranslate translates a whole mesh as the xDS server does, the
+// shared set from scratch and the proxy's own resources, per flavour and
 // size, and reports the time per cluster and the size of the result.
 func BenchmarkTranslate(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
@@ -35,12 +36,19 @@ func BenchmarkTranslate(b *testing.B) {
 		for _, f := range []Flavour{FlavourGRPC, FlavourEnvoy} {
 			b.Run(fmt.Sprintf("%s/services=%d", f, n), func(b *testing.B) {
 				proxy := Proxy{ID: "p", Flavour: f, Pod: "ns-0/svc-0-0"}
-				var r *Resources
-				var err error
+				var sh *Shared
 				for b.Loop() {
-					if r, err = Translate(m, proxy); err != nil {
+					var err error
+					if sh, err = BuildShared(m, nil); err != nil {
 						b.Fatal(err)
 					}
+					if _, err := Own(sh, proxy); err != nil {
+						b.Fatal(err)
+					}
+				}
+				r, err := ForProxy(sh, proxy)
+				if err != nil {
+					b.Fatal(err)
 				}
 				res, bytes := size(r)
 				b.ReportMetric(float64(len(r.Clusters)), "clusters")
@@ -49,6 +57,31 @@ func BenchmarkTranslate(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(r.Clusters))/1000, "µs/cluster")
 			})
 		}
+	}
+}
+
+// BenchmarkTranslateChange translates a model in which one endpoint of one
+// service changed, given the previous model's translation: the cost of
+// the most common change.
+func BenchmarkTranslateChange(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			base := xdstest.ScaleInput(n)
+			flip := xdstest.ScaleInput(n)
+			flip.EndpointSlices[0].Endpoints[0].Conditions.Ready = new(bool)
+			models := []*mesh.Model{mesh.Build(flip), mesh.Build(base)}
+			sh, err := BuildShared(models[1], nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				if sh, err = BuildShared(models[i%2], sh); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
 }
 

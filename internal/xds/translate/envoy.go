@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"errors"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -12,11 +14,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -42,73 +42,81 @@ const FlavourEnvoy Flavour = "envoy"
 // port to the application over loopback.
 func InboundClusterName(port int32) string { return "inbound|" + strconv.Itoa(int(port)) }
 
-// translateEnvoy adds the sidecar's listeners and clusters: an outbound
-// listener on 15001 with one filter chain per service port, matched on the
-// service's cluster IPs and port, and an inbound listener on 15006 with one
-// filter chain per port of this pod that a mesh service targets.
-func translateEnvoy(m *mesh.Model, proxy Proxy, r *Resources) error {
-	var outChains []*listenerv3.FilterChain
-	inPorts := map[int32]mesh.Port{}
-	for _, key := range m.Order {
-		s := m.Services[key]
-		for _, p := range s.Ports {
-			if len(s.ClusterIPs) > 0 {
-				chain, err := outboundChain(s, p)
-				if err != nil {
-					return err
-				}
-				outChains = append(outChains, chain)
-			}
-			for _, e := range s.Endpoints {
-				if e.Pod != proxy.Pod {
-					continue
-				}
-				if port, ok := e.PortOf(p); ok {
-					inPorts[port] = p
-				}
-			}
+// addOutbound adds what every sidecar shares: the outbound listener on
+// 15001, with one filter chain per service port matched on the service's
+// cluster IPs and port, and the passthrough cluster for everything else.
+// When every chain is prev's, prev's listener serves again; a new one is
+// validated and its references checked against r (every chain names a
+// route configuration or cluster of r) and sh.envoyNames.
+func addOutbound(sh *Shared, prev *listenerv3.Listener, r *Resources) error {
+	var chains []*listenerv3.FilterChain
+	for _, out := range sh.services {
+		chains = append(chains, out.chains...)
+	}
+	slices.SortFunc(chains, func(a, b *listenerv3.FilterChain) int { return strings.Compare(a.Name, b.Name) })
+	lis := prev
+	if prev == nil || !slices.Equal(prev.FilterChains, chains) {
+		passthrough, err := tcpProxy("passthrough", PassthroughCluster, nil)
+		if err != nil {
+			return err
 		}
+		lis = &listenerv3.Listener{
+			Name:               OutboundListener,
+			Address:            socketAddress("0.0.0.0", OutboundPort),
+			ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
+			FilterChains:       chains,
+			DefaultFilterChain: &listenerv3.FilterChain{Name: "passthrough", Filters: []*listenerv3.Filter{passthrough}},
+		}
+		r.Clusters = append(r.Clusters, passthroughCluster)
+		sh.envoyNames.clusters[PassthroughCluster] = true
+		if err := errors.Join(lis.ValidateAll(), (&Resources{Listeners: []*listenerv3.Listener{lis}}).checkRefs(sh.envoyNames, sh.chainConfigs())); err != nil {
+			return err
+		}
+	} else {
+		r.Clusters = append(r.Clusters, passthroughCluster)
+		sh.envoyNames.clusters[PassthroughCluster] = true
 	}
-	passthrough, err := tcpProxy("passthrough", PassthroughCluster)
-	if err != nil {
-		return err
-	}
-	r.Listeners = append(r.Listeners, &listenerv3.Listener{
-		Name:               OutboundListener,
-		Address:            socketAddress("0.0.0.0", OutboundPort),
-		ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
-		FilterChains:       outChains,
-		DefaultFilterChain: &listenerv3.FilterChain{Name: "passthrough", Filters: []*listenerv3.Filter{passthrough}},
-	})
+	r.Listeners = append(r.Listeners, lis)
+	return nil
+}
 
-	var inChains []*listenerv3.FilterChain
-	ports := make([]int32, 0, len(inPorts))
-	for port := range inPorts {
-		ports = append(ports, port)
-	}
-	slices.Sort(ports)
-	for _, port := range ports {
+// passthroughCluster forwards to the original destination. It never
+// changes, so one object serves every model.
+var passthroughCluster = &clusterv3.Cluster{
+	Name:                 PassthroughCluster,
+	ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+	LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+	ConnectTimeout:       durationpb.New(5 * time.Second),
+}
+
+// addInbound adds a sidecar's own listener on 15006, with one filter chain
+// per port of its pod that a mesh service targets, each handing traffic to
+// the application over loopback through a cluster of its own.
+func addInbound(inPorts map[int32]mesh.Port, r *Resources, reg decoded) error {
+	var chains []*listenerv3.FilterChain
+	for _, port := range slices.Sorted(maps.Keys(inPorts)) {
 		p := inPorts[port]
 		cluster := InboundClusterName(port)
 		local := staticLoopbackCluster(cluster, port)
 		setUpstreamProtocol(local, p)
 		r.Clusters = append(r.Clusters, local)
 		var filter *listenerv3.Filter
+		var err error
 		if p.Protocol.IsHTTP() {
-			filter, err = inboundHTTP(cluster)
+			filter, err = inboundHTTP(cluster, reg)
 		} else {
-			filter, err = tcpProxy(cluster, cluster)
+			filter, err = tcpProxy(cluster, cluster, reg)
 		}
 		if err != nil {
 			return err
 		}
-		inChains = append(inChains, &listenerv3.FilterChain{
+		chains = append(chains, &listenerv3.FilterChain{
 			Name:             cluster,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
 			Filters:          []*listenerv3.Filter{filter},
 		})
 	}
-	inPassthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster)
+	passthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster, reg)
 	if err != nil {
 		return err
 	}
@@ -116,20 +124,14 @@ func translateEnvoy(m *mesh.Model, proxy Proxy, r *Resources) error {
 		Name:               InboundListener,
 		Address:            socketAddress("0.0.0.0", InboundPort),
 		ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
-		FilterChains:       inChains,
-		DefaultFilterChain: &listenerv3.FilterChain{Name: "inbound-passthrough", Filters: []*listenerv3.Filter{inPassthrough}},
-	})
-	r.Clusters = append(r.Clusters, &clusterv3.Cluster{
-		Name:                 PassthroughCluster,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
-		ConnectTimeout:       durationpb.New(5 * time.Second),
+		FilterChains:       chains,
+		DefaultFilterChain: &listenerv3.FilterChain{Name: "inbound-passthrough", Filters: []*listenerv3.Filter{passthrough}},
 	})
 	return nil
 }
 
 // outboundChain matches connections to a service port's cluster IPs.
-func outboundChain(s *mesh.Service, p mesh.Port) (*listenerv3.FilterChain, error) {
+func outboundChain(s *mesh.Service, p mesh.Port, reg decoded) (*listenerv3.FilterChain, error) {
 	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(p.Number))}
 	for _, ip := range s.ClusterIPs {
 		bits := uint32(32)
@@ -141,9 +143,9 @@ func outboundChain(s *mesh.Service, p mesh.Port) (*listenerv3.FilterChain, error
 	var filter *listenerv3.Filter
 	var err error
 	if p.Protocol.IsHTTP() {
-		filter, err = rdsHTTP(ListenerName(s, p))
+		filter, err = rdsHTTP(ListenerName(s, p), reg)
 	} else {
-		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""))
+		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""), reg)
 	}
 	if err != nil {
 		return nil, err
@@ -151,13 +153,14 @@ func outboundChain(s *mesh.Service, p mesh.Port) (*listenerv3.FilterChain, error
 	return &listenerv3.FilterChain{Name: ListenerName(s, p), FilterChainMatch: match, Filters: []*listenerv3.Filter{filter}}, nil
 }
 
+var originalDstFilter = mustAny(&originaldstv3.OriginalDst{})
+
 func originalDst() *listenerv3.ListenerFilter {
-	cfg, _ := anypb.New(&originaldstv3.OriginalDst{}) // an empty message always marshals
-	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.original_dst", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: cfg}}
+	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.original_dst", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: originalDstFilter}}
 }
 
-func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
-	cfg, err := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})
+func tcpProxy(statPrefix, cluster string, reg decoded) (*listenerv3.Filter, error) {
+	cfg, err := reg.pack(&tcpproxyv3.TcpProxy{StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})
 	if err != nil {
 		return nil, err
 	}
@@ -166,29 +169,25 @@ func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
 
 // hcm wraps an HTTP connection manager into a network filter; the codec is
 // detected, so gRPC and http2 callers speak HTTP/2 to the proxy.
-func hcm(m *hcmv3.HttpConnectionManager) (*listenerv3.Filter, error) {
-	router, err := anypb.New(&routerv3.Router{})
-	if err != nil {
-		return nil, err
-	}
-	m.HttpFilters = []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}
+func hcm(m *hcmv3.HttpConnectionManager, reg decoded) (*listenerv3.Filter, error) {
+	m.HttpFilters = []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}}
 	m.CodecType = hcmv3.HttpConnectionManager_AUTO
-	cfg, err := anypb.New(m)
+	cfg, err := reg.pack(m)
 	if err != nil {
 		return nil, err
 	}
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-func rdsHTTP(route string) (*listenerv3.Filter, error) {
+func rdsHTTP(route string, reg decoded) (*listenerv3.Filter, error) {
 	return hcm(&hcmv3.HttpConnectionManager{
 		StatPrefix:     route,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource, RouteConfigName: route}},
-	})
+	}, reg)
 }
 
 // inboundHTTP hands every request for a port to the application.
-func inboundHTTP(cluster string) (*listenerv3.Filter, error) {
+func inboundHTTP(cluster string, reg decoded) (*listenerv3.Filter, error) {
 	return hcm(&hcmv3.HttpConnectionManager{
 		StatPrefix: cluster,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -198,7 +197,7 @@ func inboundHTTP(cluster string) (*listenerv3.Filter, error) {
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
 			}}}},
 		}},
-	})
+	}, reg)
 }
 
 func staticLoopbackCluster(name string, port int32) *clusterv3.Cluster {

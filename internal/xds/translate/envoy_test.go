@@ -2,6 +2,7 @@ package translate
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -93,4 +94,56 @@ func TestValidateFollowsFilterChains(t *testing.T) {
 	if err := r.Validate(); !errors.Is(err, ErrDangling) {
 		t.Fatalf("want a dangling reference, got %v", err)
 	}
+}
+
+// A model in which one endpoint changed translates with every other
+// resource the previous model's very object (which the cache recognises
+// without comparing), and with the changed ones new.
+func TestUnchangedResourcesKeepTheirObjects(t *testing.T) {
+	base := xdstest.ScaleInput(20)
+	prev, err := BuildShared(mesh.Build(base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := xdstest.ScaleInput(20)
+	flip.EndpointSlices[3].Endpoints[0].Conditions.Ready = new(bool) // svc-3's v1 subset
+	next, err := BuildShared(mesh.Build(flip), prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fresh []string
+	for _, r := range [][]proto.Message{toMsgs(next.Envoy.Listeners), toMsgs(next.Envoy.Routes), toMsgs(next.Envoy.Clusters), toMsgs(next.Envoy.Endpoints)} {
+		for _, m := range r {
+			if !containsObject(prev, m) {
+				fresh = append(fresh, nameOf(m))
+			}
+		}
+	}
+	slices.Sort(fresh)
+	want := []string{"outbound|8080||svc-3.ns-3.svc.cluster.local", "outbound|8080|v1|svc-3.ns-3.svc.cluster.local"}
+	slices.Sort(want)
+	if !slices.Equal(fresh, want) {
+		t.Fatalf("new objects after one endpoint changed: %v, want %v", fresh, want)
+	}
+}
+
+func containsObject(sh *Shared, m proto.Message) bool {
+	for _, r := range []*Resources{sh.Envoy, sh.GRPC} {
+		for _, x := range [][]proto.Message{toMsgs(r.Listeners), toMsgs(r.Routes), toMsgs(r.Clusters), toMsgs(r.Endpoints)} {
+			if slices.Contains(x, m) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func nameOf(m proto.Message) string {
+	switch x := m.(type) {
+	case interface{ GetName() string }:
+		return x.GetName()
+	case interface{ GetClusterName() string }:
+		return x.GetClusterName()
+	}
+	return "?"
 }

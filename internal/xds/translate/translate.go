@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -75,53 +77,191 @@ type Shared struct {
 	// GRPC is the whole proxyless set: api listeners, routes, clusters and
 	// endpoints of the gRPC and HTTP ports.
 	GRPC *Resources
-	// Envoy holds the routes, clusters and endpoints of every port; each
-	// sidecar adds its own listeners.
+	// Envoy holds the outbound listener, routes, clusters and endpoints of
+	// every port; each sidecar adds its inbound listener and clusters.
 	Envoy *Resources
+	// inbound lists, per pod ("<namespace>/<name>"), its ports that mesh
+	// services target; built the first time a sidecar needs it.
+	inbound     map[string]map[int32]mesh.Port
+	inboundOnce sync.Once
+	model       *mesh.Model
+	// envoyNames indexes Envoy's names, to check a sidecar's own
+	// resources against.
+	envoyNames *names
+	// services keeps what each service translated to, for the next model.
+	services map[string]*serviceOut
 }
 
-// BuildShared translates what proxies share. Resources equal to one in
-// prev keep prev's object, so that a model change touches only what
-// changed.
+// serviceOut is what one service translates to.
+type serviceOut struct {
+	svc *mesh.Service
+	// api holds the api listeners of its HTTP ports (proxyless gRPC);
+	// http their routes, clusters and endpoints (both flavours); tcp the
+	// clusters and endpoints of its other ports and chains its outbound
+	// filter chains (Envoy).
+	api, http, tcp Resources
+	chains         []*listenerv3.FilterChain
+	// decoded keeps the messages behind its filters' configuration.
+	decoded decoded
+}
+
+// BuildShared translates what proxies share. A service equal to its
+// version in prev keeps prev's resources, and a changed one keeps prev's
+// object for every resource that came out equal, so that a model change
+// costs, and touches, only what changed.
 func BuildShared(m *mesh.Model, prev *Shared) (*Shared, error) {
-	g, e := &Resources{}, &Resources{}
+	sh := &Shared{GRPC: &Resources{}, Envoy: &Resources{}, model: m, services: make(map[string]*serviceOut, len(m.Order))}
+	g, e := sh.GRPC, sh.Envoy
 	for _, key := range m.Order {
 		s := m.Services[key]
-		for _, p := range s.Ports {
-			var port Resources
-			addClusters(&port, s, p)
-			e.Clusters, e.Endpoints = append(e.Clusters, port.Clusters...), append(e.Endpoints, port.Endpoints...)
-			if !p.Protocol.IsHTTP() {
-				continue // proxyless gRPC speaks gRPC only; Envoy carries tcp ports too
+		var old *serviceOut
+		if prev != nil {
+			old = prev.services[key]
+		}
+		out := old
+		if old == nil || !old.svc.Equal(s) {
+			var err error
+			if out, err = translateService(s, old); err != nil {
+				return nil, fmt.Errorf("service %s: %w", key, err)
 			}
-			rc := routeConfig(ListenerName(s, p), s, p)
-			lis, err := apiListener(ListenerName(s, p))
-			if err != nil {
-				return nil, fmt.Errorf("service %s port %d: %w", key, p.Number, err)
-			}
-			g.Clusters, g.Endpoints = append(g.Clusters, port.Clusters...), append(g.Endpoints, port.Endpoints...)
-			g.Routes, e.Routes = append(g.Routes, rc), append(e.Routes, rc)
-			g.Listeners = append(g.Listeners, lis)
+		}
+		sh.services[key] = out
+		g.add(&out.api)
+		g.add(&out.http)
+		e.add(&out.http)
+		e.add(&out.tcp)
+	}
+	var prevOut *listenerv3.Listener
+	if prev != nil {
+		prevOut = prev.outbound()
+	}
+	// Each service's references were checked when it was translated;
+	// the outbound listener names every service's.
+	sh.envoyNames = namesOf(e)
+	if err := addOutbound(sh, prevOut, e); err != nil {
+		return nil, err
+	}
+	return sh, nil
+}
+
+// outbound is the shared outbound listener.
+func (sh *Shared) outbound() *listenerv3.Listener {
+	for _, l := range sh.Envoy.Listeners {
+		if l.Name == OutboundListener {
+			return l
 		}
 	}
-	if err := g.Validate(); err != nil {
+	return nil
+}
+
+func (r *Resources) add(o *Resources) {
+	r.Listeners = append(r.Listeners, o.Listeners...)
+	r.Routes = append(r.Routes, o.Routes...)
+	r.Clusters = append(r.Clusters, o.Clusters...)
+	r.Endpoints = append(r.Endpoints, o.Endpoints...)
+}
+
+// translateService translates one service and validates the result,
+// keeping old's object for every resource that came out equal.
+func translateService(s *mesh.Service, old *serviceOut) (*serviceOut, error) {
+	out := &serviceOut{svc: s, decoded: decoded{}}
+	for _, p := range s.Ports {
+		r := &out.tcp
+		if p.Protocol.IsHTTP() {
+			r = &out.http
+			rc := routeConfig(ListenerName(s, p), s, p)
+			lis, err := apiListener(ListenerName(s, p), out.decoded)
+			if err != nil {
+				return nil, fmt.Errorf("port %d: %w", p.Number, err)
+			}
+			r.Routes, out.api.Listeners = append(r.Routes, rc), append(out.api.Listeners, lis)
+		}
+		addClusters(r, s, p)
+		if len(s.ClusterIPs) > 0 {
+			chain, err := outboundChain(s, p, out.decoded)
+			if err != nil {
+				return nil, fmt.Errorf("port %d: %w", p.Number, err)
+			}
+			out.chains = append(out.chains, chain)
+		}
+	}
+	if old != nil {
+		reuse(&out.api, &old.api)
+		reuse(&out.http, &old.http)
+		reuse(&out.tcp, &old.tcp)
+		for i, c := range out.chains {
+			if j := slices.IndexFunc(old.chains, func(o *listenerv3.FilterChain) bool { return o.Name == c.Name }); j >= 0 && proto.Equal(old.chains[j], c) {
+				out.chains[i] = old.chains[j]
+			}
+		}
+	}
+	was := old.orEmpty()
+	if err := errors.Join(out.api.validateNew(&was.api), out.http.validateNew(&was.http), out.tcp.validateNew(&was.tcp)); err != nil {
 		return nil, err
 	}
-	if err := errors.Join(validateAll(e.Clusters), validateAll(e.Endpoints)); err != nil {
+	// A service's resources name only each other.
+	var all Resources
+	all.add(&out.api)
+	all.add(&out.http)
+	all.add(&out.tcp)
+	if err := all.checkRefs(nil, out.decoded); err != nil {
 		return nil, err
 	}
-	if prev != nil {
-		reuse(g, prev.GRPC)
-		reuse(e, prev.Envoy)
+	return out, nil
+}
+
+func (o *serviceOut) orEmpty() *serviceOut {
+	if o == nil {
+		return &serviceOut{}
 	}
-	return &Shared{GRPC: g, Envoy: e}, nil
+	return o
+}
+
+// validateNew runs ValidateAll on every resource that is not one of
+// old's objects (those passed already).
+func (r *Resources) validateNew(old *Resources) error {
+	return errors.Join(validateNewList(r.Listeners, old.Listeners), validateNewList(r.Routes, old.Routes),
+		validateNewList(r.Clusters, old.Clusters), validateNewList(r.Endpoints, old.Endpoints))
+}
+
+func validateNewList[T interface {
+	comparable
+	ValidateAll() error
+}](list, old []T) error {
+	var errs []error
+	for _, x := range list {
+		if !slices.Contains(old, x) {
+			errs = append(errs, x.ValidateAll())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// inboundPorts returns the ports of a pod that mesh services target.
+func (sh *Shared) inboundPorts(pod string) map[int32]mesh.Port {
+	sh.inboundOnce.Do(func() {
+		sh.inbound = map[string]map[int32]mesh.Port{}
+		for _, key := range sh.model.Order {
+			s := sh.model.Services[key]
+			for _, p := range s.Ports {
+				for _, e := range s.Endpoints {
+					port, ok := e.PortOf(p)
+					if e.Pod == "" || !ok {
+						continue
+					}
+					if sh.inbound[e.Pod] == nil {
+						sh.inbound[e.Pod] = map[int32]mesh.Port{}
+					}
+					sh.inbound[e.Pod][port] = p
+				}
+			}
+		}
+	})
+	return sh.inbound[pod]
 }
 
 // reuse swaps in prev's object for every resource equal to it.
 func reuse(r, prev *Resources) {
-	if prev == nil {
-		return
-	}
 	reuseList(r.Listeners, prev.Listeners, (*listenerv3.Listener).GetName)
 	reuseList(r.Routes, prev.Routes, (*routev3.RouteConfiguration).GetName)
 	reuseList(r.Clusters, prev.Clusters, (*clusterv3.Cluster).GetName)
@@ -129,13 +269,12 @@ func reuse(r, prev *Resources) {
 }
 
 func reuseList[T proto.Message](list, prev []T, name func(T) string) {
-	old := make(map[string]T, len(prev))
-	for _, x := range prev {
-		old[name(x)] = x
-	}
 	for i, x := range list {
-		if o, ok := old[name(x)]; ok && proto.Equal(o, x) {
-			list[i] = o
+		for _, o := range prev {
+			if name(o) == name(x) && proto.Equal(o, x) {
+				list[i] = o
+				break
+			}
 		}
 	}
 }
@@ -150,31 +289,48 @@ func validateAll[T interface{ ValidateAll() error }](lists ...[]T) error {
 	return errors.Join(errs...)
 }
 
-// ForProxy returns one proxy's resources: the shared set of its flavour,
-// and for an Envoy sidecar its own listeners and inbound clusters. The
-// shared objects must not be changed.
-func ForProxy(sh *Shared, m *mesh.Model, proxy Proxy) (*Resources, error) {
+// Own returns what a proxy has beyond its flavour's shared set: for an
+// Envoy sidecar, its inbound listener and clusters; nothing for proxyless
+// gRPC. They are validated, with every reference they make.
+func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 	switch proxy.Flavour {
 	case FlavourGRPC:
-		return sh.GRPC, nil
+		return &Resources{}, nil
 	case FlavourEnvoy:
-		r := &Resources{
-			Routes:    slices.Clone(sh.Envoy.Routes),
-			Clusters:  slices.Clone(sh.Envoy.Clusters),
-			Endpoints: slices.Clone(sh.Envoy.Endpoints),
-		}
-		shared := len(r.Clusters)
-		if err := translateEnvoy(m, proxy, r); err != nil {
+		r, reg := &Resources{}, decoded{}
+		if err := addInbound(sh.inboundPorts(proxy.Pod), r, reg); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
-		// The shared part is validated already; check the proxy's own
-		// resources and every reference.
-		if err := errors.Join(validateAll(r.Listeners), validateAll(r.Clusters[shared:]), r.checkRefs()); err != nil {
+		if err := errors.Join(validateAll(r.Listeners), validateAll(r.Clusters), r.checkRefs(sh.envoyNames, reg)); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
 		return r, nil
 	}
 	return nil, fmt.Errorf("proxy %s: unknown flavour %q", proxy.ID, proxy.Flavour)
+}
+
+// ForProxy returns all of one proxy's resources, shared and its own, each
+// list sorted by name. The shared objects must not be changed.
+func ForProxy(sh *Shared, proxy Proxy) (*Resources, error) {
+	own, err := Own(sh, proxy)
+	if err != nil {
+		return nil, err
+	}
+	base := sh.GRPC
+	if proxy.Flavour == FlavourEnvoy {
+		base = sh.Envoy
+	}
+	return &Resources{
+		Listeners: sortedBy(append(slices.Clone(base.Listeners), own.Listeners...), (*listenerv3.Listener).GetName),
+		Routes:    sortedBy(append(slices.Clone(base.Routes), own.Routes...), (*routev3.RouteConfiguration).GetName),
+		Clusters:  sortedBy(append(slices.Clone(base.Clusters), own.Clusters...), (*clusterv3.Cluster).GetName),
+		Endpoints: sortedBy(append(slices.Clone(base.Endpoints), own.Endpoints...), (*endpointv3.ClusterLoadAssignment).GetClusterName),
+	}, nil
+}
+
+func sortedBy[T any](xs []T, name func(T) string) []T {
+	slices.SortStableFunc(xs, func(a, b T) int { return strings.Compare(name(a), name(b)) })
+	return xs
 }
 
 // Translate builds the resources of one proxy from scratch.
@@ -183,7 +339,7 @@ func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ForProxy(sh, m, proxy)
+	return ForProxy(sh, proxy)
 }
 
 // addClusters adds a service port's EDS clusters and endpoints: one for all
@@ -193,10 +349,12 @@ func addClusters(r *Resources, s *mesh.Service, p mesh.Port) {
 	for _, sub := range s.Subsets {
 		subsets = append(subsets, sub.Name)
 	}
+	// Each endpoint is made once and shared by every subset it is in.
+	lbs := lbEndpoints(s, p)
 	for _, sub := range subsets {
 		cn := ClusterName(s, p, sub)
 		r.Clusters = append(r.Clusters, edsCluster(cn, p))
-		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, p, sub))
+		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, sub, lbs))
 	}
 }
 
@@ -205,17 +363,33 @@ var adsSource = &corev3.ConfigSource{
 	ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 }
 
-func apiListener(name string) (*listenerv3.Listener, error) {
-	router, err := anypb.New(&routerv3.Router{})
+// Fixed configuration, marshaled once. Resources share these objects, which
+// must not be changed.
+var (
+	routerFilter  = mustAny(&routerv3.Router{})
+	http2Upstream = mustAny(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})
+)
+
+// mustAny wraps a fixed message, which always marshals.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
 	if err != nil {
-		return nil, err
+		panic(err)
 	}
-	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+	return a
+}
+
+func apiListener(name string, reg decoded) (*listenerv3.Listener, error) {
+	hcm, err := reg.pack(&hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: adsSource, RouteConfigName: name,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}},
 	})
 	if err != nil {
 		return nil, err
@@ -317,52 +491,76 @@ func setUpstreamProtocol(c *clusterv3.Cluster, p mesh.Port) {
 	if p.Protocol != meshv1.ProtocolGRPC && p.Protocol != meshv1.ProtocolHTTP2 {
 		return
 	}
-	opts, _ := anypb.New(&httpv3.HttpProtocolOptions{ // a fixed message always marshals
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		}},
-	})
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Upstream}
 }
 
-// loadAssignment lists a subset's endpoints: ready ones HEALTHY, terminating
+// lbEndpoints makes the service's endpoints for a port, by endpoint index
+// (nil where an endpoint lacks the port): ready ones HEALTHY, terminating
 // ones DRAINING, so that clients stop opening new streams to them without
-// cutting those in flight. Endpoints are grouped into one locality per
-// zone, weighted by its number of endpoints, so that load stays even per
-// endpoint. (grpc-go refuses a locality without an ID and ignores one
-// without a weight.)
-func loadAssignment(name string, s *mesh.Service, p mesh.Port, subset string) *endpointv3.ClusterLoadAssignment {
-	byZone := map[string][]*endpointv3.LbEndpoint{}
-	var zones []string
-	for _, e := range s.Endpoints {
+// cutting those in flight. The messages of all endpoints are allocated
+// together, a handful of allocations instead of seven per endpoint.
+func lbEndpoints(s *mesh.Service, p mesh.Port) []*endpointv3.LbEndpoint {
+	n := len(s.Endpoints)
+	out := make([]*endpointv3.LbEndpoint, n)
+	lbs := make([]endpointv3.LbEndpoint, n)
+	hosts := make([]endpointv3.LbEndpoint_Endpoint, n)
+	eps := make([]endpointv3.Endpoint, n)
+	addrs := make([]corev3.Address, n)
+	socks := make([]corev3.Address_SocketAddress, n)
+	sas := make([]corev3.SocketAddress, n)
+	ports := make([]corev3.SocketAddress_PortValue, n)
+	for i, e := range s.Endpoints {
 		port, ok := e.PortOf(p)
-		if !ok || !s.InSubset(e, subset) {
+		if !ok {
 			continue
 		}
-		health := corev3.HealthStatus_HEALTHY
+		ports[i].PortValue = uint32(port)
+		sas[i].Address, sas[i].PortSpecifier = e.Address, &ports[i]
+		socks[i].SocketAddress = &sas[i]
+		addrs[i].Address = &socks[i]
+		eps[i].Address = &addrs[i]
+		hosts[i].Endpoint = &eps[i]
+		lbs[i].HostIdentifier = &hosts[i]
+		lbs[i].HealthStatus = corev3.HealthStatus_HEALTHY
 		if !e.Ready {
-			health = corev3.HealthStatus_DRAINING
+			lbs[i].HealthStatus = corev3.HealthStatus_DRAINING
 		}
-		if _, ok := byZone[e.Zone]; !ok {
-			zones = append(zones, e.Zone)
-		}
-		byZone[e.Zone] = append(byZone[e.Zone], &endpointv3.LbEndpoint{
-			HealthStatus: health,
-			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
-				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: e.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
-				}},
-			}}},
-		})
+		out[i] = &lbs[i]
 	}
-	slices.Sort(zones)
+	return out
+}
+
+// loadAssignment lists a subset's endpoints (lbs, by the service's
+// endpoint index; nil where an endpoint lacks the port), grouped into one
+// locality per zone, weighted by its number of endpoints, so that load
+// stays even per endpoint. (grpc-go refuses a locality without an ID and
+// ignores one without a weight.)
+func loadAssignment(name string, s *mesh.Service, subset string, lbs []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
+	var picked []int
+	for i, e := range s.Endpoints {
+		if lbs[i] != nil && s.InSubset(e, subset) {
+			picked = append(picked, i)
+		}
+	}
+	// Endpoints are sorted by address; keep that order within each zone.
+	slices.SortStableFunc(picked, func(a, b int) int { return strings.Compare(s.Endpoints[a].Zone, s.Endpoints[b].Zone) })
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-	for _, z := range zones {
+	for start := 0; start < len(picked); {
+		zone := s.Endpoints[picked[start]].Zone
+		end := start
+		for end < len(picked) && s.Endpoints[picked[end]].Zone == zone {
+			end++
+		}
+		group := make([]*endpointv3.LbEndpoint, 0, end-start)
+		for _, i := range picked[start:end] {
+			group = append(group, lbs[i])
+		}
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Zone: z},
-			LbEndpoints:         byZone[z],
-			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(byZone[z]))),
+			Locality:            &corev3.Locality{Zone: zone},
+			LbEndpoints:         group,
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(group))),
 		})
+		start = end
 	}
 	return cla
 }
@@ -370,27 +568,40 @@ func loadAssignment(name string, s *mesh.Service, p mesh.Port, subset string) *e
 // Validate runs each resource's ValidateAll and checks every reference.
 func (r *Resources) Validate() error {
 	return errors.Join(validateAll(r.Listeners), validateAll(r.Routes), validateAll(r.Clusters),
-		validateAll(r.Endpoints), r.checkRefs())
+		validateAll(r.Endpoints), r.checkRefs(nil, nil))
 }
 
-// checkRefs checks that every name a resource uses exists: route
-// configurations named by listeners (through api_listener or filter
-// chains), clusters named by routes and TCP proxies, and endpoints for
-// every EDS cluster.
-func (r *Resources) checkRefs() error {
-	var errs []error
-	routes, clusters, clas := map[string]bool{}, map[string]bool{}, map[string]bool{}
+// names indexes the names of resources that others refer to.
+type names struct {
+	routes, clusters, clas map[string]bool
+}
+
+func namesOf(r *Resources) *names {
+	n := &names{routes: map[string]bool{}, clusters: map[string]bool{}, clas: map[string]bool{}}
 	for _, x := range r.Routes {
-		routes[x.Name] = true
+		n.routes[x.Name] = true
 	}
 	for _, x := range r.Clusters {
-		clusters[x.Name] = true
+		n.clusters[x.Name] = true
 	}
 	for _, x := range r.Endpoints {
-		clas[x.ClusterName] = true
+		n.clas[x.ClusterName] = true
+	}
+	return n
+}
+
+// checkRefs checks that every name a resource uses exists, among r's own
+// resources or those of also (nil for none): route configurations named by
+// listeners (through api_listener or filter chains), clusters named by
+// routes and TCP proxies, and endpoints for every EDS cluster.
+func (r *Resources) checkRefs(also *names, reg decoded) error {
+	var errs []error
+	own := namesOf(r)
+	if also == nil {
+		also = &names{}
 	}
 	needCluster := func(owner, c string) {
-		if !clusters[c] {
+		if !own.clusters[c] && !also.clusters[c] {
 			errs = append(errs, fmt.Errorf("%w: %s names cluster %s", ErrDangling, owner, c))
 		}
 	}
@@ -404,12 +615,12 @@ func (r *Resources) checkRefs() error {
 		}
 	}
 	checkHCM := func(owner string, cfg *anypb.Any) {
-		m := &hcmv3.HttpConnectionManager{}
-		if err := cfg.UnmarshalTo(m); err != nil {
+		m, err := unpack(reg, cfg, &hcmv3.HttpConnectionManager{})
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", owner, err))
 			return
 		}
-		if rds := m.GetRds(); rds != nil && !routes[rds.GetRouteConfigName()] {
+		if rds := m.GetRds(); rds != nil && !own.routes[rds.GetRouteConfigName()] && !also.routes[rds.GetRouteConfigName()] {
 			errs = append(errs, fmt.Errorf("%w: %s names route configuration %s", ErrDangling, owner, rds.GetRouteConfigName()))
 		}
 		if rc := m.GetRouteConfig(); rc != nil {
@@ -427,8 +638,8 @@ func (r *Resources) checkRefs() error {
 				case cfg.MessageIs(&hcmv3.HttpConnectionManager{}):
 					checkHCM(owner, cfg)
 				case cfg.MessageIs(&tcpproxyv3.TcpProxy{}):
-					tp := &tcpproxyv3.TcpProxy{}
-					if err := cfg.UnmarshalTo(tp); err != nil {
+					tp, err := unpack(reg, cfg, &tcpproxyv3.TcpProxy{})
+					if err != nil {
 						errs = append(errs, err)
 						continue
 					}
@@ -441,7 +652,7 @@ func (r *Resources) checkRefs() error {
 		checkRouteConfig("route configuration "+rc.Name, rc)
 	}
 	for _, c := range r.Clusters {
-		if c.GetType() == clusterv3.Cluster_EDS && !clas[c.Name] {
+		if c.GetType() == clusterv3.Cluster_EDS && !own.clas[c.Name] && !also.clas[c.Name] {
 			errs = append(errs, fmt.Errorf("%w: cluster %s has no endpoints resource", ErrDangling, c.Name))
 		}
 	}
