@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
-	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -86,26 +85,21 @@ type node struct {
 	answered map[string]bool
 	// sent is the version last sent per type; nacked the version the
 	// proxy rejected, which is not sent again.
-	sent         map[string]string
-	nacked       map[string]string
-	watches      map[*watch]struct{}
-	deltaWatches map[*deltaWatch]struct{}
-	// inSync remembers, per type, the delta stream state (its map of
-	// returned versions) that was complete at the node's change count, so
-	// that an ACK costs no full comparison.
+	sent    map[string]string
+	nacked  map[string]string
+	watches map[*watch]struct{}
+	// changes counts the changes of each type; journal keeps the names
+	// each change concerned, for as long as a delta stream of the node
+	// has yet to be told of it.
 	changes map[string]uint64
-	inSync  map[string]syncMark
+	journal map[string][]change
+	deltas  map[*DeltaStream]struct{}
 }
 
-type syncMark struct {
-	have    uintptr
-	changes uint64
-}
-
-type deltaWatch struct {
-	req *discovery.DeltaDiscoveryRequest
-	sub cachev3.Subscription
-	ch  chan cachev3.DeltaResponse
+// change is one change of a node's resources of one type.
+type change struct {
+	seq   uint64
+	names []string
 }
 
 type watch struct {
@@ -122,8 +116,10 @@ type Cache struct {
 	entries map[string]map[string][]*entry
 	sets    map[string]*set
 	nodes   map[string]*node
-	// marshals counts resources serialized (for tests and metrics).
-	marshals atomic.Int64
+	// marshals counts resources serialized (for tests and metrics);
+	// deltaStreams numbers delta streams.
+	marshals     atomic.Int64
+	deltaStreams atomic.Int64
 }
 
 var _ cachev3.Cache = (*Cache)(nil)
@@ -154,7 +150,7 @@ func (c *Cache) nodeLocked(id string) *node {
 	if n == nil {
 		n = &node{id: id, versions: map[string]string{}, needed: map[string]string{}, answered: map[string]bool{},
 			sent: map[string]string{}, nacked: map[string]string{}, watches: map[*watch]struct{}{},
-			deltaWatches: map[*deltaWatch]struct{}{}, changes: map[string]uint64{}, inSync: map[string]syncMark{}}
+			changes: map[string]uint64{}, journal: map[string][]change{}, deltas: map[*DeltaStream]struct{}{}}
 		c.nodes[id] = n
 	}
 	return n
@@ -198,14 +194,39 @@ func (c *Cache) SetResources(id string, resources map[string][]types.Resource) e
 		}
 	}
 	var sends []func()
+	memo := lists{}
 	for n := range s.nodes {
-		sends = append(sends, c.changedLocked(n, changed)...)
+		sends = append(sends, c.changedLocked(n, changed, memo)...)
 	}
 	c.mu.Unlock()
 	for _, send := range sends {
 		send()
 	}
 	return nil
+}
+
+// lists remembers, per type, the list of resources of the first delta
+// response that one change produced, so that every other response with
+// the same resources shares the slice (and the server encodes it once).
+type lists map[string][]*discovery.Resource
+
+// share returns the remembered list when it holds the same resources as
+// list, and otherwise remembers list if nothing is remembered yet.
+func (l lists) share(typeURL string, list []*discovery.Resource) []*discovery.Resource {
+	if l == nil || len(list) == 0 {
+		return list
+	}
+	prev, ok := l[typeURL]
+	if !ok {
+		l[typeURL] = list
+		return list
+	}
+	if slices.EqualFunc(prev, list, func(a, b *discovery.Resource) bool {
+		return a.Name == b.Name && a.Version == b.Version && a.Resource == b.Resource
+	}) {
+		return prev
+	}
+	return list
 }
 
 // updateTypeLocked replaces a set's resources of one type and returns the
@@ -332,9 +353,10 @@ func (c *Cache) RemoveResources(id string) {
 	}
 	delete(c.sets, id)
 	var sends []func()
+	memo := lists{}
 	for n := range s.nodes {
 		n.sets = slices.DeleteFunc(n.sets, func(x *set) bool { return x == s })
-		sends = append(sends, c.changedLocked(n, changed)...)
+		sends = append(sends, c.changedLocked(n, changed, memo)...)
 	}
 	c.mu.Unlock()
 	for _, send := range sends {
@@ -373,7 +395,7 @@ func (c *Cache) Assign(id string, sets ...string) error {
 	for _, s := range next {
 		s.nodes[n] = struct{}{}
 	}
-	sends := c.changedLocked(n, changed)
+	sends := c.changedLocked(n, changed, nil)
 	c.mu.Unlock()
 	for _, send := range sends {
 		send()
@@ -411,9 +433,12 @@ func (c *Cache) Versions(id string) map[string]string {
 // changed (by type) changed in one of its sets, and answers its waiting
 // watches that the change concerns, returning the sends to do once the
 // lock is released.
-func (c *Cache) changedLocked(n *node, changed map[string][]string) []func() {
-	for typeURL := range changed {
+func (c *Cache) changedLocked(n *node, changed map[string][]string, memo lists) []func() {
+	for typeURL, names := range changed {
 		n.changes[typeURL]++
+		if len(n.deltas) > 0 {
+			n.journal[typeURL] = append(n.journal[typeURL], change{seq: n.changes[typeURL], names: names})
+		}
 		v, ok := n.versionOf(typeURL)
 		if !ok {
 			delete(n.versions, typeURL)
@@ -435,16 +460,7 @@ func (c *Cache) changedLocked(n *node, changed map[string][]string) []func() {
 			sends = append(sends, func() { w.ch <- resp })
 		}
 	}
-	for w := range n.deltaWatches {
-		names, ok := changed[w.req.GetTypeUrl()]
-		if !ok {
-			continue
-		}
-		if resp := c.deltaChangedLocked(n, w, names); resp != nil {
-			delete(n.deltaWatches, w)
-			sends = append(sends, func() { w.ch <- resp })
-		}
-	}
+	c.deltaChangedLocked(n, changed, memo)
 	return sends
 }
 
@@ -514,108 +530,6 @@ func (n *node) each(typeURL string, f func(name string, e *entry)) {
 			f(name, ts.slots[name].e)
 		}
 	}
-}
-
-// mapID identifies a map by its identity: a delta stream keeps one map of
-// what it holds for as long as nothing replaces it.
-func mapID(m map[string]string) uintptr {
-	if m == nil {
-		return 0
-	}
-	return uintptr(reflect.ValueOf(m).UnsafePointer())
-}
-
-// deltaChangedLocked answers a waiting delta watch after the names given
-// changed. The stream held everything it subscribes to when the watch was
-// registered, so only those names need comparing.
-func (c *Cache) deltaChangedLocked(n *node, w *deltaWatch, names []string) cachev3.DeltaResponse {
-	typeURL := w.req.GetTypeUrl()
-	version, ok := n.versions[typeURL]
-	if !ok {
-		return nil
-	}
-	have := w.sub.ReturnedResources()
-	if have == nil {
-		return c.deltaRespondLocked(n, w)
-	}
-	subscribed, wildcard := w.sub.SubscribedResources(), w.sub.IsWildcard()
-	out := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: version}
-	for _, name := range names {
-		e := n.lookup(typeURL, name)
-		if e == nil {
-			if _, held := have[name]; held {
-				out.RemovedResources = append(out.RemovedResources, name)
-				delete(have, name)
-			}
-			continue
-		}
-		if _, sub := subscribed[name]; !wildcard && !sub {
-			continue
-		}
-		if have[name] == e.version {
-			continue
-		}
-		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: e.version, Resource: e.any})
-		have[name] = e.version
-	}
-	return c.deltaResultLocked(n, w, out, have)
-}
-
-// deltaRespondLocked builds the delta response a watch is owed now by
-// comparing everything: the subscribed resources whose version differs
-// from what the stream holds, and the names it holds that are gone. It
-// returns nil when there is nothing to send. A NACKed version is already
-// what the stream holds, so it is not sent again.
-func (c *Cache) deltaRespondLocked(n *node, w *deltaWatch) cachev3.DeltaResponse {
-	typeURL := w.req.GetTypeUrl()
-	version, ok := n.versions[typeURL]
-	if !ok {
-		return nil
-	}
-	have := w.sub.ReturnedResources()
-	if mark, ok := n.inSync[typeURL]; ok && mark == (syncMark{mapID(have), n.changes[typeURL]}) &&
-		len(w.req.GetResourceNamesSubscribe()) == 0 && len(w.req.GetResourceNamesUnsubscribe()) == 0 {
-		return nil // an ACK of a stream that holds everything already
-	}
-	if have == nil {
-		have = map[string]string{}
-	}
-	subscribed, wildcard := w.sub.SubscribedResources(), w.sub.IsWildcard()
-	out := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: version}
-	present := map[string]bool{}
-	n.each(typeURL, func(name string, e *entry) {
-		present[name] = true
-		if _, sub := subscribed[name]; !wildcard && !sub {
-			return
-		}
-		if have[name] == e.version {
-			return
-		}
-		out.Resources = append(out.Resources, &discovery.Resource{Name: name, Version: e.version, Resource: e.any})
-		have[name] = e.version
-	})
-	for name := range have {
-		if !present[name] {
-			out.RemovedResources = append(out.RemovedResources, name)
-			delete(have, name)
-		}
-	}
-	return c.deltaResultLocked(n, w, out, have)
-}
-
-// deltaResultLocked finishes a delta response: nil when there is nothing
-// in it. The stream's map of held versions is updated in place (the
-// server only reads it in a watch, under this cache's lock, or replaces
-// it with the same map when the response is sent).
-func (c *Cache) deltaResultLocked(n *node, w *deltaWatch, out *discovery.DeltaDiscoveryResponse, have map[string]string) cachev3.DeltaResponse {
-	typeURL := w.req.GetTypeUrl()
-	n.inSync[typeURL] = syncMark{mapID(have), n.changes[typeURL]}
-	if len(out.Resources) == 0 && len(out.RemovedResources) == 0 {
-		return nil
-	}
-	slices.Sort(out.RemovedResources)
-	n.answered[typeURL], n.needed[typeURL] = true, out.SystemVersionInfo
-	return &deltaResponse{req: w.req, out: out, next: have}
 }
 
 // respondLocked builds the response a watch is owed now, or nil when it
@@ -694,28 +608,10 @@ func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch c
 	}, nil
 }
 
-// CreateDeltaWatch answers a delta request now with what changed since
-// what the stream holds, or waits until something does.
-func (c *Cache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
-	id := req.GetNode().GetId()
-	if id == "" {
-		return nil, errors.New("the request names no node")
-	}
-	c.mu.Lock()
-	n := c.nodeLocked(id)
-	w := &deltaWatch{req: req, sub: sub, ch: ch}
-	if resp := c.deltaRespondLocked(n, w); resp != nil {
-		c.mu.Unlock()
-		ch <- resp
-		return func() {}, nil
-	}
-	n.deltaWatches[w] = struct{}{}
-	c.mu.Unlock()
-	return func() {
-		c.mu.Lock()
-		delete(n.deltaWatches, w)
-		c.mu.Unlock()
-	}, nil
+// CreateDeltaWatch is not used: weft serves the delta protocol itself
+// (ServeDelta), with less state per stream than go-control-plane's.
+func (c *Cache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
+	return nil, errors.New("delta xDS is served by the cache's own stream handler")
 }
 
 // Fetch (REST polling) is not served.
@@ -736,21 +632,3 @@ func (r *response) GetVersion() (string, error)                                 
 func (r *response) GetResponseVersion() string                                  { return r.out.VersionInfo }
 func (r *response) GetReturnedResources() map[string]string                     { return r.returned }
 func (r *response) GetContext() context.Context                                 { return context.Background() }
-
-// deltaResponse is a delta response over shared, already marshaled
-// resources.
-type deltaResponse struct {
-	req  *discovery.DeltaDiscoveryRequest
-	out  *discovery.DeltaDiscoveryResponse
-	next map[string]string
-}
-
-func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discovery.DeltaDiscoveryResponse, error) {
-	return r.out, nil
-}
-func (r *deltaResponse) GetDeltaRequest() *discovery.DeltaDiscoveryRequest { return r.req }
-func (r *deltaResponse) GetSystemVersion() (string, error)                 { return r.out.SystemVersionInfo, nil }
-func (r *deltaResponse) GetResponseVersion() string                        { return r.out.SystemVersionInfo }
-func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.next }
-func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.next }
-func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }

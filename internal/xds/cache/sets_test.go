@@ -68,12 +68,15 @@ func TestSetsOnTheWire(t *testing.T) {
 	eds := map[string]*deltaClient{}
 	for _, id := range []string{"a", "b", "c"} {
 		eds[id] = newDeltaClient(t, ads, id, resource.EndpointType)
-		if id != "c" && eds[id].next(t, 10*time.Second) == nil {
-			t.Fatalf("%s got no endpoints", id)
+		r := eds[id].next(t, 10*time.Second)
+		if r == nil {
+			t.Fatalf("%s got no first response", id)
 		}
-	}
-	if r := eds["c"].next(t, time.Second); r != nil {
-		t.Fatalf("c, whose set is empty, was sent %v", names(r))
+		// A first response is sent even when it is empty, so that a
+		// client waiting for its initial configuration moves on.
+		if got := len(r.GetResources()); (id == "c") != (got == 0) {
+			t.Fatalf("%s's first response holds %d endpoint resources", id, got)
+		}
 	}
 
 	// One more endpoint in the shared set: a and b get the changed

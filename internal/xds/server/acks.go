@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
@@ -37,6 +38,10 @@ type ackState struct {
 	// nacks holds the last NACK message per type.
 	rejected string
 	nacks    map[string]string
+	// settled says whether the proxy acknowledged the version of every
+	// type it must hold, and settledAt when it last came to.
+	settled   bool
+	settledAt time.Time
 }
 
 func newAckState() *ackState {
@@ -90,12 +95,14 @@ func (s *Server) settleLocked(id string) {
 	if a == nil {
 		return
 	}
+	a.settled = false
 	for typeURL, v := range s.cache.Versions(id) {
 		if a.ackedVersions[typeURL] != v {
 			return
 		}
 	}
 	a.acked, a.rejected = a.pushed, ""
+	a.settled, a.settledAt = true, time.Now()
 	s.notify()
 }
 
@@ -108,6 +115,24 @@ func (s *Server) notify() {
 
 // Changes signals when what the proxies acknowledged may have changed.
 func (s *Server) Changes() <-chan struct{} { return s.changes }
+
+// Settled counts the connected proxies, those that hold their current
+// configuration (they acknowledged the version of every type), and the
+// time the last of those came to hold it.
+func (s *Server) Settled() (total, settled int, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.acks {
+		total++
+		if a.settled {
+			settled++
+			if a.settledAt.After(last) {
+				last = a.settledAt
+			}
+		}
+	}
+	return total, settled, last
+}
 
 // ProxiesFor counts the connected proxies whose configuration includes a
 // resource ("MeshService" or "TrafficPolicy"), and how many of them have

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -41,6 +42,8 @@ type Server struct {
 	shared  *translate.Shared
 	stamp   stamp
 	proxies map[string]translate.Proxy
+	// inbound is what each sidecar's own resources were made from.
+	inbound map[string]map[int32]mesh.Port
 	// failed is the last translation error per proxy; the proxy keeps its
 	// last good resources meanwhile.
 	failed map[string]error
@@ -60,7 +63,7 @@ func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
 	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
-		proxies: map[string]translate.Proxy{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
+		proxies: map[string]translate.Proxy{}, inbound: map[string]map[int32]mesh.Port{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
 	_ = s.setShared(shared) // nor does it fail to cache
 	return s
 }
@@ -139,12 +142,17 @@ func (s *Server) assignLocked(id string, p translate.Proxy) error {
 	if p.Flavour != translate.FlavourEnvoy {
 		return s.cache.Assign(id, grpcSet)
 	}
-	own, err := translate.Own(s.shared, p)
-	if err != nil {
-		return err
-	}
-	if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
-		return err
+	// A sidecar's own resources change only with its pod's ports.
+	ports := s.shared.InboundPorts(p.Pod)
+	if prev, ok := s.inbound[id]; !ok || !maps.Equal(prev, ports) {
+		own, err := translate.Own(s.shared, p)
+		if err != nil {
+			return err
+		}
+		if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
+			return err
+		}
+		s.inbound[id] = ports
 	}
 	return s.cache.Assign(id, envoySet, cache.ProxySet(id))
 }
@@ -225,6 +233,7 @@ func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 		}
 	}
 	delete(s.proxies, id)
+	delete(s.inbound, id)
 	delete(s.failed, id)
 	delete(s.acks, id)
 	s.notify()
@@ -254,8 +263,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listening for xDS on %s: %w", s.Address, err)
 	}
-	gs := grpc.NewServer()
-	xs := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(newSharedCodec()))
+	xs := cache.NewADS(ctx, s.cache, serverv3.CallbackFuncs{
 		StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed, StreamResponseFunc: s.onResponse,
 		StreamDeltaRequestFunc: s.onDeltaRequest, DeltaStreamClosedFunc: s.onClosed, StreamDeltaResponseFunc: s.onDeltaResponse,
 	})

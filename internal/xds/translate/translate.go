@@ -237,8 +237,9 @@ func validateNewList[T interface {
 	return errors.Join(errs...)
 }
 
-// inboundPorts returns the ports of a pod that mesh services target.
-func (sh *Shared) inboundPorts(pod string) map[int32]mesh.Port {
+// InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
+// services target: all that a sidecar's own resources are made from.
+func (sh *Shared) InboundPorts(pod string) map[int32]mesh.Port {
 	sh.inboundOnce.Do(func() {
 		sh.inbound = map[string]map[int32]mesh.Port{}
 		for _, key := range sh.model.Order {
@@ -298,7 +299,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 		return &Resources{}, nil
 	case FlavourEnvoy:
 		r, reg := &Resources{}, decoded{}
-		if err := addInbound(sh.inboundPorts(proxy.Pod), r, reg); err != nil {
+		if err := addInbound(sh.InboundPorts(proxy.Pod), r, reg); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
 		if err := errors.Join(validateAll(r.Listeners), validateAll(r.Clusters), r.checkRefs(sh.envoyNames, reg)); err != nil {

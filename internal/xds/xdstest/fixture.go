@@ -95,43 +95,49 @@ func Draining(pod, version, ip string, port int32) Backend {
 func ScaleInput(n int) mesh.Input {
 	var in mesh.Input
 	for i := range n {
-		ns, name := fmt.Sprintf("ns-%d", i%50), fmt.Sprintf("svc-%d", i)
-		in.Services = append(in.Services, corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Spec: corev1.ServiceSpec{ClusterIPs: []string{fmt.Sprintf("10.96.%d.%d", i/250, i%250)},
-				Ports: []corev1.ServicePort{{Name: "grpc", Port: 8080}}}})
-		in.MeshServices = append(in.MeshServices, meshv1.MeshService{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
-			Spec: meshv1.MeshServiceSpec{ServiceName: name, Ports: []meshv1.MeshServicePort{{Port: 8080, Protocol: meshv1.ProtocolGRPC}},
-				Subsets: []meshv1.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}}},
-			Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: InForce(1)}},
-		})
-		if i%10 == 0 {
-			in.TrafficPolicies = append(in.TrafficPolicies, meshv1.TrafficPolicy{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
-				Spec: meshv1.TrafficPolicySpec{TargetRef: meshv1.TargetRef{Name: name},
-					HTTP: []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}}}},
-				Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: InForce(1)}},
-			})
-		}
-		sl := discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](8080)}},
-		}
-		for e := range 10 {
-			pod := fmt.Sprintf("%s-%d", name, e)
-			version := "v1"
-			if e >= 5 {
-				version = "v2"
-			}
-			in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod, Labels: map[string]string{"version": version}}})
-			sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{
-				Addresses:  []string{fmt.Sprintf("10.%d.%d.%d", 1+i/65000, (i/250)%256, (i%250)*1+e)},
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod},
-			})
-		}
-		in.EndpointSlices = append(in.EndpointSlices, sl)
+		AddScaleService(&in, i)
 	}
 	return in
+}
+
+// AddScaleService adds the i-th service of ScaleInput to in.
+func AddScaleService(in *mesh.Input, i int) {
+	ns, name := fmt.Sprintf("ns-%d", i%50), fmt.Sprintf("svc-%d", i)
+	in.Services = append(in.Services, corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{ClusterIPs: []string{fmt.Sprintf("10.96.%d.%d", i/250, i%250)},
+			Ports: []corev1.ServicePort{{Name: "grpc", Port: 8080}}}})
+	in.MeshServices = append(in.MeshServices, meshv1.MeshService{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
+		Spec: meshv1.MeshServiceSpec{ServiceName: name, Ports: []meshv1.MeshServicePort{{Port: 8080, Protocol: meshv1.ProtocolGRPC}},
+			Subsets: []meshv1.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}}},
+		Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: InForce(1)}},
+	})
+	if i%10 == 0 {
+		in.TrafficPolicies = append(in.TrafficPolicies, meshv1.TrafficPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
+			Spec: meshv1.TrafficPolicySpec{TargetRef: meshv1.TargetRef{Name: name},
+				HTTP: []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}}}},
+			Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: InForce(1)}},
+		})
+	}
+	sl := discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](8080)}},
+	}
+	base := i * 16 // each service's endpoints in a block of 16 addresses
+	for e := range 10 {
+		pod := fmt.Sprintf("%s-%d", name, e)
+		version := "v1"
+		if e >= 5 {
+			version = "v2"
+		}
+		in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod, Labels: map[string]string{"version": version}}})
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{fmt.Sprintf("10.%d.%d.%d", 1+base>>16, (base>>8)&255, base&255+e)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod},
+		})
+	}
+	in.EndpointSlices = append(in.EndpointSlices, sl)
 }

@@ -10,13 +10,14 @@ import (
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/weftmesh/weft/internal/xds/cache"
 )
 
 // StartBackend serves any gRPC method on addr and names itself in the
@@ -43,14 +44,14 @@ func StartBackend(t testing.TB, addr, name string) int32 {
 }
 
 // ServeADS serves a cache over ADS on 127.0.0.1 and returns the address.
-func ServeADS(t testing.TB, c cachev3.Cache, cb serverv3.Callbacks) string {
+func ServeADS(t testing.TB, c *cache.Cache, cb serverv3.Callbacks) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	xs := serverv3.NewServer(context.Background(), c, cb)
+	xs := cache.NewADS(context.Background(), c, cb)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
 	go func() { _ = gs.Serve(lis) }()

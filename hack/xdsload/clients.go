@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// clientSet is n delta xDS clients, each on its own connection, that
+// subscribe to every type as an Envoy sidecar would and ACK every response
+// at once.
+type clientSet struct {
+	cancel context.CancelFunc
+	conns  []*grpc.ClientConn
+	wg     sync.WaitGroup
+	recv   atomic.Int64
+}
+
+var types = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+
+func connect(ctx context.Context, addr string, n int) (*clientSet, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	cs := &clientSet{cancel: cancel}
+	for i := range n {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)), grpc.WithStatsHandler(counter{&cs.recv}))
+		if err != nil {
+			cs.close()
+			return nil, err
+		}
+		cs.conns = append(cs.conns, cc)
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+		if err != nil {
+			cs.close()
+			return nil, fmt.Errorf("client %d: %w", i, err)
+		}
+		// A sidecar of a pod that no service selects: its own resources
+		// are the same as every other client's.
+		node := &corev3.Node{Id: fmt.Sprintf("load-%d.loadtest", i), Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			server.FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy)),
+		}}}
+		for j, t := range types {
+			req := &discovery.DeltaDiscoveryRequest{TypeUrl: t}
+			if j == 0 {
+				req.Node = node
+			}
+			if err := stream.Send(req); err != nil {
+				cs.close()
+				return nil, fmt.Errorf("client %d: %w", i, err)
+			}
+		}
+		cs.wg.Add(1)
+		go func() {
+			defer cs.wg.Done()
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				if err := stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return cs, nil
+}
+
+func (cs *clientSet) bytes() int64 { return cs.recv.Load() }
+
+func (cs *clientSet) close() {
+	cs.cancel()
+	for _, cc := range cs.conns {
+		cc.Close()
+	}
+	cs.wg.Wait()
+}
+
+// counter counts the bytes received on the wire.
+type counter struct{ n *atomic.Int64 }
+
+func (c counter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (c counter) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok {
+		c.n.Add(int64(in.WireLength))
+	}
+}
+func (c counter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c counter) HandleConn(context.Context, stats.ConnStats)                       {}

@@ -1,0 +1,230 @@
+// Command xdsload measures weft's xDS server under load: it starts the
+// server in a child process with a synthetic mesh, connects delta xDS
+// clients to it over loopback from this process, and times events (an
+// endpoint flap, a service added, a route changed, a change of every
+// endpoint resource) from the change of the mesh to the last client's ACK.
+// It then measures the floor: the same bytes, serialized once, pushed by a
+// bare gRPC server to the same number of clients. It reports the server's
+// memory per connected proxy, and prints a Markdown table.
+//
+//	go run ./hack/xdsload -services 1000 -clients 1000 -events 30
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	services, clients, events, fullEvents int
+	heapProfile                           string
+}
+
+func main() {
+	var o options
+	serve := flag.Bool("serve", false, "run as the server process (started by xdsload itself)")
+	flag.IntVar(&o.services, "services", 1000, "services in the mesh (10 endpoints each)")
+	flag.IntVar(&o.clients, "clients", 1000, "delta xDS clients to connect")
+	flag.IntVar(&o.events, "events", 30, "events of each kind to time")
+	flag.IntVar(&o.fullEvents, "full-events", 10, "changes of every endpoint resource to time, against the floor")
+	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the server's heap profile with every client connected to this file")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if *serve {
+		err = runServer(ctx, o.services, os.Stdin, os.Stdout)
+	} else {
+		err = run(ctx, o, os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xdsload:", err)
+		os.Exit(1)
+	}
+}
+
+// child is the server process and the line protocol to it: a command per
+// line in, a JSON reply per line out.
+type child struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startChild(ctx context.Context, services int) (*child, hello, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, hello{}, err
+	}
+	cmd := exec.CommandContext(ctx, self, "-serve", fmt.Sprintf("-services=%d", services))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, hello{}, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, hello{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, hello{}, fmt.Errorf("starting the server process: %w", err)
+	}
+	c := &child{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	c.out.Buffer(make([]byte, 1<<20), 1<<20)
+	var h hello
+	if err := c.read(&h); err != nil {
+		return nil, hello{}, fmt.Errorf("the server process did not start: %w", err)
+	}
+	return c, h, nil
+}
+
+func (c *child) read(v any) error {
+	if !c.out.Scan() {
+		if err := c.out.Err(); err != nil {
+			return err
+		}
+		return io.ErrUnexpectedEOF
+	}
+	return json.Unmarshal(c.out.Bytes(), v)
+}
+
+// ask sends a command and decodes the reply.
+func (c *child) ask(v any, command string, args ...any) error {
+	if _, err := fmt.Fprintln(c.in, strings.Join(append([]string{command}, fmt.Sprint(args...)), " ")); err != nil {
+		return err
+	}
+	var r reply
+	if err := c.read(&r); err != nil {
+		return fmt.Errorf("%s: %w", command, err)
+	}
+	if r.Error != "" {
+		return fmt.Errorf("%s: %s", command, r.Error)
+	}
+	return json.Unmarshal(r.Data, v)
+}
+
+func (c *child) stop() error {
+	c.in.Close()
+	return c.cmd.Wait()
+}
+
+func run(ctx context.Context, o options, out io.Writer) error {
+	ch, h, err := startChild(ctx, o.services)
+	if err != nil {
+		return err
+	}
+	defer ch.stop()
+	fmt.Fprintf(out, "xdsload: %d services, %d delta clients, server process %d (xDS %s, floor %s)\n", o.services, o.clients, ch.cmd.Process.Pid, h.XDS, h.Floor)
+
+	var idle memory
+	if err := ch.ask(&idle, "memory"); err != nil {
+		return err
+	}
+	start := time.Now()
+	clients, err := connect(ctx, h.XDS, o.clients)
+	if err != nil {
+		return err
+	}
+	var synced settle
+	if err := ch.ask(&synced, "settle", o.clients); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "all %d clients connected and acknowledged everything in %v (%.1f MB received)\n", o.clients, time.Since(start).Round(time.Millisecond), float64(clients.bytes())/1e6)
+	var loaded memory
+	if err := ch.ask(&loaded, "memory"); err != nil {
+		return err
+	}
+	if o.heapProfile != "" {
+		var none any
+		if err := ch.ask(&none, "heapprofile", o.heapProfile); err != nil {
+			return err
+		}
+	}
+
+	results := map[string][]float64{}
+	kinds := []string{"flap", "route", "add"}
+	for i := range o.events {
+		for _, kind := range kinds {
+			var r event
+			if err := ch.ask(&r, "event", kind); err != nil {
+				return err
+			}
+			results[kind] = append(results[kind], r.Millis)
+			if i == 0 {
+				fmt.Fprintf(out, "  %s: %.1f ms (translation %.1f ms)\n", kind, r.Millis, r.TranslateMillis)
+			}
+		}
+	}
+	var fullBytes int
+	for range o.fullEvents {
+		var r event
+		if err := ch.ask(&r, "event", "full"); err != nil {
+			return err
+		}
+		results["full"] = append(results["full"], r.Millis)
+		fullBytes = r.Bytes
+	}
+	clients.close()
+
+	floorClients, err := connect(ctx, h.Floor, o.clients)
+	if err != nil {
+		return err
+	}
+	for range o.fullEvents {
+		var r event
+		if err := ch.ask(&r, "floor", o.clients); err != nil {
+			return err
+		}
+		results["floor"] = append(results["floor"], r.Millis)
+	}
+	floorClients.close()
+
+	perProxy := float64(loaded.HeapInuse-idle.HeapInuse) / float64(o.clients) / 1024
+	fmt.Fprintf(out, "\nserver memory: heap in use %.1f MiB idle, %.1f MiB with %d proxies (%.1f KiB per proxy); RSS %.1f MiB -> %.1f MiB\n",
+		mib(idle.HeapInuse), mib(loaded.HeapInuse), o.clients, perProxy, mib(idle.RSS), mib(loaded.RSS))
+	fmt.Fprintf(out, "\n| event (%d services, %d clients) | events | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n", o.services, o.clients)
+	for _, kind := range append(kinds, "full", "floor") {
+		xs := results[kind]
+		fmt.Fprintf(out, "| %s | %d | %.1f | %.1f | %.1f |\n", label(kind, fullBytes), len(xs), pct(xs, 50), pct(xs, 99), pct(xs, 100))
+	}
+	fmt.Fprintf(out, "\nfull push / floor (p50): %.2f\n", pct(results["full"], 50)/pct(results["floor"], 50))
+	return nil
+}
+
+func label(kind string, fullBytes int) string {
+	switch kind {
+	case "flap":
+		return "endpoint flap"
+	case "route":
+		return "route changed"
+	case "add":
+		return "service added"
+	case "full":
+		return fmt.Sprintf("every endpoint resource changed (%.0f KB per client)", float64(fullBytes)/1e3)
+	}
+	return "floor: the same bytes, pre-serialized"
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// pct is the p-th percentile (nearest rank) of xs.
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	i := int(float64(len(s))*p/100+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
