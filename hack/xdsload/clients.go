@@ -11,7 +11,11 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/internal/xds/server"
@@ -30,21 +34,33 @@ type clientSet struct {
 
 var types = []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
 
-func connect(ctx context.Context, addr string, n int) (*clientSet, error) {
+func newClientSet(ctx context.Context) (*clientSet, context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
-	cs := &clientSet{cancel: cancel}
-	for i := range n {
+	return &clientSet{cancel: cancel}, ctx
+}
+
+func connect(ctx context.Context, addr string, n int) (*clientSet, error) {
+	cs, ctx := newClientSet(ctx)
+	if err := cs.add(ctx, addr, 0, n); err != nil {
+		cs.close()
+		return nil, err
+	}
+	return cs, nil
+}
+
+// add connects clients numbered from to to-1.
+func (cs *clientSet) add(ctx context.Context, addr string, from, to int) error {
+	for i := from; i < to; i++ {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)), grpc.WithStatsHandler(counter{&cs.recv}))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.ForceCodecV2(headCodec{encoding.GetCodecV2(protoenc.Name)})),
+			grpc.WithStatsHandler(counter{&cs.recv}))
 		if err != nil {
-			cs.close()
-			return nil, err
+			return err
 		}
 		cs.conns = append(cs.conns, cc)
 		stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
 		if err != nil {
-			cs.close()
-			return nil, fmt.Errorf("client %d: %w", i, err)
+			return fmt.Errorf("client %d: %w", i, err)
 		}
 		// A sidecar of a pod that no service selects: its own resources
 		// are the same as every other client's.
@@ -57,8 +73,7 @@ func connect(ctx context.Context, addr string, n int) (*clientSet, error) {
 				req.Node = node
 			}
 			if err := stream.Send(req); err != nil {
-				cs.close()
-				return nil, fmt.Errorf("client %d: %w", i, err)
+				return fmt.Errorf("client %d: %w", i, err)
 			}
 		}
 		cs.wg.Add(1)
@@ -75,7 +90,7 @@ func connect(ctx context.Context, addr string, n int) (*clientSet, error) {
 			}
 		}()
 	}
-	return cs, nil
+	return nil
 }
 
 func (cs *clientSet) bytes() int64 { return cs.recv.Load() }
@@ -99,3 +114,46 @@ func (c counter) HandleRPC(_ context.Context, s stats.RPCStats) {
 }
 func (c counter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 func (c counter) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// headCodec decodes of a delta response only what a client needs to ACK
+// it (its type and nonce), skipping the resources: the clients of one
+// process would otherwise hold a decoded copy of the mesh each.
+type headCodec struct{ proto encoding.CodecV2 }
+
+func (c headCodec) Name() string { return c.proto.Name() }
+
+func (c headCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c headCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	resp, ok := v.(*discovery.DeltaDiscoveryResponse)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	b := data.Materialize()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && (num == 4 || num == 5) {
+			s, m := protowire.ConsumeString(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			if num == 4 {
+				resp.TypeUrl = s
+			} else {
+				resp.Nonce = s
+			}
+			b = b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		b = b[m:]
+	}
+	return nil
+}

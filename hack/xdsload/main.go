@@ -27,8 +27,8 @@ import (
 )
 
 type options struct {
-	services, clients, events, fullEvents int
-	heapProfile                           string
+	services, clients, events, fullEvents, wave int
+	heapProfile, kinds                          string
 }
 
 func main() {
@@ -37,6 +37,8 @@ func main() {
 	flag.IntVar(&o.services, "services", 1000, "services in the mesh (10 endpoints each)")
 	flag.IntVar(&o.clients, "clients", 1000, "delta xDS clients to connect")
 	flag.IntVar(&o.events, "events", 30, "events of each kind to time")
+	flag.IntVar(&o.wave, "wave", 1000, "clients that connect together")
+	flag.StringVar(&o.kinds, "kinds", "flap,route,add", "events to time, of flap, route and add")
 	flag.IntVar(&o.fullEvents, "full-events", 10, "changes of every endpoint resource to time, against the floor")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the server's heap profile with every client connected to this file")
 	flag.Parse()
@@ -132,20 +134,30 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err := ch.ask(&idle, "memory"); err != nil {
 		return err
 	}
+	// Clients connect in waves, each waiting until the server has
+	// settled the last: a thousand clients that all take a large mesh at
+	// once would hold a copy each in this process.
 	start := time.Now()
-	clients, err := connect(ctx, h.XDS, o.clients)
-	if err != nil {
-		return err
-	}
-	var synced settle
-	if err := ch.ask(&synced, "settle", o.clients); err != nil {
-		return err
+	clients, cctx := newClientSet(ctx)
+	defer clients.close()
+	for from := 0; from < o.clients; from += o.wave {
+		to := min(from+o.wave, o.clients)
+		if err := clients.add(cctx, h.XDS, from, to); err != nil {
+			return err
+		}
+		var synced settle
+		if err := ch.ask(&synced, "settle", to); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(out, "all %d clients connected and acknowledged everything in %v (%.1f MB received)\n", o.clients, time.Since(start).Round(time.Millisecond), float64(clients.bytes())/1e6)
 	var loaded memory
 	if err := ch.ask(&loaded, "memory"); err != nil {
 		return err
 	}
+	perProxy := float64(loaded.HeapInuse-idle.HeapInuse) / float64(o.clients) / 1024
+	fmt.Fprintf(out, "server memory: heap in use %.1f MiB idle, %.1f MiB with %d proxies (%.1f KiB per proxy); RSS %.1f MiB -> %.1f MiB\n",
+		mib(idle.HeapInuse), mib(loaded.HeapInuse), o.clients, perProxy, mib(idle.RSS), mib(loaded.RSS))
 	if o.heapProfile != "" {
 		var none any
 		if err := ch.ask(&none, "heapprofile", o.heapProfile); err != nil {
@@ -154,7 +166,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	results := map[string][]float64{}
-	kinds := []string{"flap", "route", "add"}
+	kinds := strings.Split(o.kinds, ",")
 	for i := range o.events {
 		for _, kind := range kinds {
 			var r event
@@ -178,10 +190,39 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	clients.close()
 
-	floorClients, err := connect(ctx, h.Floor, o.clients)
+	for range min(o.fullEvents, 1) {
+		if err := timeFloor(ctx, ch, h.Floor, o, results); err != nil {
+			return err
+		}
+	}
+	var after memory
+	if err := ch.ask(&after, "memory"); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "server memory after the events: heap in use %.1f MiB, RSS %.1f MiB, peak RSS %.1f MiB\n", mib(after.HeapInuse), mib(after.RSS), mib(after.PeakRSS))
+
+	fmt.Fprintf(out, "\n| event (%d services, %d clients) | events | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n", o.services, o.clients)
+	for _, kind := range append(kinds, "full", "floor") {
+		xs := results[kind]
+		if len(xs) == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "| %s | %d | %.1f | %.1f | %.1f |\n", label(kind, fullBytes), len(xs), pct(xs, 50), pct(xs, 99), pct(xs, 100))
+	}
+	if o.fullEvents > 0 {
+		fmt.Fprintf(out, "\nfull push / floor (p50): %.2f\n", pct(results["full"], 50)/pct(results["floor"], 50))
+	}
+	return nil
+}
+
+// timeFloor connects the clients to the floor server and times the push
+// of the last full event's bytes to all of them.
+func timeFloor(ctx context.Context, ch *child, addr string, o options, results map[string][]float64) error {
+	clients, err := connect(ctx, addr, o.clients)
 	if err != nil {
 		return err
 	}
+	defer clients.close()
 	for range o.fullEvents {
 		var r event
 		if err := ch.ask(&r, "floor", o.clients); err != nil {
@@ -189,17 +230,6 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 		results["floor"] = append(results["floor"], r.Millis)
 	}
-	floorClients.close()
-
-	perProxy := float64(loaded.HeapInuse-idle.HeapInuse) / float64(o.clients) / 1024
-	fmt.Fprintf(out, "\nserver memory: heap in use %.1f MiB idle, %.1f MiB with %d proxies (%.1f KiB per proxy); RSS %.1f MiB -> %.1f MiB\n",
-		mib(idle.HeapInuse), mib(loaded.HeapInuse), o.clients, perProxy, mib(idle.RSS), mib(loaded.RSS))
-	fmt.Fprintf(out, "\n| event (%d services, %d clients) | events | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n", o.services, o.clients)
-	for _, kind := range append(kinds, "full", "floor") {
-		xs := results[kind]
-		fmt.Fprintf(out, "| %s | %d | %.1f | %.1f | %.1f |\n", label(kind, fullBytes), len(xs), pct(xs, 50), pct(xs, 99), pct(xs, 100))
-	}
-	fmt.Fprintf(out, "\nfull push / floor (p50): %.2f\n", pct(results["full"], 50)/pct(results["floor"], 50))
 	return nil
 }
 

@@ -34,7 +34,7 @@ type (
 		Error string          `json:",omitempty"`
 		Data  json.RawMessage `json:",omitempty"`
 	}
-	memory struct{ HeapInuse, RSS uint64 }
+	memory struct{ HeapInuse, RSS, PeakRSS uint64 }
 	settle struct{ Millis float64 }
 	event  struct {
 		Millis, TranslateMillis float64
@@ -233,14 +233,16 @@ func measureMemory() (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
-	var rss uint64
+	m := memory{HeapInuse: ms.HeapInuse}
 	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			rss = kb * 1024
+		for key, into := range map[string]*uint64{"VmRSS:": &m.RSS, "VmHWM:": &m.PeakRSS} {
+			if rest, ok := strings.CutPrefix(line, key); ok {
+				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				*into = kb * 1024
+			}
 		}
 	}
-	return memory{HeapInuse: ms.HeapInuse, RSS: rss}, nil
+	return m, nil
 }
 
 func writeHeapProfile(path string) error {

@@ -120,13 +120,16 @@ type Cache struct {
 	// deltaStreams numbers delta streams.
 	marshals     atomic.Int64
 	deltaStreams atomic.Int64
+	// firstLists remembers the last first response's list per type: the
+	// streams that connect together share it.
+	firstLists lists
 }
 
 var _ cachev3.Cache = (*Cache)(nil)
 
 // New returns an empty cache.
 func New() *Cache {
-	return &Cache{entries: map[string]map[string][]*entry{}, sets: map[string]*set{}, nodes: map[string]*node{}}
+	return &Cache{entries: map[string]map[string][]*entry{}, sets: map[string]*set{}, nodes: map[string]*node{}, firstLists: lists{}}
 }
 
 // Len is how many distinct resources the cache holds.
@@ -227,6 +230,16 @@ func (l lists) share(typeURL string, list []*discovery.Resource) []*discovery.Re
 		return prev
 	}
 	return list
+}
+
+// latest is share for a memory that outlives one change: a list that
+// differs from the remembered one replaces it.
+func (l lists) latest(typeURL string, list []*discovery.Resource) []*discovery.Resource {
+	shared := l.share(typeURL, list)
+	if len(list) > 0 && &shared[0] == &list[0] {
+		l[typeURL] = list
+	}
+	return shared
 }
 
 // updateTypeLocked replaces a set's resources of one type and returns the

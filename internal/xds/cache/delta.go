@@ -280,6 +280,7 @@ func (c *Cache) deltaNextLocked(n *node, t *deltaType, typeURL string, memo list
 				out.RemovedResources = append(out.RemovedResources, name)
 			}
 		}
+		out.Resources = c.firstLists.latest(typeURL, out.Resources)
 		t.initial, t.started, t.fresh = nil, true, nil
 	} else {
 		names, err := c.sinceLocked(n, typeURL, t.seq)

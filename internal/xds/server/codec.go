@@ -22,7 +22,7 @@ type sharedCodec struct {
 	proto encoding.CodecV2
 
 	mu sync.Mutex
-	// blocks are the last lists encoded, newest last. Each keeps its
+	// blocks are the last large lists encoded, newest last. Each keeps its
 	// slice, so that no other slice can take its address while it is here.
 	blocks []block
 }
@@ -32,10 +32,12 @@ type block struct {
 	encoded []byte
 }
 
-// sharedThreshold is the list length from which encoding once pays.
+// A list is remembered once encoded when it is at least sharedBytes long
+// (small lists, such as a sidecar's own, are encoded each time and do not
+// push large shared ones out); sharedBlocks are remembered.
 const (
-	sharedThreshold = 8
-	sharedBlocks    = 8
+	sharedBytes  = 1024
+	sharedBlocks = 32
 )
 
 var resourcesField = protowire.Number((&discovery.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor().Fields().ByName("resources").Number())
@@ -50,7 +52,7 @@ func (c *sharedCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.pr
 
 func (c *sharedCodec) Marshal(v any) (mem.BufferSlice, error) {
 	resp, ok := v.(*discovery.DeltaDiscoveryResponse)
-	if !ok || len(resp.Resources) < sharedThreshold {
+	if !ok || len(resp.Resources) == 0 {
 		return c.proto.Marshal(v)
 	}
 	list, err := c.encoded(resp.Resources)
@@ -87,6 +89,9 @@ func (c *sharedCodec) encoded(list []*discovery.Resource) ([]byte, error) {
 		if out, err = (protov2.MarshalOptions{}).MarshalAppend(out, r); err != nil {
 			return nil, fmt.Errorf("encoding resource %s: %w", r.GetName(), err)
 		}
+	}
+	if len(out) < sharedBytes {
+		return out, nil
 	}
 	if len(c.blocks) == sharedBlocks {
 		c.blocks = c.blocks[1:]

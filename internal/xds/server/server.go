@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -43,7 +42,7 @@ type Server struct {
 	stamp   stamp
 	proxies map[string]translate.Proxy
 	// inbound is what each sidecar's own resources were made from.
-	inbound map[string]map[int32]mesh.Port
+	inbound map[string][]translate.PodPort
 	// failed is the last translation error per proxy; the proxy keeps its
 	// last good resources meanwhile.
 	failed map[string]error
@@ -63,7 +62,7 @@ func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
 	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
-		proxies: map[string]translate.Proxy{}, inbound: map[string]map[int32]mesh.Port{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
+		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
 	_ = s.setShared(shared) // nor does it fail to cache
 	return s
 }
@@ -144,7 +143,7 @@ func (s *Server) assignLocked(id string, p translate.Proxy) error {
 	}
 	// A sidecar's own resources change only with its pod's ports.
 	ports := s.shared.InboundPorts(p.Pod)
-	if prev, ok := s.inbound[id]; !ok || !maps.Equal(prev, ports) {
+	if prev, ok := s.inbound[id]; !ok || !slices.Equal(prev, ports) {
 		own, err := translate.Own(s.shared, p)
 		if err != nil {
 			return err

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"errors"
-	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -92,10 +91,10 @@ var passthroughCluster = &clusterv3.Cluster{
 // addInbound adds a sidecar's own listener on 15006, with one filter chain
 // per port of its pod that a mesh service targets, each handing traffic to
 // the application over loopback through a cluster of its own.
-func addInbound(inPorts map[int32]mesh.Port, r *Resources, reg decoded) error {
+func addInbound(inPorts []PodPort, r *Resources, reg decoded) error {
 	var chains []*listenerv3.FilterChain
-	for _, port := range slices.Sorted(maps.Keys(inPorts)) {
-		p := inPorts[port]
+	for _, ip := range inPorts {
+		port, p := ip.Number, ip.Service
 		cluster := InboundClusterName(port)
 		local := staticLoopbackCluster(cluster, port)
 		setUpstreamProtocol(local, p)

@@ -5,6 +5,7 @@
 package translate
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -82,7 +83,7 @@ type Shared struct {
 	Envoy *Resources
 	// inbound lists, per pod ("<namespace>/<name>"), its ports that mesh
 	// services target; built the first time a sidecar needs it.
-	inbound     map[string]map[int32]mesh.Port
+	inbound     map[string][]PodPort
 	inboundOnce sync.Once
 	model       *mesh.Model
 	// envoyNames indexes Envoy's names, to check a sidecar's own
@@ -237,11 +238,19 @@ func validateNewList[T interface {
 	return errors.Join(errs...)
 }
 
+// PodPort is a port of a pod that a mesh service port targets.
+type PodPort struct {
+	Number  int32
+	Service mesh.Port
+}
+
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
-// services target: all that a sidecar's own resources are made from.
-func (sh *Shared) InboundPorts(pod string) map[int32]mesh.Port {
+// services target, by number: all that a sidecar's own resources are made
+// from. (When two service ports target one pod port, the first in service
+// order serves it.)
+func (sh *Shared) InboundPorts(pod string) []PodPort {
 	sh.inboundOnce.Do(func() {
-		sh.inbound = map[string]map[int32]mesh.Port{}
+		sh.inbound = map[string][]PodPort{}
 		for _, key := range sh.model.Order {
 			s := sh.model.Services[key]
 			for _, p := range s.Ports {
@@ -250,10 +259,11 @@ func (sh *Shared) InboundPorts(pod string) map[int32]mesh.Port {
 					if e.Pod == "" || !ok {
 						continue
 					}
-					if sh.inbound[e.Pod] == nil {
-						sh.inbound[e.Pod] = map[int32]mesh.Port{}
+					ports := sh.inbound[e.Pod]
+					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
+					if !found {
+						sh.inbound[e.Pod] = slices.Insert(ports, i, PodPort{Number: port, Service: p})
 					}
-					sh.inbound[e.Pod][port] = p
 				}
 			}
 		}
