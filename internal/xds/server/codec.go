@@ -25,6 +25,7 @@ type sharedCodec struct {
 	// blocks are the last large lists encoded, newest last. Each keeps its
 	// slice, so that no other slice can take its address while it is here.
 	blocks []block
+	total  int
 }
 
 type block struct {
@@ -34,10 +35,12 @@ type block struct {
 
 // A list is remembered once encoded when it is at least sharedBytes long
 // (small lists, such as a sidecar's own, are encoded each time and do not
-// push large shared ones out); sharedBlocks are remembered.
+// push large shared ones out); at most sharedBlocks lists and sharedTotal
+// bytes are remembered.
 const (
 	sharedBytes  = 1024
 	sharedBlocks = 32
+	sharedTotal  = 64 << 20
 )
 
 var resourcesField = protowire.Number((&discovery.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor().Fields().ByName("resources").Number())
@@ -90,12 +93,14 @@ func (c *sharedCodec) encoded(list []*discovery.Resource) ([]byte, error) {
 			return nil, fmt.Errorf("encoding resource %s: %w", r.GetName(), err)
 		}
 	}
-	if len(out) < sharedBytes {
+	if len(out) < sharedBytes || len(out) > sharedTotal {
 		return out, nil
 	}
-	if len(c.blocks) == sharedBlocks {
+	for len(c.blocks) > 0 && (len(c.blocks) == sharedBlocks || c.total+len(out) > sharedTotal) {
+		c.total -= len(c.blocks[0].encoded)
 		c.blocks = c.blocks[1:]
 	}
 	c.blocks = append(c.blocks, block{list: list, encoded: out})
+	c.total += len(out)
 	return out, nil
 }
