@@ -26,6 +26,10 @@ import (
 	"time"
 )
 
+// serveEnv, set in the environment, makes the process the server (xdsload
+// starts itself so).
+const serveEnv = "XDSLOAD_SERVE"
+
 type options struct {
 	services, clients, events, fullEvents, wave int
 	heapProfile, kinds                          string
@@ -33,7 +37,6 @@ type options struct {
 
 func main() {
 	var o options
-	serve := flag.Bool("serve", false, "run as the server process (started by xdsload itself)")
 	flag.IntVar(&o.services, "services", 1000, "services in the mesh (10 endpoints each)")
 	flag.IntVar(&o.clients, "clients", 1000, "delta xDS clients to connect")
 	flag.IntVar(&o.events, "events", 30, "events of each kind to time")
@@ -45,7 +48,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if *serve {
+	if os.Getenv(serveEnv) != "" {
 		err = runServer(ctx, o.services, os.Stdin, os.Stdout)
 	} else {
 		err = run(ctx, o, os.Stdout)
@@ -69,7 +72,8 @@ func startChild(ctx context.Context, services int) (*child, hello, error) {
 	if err != nil {
 		return nil, hello{}, err
 	}
-	cmd := exec.CommandContext(ctx, self, "-serve", fmt.Sprintf("-services=%d", services))
+	cmd := exec.CommandContext(ctx, self, fmt.Sprintf("-services=%d", services))
+	cmd.Env = append(os.Environ(), serveEnv+"=1")
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
