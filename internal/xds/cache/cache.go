@@ -197,7 +197,7 @@ func (c *Cache) SetResources(id string, resources map[string][]types.Resource) e
 		}
 	}
 	var sends []func()
-	memo := lists{}
+	memo := &changeMemo{lists: lists{}, src: s, templates: map[string]*discovery.DeltaDiscoveryResponse{}}
 	for n := range s.nodes {
 		sends = append(sends, c.changedLocked(n, changed, memo)...)
 	}
@@ -366,7 +366,7 @@ func (c *Cache) RemoveResources(id string) {
 	}
 	delete(c.sets, id)
 	var sends []func()
-	memo := lists{}
+	memo := &changeMemo{lists: lists{}}
 	for n := range s.nodes {
 		n.sets = slices.DeleteFunc(n.sets, func(x *set) bool { return x == s })
 		sends = append(sends, c.changedLocked(n, changed, memo)...)
@@ -446,7 +446,7 @@ func (c *Cache) Versions(id string) map[string]string {
 // changed (by type) changed in one of its sets, and answers its waiting
 // watches that the change concerns, returning the sends to do once the
 // lock is released.
-func (c *Cache) changedLocked(n *node, changed map[string][]string, memo lists) []func() {
+func (c *Cache) changedLocked(n *node, changed map[string][]string, memo *changeMemo) []func() {
 	for typeURL, names := range changed {
 		n.changes[typeURL]++
 		if len(n.deltas) > 0 {

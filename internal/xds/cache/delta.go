@@ -208,17 +208,91 @@ func (c *Cache) deltaRequest(ds *DeltaStream, req *discovery.DeltaDiscoveryReque
 	return resp, err
 }
 
+// changeMemo carries what one change of a set has in common across the
+// nodes it reaches: the lists of resources responses share, and, per type,
+// the response of a stream that subscribes to everything and had been told
+// of every earlier change (templates), which every such stream of a node
+// that sees the changed names through the same set receives alike.
+type changeMemo struct {
+	lists     lists
+	src       *set
+	templates map[string]*discovery.DeltaDiscoveryResponse
+}
+
+// template returns the response a stream is owed for one change when the
+// change's common response serves: the stream subscribes to everything,
+// was told of every earlier change, has nothing newly subscribed, and no
+// other set of its node holds any of the changed names. It makes and
+// remembers that response the first time.
+func (c *Cache) templateLocked(n *node, t *deltaType, typeURL string, names []string, memo *changeMemo) (*discovery.DeltaDiscoveryResponse, bool) {
+	if memo == nil || memo.src == nil || !t.wildcard || !t.started || len(t.fresh) > 0 || t.seq+1 != n.changes[typeURL] {
+		return nil, false
+	}
+	if !slices.Contains(n.sets, memo.src) {
+		return nil, false
+	}
+	for _, s := range n.sets {
+		ts := s.types[typeURL]
+		if s == memo.src || ts == nil || len(ts.slots) == 0 {
+			continue
+		}
+		for _, name := range names {
+			if _, ok := ts.slots[name]; ok {
+				return nil, false
+			}
+		}
+	}
+	tmpl, ok := memo.templates[typeURL]
+	if !ok {
+		tmpl = &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL}
+		src := memo.src.types[typeURL]
+		for _, name := range names {
+			if sl, ok := src.slotOf(name); ok {
+				tmpl.Resources = append(tmpl.Resources, &discovery.Resource{Name: name, Version: sl.e.version, Resource: sl.e.any})
+			} else {
+				tmpl.RemovedResources = append(tmpl.RemovedResources, name)
+			}
+		}
+		tmpl.Resources = memo.lists.share(typeURL, tmpl.Resources)
+		slices.Sort(tmpl.RemovedResources)
+		memo.templates[typeURL] = tmpl
+	}
+	t.seq = n.changes[typeURL]
+	if len(tmpl.Resources) == 0 && len(tmpl.RemovedResources) == 0 {
+		return nil, true
+	}
+	version := n.versions[typeURL]
+	n.answered[typeURL], n.needed[typeURL] = true, version
+	return &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: version,
+		Resources: tmpl.Resources, RemovedResources: tmpl.RemovedResources}, true
+}
+
 // deltaChangedLocked answers the node's waiting delta streams after a
 // change of the given names.
-func (c *Cache) deltaChangedLocked(n *node, changed map[string][]string, memo lists) {
+func (c *Cache) deltaChangedLocked(n *node, changed map[string][]string, memo *changeMemo) {
+	var shared lists
+	if memo != nil {
+		shared = memo.lists
+	}
 	for ds := range n.deltas {
 		signal := false
-		for typeURL := range changed {
+		for typeURL, names := range changed {
 			t := ds.types[typeURL]
 			if t == nil || !t.waiting {
 				continue
 			}
-			resp, err := c.deltaNextLocked(n, t, typeURL, memo)
+			if _, ok := n.versions[typeURL]; !ok {
+				continue
+			}
+			if resp, ok := c.templateLocked(n, t, typeURL, names, memo); ok {
+				if resp != nil {
+					t.waiting = false
+					ds.pending = append(ds.pending, resp)
+					signal = true
+				}
+				continue
+			}
+			resp, err := c.deltaNextLocked(n, t, typeURL, shared)
 			if err != nil {
 				ds.err, signal = err, true
 				continue
