@@ -60,8 +60,9 @@ test-short: ## Run the unit tests only (no API server).
 ##@ Build
 
 .PHONY: build
-build: ## Build the weft binary into bin/.
+build: ## Build the weft binary into bin/, and bin/kubectl-weft (the same binary, as a kubectl plugin).
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/weft .
+	ln -sf weft $(BIN)/kubectl-weft
 
 .PHONY: demo
 demo: build tools ## Quick start: a local API server with weft and the samples running against it.

@@ -6,11 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
 // TestKubectlExplain checks that the field docs reach users through the
@@ -82,5 +87,61 @@ func TestKubectlExplain(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("kubectl api-resources lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// TestKubectlPlugin: the weft binary installed as kubectl-weft is found by
+// the real kubectl, and `kubectl weft status` lists the proxies connected
+// to a live xDS server (here one proxyless client).
+func TestKubectlPlugin(t *testing.T) {
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "kubectl-weft"), "github.com/weftmesh/weft")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the plugin: %v\n%s", err, out)
+	}
+	root, err := testenv.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := filepath.Join(root, "bin", "k8s", testenv.K8sVersion, "kubectl")
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(kubectl, args...)
+		cmd.Env = append(os.Environ(), "PATH="+dir, "KUBECACHEDIR="+t.TempDir(), "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := run("plugin", "list"); !strings.Contains(out, filepath.Join(dir, "kubectl-weft")) {
+		t.Fatalf("kubectl does not list the plugin:\n%s", out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := server.New("127.0.0.1:0", logr.Discard())
+	go func() { _ = srv.Start(ctx) }()
+	addr, err := srv.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A client connects to the xDS server when it makes its first RPC
+	// (which fails: the mesh is empty).
+	client := xdstest.NewClient(t, addr, "client-1.shop", "reviews.bookinfo.svc.cluster.local:9080")
+	callCtx, stopCall := context.WithTimeout(ctx, 5*time.Second)
+	defer stopCall()
+	go func() { _, _ = client.Call(callCtx) }()
+	if err := testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+		if len(srv.Proxies()) == 0 {
+			return fmt.Errorf("no proxy connected yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out := run("weft", "status", "--xds-address", addr)
+	if !strings.Contains(out, "PROXY") || !regexp.MustCompile(`client-1\.shop\s+grpc`).MatchString(out) {
+		t.Fatalf("kubectl weft status:\n%s", out)
 	}
 }
