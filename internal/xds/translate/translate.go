@@ -385,6 +385,10 @@ var (
 	})
 )
 
+// http2Options is every HTTP/2 cluster's protocol options: one map, shared
+// and never changed.
+var http2Options = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Upstream}
+
 // mustAny wraps a fixed message, which always marshals.
 func mustAny(m proto.Message) *anypb.Any {
 	a, err := anypb.New(m)
@@ -502,7 +506,7 @@ func setUpstreamProtocol(c *clusterv3.Cluster, p mesh.Port) {
 	if p.Protocol != meshv1.ProtocolGRPC && p.Protocol != meshv1.ProtocolHTTP2 {
 		return
 	}
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Upstream}
+	c.TypedExtensionProtocolOptions = http2Options
 }
 
 // lbEndpoints makes the service's endpoints for a port, by endpoint index
@@ -547,15 +551,22 @@ func lbEndpoints(s *mesh.Service, p mesh.Port) []*endpointv3.LbEndpoint {
 // stays even per endpoint. (grpc-go refuses a locality without an ID and
 // ignores one without a weight.)
 func loadAssignment(name string, s *mesh.Service, subset string, lbs []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
-	var picked []int
+	picked := make([]int, 0, len(s.Endpoints))
 	for i, e := range s.Endpoints {
 		if lbs[i] != nil && s.InSubset(e, subset) {
 			picked = append(picked, i)
 		}
 	}
-	// Endpoints are sorted by address; keep that order within each zone.
-	slices.SortStableFunc(picked, func(a, b int) int { return strings.Compare(s.Endpoints[a].Zone, s.Endpoints[b].Zone) })
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if len(picked) == 0 {
+		return cla
+	}
+	// Endpoints are sorted by address; keep that order within each zone
+	// (most services have one zone, and need no sorting).
+	zone := s.Endpoints[picked[0]].Zone
+	if slices.ContainsFunc(picked, func(i int) bool { return s.Endpoints[i].Zone != zone }) {
+		slices.SortStableFunc(picked, func(a, b int) int { return strings.Compare(s.Endpoints[a].Zone, s.Endpoints[b].Zone) })
+	}
 	for start := 0; start < len(picked); {
 		zone := s.Endpoints[picked[start]].Zone
 		end := start
