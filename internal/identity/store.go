@@ -1,0 +1,142 @@
+package identity
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The built-in root lives in one Secret in the mesh namespace, which only
+// the controller may read: the CA's certificate and key, and the bundle of
+// roots the mesh trusts (the current one, and earlier ones while leaves
+// they signed are still about).
+const (
+	RootSecretName = "weft-root-ca"
+	// BundleKey holds the trusted roots, PEM.
+	BundleKey = "ca.crt"
+	// DefaultRootTTL is a new built-in root's lifetime.
+	DefaultRootTTL = 10 * 365 * 24 * time.Hour
+)
+
+// Root is the built-in CA and the bundle of roots the mesh trusts.
+type Root struct {
+	CA     *CA
+	Bundle []byte
+}
+
+// LoadOrCreateRoot returns the built-in root from its Secret in namespace,
+// making a new root and the Secret when there is none. Replicas that start
+// together agree on one root: whoever creates the Secret second reads the
+// first one's.
+func LoadOrCreateRoot(ctx context.Context, c client.Client, namespace, trustDomain string, now time.Time) (*Root, error) {
+	key := client.ObjectKey{Namespace: namespace, Name: RootSecretName}
+	var s corev1.Secret
+	err := c.Get(ctx, key, &s)
+	if err == nil {
+		return rootFromSecret(&s)
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("reading the root CA Secret %s: %w", key, err)
+	}
+	ca, err := NewRoot(trustDomain, now, DefaultRootTTL)
+	if err != nil {
+		return nil, err
+	}
+	s, err = rootSecret(namespace, ca)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Create(ctx, &s); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating the root CA Secret %s: %w", key, err)
+		}
+		if err := c.Get(ctx, key, &s); err != nil {
+			return nil, fmt.Errorf("reading the root CA Secret %s that another replica created: %w", key, err)
+		}
+	}
+	return rootFromSecret(&s)
+}
+
+func rootSecret(namespace string, ca *CA) (corev1.Secret, error) {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return corev1.Secret{}, fmt.Errorf("encoding the root's key: %w", err)
+	}
+	certPEM := EncodeCerts(ca.Chain[:1])
+	return corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RootSecretName,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "weft"}},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{
+			corev1.TLSCertKey:       certPEM,
+			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+			BundleKey:               certPEM,
+		},
+	}, nil
+}
+
+// rootFromSecret reads the CA and the bundle, and checks that the key is
+// the certificate's and the certificate is in the bundle.
+func rootFromSecret(s *corev1.Secret) (*Root, error) {
+	where := fmt.Sprintf("the root CA Secret %s/%s", s.Namespace, s.Name)
+	certs, err := ParseCerts(s.Data[corev1.TLSCertKey])
+	if err != nil {
+		return nil, fmt.Errorf("%s, key %s: %w", where, corev1.TLSCertKey, err)
+	}
+	block, _ := pem.Decode(s.Data[corev1.TLSPrivateKeyKey])
+	if block == nil {
+		return nil, fmt.Errorf("%s, key %s: no PEM private key", where, corev1.TLSPrivateKeyKey)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s, key %s: %w", where, corev1.TLSPrivateKeyKey, err)
+	}
+	signer, ok := parsed.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s, key %s: the key cannot sign", where, corev1.TLSPrivateKeyKey)
+	}
+	cert := certs[0]
+	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
+		return nil, fmt.Errorf("%s: the private key is not the certificate's", where)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("%s: the certificate is not a CA", where)
+	}
+	bundle, err := ParseCerts(s.Data[BundleKey])
+	if err != nil {
+		return nil, fmt.Errorf("%s, key %s: %w", where, BundleKey, err)
+	}
+	// tls.crt holds the CA and any certificates above it; the last of
+	// them must be trusted.
+	if !containsCert(bundle, certs[len(certs)-1]) {
+		return nil, errors.New(where + ": the bundle does not hold the CA's root")
+	}
+	chain := make([][]byte, len(certs))
+	for i, c := range certs {
+		chain[i] = c.Raw
+	}
+	return &Root{CA: &CA{Cert: cert, Key: signer, Chain: chain}, Bundle: s.Data[BundleKey]}, nil
+}
+
+func containsCert(list []*x509.Certificate, c *x509.Certificate) bool {
+	for _, x := range list {
+		if x.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}

@@ -1,0 +1,108 @@
+package identity
+
+import (
+	"context"
+	"crypto/x509"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/testenv"
+)
+
+// The built-in root is made once and kept in its Secret: replicas that
+// start together all end up with the one root, a restart reads it back,
+// and a Secret that does not hold a usable CA is refused, naming what is
+// wrong.
+func TestBuiltInRootInItsSecret(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	const replicas = 5
+	roots := make([]*Root, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Go(func() { roots[i], errs[i] = LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now()) })
+	}
+	wg.Wait()
+	for i := range replicas {
+		if errs[i] != nil {
+			t.Fatalf("replica %d: %v", i, errs[i])
+		}
+		if !roots[i].CA.Cert.Equal(roots[0].CA.Cert) {
+			t.Fatalf("replica %d has another root", i)
+		}
+	}
+	again, err := LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.CA.Cert.Equal(roots[0].CA.Cert) {
+		t.Fatal("a restart made a new root")
+	}
+	// The root read back signs leaves that chain to the bundle.
+	chain, err := again.CA.Issue(LeafRequest{ID: reviews, PublicKey: newKey(t).Public()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := ParseCerts(again.Bundle)
+	if err != nil || !bundle[0].Equal(roots[0].CA.Cert) {
+		t.Fatalf("bundle: %v", err)
+	}
+	if err := bundle[0].CheckSignature(x509SignatureOf(t, chain[0])); err != nil {
+		t.Fatalf("the leaf does not chain to the bundle: %v", err)
+	}
+
+	// Damage the Secret: the key of another CA.
+	var s corev1.Secret
+	if err := env.Client.Get(ctx, keyOf("weft-system"), &s); err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewRoot("cluster.local", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSecret, err := rootSecret("weft-system", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Data[corev1.TLSPrivateKeyKey] = otherSecret.Data[corev1.TLSPrivateKeyKey]
+	if err := env.Client.Update(ctx, &s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now()); err == nil || !strings.Contains(err.Error(), "weft-system/weft-root-ca") || !strings.Contains(err.Error(), "not the certificate's") {
+		t.Fatalf("a Secret whose key is not its certificate's: %v", err)
+	}
+}
+
+func keyOf(namespace string) client.ObjectKey {
+	return client.ObjectKey{Namespace: namespace, Name: RootSecretName}
+}
+
+// x509SignatureOf parses a DER leaf for CheckSignatureFrom-style checks.
+func x509SignatureOf(t *testing.T, der []byte) (x509.SignatureAlgorithm, []byte, []byte) {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature
+}
