@@ -40,7 +40,9 @@ func TestBuiltInRootInItsSecret(t *testing.T) {
 	errs := make([]error, replicas)
 	var wg sync.WaitGroup
 	for i := range replicas {
-		wg.Go(func() { roots[i], errs[i] = LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now()) })
+		wg.Go(func() {
+			roots[i], errs[i] = LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
+		})
 	}
 	wg.Wait()
 	for i := range replicas {
