@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -28,6 +29,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/internal/cli"
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
@@ -238,7 +240,18 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	copts := controllers.Options{MeshNamespace: o.meshNamespace}
+	// The built-in root CA, read from (or made into) its Secret with a
+	// client that has no cache: the controller reads that one Secret, it
+	// does not watch them all.
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	root := &identity.RootLoader{Client: direct, Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca")}
+	if err := mgr.Add(root); err != nil {
+		return fmt.Errorf("adding the root CA loader: %w", err)
+	}
+	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle}
 	if o.xdsAddr != "" {
 		xs := server.New(o.xdsAddr, log.WithName("xds"))
 		if err := mgr.Add(xs); err != nil {

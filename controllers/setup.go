@@ -44,6 +44,9 @@ type Options struct {
 	// Proxies, when set (the xDS server), says what proxies acknowledged;
 	// Ready and status.proxies follow it.
 	Proxies ProxyView
+	// Bundle, when set, returns the roots the mesh trusts, published in
+	// every meshed namespace.
+	Bundle func() []byte
 }
 
 // Setup registers every reconciler with the manager.
@@ -76,6 +79,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		MeshNamespace: o.MeshNamespace,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the PeerAuthentication reconciler: %w", err)
+	}
+	if o.Bundle != nil {
+		if err := (&BundleReconciler{Client: mgr.GetClient(), Bundle: o.Bundle}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the root bundle publisher: %w", err)
+		}
 	}
 	onModel := o.OnModel
 	if onModel == nil {

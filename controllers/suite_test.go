@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -14,12 +15,16 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
 // meshNamespace stands in for weft-system in these tests.
 const meshNamespace = "weft-system"
+
+// testBundle is the root bundle the controllers publish in the tests.
+var testBundle []byte
 
 var (
 	env    *testenv.Env
@@ -80,7 +85,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: meshNamespace, OnModel: models.record}); err != nil {
+	root, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	testBundle = identity.EncodeCerts(root.Chain)
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: meshNamespace, OnModel: models.record,
+		Bundle: func() []byte { return testBundle }}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
