@@ -35,7 +35,8 @@ const (
 
 // Bootstrap builds the proxy's Envoy bootstrap: admin on loopback, ADS to
 // the controller over TLS with the mesh root and the projected token as
-// call credentials, a health listener (readiness once Envoy has its
+// call credentials (the delta protocol, which weft serves with the least
+// state per proxy), a health listener (readiness once Envoy has its
 // config, and the pod's rewritten HTTP probes), and a Prometheus stats
 // listener. Node id and cluster come from the command line, which the
 // kubelet fills from the downward API.
@@ -82,7 +83,7 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", PortAdmin)},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:                   corev3.ApiConfigSource_GRPC,
+				ApiType:                   corev3.ApiConfigSource_DELTA_GRPC,
 				TransportApiVersion:       corev3.ApiVersion_V3,
 				SetNodeOnFirstMessageOnly: true,
 				GrpcServices: []*corev3.GrpcService{{
