@@ -1,9 +1,12 @@
 // Command demo is weft's quick start: on a machine with no cluster it starts
 // etcd, kube-apiserver and kube-controller-manager from bin/, installs the
-// CRDs, runs the weft controller, applies the samples and shows what a user
-// sees with kubectl. Ctrl-C stops everything.
+// CRDs, runs the weft controller with its xDS server, runs a small gRPC
+// application (two versions of reviews, ratings and a client, all
+// proxyless gRPC configured by weft), applies the samples and shows the
+// live split of requests while it edits the TrafficPolicy with kubectl.
+// Ctrl-C stops everything.
 //
-//	go run ./hack/demo [-once] [-weft bin/weft]
+//	go run ./hack/demo [-once] [-weft bin/weft] [-netns=false]
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,150 +25,250 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
-// demoPods are the pods the demo plays the kubelet for: name, app, version
-// and address (documentation range; nothing is sent there).
-var demoPods = []struct{ name, app, version, ip string }{
-	{"reviews-v1", "reviews", "v1", "192.0.2.11"},
-	{"reviews-v2", "reviews", "v2", "192.0.2.12"},
-	{"reviews-v3", "reviews", "v3", "192.0.2.13"},
-	{"ratings-v1", "ratings", "v1", "192.0.2.21"},
-	{"mongodb-0", "mongodb", "v1", "192.0.2.31"},
+// options are the demo's flags.
+type options struct {
+	weft  string
+	once  bool
+	netns bool
+	out   io.Writer
 }
 
 func main() {
-	once := flag.Bool("once", false, "show the tour and stop instead of waiting for Ctrl-C")
-	weft := flag.String("weft", "bin/weft", "the weft binary to run as the controller")
+	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "client") {
+		if err := runWorkload(os.Args[1], os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "demo "+os.Args[1]+":", err)
+			os.Exit(1)
+		}
+		return
+	}
+	o := options{out: os.Stdout}
+	flag.BoolVar(&o.once, "once", false, "show the tour and stop instead of waiting for Ctrl-C")
+	flag.StringVar(&o.weft, "weft", "bin/weft", "the weft binary to run as the controller")
+	flag.BoolVar(&o.netns, "netns", true, "run in a network namespace of its own, with workloads and live traffic; false: without them")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *weft, *once, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
+	var err error
+	switch {
+	case os.Getenv(inNamespaceEnv) != "":
+		var fw *forwards
+		if fw, err = enterNamespace(podAddresses()); err == nil {
+			err = run(ctx, o, fw)
+		}
+	case o.netns:
+		err = runOutside(ctx, o)
+	default:
+		fmt.Fprintln(o.out, "\n==> -netns=false: the demo runs without its workloads and live traffic.")
+		err = run(ctx, o, nil)
+	}
+	if err != nil {
+		if !errors.Is(err, errAlreadyReported) {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+		}
 		os.Exit(1)
 	}
 }
 
 // demo is a running quick start.
 type demo struct {
-	env     *testenv.Env
-	dir     string
-	kubectl string
-	out     io.Writer
-	procs   []*exec.Cmd
+	options
+	env        *testenv.Env
+	dir        string
+	kubectl    string
+	kubeconfig string    // what the demo's own kubectl and the controllers use
+	forwards   *forwards // the host's ports into the namespace; nil: none
+	traffic    *traffic  // the client's reports; nil: no live traffic
+	routes     string    // the route version the client last acknowledged
+	procs      []*exec.Cmd
 }
 
-func run(ctx context.Context, weft string, once bool, out io.Writer) (err error) {
-	weft, err = filepath.Abs(weft)
-	if err != nil {
+// run starts everything and shows the tour. With forwards, it runs in the
+// demo's own network namespace, with workloads and live traffic.
+func run(ctx context.Context, o options, fw *forwards) (err error) {
+	if o.weft, err = filepath.Abs(o.weft); err != nil {
 		return err
 	}
-	if _, err := os.Stat(weft); err != nil {
-		return fmt.Errorf("the weft binary %s is missing: run 'make build'", weft)
+	if _, err := os.Stat(o.weft); err != nil {
+		return fmt.Errorf("the weft binary %s is missing: run 'make build'", o.weft)
 	}
-	d := &demo{out: out}
+	d := &demo{options: o, forwards: fw}
+	if fw != nil {
+		d.traffic = newTraffic()
+	}
 	if d.dir, err = os.MkdirTemp("", "weft-demo-"); err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, d.stop()) }()
+	if err := d.startControlPlane(ctx); err != nil {
+		return err
+	}
+	if err := d.startWeft(); err != nil {
+		return err
+	}
+	if err := d.applyWorkloadsAndSamples(ctx); err != nil {
+		return err
+	}
+	if err := d.tour(ctx); err != nil {
+		return err
+	}
+	if d.once {
+		return nil
+	}
+	d.prompt()
+	if d.traffic != nil {
+		err = d.traffic.live(ctx, d.out)
+	} else {
+		<-ctx.Done()
+	}
+	d.say("Stopping ...")
+	return err
+}
 
+// startControlPlane starts etcd, kube-apiserver and
+// kube-controller-manager, and writes the kubeconfigs.
+func (d *demo) startControlPlane(ctx context.Context) (err error) {
 	d.say("Starting etcd and kube-apiserver %s (with weft's CRDs) ...", testenv.K8sVersion)
 	if d.env, err = testenv.Start(); err != nil {
 		return err
 	}
-	d.say("API server: %s", d.env.Config.Host)
 	d.kubectl = filepath.Join(d.env.AssetsDir(), "kubectl")
-	kubeconfig := filepath.Join(d.dir, "kubeconfig")
-	if err := d.env.Kubeconfig(kubeconfig); err != nil {
+	d.kubeconfig = filepath.Join(d.dir, "kubeconfig")
+	if d.forwards != nil {
+		d.kubeconfig = filepath.Join(d.dir, "kubeconfig-in-namespace")
+	}
+	if err := d.env.Kubeconfig(d.kubeconfig); err != nil {
 		return err
 	}
-	d.say("Starting kube-controller-manager (so Services get EndpointSlices) ...")
-	if err := d.start("kube-controller-manager", filepath.Join(d.env.AssetsDir(), "kube-controller-manager"),
-		"--kubeconfig="+kubeconfig, "--leader-elect=false", "--secure-port=0",
-		"--controllers=endpointslice-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller"); err != nil {
+	if err := d.startForwards(); err != nil {
 		return err
 	}
-	d.say("Starting the weft controller (log: %s) ...", filepath.Join(d.dir, "weft-controller.log"))
-	if err := d.start("weft-controller", weft, "controller", "--kubeconfig="+kubeconfig,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--webhook-port=0", "--log-format=console"); err != nil {
-		return err
-	}
+	d.say("Starting kube-controller-manager (its EndpointSlice controller publishes the pods' addresses) ...")
+	return d.start("kube-controller-manager", exec.Command(filepath.Join(d.env.AssetsDir(), "kube-controller-manager"),
+		"--kubeconfig="+d.kubeconfig, "--leader-elect=false", "--secure-port=0",
+		"--controllers=endpointslice-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller"))
+}
 
+// startForwards serves the host's ports into the namespace and writes the
+// user's kubeconfig, which points at the host's port.
+func (d *demo) startForwards() error {
+	if d.forwards == nil {
+		d.say("API server: %s", strings.TrimSuffix(d.env.Config.Host, "/"))
+		return nil
+	}
+	u, err := url.Parse(d.env.Config.Host)
+	if err != nil {
+		return fmt.Errorf("the API server's address: %w", err)
+	}
+	api := u.Host
+	go forward(d.forwards.api, api)
+	go forward(d.forwards.xds, xdsAddr)
+	d.say("API server: https://%s (forwarded into the demo's network namespace, where it listens on %s)", d.forwards.api.Addr(), api)
+	cfg, err := clientcmd.LoadFromFile(d.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("reading the kubeconfig: %w", err)
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = "https://" + d.forwards.api.Addr().String()
+	}
+	if err := clientcmd.WriteToFile(*cfg, d.userKubeconfig()); err != nil {
+		return fmt.Errorf("writing the kubeconfig for the host: %w", err)
+	}
+	return nil
+}
+
+// userKubeconfig is the kubeconfig for the user's shell.
+func (d *demo) userKubeconfig() string { return filepath.Join(d.dir, "kubeconfig") }
+
+// userXDS is the address of weft's xDS server from the user's shell.
+func (d *demo) userXDS() string {
+	if d.forwards == nil {
+		return "(off)"
+	}
+	return d.forwards.xds.Addr().String()
+}
+
+// startWeft runs the weft controller, with its xDS server when there are
+// workloads to serve.
+func (d *demo) startWeft() error {
+	args := []string{"controller", "--kubeconfig=" + d.kubeconfig, "--metrics-bind-address=0",
+		"--health-probe-bind-address=0", "--webhook-port=0", "--log-format=console"}
+	what := ""
+	if d.traffic != nil {
+		args = append(args, "--xds-bind-address="+xdsAddr)
+		what = " and its xDS server on " + xdsAddr
+	}
+	d.say("Starting the weft controller%s (log: %s) ...", what, filepath.Join(d.dir, "weft-controller.log"))
+	if err := d.start("weft-controller", exec.Command(d.weft, args...)); err != nil {
+		return err
+	}
+	if d.traffic == nil {
+		return nil
+	}
+	return probe(context.Background(), xdsAddr)
+}
+
+// applyWorkloadsAndSamples applies the Services the samples name, starts
+// their pods, and applies config/samples.
+func (d *demo) applyWorkloadsAndSamples(ctx context.Context) error {
 	root := d.env.Root
-	d.say("Applying the workloads the samples name (hack/demo/workloads.yaml) and playing their kubelet ...")
+	d.say("Applying the Services the samples name (hack/demo/workloads.yaml) and playing the kubelet of their pods ...")
 	if err := d.kubectlRun(ctx, "apply", "-f", filepath.Join(root, "hack", "demo", "workloads.yaml")); err != nil {
 		return err
 	}
-	if err := d.startPods(ctx); err != nil {
+	if d.traffic != nil {
+		d.say("Running ratings-v1, reviews-v1 and reviews-v2 as gRPC servers on their pods' addresses; both reviews call\n" +
+			"    ratings for every call they serve, through the mesh (proxyless gRPC, configured by weft's xDS server).\n" +
+			"    mongodb-0 runs nothing: nothing in the tour calls it. Logs and xDS bootstraps: " + d.dir)
+	}
+	if err := d.startPods(ctx, withWorkloads); err != nil {
 		return err
 	}
 	d.say("Applying config/samples ...")
 	if err := d.kubectlRun(ctx, "apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
 		return err
 	}
-	if err := d.waitSettled(ctx); err != nil {
-		return err
+	return d.waitSettled(ctx)
+}
+
+// prompt tells the user what to try while the demo runs.
+func (d *demo) prompt() {
+	k := d.kubectl
+	msg := fmt.Sprintf("The cluster is yours. In another shell:\n\n  export KUBECONFIG=%s\n  %s get meshservices,trafficpolicies -A\n  %s explain trafficpolicy.spec.http\n",
+		d.userKubeconfig(), k, k)
+	if d.traffic != nil {
+		msg += fmt.Sprintf("  %s patch trafficpolicy reviews-canary -n bookinfo --type=json -p %s\n  %s edit trafficpolicy reviews-canary -n bookinfo\n  %s status --xds-address %s\n\n"+
+			"and watch the split below follow your edits (a line every 2 s).",
+			k, shellJoin([]string{weightsPatch(90, 10)}), k, d.weft, d.userXDS())
 	}
-
-	d.show(ctx, "get", "meshservices,trafficpolicies,peerauthentications", "-A")
-	d.show(ctx, "get", "meshservices", "-n", "bookinfo", "-o", "wide")
-	d.show(ctx, "describe", "meshservice", "reviews", "-n", "bookinfo")
-	d.show(ctx, "describe", "trafficpolicy", "reviews-canary", "-n", "bookinfo")
-
-	d.say("A policy whose weights do not add up is refused at admission:")
-	bad := "apiVersion: mesh.weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: bad-split, namespace: bookinfo}\n" +
-		"spec:\n  targetRef: {name: reviews}\n  http:\n  - backends: [{subset: v1, weight: 80}, {subset: v2, weight: 10}]\n"
-	d.show(ctx, "apply", "-f", "-", "<<"+bad)
-
-	d.say("Sending 10%% of the canary to a subset v4 that reviews does not define: the policy says why it cannot be resolved:")
-	d.show(ctx, "patch", "trafficpolicy", "reviews-canary", "-n", "bookinfo", "--type=json",
-		"-p", `[{"op": "replace", "path": "/spec/http/1/backends/1/subset", "value": "v4"}]`)
-	if err := d.waitCondition(ctx, "reviews-canary", meshv1.ConditionResolvedRefs, metav1.ConditionFalse); err != nil {
-		return err
-	}
-	conditions := `jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}`
-	d.show(ctx, "get", "trafficpolicy", "reviews-canary", "-n", "bookinfo", "-o", conditions)
-
-	d.say("Adding subset v4 to the reviews MeshService resolves the policy without touching it:")
-	d.show(ctx, "patch", "meshservice", "reviews", "-n", "bookinfo", "--type=json",
-		"-p", `[{"op": "add", "path": "/spec/subsets/-", "value": {"name": "v4", "labels": {"version": "v4"}}}]`)
-	if err := d.waitCondition(ctx, "reviews-canary", meshv1.ConditionResolvedRefs, metav1.ConditionTrue); err != nil {
-		return err
-	}
-	d.show(ctx, "get", "trafficpolicies", "-n", "bookinfo")
-
-	if once {
-		return nil
-	}
-	d.say("The cluster is yours. In another shell:\n\n  export KUBECONFIG=%s\n  %s get meshservices -A\n  %s explain trafficpolicy.spec.http\n",
-		kubeconfig, d.kubectl, d.kubectl)
+	d.say("%s", msg)
 	d.say("Press Ctrl-C to stop everything.")
-	<-ctx.Done()
-	d.say("Stopping ...")
-	return nil
 }
 
 func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.out, "\n==> "+format+"\n", args...)
 }
 
-// start runs a process in its own process group with its output in a log
-// file under the demo's directory.
-func (d *demo) start(name, bin string, args ...string) error {
+// start runs a process in its own process group with its output (unless
+// cmd has its own) in a log file under the demo's directory.
+func (d *demo) start(name string, cmd *exec.Cmd) error {
 	log, err := os.Create(filepath.Join(d.dir, name+".log"))
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
+	defer log.Close()
+	if cmd.Stdout == nil {
+		cmd.Stdout = log
+	}
+	cmd.Stderr = log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", name, err)
@@ -173,31 +277,37 @@ func (d *demo) start(name, bin string, args ...string) error {
 	return nil
 }
 
-// stop ends the processes (TERM, then KILL after 10 s), the control plane,
-// and removes the demo's directory.
+// stop ends the processes, last started first (TERM, then KILL after
+// 10 s), the control plane, and removes the demo's directory.
 func (d *demo) stop() error {
 	var errs []error
 	for i := len(d.procs) - 1; i >= 0; i-- {
-		cmd := d.procs[i]
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		stopProcess(d.procs[i])
 	}
 	if d.env != nil {
 		if err := d.env.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the control plane: %w", err))
 		}
 	}
+	if d.forwards != nil {
+		errs = append(errs, d.forwards.api.Close(), d.forwards.xds.Close())
+	}
 	if d.dir != "" {
 		errs = append(errs, os.RemoveAll(d.dir))
 	}
 	return errors.Join(errs...)
+}
+
+func stopProcess(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 }
 
 // kubectlRun runs kubectl and fails on error, printing its output.
@@ -223,7 +333,7 @@ func (d *demo) show(ctx context.Context, args ...string) {
 }
 
 func (d *demo) kubectlOutput(ctx context.Context, stdin string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, d.kubectl, append([]string{"--kubeconfig", filepath.Join(d.dir, "kubeconfig")}, args...)...)
+	cmd := exec.CommandContext(ctx, d.kubectl, append([]string{"--kubeconfig", d.kubeconfig}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
@@ -231,69 +341,30 @@ func (d *demo) kubectlOutput(ctx context.Context, stdin string, args ...string) 
 	return buf.String(), err
 }
 
-// startPods creates the demo's pods bound to the demo node and marks them
-// Running and Ready, as a kubelet would.
-func (d *demo) startPods(ctx context.Context) error {
-	c := d.env.Client
-	for _, p := range demoPods {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: p.name, Labels: map[string]string{"app": p.app, "version": p.version}},
-			Spec: corev1.PodSpec{
-				NodeName:           "demo-node",
-				ServiceAccountName: "default",
-				Containers:         []corev1.Container{{Name: p.app, Image: "example.invalid/" + p.app + ":" + p.version}},
-			},
-		}
-		if err := c.Create(ctx, pod); err != nil {
-			return fmt.Errorf("creating pod %s: %w", p.name, err)
-		}
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
-				return err
-			}
-			now := metav1.Now()
-			pod.Status = corev1.PodStatus{
-				Phase:     corev1.PodRunning,
-				HostIP:    "192.0.2.1",
-				HostIPs:   []corev1.HostIP{{IP: "192.0.2.1"}},
-				PodIP:     p.ip,
-				PodIPs:    []corev1.PodIP{{IP: p.ip}},
-				StartTime: &now,
-				Conditions: []corev1.PodCondition{
-					{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-					{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-				},
-			}
-			return c.Status().Update(ctx, pod)
-		})
-		if err != nil {
-			return fmt.Errorf("marking pod %s ready: %w", p.name, err)
-		}
-	}
-	return nil
-}
-
-// waitSettled waits until every sample MeshService counts its ready
-// endpoints and every sample has Ready set for its generation.
+// waitSettled waits until every sample MeshService counts the ready
+// endpoints of the pods started so far and every sample has Ready set for
+// its generation (with the xDS server on: acknowledged by every proxy).
 func (d *demo) waitSettled(ctx context.Context) error {
 	want := map[string]int32{}
 	for _, p := range demoPods {
-		want[p.app]++
+		if p.stage == withWorkloads {
+			want[p.app]++
+		}
 	}
 	return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		list := &meshv1.MeshServiceList{}
 		if err := d.env.Client.List(ctx, list, client.InNamespace("bookinfo")); err != nil {
 			return err
 		}
-		if len(list.Items) != len(want) {
-			return fmt.Errorf("%d MeshServices, want %d", len(list.Items), len(want))
+		if len(list.Items) != 3 {
+			return fmt.Errorf("%d MeshServices, want 3", len(list.Items))
 		}
 		for _, ms := range list.Items {
 			if ms.Status.Endpoints.Ready != want[ms.Spec.ServiceName] {
 				return fmt.Errorf("MeshService %s has %d ready endpoints, want %d", ms.Name, ms.Status.Endpoints.Ready, want[ms.Spec.ServiceName])
 			}
-			if c := meta.FindStatusCondition(ms.Status.Conditions, meshv1.ConditionReady); c == nil || c.ObservedGeneration != ms.Generation {
-				return fmt.Errorf("MeshService %s has no Ready condition yet", ms.Name)
+			if err := readyAt(ms.Status.Conditions, ms.Generation); err != nil {
+				return fmt.Errorf("MeshService %s: %w", ms.Name, err)
 			}
 		}
 		tps := &meshv1.TrafficPolicyList{}
@@ -301,22 +372,33 @@ func (d *demo) waitSettled(ctx context.Context) error {
 			return err
 		}
 		for _, tp := range tps.Items {
-			if c := meta.FindStatusCondition(tp.Status.Conditions, meshv1.ConditionReady); c == nil || c.ObservedGeneration != tp.Generation {
-				return fmt.Errorf("TrafficPolicy %s has no Ready condition yet", tp.Name)
+			if err := readyAt(tp.Status.Conditions, tp.Generation); err != nil {
+				return fmt.Errorf("TrafficPolicy %s: %w", tp.Name, err)
 			}
 		}
 		return nil
 	})
 }
 
+// readyAt says why Ready is not True for a generation.
+func readyAt(conds []metav1.Condition, gen int64) error {
+	c := meta.FindStatusCondition(conds, meshv1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != gen {
+		return fmt.Errorf("not Ready for generation %d yet: %+v", gen, c)
+	}
+	return nil
+}
+
+// waitCondition waits until a condition of a TrafficPolicy has a status
+// for its current generation.
 func (d *demo) waitCondition(ctx context.Context, policy, condType string, st metav1.ConditionStatus) error {
 	return testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
 		tp := &meshv1.TrafficPolicy{}
 		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "bookinfo", Name: policy}, tp); err != nil {
 			return err
 		}
-		if c := meta.FindStatusCondition(tp.Status.Conditions, condType); c == nil || c.Status != st {
-			return fmt.Errorf("%s of %s is not %s yet", condType, policy, st)
+		if c := meta.FindStatusCondition(tp.Status.Conditions, condType); c == nil || c.Status != st || c.ObservedGeneration != tp.Generation {
+			return fmt.Errorf("%s of %s is not %s for generation %d yet", condType, policy, st, tp.Generation)
 		}
 		return nil
 	})

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/testenv"
+)
+
+const (
+	reviewsHost = "reviews.bookinfo.svc.cluster.local:9080"
+	ratingsHost = "ratings.bookinfo.svc.cluster.local:9080"
+	// servePort is the port of the Services reviews and ratings (and so
+	// of their pods, as the Services set no targetPort).
+	servePort = "9080"
+	// callsPerSecond is the client's rate: enough for a split to show
+	// within a few seconds, little enough for a laptop.
+	callsPerSecond = 250
+)
+
+// What a demo pod runs.
+type role int
+
+const (
+	placeholder role = iota // nothing: the samples name it, nothing calls it
+	server                  // "demo serve" on the pod's address
+	caller                  // "demo client", calling reviews
+)
+
+// When the demo starts a pod.
+type stage int
+
+const (
+	withWorkloads stage = iota // before the samples are applied
+	withClient                 // once they are in force
+	duringTour                 // a new version rolled out during the tour
+)
+
+// pod is one of the pods the demo plays the kubelet for.
+type pod struct {
+	name, app, version, ip, serviceAccount string
+	role                                   role
+	calls                                  string // what a server calls for every call it serves
+	stage                                  stage
+}
+
+// demoPods have documentation-range addresses, which exist only on the
+// loopback interface of the demo's network namespace.
+var demoPods = []pod{
+	{"ratings-v1", "ratings", "v1", "192.0.2.21", "ratings", server, "", withWorkloads},
+	{"reviews-v1", "reviews", "v1", "192.0.2.11", "reviews", server, ratingsHost, withWorkloads},
+	{"reviews-v2", "reviews", "v2", "192.0.2.12", "reviews", server, ratingsHost, withWorkloads},
+	{"mongodb-0", "mongodb", "v1", "192.0.2.31", "default", placeholder, "", withWorkloads},
+	{"productpage-v1", "productpage", "v1", "192.0.2.10", "productpage", caller, reviewsHost, withClient},
+	{"reviews-v4", "reviews", "v4", "192.0.2.14", "reviews", server, ratingsHost, duringTour},
+}
+
+func podAddresses() []string {
+	var out []string
+	for _, p := range demoPods {
+		out = append(out, p.ip)
+	}
+	return out
+}
+
+// proxyID is a pod's xDS node id.
+func (p pod) proxyID() string { return p.name + ".bookinfo" }
+
+// proxies lists the node ids of the pods of the given stages that talk to
+// weft's xDS server.
+func proxies(stages ...stage) []string {
+	var out []string
+	for _, p := range demoPods {
+		for _, s := range stages {
+			if p.stage == s && (p.role == caller || p.calls != "") {
+				out = append(out, p.proxyID())
+			}
+		}
+	}
+	return out
+}
+
+// startPods starts the pods of a stage as a kubelet would: it runs each
+// pod's process (unless the demo runs without live traffic), waits until
+// a server accepts connections (its readiness probe), and then creates
+// the pod bound to the demo node and marks it Running and Ready with its
+// address, from which kube-controller-manager makes EndpointSlices.
+func (d *demo) startPods(ctx context.Context, st stage) error {
+	for _, p := range demoPods {
+		if p.stage != st {
+			continue
+		}
+		if d.traffic != nil && p.role != placeholder {
+			if err := d.runPod(ctx, p); err != nil {
+				return fmt.Errorf("pod %s: %w", p.name, err)
+			}
+		}
+		if err := d.publishPod(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runPod starts a pod's process with a gRPC xDS bootstrap of its own and
+// waits until it is ready.
+func (d *demo) runPod(ctx context.Context, p pod) error {
+	bootstrap, err := d.writeBootstrap(p)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the demo's own binary: %w", err)
+	}
+	args := []string{"serve", "-name", p.name, "-listen", net.JoinHostPort(p.ip, servePort)}
+	if p.calls != "" {
+		args = append(args, "-calls", p.calls)
+	}
+	if p.role == caller {
+		args = []string{"client", "-target", p.calls, "-rate", fmt.Sprint(callsPerSecond)}
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrap)
+	if p.role == caller {
+		return d.startClient(p.name, cmd)
+	}
+	if err := d.start(p.name, cmd); err != nil {
+		return err
+	}
+	return probe(ctx, net.JoinHostPort(p.ip, servePort))
+}
+
+// startClient runs the client with its reports going to d.traffic.
+func (d *demo) startClient(name string, cmd *exec.Cmd) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout = w
+	err = d.start(name, cmd)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return err
+	}
+	go func() {
+		defer r.Close()
+		d.traffic.read(r)
+	}()
+	return nil
+}
+
+// writeBootstrap writes the gRPC xDS bootstrap of a pod: weft's xDS
+// server, and the pod's node id ("<pod>.<namespace>").
+func (d *demo) writeBootstrap(p pod) (string, error) {
+	b, err := json.MarshalIndent(map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri":      xdsAddr,
+			"channel_creds":   []any{map[string]string{"type": "insecure"}},
+			"server_features": []string{"xds_v3"},
+		}},
+		"node": map[string]any{"id": p.proxyID()},
+	}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(d.dir, "bootstrap-"+p.name+".json")
+	return path, os.WriteFile(path, b, 0o644)
+}
+
+// probe waits until addr accepts TCP connections.
+func probe(ctx context.Context, addr string) error {
+	return testenv.Eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// publishPod creates a pod bound to the demo node and marks it Running and
+// Ready.
+func (d *demo) publishPod(ctx context.Context, p pod) error {
+	c := d.env.Client
+	obj := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: p.name, Labels: map[string]string{"app": p.app, "version": p.version}},
+		Spec: corev1.PodSpec{
+			NodeName:           "demo-node",
+			ServiceAccountName: p.serviceAccount,
+			Containers:         []corev1.Container{{Name: p.app, Image: "example.invalid/" + p.app + ":" + p.version}},
+		},
+	}
+	if err := c.Create(ctx, obj); err != nil {
+		return fmt.Errorf("creating pod %s: %w", p.name, err)
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		obj.Status = readyStatus(p.ip)
+		return c.Status().Update(ctx, obj)
+	})
+	if err != nil {
+		return fmt.Errorf("marking pod %s ready: %w", p.name, err)
+	}
+	return nil
+}
+
+func readyStatus(ip string) corev1.PodStatus {
+	now := metav1.Now()
+	return corev1.PodStatus{
+		Phase:     corev1.PodRunning,
+		HostIP:    nodeIP,
+		HostIPs:   []corev1.HostIP{{IP: nodeIP}},
+		PodIP:     ip,
+		PodIPs:    []corev1.PodIP{{IP: ip}},
+		StartTime: &now,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		},
+	}
+}

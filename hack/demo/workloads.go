@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	// The xds:/// resolver, bootstrapped from $GRPC_XDS_BOOTSTRAP.
+	_ "google.golang.org/grpc/xds"
+)
+
+// The demo's workloads are this binary run again with a subcommand, one
+// process per pod:
+//
+//	demo serve -name reviews-v1 -listen 192.0.2.11:9080 [-calls ratings.bookinfo.svc.cluster.local:9080]
+//	demo client -target reviews.bookinfo.svc.cluster.local:9080 [-rate 250] [-window 2s]
+//
+// A server answers Get with its own name, after calling -calls through the
+// mesh when given. The client calls its target at a steady rate and prints
+// one JSON line (a window) per -window: how many calls each backend
+// answered and how many failed. Every xds:/// channel is a proxyless gRPC
+// client of weft's xDS server, bootstrapped from $GRPC_XDS_BOOTSTRAP.
+
+// getMethod is the one method of the demo's services ("reviews" and
+// "ratings" both serve it): it takes Empty and answers a StringValue, the
+// name of the pod that served the call.
+const getMethod = "/bookinfo.Service/Get"
+
+// window is what the client reports about one stretch of time.
+type window struct {
+	From     time.Time      `json:"from"`
+	To       time.Time      `json:"to"`
+	Backends map[string]int `json:"backends"`
+	Failed   int            `json:"failed"`
+	LastErr  string         `json:"lastError,omitempty"`
+}
+
+// runWorkload runs the serve or client subcommand until SIGINT or SIGTERM.
+func runWorkload(cmd string, args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch cmd {
+	case "serve":
+		return runServe(ctx, args)
+	case "client":
+		return runClient(ctx, args, os.Stdout)
+	}
+	return fmt.Errorf("unknown workload %q", cmd)
+}
+
+func runServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo serve", flag.ContinueOnError)
+	name := fs.String("name", "", "the pod's name, which every answer carries")
+	listen := fs.String("listen", "", "address to serve on")
+	calls := fs.String("calls", "", "a service (host:port) to call through the mesh for every call served")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var upstream *grpc.ClientConn
+	if *calls != "" {
+		cc, err := dialMesh(*calls)
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		cc.Connect() // connect to the xDS server now, not on the first call
+		upstream = cc
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", *listen, err)
+	}
+	srv := grpc.NewServer()
+	srv.RegisterService(serviceDesc(func(ctx context.Context) (string, error) {
+		if upstream != nil {
+			if _, err := get(ctx, upstream); err != nil {
+				return "", fmt.Errorf("%s calling %s: %w", *name, *calls, err)
+			}
+		}
+		return *name, nil
+	}), nil)
+	go func() { <-ctx.Done(); srv.Stop() }()
+	if err := srv.Serve(lis); err != nil {
+		return fmt.Errorf("serving on %s: %w", *listen, err)
+	}
+	return nil
+}
+
+// serviceDesc describes a service with the one method getMethod, answered
+// by answer.
+func serviceDesc(answer func(context.Context) (string, error)) *grpc.ServiceDesc {
+	handler := func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		if err := dec(&emptypb.Empty{}); err != nil {
+			return nil, err
+		}
+		s, err := answer(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return wrapperspb.String(s), nil
+	}
+	return &grpc.ServiceDesc{
+		ServiceName: "bookinfo.Service",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Get", Handler: handler}},
+	}
+}
+
+// dialMesh opens a proxyless channel to a mesh service: grpc-go's own xDS
+// client resolves it from weft's xDS server.
+func dialMesh(target string) (*grpc.ClientConn, error) {
+	if os.Getenv("GRPC_XDS_BOOTSTRAP") == "" {
+		return nil, errors.New("GRPC_XDS_BOOTSTRAP is not set: the demo writes a bootstrap per pod")
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dialling xds:///%s: %w", target, err)
+	}
+	return cc, nil
+}
+
+// get makes one call and returns the name of the pod that answered.
+func get(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out := &wrapperspb.StringValue{}
+	if err := cc.Invoke(ctx, getMethod, &emptypb.Empty{}, out); err != nil {
+		return "", err
+	}
+	return out.GetValue(), nil
+}
+
+func runClient(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("demo client", flag.ContinueOnError)
+	target := fs.String("target", "", "the service (host:port) to call through the mesh")
+	rate := fs.Int("rate", 250, "calls per second")
+	every := fs.Duration("window", 2*time.Second, "how often to report")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rate <= 0 || *every <= 0 {
+		return errors.New("-rate and -window must be positive")
+	}
+	cc, err := dialMesh(*target)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	return callSteadily(ctx, cc, time.Second/time.Duration(*rate), *every, json.NewEncoder(out))
+}
+
+// callSteadily calls at one call per tick and reports a window every
+// every, until ctx ends.
+func callSteadily(ctx context.Context, cc *grpc.ClientConn, tick, every time.Duration, enc *json.Encoder) error {
+	ticker, report := time.NewTicker(tick), time.NewTicker(every)
+	defer ticker.Stop()
+	defer report.Stop()
+	w := window{From: time.Now(), Backends: map[string]int{}}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-report.C:
+			w.To = now
+			if err := enc.Encode(w); err != nil {
+				return fmt.Errorf("reporting: %w", err)
+			}
+			w = window{From: now, Backends: map[string]int{}}
+		case <-ticker.C:
+			name, err := get(ctx, cc)
+			if err != nil {
+				w.Failed, w.LastErr = w.Failed+1, err.Error()
+				continue
+			}
+			w.Backends[name]++
+		}
+	}
+}
