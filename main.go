@@ -33,6 +33,7 @@ import (
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/server"
 )
 
@@ -101,6 +102,7 @@ type controllerOptions struct {
 	logLevel         string
 	logFormat        string
 	xdsAddr          string
+	xdsAuth          string
 	webhookPort      int
 	webhookCertDir   string
 	inject           inject.Config
@@ -119,8 +121,10 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"the control plane's namespace; a PeerAuthentication without selector here covers the whole mesh")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, error, or a number (higher is more verbose)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&o.xdsAuth, "xds-auth", "none",
+		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
-		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012; empty turns it off. It does not authenticate proxies yet: bind it to loopback only")
+		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook-certs", "directory with the webhook's tls.crt and tls.key")
 	o.inject = inject.DefaultConfig()
@@ -254,11 +258,20 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle}
 	if o.xdsAddr != "" {
 		xs := server.New(o.xdsAddr, log.WithName("xds"))
+		switch o.xdsAuth {
+		case "token":
+			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient()}
+			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost},
+				identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"})
+		case "none":
+			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
+		default:
+			return fmt.Errorf("--xds-auth: %q is neither token nor none", o.xdsAuth)
+		}
 		if err := mgr.Add(xs); err != nil {
 			return fmt.Errorf("adding the xDS server: %w", err)
 		}
 		copts.OnModel, copts.Proxies = xs.OnModel, xs
-		log.Info("The xDS server does not authenticate proxies yet; keep it on loopback", "address", o.xdsAddr)
 	}
 	if err := controllers.Setup(ctx, mgr, copts); err != nil {
 		return err

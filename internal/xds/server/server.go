@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -19,8 +20,12 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/cache"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -31,6 +36,11 @@ type Server struct {
 	// Address to listen on, for example "127.0.0.1:15012".
 	Address string
 	Log     logr.Logger
+	// Auth, when set, authenticates every stream (see package auth): a
+	// stream that proves no pod receives nothing, and a proxy may only use
+	// its own pod's node id. TLS, when set, is the listener's TLS.
+	Auth *auth.Authenticator
+	TLS  *tls.Config
 
 	cache *cache.Cache
 
@@ -48,8 +58,9 @@ type Server struct {
 	failed map[string]error
 
 	// streams maps each stream to its proxy; a proxy with no stream left
-	// is forgotten.
-	streams map[int64]string
+	// is forgotten. identities holds what each stream proved (with Auth).
+	streams    map[int64]string
+	identities map[int64]auth.Identity
 	// acks tracks what each proxy acknowledged; changes signals updates.
 	acks    map[string]*ackState
 	changes chan struct{}
@@ -62,7 +73,7 @@ func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
 	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
-		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, failed: map[string]error{}, streams: map[int64]string{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
+		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
 	_ = s.setShared(shared) // nor does it fail to cache
 	return s
 }
@@ -187,6 +198,16 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 		}
 		return errors.New("the first request of a stream names no node")
 	}
+	if s.Auth != nil {
+		who, ok := s.identities[stream]
+		if !ok {
+			return status.Error(codes.Unauthenticated, "the stream proved no identity")
+		}
+		if err := auth.CheckNode(who, id); err != nil {
+			s.Log.Info("A proxy claimed another pod's node id", "proxy", id, "pod", who.Namespace+"/"+who.Pod)
+			return err
+		}
+	}
 	s.streams[stream] = id
 	if _, known := s.proxies[id]; known {
 		return nil
@@ -217,10 +238,26 @@ func ProxyFor(node *corev3.Node) translate.Proxy {
 	return p
 }
 
+// onOpen records what a stream proved, when streams authenticate.
+func (s *Server) onOpen(ctx context.Context, stream int64, _ string) error {
+	if s.Auth == nil {
+		return nil
+	}
+	who, ok := auth.FromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "the stream proved no identity")
+	}
+	s.mu.Lock()
+	s.identities[stream] = who
+	s.mu.Unlock()
+	return nil
+}
+
 // onClosed forgets a proxy when its last stream ends.
 func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.identities, stream)
 	id, ok := s.streams[stream]
 	if !ok {
 		return
@@ -262,8 +299,16 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listening for xDS on %s: %w", s.Address, err)
 	}
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(newSharedCodec()))
+	opts := []grpc.ServerOption{grpc.ForceServerCodecV2(newSharedCodec())}
+	if s.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
+	}
+	if s.Auth != nil {
+		opts = append(opts, grpc.ChainStreamInterceptor(s.Auth.StreamInterceptor()), grpc.ChainUnaryInterceptor(s.Auth.UnaryInterceptor()))
+	}
+	gs := grpc.NewServer(opts...)
 	xs := cache.NewADS(ctx, s.cache, serverv3.CallbackFuncs{
+		StreamOpenFunc: s.onOpen, DeltaStreamOpenFunc: s.onOpen,
 		StreamRequestFunc: s.onRequest, StreamClosedFunc: s.onClosed, StreamResponseFunc: s.onResponse,
 		StreamDeltaRequestFunc: s.onDeltaRequest, DeltaStreamClosedFunc: s.onClosed, StreamDeltaResponseFunc: s.onDeltaResponse,
 	})

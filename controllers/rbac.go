@@ -1,0 +1,9 @@
+package controllers
+
+// Permissions of the parts of the controller that are not reconcilers,
+// kept here so that the generated ClusterRole holds them:
+//
+// The xDS server checks each proxy's projected ServiceAccount token with a
+// TokenReview (create), and whether the token's pod still exists (pods are
+// already read by the mesh model).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create

@@ -1,0 +1,273 @@
+// Package auth authenticates the proxies that connect to weft's xDS
+// server. A stream proves who it is with the projected ServiceAccount
+// token of its pod (audience "weft"), sent as a bearer token on every
+// connect and checked with a TokenReview; the result is cached until the
+// token expires, so that a reconnect storm does not flood the API server.
+// The identity is the token's pod; a proxy may then only speak as that pod
+// (its node id must name it).
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Audience is what a proxy's token must be issued for.
+const Audience = "weft"
+
+// Identity is the pod a stream proved to be.
+type Identity struct {
+	Namespace      string
+	ServiceAccount string
+	Pod            string
+	PodUID         string
+}
+
+// NodeID is the xDS node id a proxy of this pod must use:
+// "<pod>.<namespace>".
+func (id Identity) NodeID() string { return id.Pod + "." + id.Namespace }
+
+// Reviewer asks the API server about a token.
+type Reviewer interface {
+	Review(ctx context.Context, token string, audiences []string) (authenticationv1.TokenReviewStatus, error)
+}
+
+// ClientReviewer reviews tokens with a TokenReview through a client.
+type ClientReviewer struct{ Client client.Client }
+
+// Review creates a TokenReview.
+func (r ClientReviewer) Review(ctx context.Context, token string, audiences []string) (authenticationv1.TokenReviewStatus, error) {
+	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: audiences}}
+	if err := r.Client.Create(ctx, tr); err != nil {
+		return authenticationv1.TokenReviewStatus{}, fmt.Errorf("reviewing a proxy's token: %w", err)
+	}
+	return tr.Status, nil
+}
+
+// Authenticator checks tokens and caches what it learned.
+type Authenticator struct {
+	Reviewer Reviewer
+	// Pods, when set (the manager's cache), is asked on every connect
+	// whether the token's pod still exists, so that a remembered review
+	// does not outlive the pod.
+	Pods client.Reader
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	mu    sync.Mutex
+	cache map[[32]byte]cached
+}
+
+type cached struct {
+	id      Identity
+	err     error
+	expires time.Time
+}
+
+// Cache bounds: a good result lives until the token expires but no
+// longer than maxCache; a refusal is remembered briefly.
+const (
+	maxCache     = 10 * time.Minute
+	refusalCache = 5 * time.Second
+)
+
+func (a *Authenticator) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// Authenticate returns the pod a token proves, or an Unauthenticated
+// error that says why (never the token).
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (Identity, error) {
+	id, err := a.reviewed(ctx, token)
+	if err != nil || a.Pods == nil {
+		return id, err
+	}
+	var pod corev1.Pod
+	if err := a.Pods.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: id.Pod}, &pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			return Identity{}, status.Errorf(codes.Unauthenticated, "the token's pod %s/%s is gone", id.Namespace, id.Pod)
+		}
+		return Identity{}, status.Error(codes.Unavailable, err.Error())
+	}
+	if id.PodUID != "" && string(pod.UID) != id.PodUID {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the token's pod %s/%s is gone (another pod has its name)", id.Namespace, id.Pod)
+	}
+	return id, nil
+}
+
+// reviewed returns what the API server said of a token, from the cache
+// while it holds.
+func (a *Authenticator) reviewed(ctx context.Context, token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, status.Error(codes.Unauthenticated, "no token: send the pod's projected ServiceAccount token (audience weft) as a bearer token")
+	}
+	key := sha256.Sum256([]byte(token))
+	now := a.now()
+	a.mu.Lock()
+	if c, ok := a.cache[key]; ok && now.Before(c.expires) {
+		a.mu.Unlock()
+		return c.id, c.err
+	}
+	a.mu.Unlock()
+
+	id, err := a.review(ctx, token)
+	expires := now.Add(refusalCache)
+	if err == nil {
+		expires = now.Add(maxCache)
+		if exp, ok := tokenExpiry(token); ok && exp.Before(expires) {
+			expires = exp
+		}
+	} else if status.Code(err) != codes.Unauthenticated {
+		return Identity{}, err // the API server failed: do not remember
+	}
+	a.mu.Lock()
+	if a.cache == nil {
+		a.cache = map[[32]byte]cached{}
+	}
+	for k, c := range a.cache { // keep the cache to live entries
+		if !now.Before(c.expires) {
+			delete(a.cache, k)
+		}
+	}
+	a.cache[key] = cached{id: id, err: err, expires: expires}
+	a.mu.Unlock()
+	return id, err
+}
+
+func (a *Authenticator) review(ctx context.Context, token string) (Identity, error) {
+	st, err := a.Reviewer.Review(ctx, token, []string{Audience})
+	if err != nil {
+		return Identity{}, status.Error(codes.Unavailable, err.Error())
+	}
+	if !st.Authenticated {
+		why := st.Error
+		if why == "" {
+			why = "the API server did not accept it"
+		}
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the token was refused: %s", why)
+	}
+	if len(st.Audiences) > 0 && !contains(st.Audiences, Audience) {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the token is not for audience %q", Audience)
+	}
+	parts := strings.Split(st.User.Username, ":")
+	if len(parts) != 4 || parts[0] != "system" || parts[1] != "serviceaccount" {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the token is %q's, not a ServiceAccount's", st.User.Username)
+	}
+	id := Identity{Namespace: parts[2], ServiceAccount: parts[3]}
+	if v := st.User.Extra["authentication.kubernetes.io/pod-name"]; len(v) == 1 {
+		id.Pod = v[0]
+	}
+	if v := st.User.Extra["authentication.kubernetes.io/pod-uid"]; len(v) == 1 {
+		id.PodUID = v[0]
+	}
+	if id.Pod == "" {
+		return Identity{}, status.Error(codes.Unauthenticated, "the token is not bound to a pod: use the pod's projected token")
+	}
+	return id, nil
+}
+
+// tokenExpiry reads a JWT's exp claim, unverified: it only bounds how long
+// a review that the API server made is remembered.
+func tokenExpiry(token string) (time.Time, bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(raw, &claims) != nil || claims.Exp == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(claims.Exp, 0), true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type identityKey struct{}
+
+// FromContext returns the identity a stream proved.
+func FromContext(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// StreamInterceptor authenticates every stream before its handler runs:
+// a stream without a valid token ends with Unauthenticated and receives
+// nothing.
+func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		id, err := a.Authenticate(ss.Context(), bearer(ss.Context()))
+		if err != nil {
+			return err
+		}
+		return handler(srv, &authedStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), identityKey{}, id)})
+	}
+}
+
+// UnaryInterceptor authenticates unary calls (CSDS is served to
+// authenticated callers only).
+func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		id, err := a.Authenticate(ctx, bearer(ctx))
+		if err != nil {
+			return nil, err
+		}
+		return handler(context.WithValue(ctx, identityKey{}, id), req)
+	}
+}
+
+func bearer(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+	}
+	return ""
+}
+
+type authedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *authedStream) Context() context.Context { return s.ctx }
+
+// CheckNode refuses a node id that is not the identity's pod's.
+func CheckNode(id Identity, nodeID string) error {
+	if nodeID != id.NodeID() {
+		return status.Errorf(codes.PermissionDenied, "the stream proved pod %s/%s, and may only use node id %q, not %q",
+			id.Namespace, id.Pod, id.NodeID(), nodeID)
+	}
+	return nil
+}

@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/xds/auth"
+)
+
+// countingReviewer counts the TokenReviews sent to the API server.
+type countingReviewer struct {
+	auth.Reviewer
+	n atomic.Int64
+}
+
+func (c *countingReviewer) Review(ctx context.Context, token string, aud []string) (authenticationv1.TokenReviewStatus, error) {
+	c.n.Add(1)
+	return c.Reviewer.Review(ctx, token, aud)
+}
+
+// bearer sends a token on every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// TestStreamsProveTheirPod, against the real API server with tokens from
+// its TokenRequest API and TLS from the mesh CA: a pod's token opens a
+// stream for that pod's node id and nothing else; a token for another
+// audience, no token, or the token of a deleted pod open nothing; a burst
+// of reconnects costs one TokenReview.
+func TestStreamsProveTheirPod(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "client"}}
+	must(c.Create(ctx, sa))
+	pods := map[string]*corev1.Pod{}
+	for _, name := range []string{"a", "b"} {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Spec: corev1.PodSpec{
+			ServiceAccountName: "client", AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		must(c.Create(ctx, p))
+		pods[name] = p
+	}
+	token := func(pod string, audience string) string {
+		t.Helper()
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+			Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](600),
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod, UID: pods[pod].UID}}}
+		must(c.SubResource("token").Create(ctx, sa, tr))
+		return tr.Status.Token
+	}
+
+	root, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	must(err)
+	reviews := &countingReviewer{Reviewer: auth.ClientReviewer{Client: c}}
+	srv := New("127.0.0.1:0", logr.Discard())
+	srv.Auth = &auth.Authenticator{Reviewer: reviews, Pods: c}
+	const host = "weft-controller.weft-system.svc"
+	srv.TLS = identity.ServerTLS(func() *identity.Root { return &identity.Root{CA: root} }, []string{host},
+		identity.ID{TrustDomain: "cluster.local", Namespace: "weft-system", ServiceAccount: "weft-controller"})
+	go func() { _ = srv.Start(ctx) }()
+	addr, err := srv.Addr(ctx)
+	must(err)
+	roots := x509.NewCertPool()
+	roots.AddCert(root.Cert)
+	dial := func(tok string) *grpc.ClientConn {
+		t.Helper()
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}))}
+		if tok != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(bearer(tok)))
+		}
+		cc, err := grpc.NewClient(addr, opts...)
+		must(err)
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	// open starts a delta stream as node and returns its first response or
+	// the error that ended it.
+	open := func(tok, node string) (*discovery.DeltaDiscoveryResponse, error) {
+		sctx, stop := context.WithTimeout(ctx, 10*time.Second)
+		defer stop()
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(dial(tok)).DeltaAggregatedResources(sctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ClusterType}); err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}
+
+	tokA := token("a", auth.Audience)
+	if _, err := open(tokA, "a.shop"); err != nil {
+		t.Fatalf("pod a's own stream: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		token, node string
+		code        codes.Code
+	}{
+		"a's token, b's node id": {tokA, "b.shop", codes.PermissionDenied},
+		"another audience":       {token("a", "not-weft"), "a.shop", codes.Unauthenticated},
+		"no token":               {"", "a.shop", codes.Unauthenticated},
+		"not a token":            {"abc.def.ghi", "a.shop", codes.Unauthenticated},
+	} {
+		resp, err := open(tc.token, tc.node)
+		if status.Code(err) != tc.code {
+			t.Errorf("%s: got %v and %v, want %v", name, resp, err, tc.code)
+		}
+	}
+	// CSDS answers only authenticated callers.
+	if _, err := statusv3.NewClientStatusDiscoveryServiceClient(dial("")).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("CSDS without a token: %v", err)
+	}
+
+	// Twenty reconnects with one token: one TokenReview, at most.
+	tokB := token("b", auth.Audience)
+	before := reviews.n.Load()
+	for range 20 {
+		if _, err := open(tokB, "b.shop"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := reviews.n.Load() - before; got != 1 {
+		t.Errorf("20 connects with one token cost %d TokenReviews", got)
+	}
+
+	// Pod b goes: its token, though remembered, opens nothing more.
+	must(c.Delete(ctx, pods["b"], client.GracePeriodSeconds(0)))
+	if err := testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+		if _, err := open(tokB, "b.shop"); status.Code(err) != codes.Unauthenticated {
+			return fmt.Errorf("the deleted pod's token: %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
