@@ -77,7 +77,12 @@ func countProxies(v ProxyView, kind string, obj client.Object) proxyCounts {
 func readyCondition(gen int64, decided []metav1.Condition, p proxyCounts) metav1.Condition {
 	for _, c := range decided {
 		if c.Status == metav1.ConditionFalse && (c.Type == meshv1.ConditionAccepted || c.Type == meshv1.ConditionResolvedRefs) {
-			return falseCondition(meshv1.ConditionReady, c.Reason, "Not sent to proxies: "+c.Message, gen)
+			msg := "Not sent to proxies: " + c.Message
+			if p.total > 0 {
+				// The mesh model keeps the last good generation in force.
+				msg += fmt.Sprintf(". %s keep%s the last generation that was in force", plural(p.total, "The affected proxy", "The %d affected proxies"), plural(p.total, "s", ""))
+			}
+			return falseCondition(meshv1.ConditionReady, c.Reason, msg, gen)
 		}
 	}
 	switch {
@@ -92,6 +97,17 @@ func readyCondition(gen int64, decided []metav1.Condition, p proxyCounts) metav1
 	}
 	return trueCondition(meshv1.ConditionReady, meshv1.ReasonSynced,
 		fmt.Sprintf("All %d proxies have acknowledged generation %d", p.total, gen), gen)
+}
+
+// plural picks one or many ("%d" in many is the count).
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	if strings.Contains(many, "%d") {
+		return fmt.Sprintf(many, n)
+	}
+	return many
 }
 
 // applyReady writes Ready (and, when fields is set, the proxy counts)

@@ -31,6 +31,10 @@ type ModelWatcher struct {
 	ClusterDomain   string
 	Clock           clock.Clock
 	Publish         func(context.Context, *mesh.Model)
+
+	// lastGood is what the last model applied (touched only by the
+	// debouncer's one goroutine).
+	lastGood mesh.Applied
 }
 
 // NeedLeaderElection is false: every replica needs the model.
@@ -89,13 +93,14 @@ func (w *ModelWatcher) Start(ctx context.Context) error {
 			log.Error(err, "Rebuilding the mesh model failed; keeping the previous one")
 			return
 		}
+		w.lastGood = m.Applied
 		w.Publish(ctx, m)
 	})
 	return nil
 }
 
 func (w *ModelWatcher) build(ctx context.Context) (*mesh.Model, error) {
-	in := mesh.Input{ClusterDomain: w.ClusterDomain}
+	in := mesh.Input{ClusterDomain: w.ClusterDomain, LastGood: w.lastGood}
 	var (
 		svcs   corev1.ServiceList
 		slices discoveryv1.EndpointSliceList

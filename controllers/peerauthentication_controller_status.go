@@ -46,7 +46,7 @@ func peerAuthAccepted(s *peerAuthScope) metav1.Condition {
 		}
 	}
 	return trueCondition(meshv1.ConditionAccepted, meshv1.ReasonAccepted,
-		fmt.Sprintf("The PeerAuthentication is valid and in force for its %s scope", s.scope), gen)
+		fmt.Sprintf("The PeerAuthentication is valid and applies to its %s scope", s.scope), gen)
 }
 
 // peerConflict says why an older peer conflicts with the policy, or "" when

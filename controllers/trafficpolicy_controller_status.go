@@ -51,7 +51,7 @@ func trafficPolicyAccepted(s *trafficPolicyScope) metav1.Condition {
 	if err := checkTrafficPolicyRegexes(tp); err != nil {
 		return falseCondition(meshv1.ConditionAccepted, meshv1.ReasonInvalid, err.Error(), gen)
 	}
-	return trueCondition(meshv1.ConditionAccepted, meshv1.ReasonAccepted, "The TrafficPolicy is valid and in force", gen)
+	return trueCondition(meshv1.ConditionAccepted, meshv1.ReasonAccepted, "The TrafficPolicy is valid; ResolvedRefs and Ready say whether it is in force", gen)
 }
 
 // trafficPolicyResolvedRefs: the target's port, protocol and subsets, and

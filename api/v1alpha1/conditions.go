@@ -23,7 +23,8 @@ const (
 // Condition reasons. A reason says what happened in one CamelCase word; the
 // condition's message says what to do about it.
 const (
-	// ReasonAccepted: the spec is valid and in force.
+	// ReasonAccepted: the spec is valid (ResolvedRefs and Ready say whether it
+	// is in force).
 	ReasonAccepted = "Accepted"
 	// ReasonInvalid: the spec passed admission but cannot be applied (for
 	// example a regular expression that does not compile).

@@ -181,14 +181,12 @@ func (d *demo) rollOutV4(ctx context.Context) error {
 }
 
 // measureUnresolved shows what the proxies do while the policy cannot be
-// resolved: weft leaves it out of their configuration, so the default
-// route, round robin over all of reviews' endpoints, applies.
+// resolved: nothing changes for them. The mesh model keeps the policy's
+// last good generation in force (a bad edit changes no traffic), so the
+// split stays where it was, and v4 still gets nothing.
 func (d *demo) measureUnresolved(ctx context.Context) error {
-	if err := d.waitClientRoutes(ctx); err != nil {
-		return err
-	}
-	d.say("Meanwhile weft leaves the policy out of the proxies' configuration (nothing half-applied), so reviews'\n" +
-		"    default route applies: round robin over all its endpoints, v4 included. What the client sees:")
+	d.say("Meanwhile the proxies keep the policy's last good generation (v1 and v2, 50/50): a policy that cannot\n" +
+		"    be applied changes no traffic. What the client sees:")
 	return d.traffic.measure(ctx, d.out, time.Now(), measureWindows)
 }
 

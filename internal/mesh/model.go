@@ -24,6 +24,18 @@ type Input struct {
 	Pods            []corev1.Pod
 	MeshServices    []meshv1.MeshService
 	TrafficPolicies []meshv1.TrafficPolicy
+	// LastGood is what the previous model applied (its Applied): a
+	// MeshService or TrafficPolicy whose current generation is refused or
+	// not yet reconciled keeps its last good generation in force.
+	LastGood Applied
+}
+
+// Applied is the MeshServices and TrafficPolicies a model applies, by
+// "<namespace>/<name>": the generation in force of each, which may be an
+// earlier one than the object's current generation.
+type Applied struct {
+	MeshServices    map[string]meshv1.MeshService
+	TrafficPolicies map[string]meshv1.TrafficPolicy
 }
 
 // Model is the mesh at one moment. Do not change it after Build.
@@ -32,6 +44,9 @@ type Model struct {
 	// Order.
 	Services map[string]*Service
 	Order    []string
+	// Applied is what the model applies; the next build takes it as
+	// LastGood.
+	Applied Applied
 }
 
 // Service is one MeshService that resolved.
@@ -94,10 +109,14 @@ type Route struct {
 // Key is a service's map key.
 func Key(namespace, name string) string { return namespace + "/" + name }
 
-// Build makes the model from its input. It keeps a MeshService only when
+// Build makes the model from its input. It applies a MeshService only when
 // its Accepted and ResolvedRefs conditions are True for its generation (what
 // the reconcilers decided), and a TrafficPolicy likewise: resources that
-// cannot be applied leave nothing half-applied in the model.
+// cannot be applied leave nothing half-applied in the model. When the
+// current generation is refused, or not reconciled yet, the last good
+// generation (in.LastGood) stays in force, so that a bad edit, or the
+// moment before the reconciler has looked at a good one, changes no
+// traffic.
 func Build(in Input) *Model {
 	domain := cmp.Or(in.ClusterDomain, "cluster.local")
 	svcs := map[string]*corev1.Service{}
@@ -119,11 +138,15 @@ func Build(in Input) *Model {
 		}
 	}
 
-	m := &Model{Services: map[string]*Service{}}
+	m := &Model{Services: map[string]*Service{}, Applied: Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}}}
 	for i := range in.MeshServices {
 		ms := &in.MeshServices[i]
 		if !inForce(ms.Status.Conditions, ms.Generation) {
-			continue
+			last, ok := in.LastGood.MeshServices[Key(ms.Namespace, ms.Name)]
+			if !ok || last.UID != ms.UID {
+				continue
+			}
+			ms = &last
 		}
 		svc := svcs[Key(ms.Namespace, ms.Spec.ServiceName)]
 		if svc == nil {
@@ -152,13 +175,24 @@ func Build(in Input) *Model {
 		}
 		s.Endpoints = endpoints(slicesBySvc[Key(svc.Namespace, svc.Name)], pods)
 		m.Services[Key(s.Namespace, s.Name)] = s
+		// A copy: the next build must see this generation whatever becomes of
+		// the input.
+		m.Applied.MeshServices[Key(s.Namespace, s.Name)] = *ms.DeepCopy()
 	}
 	for i := range in.TrafficPolicies {
 		tp := &in.TrafficPolicies[i]
+		if !inForce(tp.Status.Conditions, tp.Generation) {
+			last, ok := in.LastGood.TrafficPolicies[Key(tp.Namespace, tp.Name)]
+			if !ok || last.UID != tp.UID {
+				continue
+			}
+			tp = &last
+		}
 		s := m.Services[Key(tp.Namespace, tp.Spec.TargetRef.Name)]
-		if s == nil || !inForce(tp.Status.Conditions, tp.Generation) {
+		if s == nil {
 			continue
 		}
+		m.Applied.TrafficPolicies[Key(tp.Namespace, tp.Name)] = *tp.DeepCopy()
 		s.Policy, s.PolicyGeneration = tp.Name, tp.Generation
 		for _, r := range tp.Spec.HTTP {
 			s.Routes = append(s.Routes, Route{Name: r.Name, Matches: r.Matches, Backends: r.Backends})
