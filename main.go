@@ -103,6 +103,7 @@ type controllerOptions struct {
 	logFormat        string
 	xdsAddr          string
 	xdsAuth          string
+	xdsStatusAddr    string
 	webhookPort      int
 	webhookCertDir   string
 	inject           inject.Config
@@ -121,7 +122,9 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"the control plane's namespace; a PeerAuthentication without selector here covers the whole mesh")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, error, or a number (higher is more verbose)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
-	fs.StringVar(&o.xdsAuth, "xds-auth", "none",
+	fs.StringVar(&o.xdsStatusAddr, "xds-status-bind-address", "127.0.0.1:15013",
+		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token; keep it on loopback and reach it with kubectl port-forward; empty turns it off")
+	fs.StringVar(&o.xdsAuth, "xds-auth", "token",
 		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
 		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
@@ -263,6 +266,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient()}
 			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost},
 				identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"})
+			xs.StatusAddress = o.xdsStatusAddr
 		case "none":
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:

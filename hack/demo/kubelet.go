@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -101,12 +102,17 @@ func (d *demo) startPods(ctx context.Context, st stage) error {
 		if p.stage != st {
 			continue
 		}
+		// The pod exists before its process runs: its token is bound to it.
+		uid, err := d.createPod(ctx, p)
+		if err != nil {
+			return err
+		}
 		if d.traffic != nil && p.role != placeholder {
-			if err := d.runPod(ctx, p); err != nil {
+			if err := d.runPod(ctx, p, uid); err != nil {
 				return fmt.Errorf("pod %s: %w", p.name, err)
 			}
 		}
-		if err := d.publishPod(ctx, p); err != nil {
+		if err := d.markReady(ctx, p); err != nil {
 			return err
 		}
 	}
@@ -115,7 +121,10 @@ func (d *demo) startPods(ctx context.Context, st stage) error {
 
 // runPod starts a pod's process with a gRPC xDS bootstrap of its own and
 // waits until it is ready.
-func (d *demo) runPod(ctx context.Context, p pod) error {
+func (d *demo) runPod(ctx context.Context, p pod, uid types.UID) error {
+	if err := d.writeToken(ctx, p, uid); err != nil {
+		return err
+	}
 	bootstrap, err := d.writeBootstrap(p)
 	if err != nil {
 		return err
@@ -132,7 +141,9 @@ func (d *demo) runPod(ctx context.Context, p pod) error {
 		args = []string{"client", "-target", p.calls, "-rate", fmt.Sprint(callsPerSecond)}
 	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrap)
+	// grpc-go sends the bootstrap's call credentials (the pod's token)
+	// only when told to.
+	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrap, "GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS=true")
 	if p.role == caller {
 		return d.startClient(p.name, cmd)
 	}
@@ -163,12 +174,18 @@ func (d *demo) startClient(name string, cmd *exec.Cmd) error {
 }
 
 // writeBootstrap writes the gRPC xDS bootstrap of a pod: weft's xDS
-// server, and the pod's node id ("<pod>.<namespace>").
+// server over TLS checked against the mesh root, the pod's token as call
+// credentials, and the pod's node id ("<pod>.<namespace>").
 func (d *demo) writeBootstrap(p pod) (string, error) {
 	b, err := json.MarshalIndent(map[string]any{
 		"xds_servers": []any{map[string]any{
-			"server_uri":      xdsAddr,
-			"channel_creds":   []any{map[string]string{"type": "insecure"}},
+			"server_uri": net.JoinHostPort(xdsHost, xdsPort),
+			"channel_creds": []any{map[string]any{"type": "tls", "config": map[string]string{
+				"ca_certificate_file": d.rootCAFile(),
+			}}},
+			"call_creds": []any{map[string]any{"type": "jwt_token_file", "config": map[string]string{
+				"jwt_token_file": d.tokenFile(p),
+			}}},
 			"server_features": []string{"xds_v3"},
 		}},
 		"node": map[string]any{"id": p.proxyID()},
@@ -191,10 +208,8 @@ func probe(ctx context.Context, addr string) error {
 	})
 }
 
-// publishPod creates a pod bound to the demo node and marks it Running and
-// Ready.
-func (d *demo) publishPod(ctx context.Context, p pod) error {
-	c := d.env.Client
+// createPod creates a pod bound to the demo node, and returns its UID.
+func (d *demo) createPod(ctx context.Context, p pod) (types.UID, error) {
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: p.name, Labels: map[string]string{"app": p.app, "version": p.version}},
 		Spec: corev1.PodSpec{
@@ -203,9 +218,16 @@ func (d *demo) publishPod(ctx context.Context, p pod) error {
 			Containers:         []corev1.Container{{Name: p.app, Image: "example.invalid/" + p.app + ":" + p.version}},
 		},
 	}
-	if err := c.Create(ctx, obj); err != nil {
-		return fmt.Errorf("creating pod %s: %w", p.name, err)
+	if err := d.env.Client.Create(ctx, obj); err != nil {
+		return "", fmt.Errorf("creating pod %s: %w", p.name, err)
 	}
+	return obj.UID, nil
+}
+
+// markReady marks a pod Running and Ready with its address.
+func (d *demo) markReady(ctx context.Context, p pod) error {
+	c := d.env.Client
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: p.name}}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err

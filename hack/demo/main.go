@@ -89,6 +89,7 @@ type demo struct {
 	traffic    *traffic  // the client's reports; nil: no live traffic
 	routes     string    // the route version the client last acknowledged
 	procs      []*exec.Cmd
+	creds      credentials // the pods' tokens
 }
 
 // run starts everything and shows the tour. With forwards, it runs in the
@@ -170,7 +171,7 @@ func (d *demo) startForwards() error {
 	}
 	api := u.Host
 	go forward(d.forwards.api, api)
-	go forward(d.forwards.xds, xdsAddr)
+	go forward(d.forwards.xds, statusAddr)
 	d.say("API server: https://%s (forwarded into the demo's network namespace, where it listens on %s)", d.forwards.api.Addr(), api)
 	cfg, err := clientcmd.LoadFromFile(d.kubeconfig)
 	if err != nil {
@@ -203,8 +204,9 @@ func (d *demo) startWeft() error {
 		"--health-probe-bind-address=0", "--webhook-port=0", "--log-format=console"}
 	what := ""
 	if d.traffic != nil {
-		args = append(args, "--xds-bind-address="+xdsAddr)
-		what = " and its xDS server on " + xdsAddr
+		args = append(args, "--xds-bind-address="+xdsAddr, "--xds-auth=token", "--xds-host="+xdsHost,
+			"--xds-status-bind-address="+statusAddr)
+		what = " and its xDS server on " + xdsAddr + " (TLS from the mesh CA; every proxy proves its pod with its token)"
 	}
 	d.say("Starting the weft controller%s (log: %s) ...", what, filepath.Join(d.dir, "weft-controller.log"))
 	if err := d.start("weft-controller", exec.Command(d.weft, args...)); err != nil {
@@ -223,6 +225,11 @@ func (d *demo) applyWorkloadsAndSamples(ctx context.Context) error {
 	d.say("Applying the Services the samples name (hack/demo/workloads.yaml) and playing the kubelet of their pods ...")
 	if err := d.kubectlRun(ctx, "apply", "-f", filepath.Join(root, "hack", "demo", "workloads.yaml")); err != nil {
 		return err
+	}
+	if d.traffic != nil {
+		if err := d.writeRootCA(ctx); err != nil {
+			return err
+		}
 	}
 	if d.traffic != nil {
 		d.say("Running ratings-v1, reviews-v1 and reviews-v2 as gRPC servers on their pods' addresses; both reviews call\n" +

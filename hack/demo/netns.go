@@ -37,8 +37,12 @@ const (
 	advertiseEnv = "WEFT_TEST_APISERVER_ADVERTISE_ADDRESS"
 	// nodeIP is the demo node's address, which the API server advertises.
 	nodeIP = "192.0.2.1"
-	// xdsAddr is where weft's xDS server listens inside the namespace.
-	xdsAddr = "127.0.0.1:15012"
+	// xdsAddr is where weft's xDS server listens inside the namespace,
+	// xdsHost the name its certificate carries and the pods dial, and
+	// statusAddr where it serves the proxies' status (CSDS).
+	xdsAddr    = "127.0.0.1:15012"
+	xdsHost    = "localhost"
+	statusAddr = "127.0.0.1:15013"
 )
 
 // forwards are the host's ports that lead into the namespace.

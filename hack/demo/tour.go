@@ -53,7 +53,7 @@ func (d *demo) tourSplit(ctx context.Context) error {
 	if err := d.startPods(ctx, withClient); err != nil {
 		return err
 	}
-	if err := waitSynced(ctx, xdsAddr, proxies(withWorkloads, withClient)); err != nil {
+	if err := waitSynced(ctx, statusAddr, proxies(withWorkloads, withClient)); err != nil {
 		return err
 	}
 	if err := d.waitClientRoutes(ctx); err != nil { // what it runs now
@@ -92,7 +92,7 @@ func (d *demo) waitPolicyInForce(ctx context.Context) error {
 // waitClientRoutes waits until the client acknowledged routes other than
 // those it had.
 func (d *demo) waitClientRoutes(ctx context.Context) (err error) {
-	d.routes, err = waitRoutesChanged(ctx, xdsAddr, clientProxy, d.routes)
+	d.routes, err = waitRoutesChanged(ctx, statusAddr, clientProxy, d.routes)
 	return err
 }
 
@@ -100,7 +100,7 @@ func (d *demo) waitClientRoutes(ctx context.Context) (err error) {
 // address the user's shell reaches it at.
 func (d *demo) showWeftStatus(ctx context.Context) {
 	fmt.Fprintf(d.out, "\n$ weft status --xds-address %s\n", d.userXDS())
-	out, err := exec.CommandContext(ctx, d.weft, "status", "--xds-address", xdsAddr).CombinedOutput()
+	out, err := exec.CommandContext(ctx, d.weft, "status", "--xds-address", statusAddr).CombinedOutput()
 	fmt.Fprint(d.out, string(out))
 	if err != nil {
 		fmt.Fprintf(d.out, "(weft status: %v)\n", err)
@@ -174,7 +174,7 @@ func (d *demo) rollOutV4(ctx context.Context) error {
 	if err := d.waitEndpoints(ctx, "reviews", 3); err != nil {
 		return err
 	}
-	if err := waitSynced(ctx, xdsAddr, proxies(withWorkloads, withClient, duringTour)); err != nil {
+	if err := waitSynced(ctx, statusAddr, proxies(withWorkloads, withClient, duringTour)); err != nil {
 		return err
 	}
 	return d.traffic.measure(ctx, d.out, time.Now(), measureWindows)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -97,6 +98,7 @@ func TestStreamsProveTheirPod(t *testing.T) {
 	reviews := &countingReviewer{Reviewer: auth.ClientReviewer{Client: c}}
 	srv := New("127.0.0.1:0", logr.Discard())
 	srv.Auth = &auth.Authenticator{Reviewer: reviews, Pods: c}
+	srv.StatusAddress = "127.0.0.1:0"
 	const host = "weft-controller.weft-system.svc"
 	srv.TLS = identity.ServerTLS(func() *identity.Root { return &identity.Root{CA: root} }, []string{host},
 		identity.ID{TrustDomain: "cluster.local", Namespace: "weft-system", ServiceAccount: "weft-controller"})
@@ -149,9 +151,25 @@ func TestStreamsProveTheirPod(t *testing.T) {
 			t.Errorf("%s: got %v and %v, want %v", name, resp, err, tc.code)
 		}
 	}
-	// CSDS answers only authenticated callers.
-	if _, err := statusv3.NewClientStatusDiscoveryServiceClient(dial("")).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{}); status.Code(err) != codes.Unauthenticated {
-		t.Errorf("CSDS without a token: %v", err)
+	// The proxies' status is not served on the authenticated listener,
+	// but on its own loopback one, and lists pod a.
+	if _, err := statusv3.NewClientStatusDiscoveryServiceClient(dial(tokA)).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("CSDS on the xDS listener: %v", err)
+	}
+	held, err := discovery.NewAggregatedDiscoveryServiceClient(dial(tokA)).DeltaAggregatedResources(ctx)
+	must(err)
+	must(held.Send(&discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "a.shop"}, TypeUrl: resource.ClusterType}))
+	_, err = held.Recv()
+	must(err)
+	statusAddr, err := srv.StatusAddr(ctx)
+	must(err)
+	scc, err := grpc.NewClient(statusAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(err)
+	defer scc.Close()
+	st, err := statusv3.NewClientStatusDiscoveryServiceClient(scc).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{})
+	must(err)
+	if len(st.GetConfig()) != 1 || st.GetConfig()[0].GetNode().GetId() != "a.shop" {
+		t.Errorf("status lists %v, want pod a's proxy", st.GetConfig())
 	}
 
 	// Twenty reconnects with one token: one TokenReview, at most.

@@ -41,6 +41,12 @@ type Server struct {
 	// its own pod's node id. TLS, when set, is the listener's TLS.
 	Auth *auth.Authenticator
 	TLS  *tls.Config
+	// StatusAddress, when set, serves the Client Status Discovery Service
+	// (what `weft status` reads) on a listener of its own, without
+	// authentication: bind it to loopback and reach it through kubectl
+	// port-forward, which the API server authorizes. With Auth set, CSDS
+	// is served there only.
+	StatusAddress string
 
 	cache *cache.Cache
 
@@ -65,7 +71,7 @@ type Server struct {
 	acks    map[string]*ackState
 	changes chan struct{}
 
-	ready chan string
+	ready, statusReady chan string
 }
 
 // New returns a server with an empty model.
@@ -73,7 +79,7 @@ func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
 	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
-		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1)}
+		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1), statusReady: make(chan string, 1)}
 	_ = s.setShared(shared) // nor does it fail to cache
 	return s
 }
@@ -97,6 +103,18 @@ const (
 	grpcSet  = "flavour/grpc"
 	envoySet = "flavour/envoy"
 )
+
+// StatusAddr waits until the status listener (StatusAddress) listens and
+// returns its address.
+func (s *Server) StatusAddr(ctx context.Context) (string, error) {
+	select {
+	case a := <-s.statusReady:
+		s.statusReady <- a
+		return a, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
 
 // OnModel takes a new model and updates every connected proxy. A model
 // whose shared resources fail validation is not used: every proxy keeps
@@ -314,16 +332,32 @@ func (s *Server) Start(ctx context.Context) error {
 	})
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
-	statusv3.RegisterClientStatusDiscoveryServiceServer(gs, &csds{s: s})
+	if s.Auth == nil {
+		statusv3.RegisterClientStatusDiscoveryServiceServer(gs, &csds{s: s})
+	}
+	errc := make(chan error, 2)
+	if s.StatusAddress != "" {
+		slis, err := net.Listen("tcp", s.StatusAddress)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listening for the proxies' status on %s: %w", s.StatusAddress, err)
+		}
+		ss := grpc.NewServer()
+		statusv3.RegisterClientStatusDiscoveryServiceServer(ss, &csds{s: s})
+		defer ss.Stop()
+		go func() { errc <- ss.Serve(slis) }()
+		s.statusReady <- slis.Addr().String()
+		s.Log.Info("Serving the proxies' status (CSDS)", "address", slis.Addr().String())
+	}
 	s.ready <- lis.Addr().String()
-	s.Log.Info("Serving xDS", "address", lis.Addr().String())
-	errc := make(chan error, 1)
+	s.Log.Info("Serving xDS", "address", lis.Addr().String(), "authenticated", s.Auth != nil)
 	go func() { errc <- gs.Serve(lis) }()
 	select {
 	case <-ctx.Done():
 		gs.GracefulStop()
 		return nil
 	case err := <-errc:
+		gs.Stop()
 		return fmt.Errorf("serving xDS: %w", err)
 	}
 }
