@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -104,6 +105,7 @@ type controllerOptions struct {
 	xdsAddr          string
 	xdsAuth          string
 	xdsStatusAddr    string
+	leafTTL          time.Duration
 	webhookPort      int
 	webhookCertDir   string
 	inject           inject.Config
@@ -122,6 +124,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"the control plane's namespace; a PeerAuthentication without selector here covers the whole mesh")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, error, or a number (higher is more verbose)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.DurationVar(&o.leafTTL, "leaf-ttl", identity.DefaultLeafTTL,
+		"lifetime of the workload certificates served to sidecars over SDS (renewed at half-life; between 1m and 168h)")
 	fs.StringVar(&o.xdsStatusAddr, "xds-status-bind-address", "127.0.0.1:15013",
 		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token; keep it on loopback and reach it with kubectl port-forward; empty turns it off")
 	fs.StringVar(&o.xdsAuth, "xds-auth", "token",
@@ -261,12 +265,17 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle}
 	if o.xdsAddr != "" {
 		xs := server.New(o.xdsAddr, log.WithName("xds"))
+		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
+			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
+		}
 		switch o.xdsAuth {
 		case "token":
 			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient()}
 			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost},
 				identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"})
 			xs.StatusAddress = o.xdsStatusAddr
+			// Sidecars that proved their pod get its certificate over SDS.
+			xs.Signer, xs.TrustDomain, xs.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
 		case "none":
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:

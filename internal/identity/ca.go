@@ -123,9 +123,12 @@ func (ca *CA) Issue(req LeafRequest, now time.Time) ([][]byte, error) {
 	return append([][]byte{der}, ca.Chain...), nil
 }
 
-// RenewAt is when a leaf should be replaced: at half its life.
+// RenewAt is when a leaf weft issued should be replaced: half way through
+// the life it was issued for (its NotBefore is back-dated by clockSkew,
+// which does not count).
 func RenewAt(leaf *x509.Certificate) time.Time {
-	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	issued := leaf.NotBefore.Add(clockSkew)
+	return issued.Add(leaf.NotAfter.Sub(issued) / 2)
 }
 
 // IDOf returns the identity in a leaf, which must carry exactly one URI

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -54,7 +55,24 @@ func (bearer) RequireTransportSecurity() bool { return true }
 // stream for that pod's node id and nothing else; a token for another
 // audience, no token, or the token of a deleted pod open nothing; a burst
 // of reconnects costs one TokenReview.
-func TestStreamsProveTheirPod(t *testing.T) {
+// authFixture is an API server with namespace shop, pods (each with the
+// ServiceAccount named for it) and their tokens, and an xDS server that
+// authenticates them, with TLS from a fresh mesh root.
+type authFixture struct {
+	ctx     context.Context
+	c       client.Client
+	pods    map[string]*corev1.Pod
+	root    *identity.CA
+	srv     *Server
+	addr    string
+	reviews *countingReviewer
+	roots   *x509.CertPool
+}
+
+const authHost = "weft-controller.weft-system.svc"
+
+func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Server, *authFixture)) *authFixture {
+	t.Helper()
 	env, err := testenv.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -64,60 +82,87 @@ func TestStreamsProveTheirPod(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := env.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	f := &authFixture{ctx: ctx, c: env.Client, pods: map[string]*corev1.Pod{}}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "client"}}
-	must(c.Create(ctx, sa))
-	pods := map[string]*corev1.Pod{}
-	for _, name := range []string{"a", "b"} {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Spec: corev1.PodSpec{
-			ServiceAccountName: "client", AutomountServiceAccountToken: ptr.To(false),
-			Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
-		must(c.Create(ctx, p))
-		pods[name] = p
-	}
-	token := func(pod string, audience string) string {
-		t.Helper()
-		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-			Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](600),
-			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod, UID: pods[pod].UID}}}
-		must(c.SubResource("token").Create(ctx, sa, tr))
-		return tr.Status.Token
-	}
-
-	root, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
-	must(err)
-	reviews := &countingReviewer{Reviewer: auth.ClientReviewer{Client: c}}
-	srv := New("127.0.0.1:0", logr.Discard())
-	srv.Auth = &auth.Authenticator{Reviewer: reviews, Pods: c}
-	srv.StatusAddress = "127.0.0.1:0"
-	const host = "weft-controller.weft-system.svc"
-	srv.TLS = identity.ServerTLS(func() *identity.Root { return &identity.Root{CA: root} }, []string{host},
-		identity.ID{TrustDomain: "cluster.local", Namespace: "weft-system", ServiceAccount: "weft-controller"})
-	go func() { _ = srv.Start(ctx) }()
-	addr, err := srv.Addr(ctx)
-	must(err)
-	roots := x509.NewCertPool()
-	roots.AddCert(root.Cert)
-	dial := func(tok string) *grpc.ClientConn {
-		t.Helper()
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}))}
-		if tok != "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(bearer(tok)))
+	must(f.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	for name, sa := range podSA {
+		if err := f.c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: sa}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
 		}
-		cc, err := grpc.NewClient(addr, opts...)
-		must(err)
-		t.Cleanup(func() { cc.Close() })
-		return cc
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Spec: corev1.PodSpec{
+			ServiceAccountName: sa, AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		must(f.c.Create(ctx, p))
+		f.pods[name] = p
 	}
+	f.root, err = identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	must(err)
+	f.reviews = &countingReviewer{Reviewer: auth.ClientReviewer{Client: f.c}}
+	f.srv = New("127.0.0.1:0", logr.Discard())
+	f.srv.Auth = &auth.Authenticator{Reviewer: f.reviews, Pods: f.c}
+	f.srv.TLS = identity.ServerTLS(f.meshRoot, []string{authHost},
+		identity.ID{TrustDomain: "cluster.local", Namespace: "weft-system", ServiceAccount: "weft-controller"})
+	if configure != nil {
+		configure(f.srv, f)
+	}
+	go func() { _ = f.srv.Start(ctx) }()
+	f.addr, err = f.srv.Addr(ctx)
+	must(err)
+	f.roots = x509.NewCertPool()
+	f.roots.AddCert(f.root.Cert)
+	return f
+}
+
+func (f *authFixture) meshRoot() *identity.Root {
+	return &identity.Root{CA: f.root, Bundle: identity.EncodeCerts(f.root.Chain)}
+}
+
+// token returns a pod's token for an audience.
+func (f *authFixture) token(t *testing.T, pod, audience string) string {
+	t.Helper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: f.pods[pod].Spec.ServiceAccountName}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](600),
+		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod, UID: f.pods[pod].UID}}}
+	if err := f.c.SubResource("token").Create(f.ctx, sa, tr); err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
+}
+
+// dial connects over TLS, sending tok (if any) on every call.
+func (f *authFixture) dial(t *testing.T, tok string) *grpc.ClientConn {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: f.roots, ServerName: authHost, MinVersion: tls.VersionTLS12}))}
+	if tok != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(tok)))
+	}
+	cc, err := grpc.NewClient(f.addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func TestStreamsProveTheirPod(t *testing.T) {
+	f := newAuthFixture(t, map[string]string{"a": "client", "b": "client"}, func(s *Server, _ *authFixture) { s.StatusAddress = "127.0.0.1:0" })
+	ctx, c, pods, srv, reviews := f.ctx, f.c, f.pods, f.srv, f.reviews
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	token := func(pod, audience string) string { return f.token(t, pod, audience) }
+	dial := func(tok string) *grpc.ClientConn { return f.dial(t, tok) }
 	// open starts a delta stream as node and returns its first response or
 	// the error that ended it.
 	open := func(tok, node string) (*discovery.DeltaDiscoveryResponse, error) {

@@ -12,8 +12,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/cache"
@@ -47,6 +50,14 @@ type Server struct {
 	// port-forward, which the API server authorizes. With Auth set, CSDS
 	// is served there only.
 	StatusAddress string
+	// Signer, when set with Auth, certifies each sidecar's proven identity:
+	// a leaf for spiffe://<TrustDomain>/ns/<ns>/sa/<sa>, made in memory,
+	// served only on that sidecar's own stream (SDS secrets "default" and
+	// "ROOTCA"), renewed at half-life. LeafTTL is its lifetime (default
+	// 24 h).
+	Signer      func() *identity.Root
+	TrustDomain string
+	LeafTTL     time.Duration
 
 	cache *cache.Cache
 
@@ -57,8 +68,13 @@ type Server struct {
 	shared  *translate.Shared
 	stamp   stamp
 	proxies map[string]translate.Proxy
-	// inbound is what each sidecar's own resources were made from.
-	inbound map[string][]translate.PodPort
+	// inbound is what each sidecar's own resources were made from, and
+	// ownSecrets the secrets last given them; proxyIdentity is what each
+	// proxy proved, and leaves its certificate.
+	inbound       map[string][]translate.PodPort
+	ownSecrets    map[string][]*tlsv3.Secret
+	proxyIdentity map[string]auth.Identity
+	leaves        map[string]*leaf
 	// failed is the last translation error per proxy; the proxy keeps its
 	// last good resources meanwhile.
 	failed map[string]error
@@ -79,7 +95,7 @@ func New(address string, log logr.Logger) *Server {
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
 	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
-		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1), statusReady: make(chan string, 1)}
+		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, ownSecrets: map[string][]*tlsv3.Secret{}, proxyIdentity: map[string]auth.Identity{}, leaves: map[string]*leaf{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1), statusReady: make(chan string, 1)}
 	_ = s.setShared(shared) // nor does it fail to cache
 	return s
 }
@@ -103,6 +119,32 @@ const (
 	grpcSet  = "flavour/grpc"
 	envoySet = "flavour/envoy"
 )
+
+// renewLeaves replaces sidecars' certificates at half-life.
+func (s *Server) renewLeaves(ctx context.Context) {
+	every := 10 * time.Second
+	if s.LeafTTL > 0 && s.LeafTTL/20 < every {
+		every = max(s.LeafTTL/20, time.Second)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for id, p := range s.proxies {
+				// Renew what is due, and retry what failed (the CA may
+				// have been loading).
+				if p.Flavour == translate.FlavourEnvoy && (s.renewalDueLocked(id, now) || s.failed[id] != nil) {
+					s.pushLocked(id, p)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
 
 // StatusAddr waits until the status listener (StatusAddress) listens and
 // returns its address.
@@ -170,17 +212,24 @@ func (s *Server) assignLocked(id string, p translate.Proxy) error {
 	if p.Flavour != translate.FlavourEnvoy {
 		return s.cache.Assign(id, grpcSet)
 	}
-	// A sidecar's own resources change only with its pod's ports.
+	// A sidecar's own resources change only with its pod's ports and its
+	// certificate.
 	ports := s.shared.InboundPorts(p.Pod)
-	if prev, ok := s.inbound[id]; !ok || !slices.Equal(prev, ports) {
+	secrets, err := s.secretsLocked(id, time.Now())
+	if err != nil {
+		return err
+	}
+	prev, ok := s.inbound[id]
+	if !ok || !slices.Equal(prev, ports) || !slices.Equal(s.ownSecrets[id], secrets) {
 		own, err := translate.Own(s.shared, p)
 		if err != nil {
 			return err
 		}
+		own.Secrets = secrets
 		if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
 			return err
 		}
-		s.inbound[id] = ports
+		s.inbound[id], s.ownSecrets[id] = ports, secrets
 	}
 	return s.cache.Assign(id, envoySet, cache.ProxySet(id))
 }
@@ -227,6 +276,9 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 		}
 	}
 	s.streams[stream] = id
+	if who, ok := s.identities[stream]; ok {
+		s.proxyIdentity[id] = who
+	}
 	if _, known := s.proxies[id]; known {
 		return nil
 	}
@@ -288,6 +340,9 @@ func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 	}
 	delete(s.proxies, id)
 	delete(s.inbound, id)
+	delete(s.ownSecrets, id)
+	delete(s.proxyIdentity, id)
+	delete(s.leaves, id)
 	delete(s.failed, id)
 	delete(s.acks, id)
 	s.notify()
@@ -351,6 +406,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ready <- lis.Addr().String()
 	s.Log.Info("Serving xDS", "address", lis.Addr().String(), "authenticated", s.Auth != nil)
+	if s.Signer != nil {
+		go s.renewLeaves(ctx)
+	}
 	go func() { errc <- gs.Serve(lis) }()
 	select {
 	case <-ctx.Done():

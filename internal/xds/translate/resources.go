@@ -6,13 +6,18 @@ import (
 )
 
 // ByType returns the resources keyed by xDS type URL, as caches take them.
+// Secrets are a type only for sets that hold them (a sidecar's own).
 func (r *Resources) ByType() map[string][]types.Resource {
-	return map[string][]types.Resource{
+	out := map[string][]types.Resource{
 		resource.ListenerType: toResources(r.Listeners),
 		resource.RouteType:    toResources(r.Routes),
 		resource.ClusterType:  toResources(r.Clusters),
 		resource.EndpointType: toResources(r.Endpoints),
 	}
+	if r.Secrets != nil {
+		out[resource.SecretType] = toResources(r.Secrets)
+	}
+	return out
 }
 
 func toResources[T types.Resource](xs []T) []types.Resource {
