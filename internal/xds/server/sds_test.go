@@ -198,7 +198,7 @@ func mutualTLS(server, clientCert tls.Certificate, roots *x509.CertPool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: &tls.Config{Certificates: []tls.Certificate{clientCert},
-		InsecureSkipVerify: true, //nolint:gosec // the peer is checked by chain and SPIFFE ID below
+		InsecureSkipVerify:    true, //nolint:gosec // the peer is checked by chain and SPIFFE ID below
 		VerifyPeerCertificate: wantID(server.Leaf), MinVersion: tls.VersionTLS13}}).DialContext(ctx, "tcp", lis.Addr().String())
 	if err == nil {
 		_, err = io.ReadAll(conn)
