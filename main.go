@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -263,6 +264,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("adding the root CA loader: %w", err)
 	}
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle}
+	// Pod certificates, where the API server serves them.
+	if _, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1"); err == nil {
+		copts.PodCertificates = &controllers.PodCertificateSigner{SignerName: o.inject.PodCertificateSigner, TrustDomain: o.inject.TrustDomain, Root: root.Root}
+	} else {
+		log.Info("The API server does not serve PodCertificateRequests (certificates.k8s.io/v1); weft signs none", "reason", err.Error())
+	}
 	if o.xdsAddr != "" {
 		xs := server.New(o.xdsAddr, log.WithName("xds"))
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {

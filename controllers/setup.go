@@ -47,6 +47,9 @@ type Options struct {
 	// Bundle, when set, returns the roots the mesh trusts, published in
 	// every meshed namespace.
 	Bundle func() []byte
+	// PodCertificates, when set, signs the PodCertificateRequests for its
+	// signer name.
+	PodCertificates *PodCertificateSigner
 }
 
 // Setup registers every reconciler with the manager.
@@ -79,6 +82,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		MeshNamespace: o.MeshNamespace,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the PeerAuthentication reconciler: %w", err)
+	}
+	if o.PodCertificates != nil {
+		o.PodCertificates.Client = mgr.GetClient()
+		if err := o.PodCertificates.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the pod certificate signer: %w", err)
+		}
 	}
 	if o.Bundle != nil {
 		if err := (&BundleReconciler{Client: mgr.GetClient(), Bundle: o.Bundle}).SetupWithManager(mgr); err != nil {

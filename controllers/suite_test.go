@@ -23,8 +23,14 @@ import (
 // meshNamespace stands in for weft-system in these tests.
 const meshNamespace = "weft-system"
 
-// testBundle is the root bundle the controllers publish in the tests.
-var testBundle []byte
+// testBundle is the root bundle the controllers publish in the tests, and
+// testRoot the CA that signs pod certificates for testSigner.
+var (
+	testBundle []byte
+	testRoot   *identity.Root
+)
+
+const testSigner = "weft.dev/workload"
 
 var (
 	env    *testenv.Env
@@ -91,8 +97,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	testBundle = identity.EncodeCerts(root.Chain)
+	testRoot = &identity.Root{CA: root, Bundle: testBundle}
 	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: meshNamespace, OnModel: models.record,
-		Bundle: func() []byte { return testBundle }}); err != nil {
+		Bundle:          func() []byte { return testBundle },
+		PodCertificates: &controllers.PodCertificateSigner{SignerName: testSigner, TrustDomain: "cluster.local", Root: func() *identity.Root { return testRoot }},
+	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

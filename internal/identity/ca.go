@@ -23,9 +23,9 @@ const (
 	// MinLeafTTL is the least a leaf lives: shorter would renew faster
 	// than anything can use it.
 	MinLeafTTL = time.Minute
-	// clockSkew back-dates a leaf so that a peer whose clock runs a little
+	// ClockSkew back-dates a leaf so that a peer whose clock runs a little
 	// behind accepts it at once.
-	clockSkew = time.Minute
+	ClockSkew = time.Minute
 )
 
 // CA signs leaves with a certificate and its key. Chain holds the CA's
@@ -50,7 +50,7 @@ func NewRoot(trustDomain string, now time.Time, ttl time.Duration) (*CA, error) 
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"weft"}, CommonName: "weft root " + trustDomain},
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              now.Add(ttl),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
@@ -109,7 +109,7 @@ func (ca *CA) Issue(req LeafRequest, now time.Time) ([][]byte, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
@@ -124,10 +124,10 @@ func (ca *CA) Issue(req LeafRequest, now time.Time) ([][]byte, error) {
 }
 
 // RenewAt is when a leaf weft issued should be replaced: half way through
-// the life it was issued for (its NotBefore is back-dated by clockSkew,
+// the life it was issued for (its NotBefore is back-dated by ClockSkew,
 // which does not count).
 func RenewAt(leaf *x509.Certificate) time.Time {
-	issued := leaf.NotBefore.Add(clockSkew)
+	issued := leaf.NotBefore.Add(ClockSkew)
 	return issued.Add(leaf.NotAfter.Sub(issued) / 2)
 }
 

@@ -1,0 +1,187 @@
+package controllers
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/weftmesh/weft/internal/identity"
+)
+
+// Reasons weft gives on the Denied and Failed conditions of a
+// PodCertificateRequest.
+const (
+	ReasonPodNotFound           = "PodNotFound"
+	ReasonPodMismatch           = "PodMismatch"
+	ReasonUnsupportedKey        = "UnsupportedKeyType"
+	ReasonSignerNotReady        = "SignerNotReady"
+	ReasonIssued                = "Issued"
+	podCertificateSignerRequeue = 2 * time.Second
+)
+
+// The signer reads the pods it certifies (already watched by the mesh
+// model), signs requests for its signer name (the API server checks the
+// "sign" verb on the signer), and writes their status.
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests/status,verbs=update
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=signers,resourceNames=weft.dev/workload,verbs=sign
+
+// PodCertificateSigner signs the PodCertificateRequests addressed to
+// weft's signer name. The API server vouches for the request (the kubelet
+// of the pod's node made it; pod, service account and node are its); weft
+// checks that they still describe a live pod, on that node, running as
+// that service account, and refuses anything else with a reason. The leaf
+// names the pod's SPIFFE identity as its one URI SAN, lives what the
+// request asks within weft's bounds, and is refreshed at half-life.
+type PodCertificateSigner struct {
+	Client      client.Client
+	SignerName  string
+	TrustDomain string
+	// Root returns the signing CA, nil until it is loaded.
+	Root func() *identity.Root
+	Now  func() time.Time
+}
+
+// Reconcile signs or refuses one request.
+func (r *PodCertificateSigner) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var pcr certificatesv1.PodCertificateRequest
+	if err := r.Client.Get(ctx, req.NamespacedName, &pcr); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if pcr.Spec.SignerName != r.SignerName || decided(&pcr) {
+		return reconcile.Result{}, nil
+	}
+	root := r.Root()
+	if root == nil {
+		return reconcile.Result{RequeueAfter: podCertificateSignerRequeue}, nil // the CA is loading
+	}
+	id, reason, why, err := r.check(ctx, &pcr)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if reason != "" {
+		return reconcile.Result{}, r.decide(ctx, &pcr, certificatesv1.PodCertificateRequestConditionTypeDenied, reason, why)
+	}
+	csr, err := x509.ParseCertificateRequest(pcr.Spec.StubPKCS10Request)
+	if err != nil {
+		return reconcile.Result{}, r.decide(ctx, &pcr, certificatesv1.PodCertificateRequestConditionTypeDenied, ReasonUnsupportedKey,
+			"spec.stubPKCS10Request is not a PKCS#10 request: "+err.Error())
+	}
+	now := r.now()
+	// The whole validity, back-dating included, stays within what the
+	// request allows (the API server checks it).
+	ttl := identity.DefaultLeafTTL
+	if m := pcr.Spec.MaxExpirationSeconds; m != nil {
+		ttl = min(time.Duration(*m)*time.Second, identity.MaxLeafTTL)
+	}
+	ttl -= identity.ClockSkew
+	chain, err := root.CA.Issue(identity.LeafRequest{ID: id, PublicKey: csr.PublicKey, TTL: max(ttl, identity.MinLeafTTL)}, now)
+	if err != nil {
+		return reconcile.Result{}, r.decide(ctx, &pcr, certificatesv1.PodCertificateRequestConditionTypeDenied, ReasonUnsupportedKey, err.Error())
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	// The chain ends below the root: proxies trust the root from the
+	// bundle.
+	pcr.Status.CertificateChain = string(identity.EncodeCerts(chain[:len(chain)-1]))
+	if len(chain) == 1 {
+		pcr.Status.CertificateChain = string(identity.EncodeCerts(chain))
+	}
+	pcr.Status.NotBefore = &metav1.Time{Time: leaf.NotBefore}
+	pcr.Status.BeginRefreshAt = &metav1.Time{Time: identity.RenewAt(leaf)}
+	pcr.Status.NotAfter = &metav1.Time{Time: leaf.NotAfter}
+	meta.SetStatusCondition(&pcr.Status.Conditions, metav1.Condition{
+		Type: certificatesv1.PodCertificateRequestConditionTypeIssued, Status: metav1.ConditionTrue, Reason: ReasonIssued,
+		Message: "Issued for " + id.String(), ObservedGeneration: pcr.Generation,
+	})
+	if err := r.Client.Status().Update(ctx, &pcr); err != nil {
+		return reconcile.Result{}, fmt.Errorf("writing the certificate of %s: %w", req.NamespacedName, err)
+	}
+	return reconcile.Result{}, nil
+}
+
+// check compares the request with the pod it names: the pod must exist
+// with that UID, on that node, as that service account.
+func (r *PodCertificateSigner) check(ctx context.Context, pcr *certificatesv1.PodCertificateRequest) (identity.ID, string, string, error) {
+	var pod corev1.Pod
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: pcr.Namespace, Name: pcr.Spec.PodName}, &pod)
+	if apierrors.IsNotFound(err) {
+		return identity.ID{}, ReasonPodNotFound, fmt.Sprintf("pod %s/%s does not exist", pcr.Namespace, pcr.Spec.PodName), nil
+	}
+	if err != nil {
+		return identity.ID{}, "", "", fmt.Errorf("reading pod %s/%s: %w", pcr.Namespace, pcr.Spec.PodName, err)
+	}
+	switch {
+	case pod.UID != pcr.Spec.PodUID:
+		return identity.ID{}, ReasonPodNotFound, fmt.Sprintf("spec.podUID %s is not pod %s/%s's (%s): the pod was replaced", pcr.Spec.PodUID, pod.Namespace, pod.Name, pod.UID), nil
+	case pod.Spec.NodeName != string(pcr.Spec.NodeName):
+		return identity.ID{}, ReasonPodMismatch, fmt.Sprintf("spec.nodeName %s: pod %s/%s runs on node %q", pcr.Spec.NodeName, pod.Namespace, pod.Name, pod.Spec.NodeName), nil
+	case serviceAccountOf(&pod) != pcr.Spec.ServiceAccountName:
+		return identity.ID{}, ReasonPodMismatch, fmt.Sprintf("spec.serviceAccountName %s: pod %s/%s runs as %q", pcr.Spec.ServiceAccountName, pod.Namespace, pod.Name, serviceAccountOf(&pod)), nil
+	}
+	id := identity.ID{TrustDomain: r.TrustDomain, Namespace: pod.Namespace, ServiceAccount: pcr.Spec.ServiceAccountName}
+	if err := id.Validate(); err != nil {
+		return identity.ID{}, ReasonPodMismatch, err.Error(), nil
+	}
+	return id, "", "", nil
+}
+
+func serviceAccountOf(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName == "" {
+		return "default"
+	}
+	return pod.Spec.ServiceAccountName
+}
+
+func (r *PodCertificateSigner) decide(ctx context.Context, pcr *certificatesv1.PodCertificateRequest, condType, reason, message string) error {
+	meta.SetStatusCondition(&pcr.Status.Conditions, metav1.Condition{Type: condType, Status: metav1.ConditionTrue,
+		Reason: reason, Message: message, ObservedGeneration: pcr.Generation})
+	if err := r.Client.Status().Update(ctx, pcr); err != nil {
+		return fmt.Errorf("refusing %s/%s: %w", pcr.Namespace, pcr.Name, err)
+	}
+	return nil
+}
+
+// decided says whether a request was issued, denied or failed already.
+func decided(pcr *certificatesv1.PodCertificateRequest) bool {
+	for _, t := range []string{certificatesv1.PodCertificateRequestConditionTypeIssued,
+		certificatesv1.PodCertificateRequestConditionTypeDenied, certificatesv1.PodCertificateRequestConditionTypeFailed} {
+		if meta.IsStatusConditionTrue(pcr.Status.Conditions, t) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *PodCertificateSigner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager watches requests for weft's signer name.
+func (r *PodCertificateSigner) SetupWithManager(mgr manager.Manager) error {
+	mine := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		pcr, ok := o.(*certificatesv1.PodCertificateRequest)
+		return ok && pcr.Spec.SignerName == r.SignerName
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("podcertificate").
+		For(&certificatesv1.PodCertificateRequest{}, builder.WithPredicates(mine)).
+		Complete(r)
+}
