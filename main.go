@@ -107,6 +107,7 @@ type controllerOptions struct {
 	xdsAuth          string
 	xdsStatusAddr    string
 	leafTTL          time.Duration
+	certDelivery     string
 	webhookPort      int
 	webhookCertDir   string
 	inject           inject.Config
@@ -140,10 +141,31 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.inject.ProxyImage, "proxy-image", o.inject.ProxyImage, "stock Envoy image injected as the sidecar (pin it)")
 	fs.StringVar(&o.inject.InitImage, "init-image", o.inject.InitImage, "weft image whose init-redirect command installs the capture rules")
 	fs.StringVar(&o.inject.XDSHost, "xds-host", o.inject.XDSHost, "host name proxies use to reach the xDS server")
-	fs.Func("cert-delivery", "how workloads get certificates: sds or podCertificate (default sds)", func(v string) error {
-		o.inject.CertDelivery = inject.CertDelivery(v)
+	o.certDelivery = "auto"
+	fs.Func("cert-delivery", "how workloads get certificates: auto (pod certificates where the API server serves them, else SDS), sds or podCertificate (default auto)", func(v string) error {
+		o.certDelivery = v
 		return nil
 	})
+}
+
+// chooseDelivery resolves --cert-delivery: auto picks pod certificates
+// where the API server serves them.
+func chooseDelivery(flag string, podCertificates bool) (inject.CertDelivery, error) {
+	switch flag {
+	case "auto":
+		if podCertificates {
+			return inject.DeliveryPodCertificate, nil
+		}
+		return inject.DeliverySDS, nil
+	case string(inject.DeliverySDS):
+		return inject.DeliverySDS, nil
+	case string(inject.DeliveryPodCertificate):
+		if !podCertificates {
+			return "", errors.New("--cert-delivery=podCertificate: the API server does not serve PodCertificateRequests (certificates.k8s.io/v1)")
+		}
+		return inject.DeliveryPodCertificate, nil
+	}
+	return "", fmt.Errorf("--cert-delivery: %q is none of auto, sds, podCertificate", flag)
 }
 
 func (o *controllerOptions) logger() (zap.Opts, error) {
@@ -265,11 +287,18 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle}
 	// Pod certificates, where the API server serves them.
-	if _, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1"); err == nil {
+	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
+	if pcrErr == nil {
 		copts.PodCertificates = &controllers.PodCertificateSigner{SignerName: o.inject.PodCertificateSigner, TrustDomain: o.inject.TrustDomain, Root: root.Root}
 	} else {
-		log.Info("The API server does not serve PodCertificateRequests (certificates.k8s.io/v1); weft signs none", "reason", err.Error())
+		log.Info("The API server does not serve PodCertificateRequests (certificates.k8s.io/v1); weft signs none", "reason", pcrErr.Error())
 	}
+	delivery, err := chooseDelivery(o.certDelivery, pcrErr == nil)
+	if err != nil {
+		return err
+	}
+	o.inject.CertDelivery = delivery
+	log.Info("Workload certificates", "delivery", delivery)
 	if o.xdsAddr != "" {
 		xs := server.New(o.xdsAddr, log.WithName("xds"))
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {

@@ -26,7 +26,7 @@ func Status(ctx context.Context, addr string, out io.Writer) error {
 		return fmt.Errorf("asking %s for proxy status: %w", addr, err)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROXY\tFLAVOUR\tLISTENERS\tROUTES\tCLUSTERS\tENDPOINTS\tLAST NACK")
+	fmt.Fprintln(tw, "PROXY\tFLAVOUR\tLISTENERS\tROUTES\tCLUSTERS\tENDPOINTS\tLAST NACK\tIDENTITY\tCERTIFICATE")
 	for _, c := range resp.GetConfig() {
 		cols := map[string]string{}
 		var nacks []string
@@ -45,9 +45,14 @@ func Status(ctx context.Context, addr string, out io.Writer) error {
 		if len(nacks) > 0 {
 			nack = strings.Join(nacks, "; ")
 		}
-		flavour := c.GetNode().GetMetadata().GetFields()["weft.flavour"].GetStringValue()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetNode().GetId(), flavour,
-			or(cols["Listener"]), or(cols["RouteConfiguration"]), or(cols["Cluster"]), or(cols["ClusterLoadAssignment"]), nack)
+		meta := c.GetNode().GetMetadata().GetFields()
+		cert := "-"
+		if exp := meta["weft.certExpiry"].GetStringValue(); exp != "" {
+			cert = meta["weft.certDelivery"].GetStringValue() + ", expires " + exp
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetNode().GetId(), meta["weft.flavour"].GetStringValue(),
+			or(cols["Listener"]), or(cols["RouteConfiguration"]), or(cols["Cluster"]), or(cols["ClusterLoadAssignment"]), nack,
+			or(meta["weft.identity"].GetStringValue()), cert)
 	}
 	return tw.Flush()
 }

@@ -3,11 +3,19 @@ package server
 import (
 	"context"
 	"slices"
+	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Node metadata fields of the proxies' status.
+const (
+	IdentityKey   = "weft.identity"
+	CertExpiryKey = "weft.certExpiry"
+	DeliveryKey   = "weft.certDelivery"
 )
 
 // csds answers the Client Status Discovery Service: what each connected
@@ -29,9 +37,17 @@ func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 	out := &statusv3.ClientStatusResponse{}
 	for _, id := range s.proxyIDsLocked() {
 		p, a := s.proxies[id], s.acks[id]
-		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			FlavourKey: structpb.NewStringValue(string(p.Flavour)),
-		}}}}
+		meta := map[string]*structpb.Value{FlavourKey: structpb.NewStringValue(string(p.Flavour))}
+		// What the proxy proved, and the certificate weft serves it, if any.
+		if who, ok := s.proxyIdentity[id]; ok {
+			meta[IdentityKey] = structpb.NewStringValue("system:serviceaccount:" + who.Namespace + ":" + who.ServiceAccount)
+		}
+		if l := s.leaves[id]; l != nil {
+			meta[IdentityKey] = structpb.NewStringValue(l.id.String())
+			meta[CertExpiryKey] = structpb.NewStringValue(l.notAfter.UTC().Format(time.RFC3339))
+			meta[DeliveryKey] = structpb.NewStringValue("sds")
+		}
+		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: meta}}}
 		versions := s.cache.Versions(id)
 		types := make([]string, 0, len(versions))
 		for t := range versions {

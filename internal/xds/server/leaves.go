@@ -19,9 +19,10 @@ import (
 // stream proved, and replaced at half-life. Its key is never written
 // anywhere but into the proxy's own SDS secret.
 type leaf struct {
-	id      identity.ID
-	secrets []*tlsv3.Secret
-	renewAt time.Time
+	id       identity.ID
+	secrets  []*tlsv3.Secret
+	renewAt  time.Time
+	notAfter time.Time
 }
 
 // secretsLocked returns a sidecar's SDS secrets, making or renewing its
@@ -57,7 +58,7 @@ func (s *Server) secretsLocked(proxy string, now time.Time) ([]*tlsv3.Secret, er
 		return nil, err
 	}
 	secrets := translate.Secrets(identity.EncodeCerts(chain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), root.Bundle)
-	s.leaves[proxy] = &leaf{id: id, secrets: secrets, renewAt: identity.RenewAt(cert)}
+	s.leaves[proxy] = &leaf{id: id, secrets: secrets, renewAt: identity.RenewAt(cert), notAfter: cert.NotAfter}
 	return secrets, nil
 }
 

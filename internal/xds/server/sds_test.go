@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"regexp"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -87,6 +89,7 @@ func certOf(t *testing.T, sec *tlsv3.Secret) tls.Certificate {
 func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
 	f := newAuthFixture(t, map[string]string{"a": "client", "c": "other"}, func(s *Server, f *authFixture) {
 		s.Signer, s.TrustDomain, s.LeafTTL = f.meshRoot, "cluster.local", identity.MinLeafTTL
+		s.StatusAddress = "127.0.0.1:0"
 	})
 	a := openSDS(t, f, "a")
 	got := a.next(t)
@@ -123,6 +126,20 @@ func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
 	}
 	if err := mutualTLS(certA, certC, roots); err != nil {
 		t.Fatalf("a and c: %v", err)
+	}
+
+	// weft status shows each sidecar's identity and its certificate.
+	statusAddr, err := f.srv.StatusAddr(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := cli.Status(f.ctx, statusAddr, &out); err != nil {
+		t.Fatal(err)
+	}
+	wantRow := regexp.MustCompile(`a\.shop\s+envoy.*spiffe://cluster\.local/ns/shop/sa/client\s+sds, expires ` + regexp.QuoteMeta(certA.Leaf.NotAfter.UTC().Format(time.RFC3339)))
+	if !wantRow.MatchString(out.String()) {
+		t.Errorf("weft status does not show a's identity and certificate:\n%s", out.String())
 	}
 
 	// Renewed at half-life (30 s of 1 min), on the same stream.
