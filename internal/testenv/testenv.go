@@ -166,6 +166,22 @@ func (e *Env) WebhookServing() (host string, port int, certDir string) {
 // WebhookCA is the CA that signed the webhook serving certificate.
 func (e *Env) WebhookCA() []byte { return e.env.WebhookInstallOptions.LocalServingCAData }
 
+// ServiceAccountIssuer returns the issuer of the API server's
+// ServiceAccount tokens and the PEM key it signs them with, so that a test
+// can make a token the API server would have made at another time (an
+// expired one, for instance).
+func (e *Env) ServiceAccountIssuer() (issuer string, key []byte, err error) {
+	api := e.env.ControlPlane.APIServer
+	if api == nil {
+		return "", nil, errors.New("the API server is not running")
+	}
+	key, err = os.ReadFile(filepath.Join(api.CertDir, "sa-signer.key"))
+	if err != nil {
+		return "", nil, fmt.Errorf("reading the API server's token signing key: %w", err)
+	}
+	return api.SecureServing.URL("https", "/").String(), key, nil
+}
+
 // AssetsDir is the directory of the control-plane binaries in use.
 func (e *Env) AssetsDir() string { return e.env.BinaryAssetsDirectory }
 

@@ -2,6 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -59,6 +65,7 @@ func (bearer) RequireTransportSecurity() bool { return true }
 // ServiceAccount named for it) and their tokens, and an xDS server that
 // authenticates them, with TLS from a fresh mesh root.
 type authFixture struct {
+	env     *testenv.Env
 	ctx     context.Context
 	c       client.Client
 	pods    map[string]*corev1.Pod
@@ -84,7 +91,7 @@ func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Serve
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	f := &authFixture{ctx: ctx, c: env.Client, pods: map[string]*corev1.Pod{}}
+	f := &authFixture{env: env, ctx: ctx, c: env.Client, pods: map[string]*corev1.Pod{}}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -137,6 +144,53 @@ func (f *authFixture) token(t *testing.T, pod, audience string) string {
 	return tr.Status.Token
 }
 
+// forgeToken makes a bound token for pod as the API server makes them, with
+// its signing key, expiring at exp.
+func (f *authFixture) forgeToken(t *testing.T, pod string, exp time.Time) string {
+	t.Helper()
+	issuer, keyPEM, err := f.env.ServiceAccountIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		t.Fatal("no PEM signing key")
+	}
+	var key *ecdsa.PrivateKey
+	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		key = k
+	} else if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		key, _ = k.(*ecdsa.PrivateKey)
+	}
+	if key == nil {
+		t.Fatal("the signing key is not ECDSA")
+	}
+	p := f.pods[pod]
+	var sa corev1.ServiceAccount
+	if err := f.c.Get(f.ctx, client.ObjectKey{Namespace: "shop", Name: p.Spec.ServiceAccountName}, &sa); err != nil {
+		t.Fatal(err)
+	}
+	iat := exp.Add(-time.Hour)
+	claims, _ := json.Marshal(map[string]any{
+		"iss": issuer, "aud": []string{auth.Audience}, "sub": "system:serviceaccount:shop:" + sa.Name,
+		"iat": iat.Unix(), "nbf": iat.Unix(), "exp": exp.Unix(),
+		"kubernetes.io": map[string]any{"namespace": "shop",
+			"pod":            map[string]string{"name": pod, "uid": string(p.UID)},
+			"serviceaccount": map[string]string{"name": sa.Name, "uid": string(sa.UID)}},
+	})
+	enc := base64.RawURLEncoding
+	signed := enc.EncodeToString([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + enc.EncodeToString(claims)
+	digest := sha256.Sum256([]byte(signed))
+	r, sig, err := ecdsa.Sign(rand.Reader, key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 64)
+	r.FillBytes(raw[:32])
+	sig.FillBytes(raw[32:])
+	return signed + "." + enc.EncodeToString(raw)
+}
+
 // dial connects over TLS, sending tok (if any) on every call.
 func (f *authFixture) dial(t *testing.T, tok string) *grpc.ClientConn {
 	t.Helper()
@@ -181,6 +235,14 @@ func TestStreamsProveTheirPod(t *testing.T) {
 	tokA := token("a", auth.Audience)
 	if _, err := open(tokA, "a.shop"); err != nil {
 		t.Fatalf("pod a's own stream: %v", err)
+	}
+	// A token made with the API server's own key, as it makes them: valid
+	// while it lasts, refused once expired.
+	if _, err := open(f.forgeToken(t, "a", time.Now().Add(10*time.Minute)), "a.shop"); err != nil {
+		t.Fatalf("a token signed like the API server's, not expired: %v", err)
+	}
+	if _, err := open(f.forgeToken(t, "a", time.Now().Add(-time.Minute)), "a.shop"); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("an expired token: %v", err)
 	}
 	for name, tc := range map[string]struct {
 		token, node string
