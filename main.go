@@ -45,7 +45,8 @@ Usage:
   weft <command> [flags]
 
 Commands:
-  controller     run the control plane (reconcilers, and later xDS, CA and webhook)
+  controller     run the control plane (reconcilers, xDS server, CA, injection webhook)
+  ca             rotate the mesh's root CA, or retire the old roots once every certificate moved
   init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
   inject         print pods and workloads from a file (or - for stdin) as weft would inject them
   status         list the proxies connected to the xDS server and what they acknowledged
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Status(ctx, *addr, stdout)
 	case "inject":
 		return runInject(args[1:], os.Stdin, stdout, stderr)
+	case "ca":
+		return runCA(ctx, args[1:], stdout, stderr)
 	case "init-redirect":
 		return redirect.RunCommand(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -210,6 +213,47 @@ func (o *controllerOptions) restConfig() (*rest.Config, error) {
 	return ctrl.GetConfig()
 }
 
+// runCA rotates the built-in root ("weft ca rotate") or retires the roots
+// that are not the current one ("weft ca retire").
+func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "rotate" && args[0] != "retire") {
+		return errors.New("usage: weft ca rotate|retire [--kubeconfig F] [--mesh-namespace N] [--trust-domain D]")
+	}
+	fs := flag.NewFlagSet("weft ca "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o controllerOptions
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster or $KUBECONFIG)")
+	fs.StringVar(&o.meshNamespace, "mesh-namespace", "weft-system", "the control plane's namespace")
+	trustDomain := fs.String("trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	cfg, err := o.restConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	if err != nil {
+		return err
+	}
+	var root *identity.Root
+	if args[0] == "rotate" {
+		root, err = identity.RotateRoot(ctx, c, o.meshNamespace, *trustDomain, time.Now())
+	} else {
+		root, err = identity.RetireRoots(ctx, c, o.meshNamespace)
+	}
+	if err != nil {
+		return err
+	}
+	trusted, err := identity.ParseCerts(root.Bundle)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Signing with %q (serial %x, until %s); %d root(s) trusted.\n",
+		root.CA.Cert.Subject.CommonName, root.CA.Cert.SerialNumber, root.CA.Cert.NotAfter.UTC().Format(time.RFC3339), len(trusted))
+	return nil
+}
+
 // newScheme registers every kind the controller reads or writes.
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -281,11 +325,18 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
-	root := &identity.RootLoader{Client: direct, Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca")}
+	bundleChanged := make(chan struct{}, 1)
+	root := &identity.RootLoader{Client: direct, Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca"),
+		OnChange: func() {
+			select {
+			case bundleChanged <- struct{}{}:
+			default:
+			}
+		}}
 	if err := mgr.Add(root); err != nil {
 		return fmt.Errorf("adding the root CA loader: %w", err)
 	}
-	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle}
+	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle, BundleChanged: bundleChanged}
 	// Pod certificates, where the API server serves them.
 	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
 	if pcrErr == nil {

@@ -10,9 +10,12 @@ import (
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/inject"
@@ -46,8 +49,10 @@ const (
 type BundleReconciler struct {
 	Client client.Client
 	// Bundle returns the PEM roots to publish (empty until they are
-	// known).
-	Bundle func() []byte
+	// known); Changed, when set, says they changed (a rotation), and every
+	// namespace is looked at again.
+	Bundle  func() []byte
+	Changed <-chan struct{}
 }
 
 // Reconcile publishes or removes one namespace's bundle.
@@ -113,9 +118,45 @@ func (r *BundleReconciler) SetupWithManager(mgr manager.Manager) error {
 	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetNamespace()}}}
 	})
-	return builder.ControllerManagedBy(mgr).
+	b := builder.ControllerManagedBy(mgr).
 		Named("bundle").
 		For(&corev1.Namespace{}).
-		Watches(&meshv1.MeshService{}, toNamespace).
-		Complete(r)
+		Watches(&meshv1.MeshService{}, toNamespace)
+	if r.Changed != nil {
+		events := make(chan event.GenericEvent)
+		if err := mgr.Add(&allNamespaces{reader: mgr.GetClient(), changed: r.Changed, out: events}); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
+}
+
+// allNamespaces turns each bundle change into an event per namespace.
+type allNamespaces struct {
+	reader  client.Reader
+	changed <-chan struct{}
+	out     chan<- event.GenericEvent
+}
+
+func (a *allNamespaces) Start(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.changed:
+		}
+		var list corev1.NamespaceList
+		if err := a.reader.List(ctx, &list); err != nil {
+			ctrllog.FromContext(ctx).Error(err, "Listing namespaces to publish the rotated root bundle")
+			continue
+		}
+		for i := range list.Items {
+			select {
+			case a.out <- event.GenericEvent{Object: &list.Items[i]}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
 }

@@ -60,6 +60,20 @@ func TestRootBundlePublished(t *testing.T) {
 		}
 	}
 
+	// A rotation: the new bundle reaches the meshed namespaces at once.
+	rotated := append([]byte("# rotated\n"), testBundle...)
+	published.Store(&rotated)
+	t.Cleanup(func() { published.Store(&testBundle) })
+	bundleChanged <- struct{}{}
+	if err := testenv.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+		if got, err := bundleOf(ctx, "bundle-services"); err != nil || got != string(rotated) {
+			return fmt.Errorf("the bundle after a rotation: %q, %v", got, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A user's own ConfigMap of the same name in a namespace that is not
 	// meshed stays.
 	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bundle-theirs", Name: controllers.BundleConfigMap}, Data: map[string]string{"x": "y"}}

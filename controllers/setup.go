@@ -47,6 +47,8 @@ type Options struct {
 	// Bundle, when set, returns the roots the mesh trusts, published in
 	// every meshed namespace.
 	Bundle func() []byte
+	// BundleChanged, when set, says the bundle changed (a root rotation).
+	BundleChanged <-chan struct{}
 	// PodCertificates, when set, signs the PodCertificateRequests for its
 	// signer name.
 	PodCertificates *PodCertificateSigner
@@ -90,7 +92,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 	}
 	if o.Bundle != nil {
-		if err := (&BundleReconciler{Client: mgr.GetClient(), Bundle: o.Bundle}).SetupWithManager(mgr); err != nil {
+		if err := (&BundleReconciler{Client: mgr.GetClient(), Bundle: o.Bundle, Changed: o.BundleChanged}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the root bundle publisher: %w", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,10 @@ const meshNamespace = "weft-system"
 var (
 	testBundle []byte
 	testRoot   *identity.Root
+	// published is the bundle the publisher reads (a test rotates it,
+	// and says so on bundleChanged).
+	published     atomic.Pointer[[]byte]
+	bundleChanged = make(chan struct{}, 1)
 )
 
 const testSigner = "weft.dev/workload"
@@ -98,8 +103,10 @@ func run(m *testing.M) int {
 	}
 	testBundle = identity.EncodeCerts(root.Chain)
 	testRoot = &identity.Root{CA: root, Bundle: testBundle}
+	published.Store(&testBundle)
 	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: meshNamespace, OnModel: models.record,
-		Bundle:          func() []byte { return testBundle },
+		Bundle:          func() []byte { return *published.Load() },
+		BundleChanged:   bundleChanged,
 		PodCertificates: &controllers.PodCertificateSigner{SignerName: testSigner, TrustDomain: "cluster.local", Root: func() *identity.Root { return testRoot }},
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)

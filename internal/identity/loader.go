@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 	"time"
@@ -19,8 +20,11 @@ type RootLoader struct {
 	Namespace   string
 	TrustDomain string
 	Log         logr.Logger
-	// Retry is the wait between attempts (default 5 s).
-	Retry time.Duration
+	// Retry is the wait between attempts (default 5 s); Reload how often
+	// the Secret is read again to pick up a rotation (default 30 s).
+	Retry, Reload time.Duration
+	// OnChange, when set, is called after a rotation was picked up.
+	OnChange func()
 
 	root atomic.Pointer[Root]
 }
@@ -40,7 +44,7 @@ func (l *RootLoader) Start(ctx context.Context) error {
 			l.root.Store(root)
 			l.Log.Info("Loaded the mesh root CA", "secret", l.Namespace+"/"+RootSecretName,
 				"subject", root.CA.Cert.Subject.CommonName, "notAfter", root.CA.Cert.NotAfter)
-			<-ctx.Done()
+			l.follow(ctx)
 			return nil
 		}
 		l.Log.Error(err, "Loading the mesh root CA failed; retrying", "in", retry)
@@ -48,6 +52,38 @@ func (l *RootLoader) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(retry):
+		}
+	}
+}
+
+// follow reads the Secret again every Reload and takes a rotated root or
+// bundle.
+func (l *RootLoader) follow(ctx context.Context) {
+	every := l.Reload
+	if every == 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		next, err := LoadOrCreateRoot(ctx, l.Client, l.Namespace, l.TrustDomain, time.Now())
+		if err != nil {
+			l.Log.Error(err, "Reading the mesh root CA again failed; keeping the one loaded")
+			continue
+		}
+		cur := l.root.Load()
+		if next.CA.Cert.Equal(cur.CA.Cert) && bytes.Equal(next.Bundle, cur.Bundle) {
+			continue
+		}
+		l.root.Store(next)
+		l.Log.Info("Took the rotated mesh root CA", "subject", next.CA.Cert.Subject.CommonName, "notAfter", next.CA.Cert.NotAfter)
+		if l.OnChange != nil {
+			l.OnChange()
 		}
 	}
 }

@@ -140,3 +140,61 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ak.Equal(b)
 }
+
+// RotateRoot replaces the built-in root with a new one and keeps the old
+// roots in the trusted bundle, so that leaves signed by either verify
+// while workloads move to the new one. Retire the old roots (RetireRoots)
+// once every leaf has been renewed.
+func RotateRoot(ctx context.Context, c client.Client, namespace, trustDomain string, now time.Time) (*Root, error) {
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: RootSecretName}, &s); err != nil {
+		return nil, fmt.Errorf("reading the root CA Secret: %w", err)
+	}
+	old, err := rootFromSecret(&s)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := NewRoot(trustDomain, now, DefaultRootTTL)
+	if err != nil {
+		return nil, err
+	}
+	next, err := rootSecret(namespace, ca)
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := ParseCerts(old.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	var keep [][]byte
+	for _, t := range trusted {
+		if now.Before(t.NotAfter) {
+			keep = append(keep, t.Raw)
+		}
+	}
+	s.Data[corev1.TLSCertKey] = next.Data[corev1.TLSCertKey]
+	s.Data[corev1.TLSPrivateKeyKey] = next.Data[corev1.TLSPrivateKeyKey]
+	s.Data[BundleKey] = EncodeCerts(append(keep, ca.Chain[0]))
+	if err := c.Update(ctx, &s); err != nil {
+		return nil, fmt.Errorf("writing the rotated root: %w", err)
+	}
+	return rootFromSecret(&s)
+}
+
+// RetireRoots drops every root but the current one from the trusted
+// bundle: leaves signed by the old roots stop verifying.
+func RetireRoots(ctx context.Context, c client.Client, namespace string) (*Root, error) {
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: RootSecretName}, &s); err != nil {
+		return nil, fmt.Errorf("reading the root CA Secret: %w", err)
+	}
+	certs, err := ParseCerts(s.Data[corev1.TLSCertKey])
+	if err != nil {
+		return nil, err
+	}
+	s.Data[BundleKey] = EncodeCerts([][]byte{certs[len(certs)-1].Raw})
+	if err := c.Update(ctx, &s); err != nil {
+		return nil, fmt.Errorf("writing the bundle: %w", err)
+	}
+	return rootFromSecret(&s)
+}

@@ -3,11 +3,13 @@ package identity
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,4 +109,89 @@ func x509SignatureOf(t *testing.T, der []byte) (x509.SignatureAlgorithm, []byte,
 		t.Fatal(err)
 	}
 	return c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature
+}
+
+// Rotating the root keeps the old one trusted beside the new one, so that
+// leaves of both verify; a running loader picks the rotation up and says
+// so; retiring the old roots leaves only the new one, and the old leaves
+// stop verifying.
+func TestRootRotation(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan struct{}, 1)
+	loader := &RootLoader{Client: env.Client, Namespace: "weft-system", TrustDomain: "cluster.local", Log: logr.Discard(),
+		Reload: 100 * time.Millisecond, OnChange: func() { changed <- struct{}{} }}
+	go func() { _ = loader.Start(ctx) }()
+	if err := testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+		if loader.Root() == nil {
+			return errors.New("not loaded")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old := loader.Root()
+	leafOf := func(r *Root) *x509.Certificate {
+		ders, err := r.CA.Issue(LeafRequest{ID: reviews, PublicKey: newKey(t).Public()}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(ders[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	verifies := func(leaf *x509.Certificate, bundle []byte) bool {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(bundle)
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		return err == nil
+	}
+	oldLeaf := leafOf(old)
+
+	rotated, err := RotateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.CA.Cert.Equal(old.CA.Cert) {
+		t.Fatal("the rotation kept the old root")
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loader did not pick up the rotation")
+	}
+	now := loader.Root()
+	if !now.CA.Cert.Equal(rotated.CA.Cert) {
+		t.Fatal("the loader signs with the old root")
+	}
+	newLeaf := leafOf(now)
+	if !verifies(oldLeaf, now.Bundle) || !verifies(newLeaf, now.Bundle) {
+		t.Fatal("during the rotation, leaves of both roots must verify against the bundle")
+	}
+
+	if _, err := RetireRoots(ctx, env.Client, "weft-system"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loader did not pick up the retirement")
+	}
+	if verifies(oldLeaf, loader.Root().Bundle) || !verifies(newLeaf, loader.Root().Bundle) {
+		t.Fatal("after retiring, only leaves of the new root verify")
+	}
 }

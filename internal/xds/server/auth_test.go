@@ -74,6 +74,8 @@ type authFixture struct {
 	addr    string
 	reviews *countingReviewer
 	roots   *x509.CertPool
+	// rotated, when set, is the mesh root after a rotation.
+	rotated atomic.Pointer[identity.Root]
 }
 
 const authHost = "weft-controller.weft-system.svc"
@@ -128,6 +130,9 @@ func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Serve
 }
 
 func (f *authFixture) meshRoot() *identity.Root {
+	if r := f.rotated.Load(); r != nil {
+		return r
+	}
 	return &identity.Root{CA: f.root, Bundle: identity.EncodeCerts(f.root.Chain)}
 }
 

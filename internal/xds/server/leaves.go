@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,6 +24,8 @@ type leaf struct {
 	secrets  []*tlsv3.Secret
 	renewAt  time.Time
 	notAfter time.Time
+	// root is the CA that signed it: a rotated root re-issues it.
+	root *identity.Root
 }
 
 // secretsLocked returns a sidecar's SDS secrets, making or renewing its
@@ -38,7 +41,7 @@ func (s *Server) secretsLocked(proxy string, now time.Time) ([]*tlsv3.Secret, er
 		return nil, fmt.Errorf("proxy %s: the mesh CA is not loaded yet", proxy)
 	}
 	id := identity.ID{TrustDomain: s.TrustDomain, Namespace: who.Namespace, ServiceAccount: who.ServiceAccount}
-	if l := s.leaves[proxy]; l != nil && l.id == id && now.Before(l.renewAt) {
+	if l := s.leaves[proxy]; l != nil && l.id == id && sameRoot(l.root, root) && now.Before(l.renewAt) {
 		return l.secrets, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -58,12 +61,23 @@ func (s *Server) secretsLocked(proxy string, now time.Time) ([]*tlsv3.Secret, er
 		return nil, err
 	}
 	secrets := translate.Secrets(identity.EncodeCerts(chain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), root.Bundle)
-	s.leaves[proxy] = &leaf{id: id, secrets: secrets, renewAt: identity.RenewAt(cert), notAfter: cert.NotAfter}
+	s.leaves[proxy] = &leaf{id: id, secrets: secrets, renewAt: identity.RenewAt(cert), notAfter: cert.NotAfter, root: root}
 	return secrets, nil
 }
 
-// renewalDue says whether a sidecar's leaf must be replaced.
+// renewalDue says whether a sidecar's leaf must be replaced: at
+// half-life, or when the mesh root was rotated (the new leaf, and the
+// bundle with both roots, go out together).
 func (s *Server) renewalDueLocked(proxy string, now time.Time) bool {
 	l := s.leaves[proxy]
-	return l != nil && !now.Before(l.renewAt)
+	return l != nil && (!now.Before(l.renewAt) || (s.Signer != nil && !sameRoot(s.Signer(), l.root)))
+}
+
+// sameRoot says whether two roots sign with the same CA and trust the same
+// bundle.
+func sameRoot(a, b *identity.Root) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.CA.Cert.Equal(b.CA.Cert) && bytes.Equal(a.Bundle, b.Bundle)
 }

@@ -157,6 +157,28 @@ func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
 	case <-time.After(50 * time.Second):
 		t.Fatal("a one-minute certificate was not renewed within 50 s")
 	}
+
+	// The root rotates: the sidecar gets a certificate from the new root
+	// and a bundle holding both, at once.
+	newRoot, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rotated.Store(&identity.Root{CA: newRoot, Bundle: identity.EncodeCerts([][]byte{f.root.Cert.Raw, newRoot.Cert.Raw})})
+	go func() { renewed <- a.next(t) }()
+	select {
+	case next := <-renewed:
+		moved := certOf(t, next[translate.SecretCertificate])
+		if err := moved.Leaf.CheckSignatureFrom(newRoot.Cert); err != nil {
+			t.Fatalf("after the rotation the certificate is not the new root's: %v", err)
+		}
+		trusted, err := identity.ParseCerts(next[translate.SecretRoots].GetValidationContext().GetTrustedCa().GetInlineBytes())
+		if err != nil || len(trusted) != 2 {
+			t.Fatalf("after the rotation the bundle holds %d roots (%v), want both", len(trusted), err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a rotated root did not reach the sidecar within 20 s")
+	}
 }
 
 func keys[V any](m map[string]V) []string {
