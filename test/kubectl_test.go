@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -143,5 +146,59 @@ func TestKubectlPlugin(t *testing.T) {
 	out := run("weft", "status", "--xds-address", addr)
 	if !strings.Contains(out, "PROXY") || !regexp.MustCompile(`client-1\.shop\s+grpc`).MatchString(out) {
 		t.Fatalf("kubectl weft status:\n%s", out)
+	}
+}
+
+// TestCARotateAndRetire runs `weft ca rotate` and `weft ca retire` against
+// the real API server: a new root signs and both are trusted, then only
+// the new one.
+func TestCARotateAndRetire(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := identity.LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := env.Kubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	weft := filepath.Join(dir, "weft")
+	if out, err := exec.Command("go", "build", "-o", weft, "github.com/weftmesh/weft").CombinedOutput(); err != nil {
+		t.Fatalf("building weft: %v\n%s", err, out)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, weft, append(args, "--kubeconfig", kubeconfig)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("weft %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := run("ca", "rotate"); !strings.Contains(out, "2 root(s) trusted") {
+		t.Fatalf("weft ca rotate: %s", out)
+	}
+	rotated, err := identity.LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.CA.Cert.Equal(first.CA.Cert) {
+		t.Fatal("weft ca rotate kept the old root")
+	}
+	if out := run("ca", "retire"); !strings.Contains(out, "1 root(s) trusted") {
+		t.Fatalf("weft ca retire: %s", out)
 	}
 }
