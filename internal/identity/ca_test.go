@@ -4,11 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -135,86 +131,5 @@ func TestIDOfRefusesMoreThanOneName(t *testing.T) {
 	leaf.DNSNames = []string{"reviews.bookinfo.svc"}
 	if _, err := IDOf(leaf); err == nil {
 		t.Fatal("a leaf with a DNS name too was taken")
-	}
-}
-
-// Two workloads complete a mutual TLS handshake over a real connection
-// with leaves from the same root, each checking the other's SPIFFE ID; a
-// peer with another identity is refused.
-func TestMutualTLSWithSPIFFEIDs(t *testing.T) {
-	ca, err := NewRoot("cluster.local", time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
-	ratings := ID{TrustDomain: "cluster.local", Namespace: "bookinfo", ServiceAccount: "ratings"}
-	pair := func(id ID) tls.Certificate {
-		key := newKey(t)
-		ders, err := ca.Issue(LeafRequest{ID: id, PublicKey: key.Public()}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: ders, PrivateKey: key}
-	}
-	expect := func(want ID) func([][]byte, [][]*x509.Certificate) error {
-		return func(_ [][]byte, chains [][]*x509.Certificate) error {
-			got, err := IDOf(chains[0][0])
-			if err != nil {
-				return err
-			}
-			if got != want {
-				return errors.New("peer is " + got.String() + ", want " + want.String())
-			}
-			return nil
-		}
-	}
-	handshake := func(clientID, serverExpects ID) error {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer lis.Close()
-		srvErr := make(chan error, 1)
-		go func() {
-			conn, err := lis.Accept()
-			if err != nil {
-				srvErr <- err
-				return
-			}
-			defer conn.Close()
-			s := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{pair(reviews)}, ClientCAs: roots,
-				ClientAuth: tls.RequireAndVerifyClientCert, VerifyPeerCertificate: expect(serverExpects), MinVersion: tls.VersionTLS13})
-			if err := s.Handshake(); err != nil {
-				srvErr <- err
-				return
-			}
-			_, err = s.Write([]byte("ok"))
-			srvErr <- err
-		}()
-		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{Certificates: []tls.Certificate{pair(clientID)}, RootCAs: roots,
-			// SPIFFE leaves carry no DNS name: the peer is checked by ID.
-			InsecureSkipVerify: true, //nolint:gosec // replaced by the verification below
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				leaf, err := x509.ParseCertificate(raw[0])
-				if err != nil {
-					return err
-				}
-				if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-					return err
-				}
-				return expect(reviews)(raw, [][]*x509.Certificate{{leaf}})
-			}, MinVersion: tls.VersionTLS13})
-		if err == nil {
-			_, err = io.ReadAll(conn)
-			conn.Close()
-		}
-		return errors.Join(err, <-srvErr)
-	}
-	if err := handshake(ratings, ratings); err != nil {
-		t.Fatalf("ratings → reviews: %v", err)
-	}
-	if err := handshake(ratings, ID{TrustDomain: "cluster.local", Namespace: "bookinfo", ServiceAccount: "productpage"}); err == nil {
-		t.Fatal("a server expecting productpage accepted ratings")
 	}
 }

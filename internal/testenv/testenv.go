@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -92,6 +93,22 @@ func Start() (*Env, error) {
 		return nil, err
 	}
 	return StartWithCRDs(filepath.Join(root, "config", "crd", "bases"))
+}
+
+// ForTest starts a control plane for one test, stopped when the test ends;
+// the test fails when it cannot start.
+func ForTest(t testing.TB) *Env {
+	t.Helper()
+	env, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return env
 }
 
 // StartWithCRDs starts etcd and kube-apiserver with the CRDs found in dirs.

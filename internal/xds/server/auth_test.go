@@ -82,15 +82,7 @@ const authHost = "weft-controller.weft-system.svc"
 
 func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Server, *authFixture)) *authFixture {
 	t.Helper()
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	env := testenv.ForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	f := &authFixture{env: env, ctx: ctx, c: env.Client, pods: map[string]*corev1.Pod{}}
@@ -111,6 +103,7 @@ func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Serve
 		must(f.c.Create(ctx, p))
 		f.pods[name] = p
 	}
+	var err error
 	f.root, err = identity.NewRoot("cluster.local", time.Now(), time.Hour)
 	must(err)
 	f.reviews = &countingReviewer{Reviewer: auth.ClientReviewer{Client: f.c}}

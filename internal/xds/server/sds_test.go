@@ -2,12 +2,8 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"io"
-	"net"
 	"regexp"
 	"testing"
 	"time"
@@ -20,6 +16,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/identity/identitytest"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -124,7 +121,8 @@ func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
 		got[translate.SecretCertificate].GetTlsCertificate().GetPrivateKey().GetInlineBytes()) {
 		t.Fatal("two identities share a key")
 	}
-	if err := mutualTLS(certA, certC, roots); err != nil {
+	idC, _ := identity.IDOf(certC.Leaf)
+	if err := identitytest.MutualTLS(certA, certC, idC, idA, roots); err != nil {
 		t.Fatalf("a and c: %v", err)
 	}
 
@@ -187,61 +185,4 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
-}
-
-// mutualTLS runs a handshake over loopback, server and client each
-// checking the other's chain and SPIFFE ID.
-func mutualTLS(server, clientCert tls.Certificate, roots *x509.CertPool) error {
-	wantID := func(want *x509.Certificate) func([][]byte, [][]*x509.Certificate) error {
-		wanted, _ := identity.IDOf(want)
-		return func(raw [][]byte, _ [][]*x509.Certificate) error {
-			leaf, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return err
-			}
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-				return err
-			}
-			got, err := identity.IDOf(leaf)
-			if err != nil {
-				return err
-			}
-			if got != wanted {
-				return errors.New("peer is " + got.String())
-			}
-			return nil
-		}
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer lis.Close()
-	done := make(chan error, 1)
-	go func() {
-		conn, err := lis.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer conn.Close()
-		s := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{server}, ClientAuth: tls.RequireAnyClientCert,
-			VerifyPeerCertificate: wantID(clientCert.Leaf), MinVersion: tls.VersionTLS13})
-		if err := s.Handshake(); err != nil {
-			done <- err
-			return
-		}
-		_, err = s.Write([]byte("ok"))
-		done <- err
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := (&tls.Dialer{Config: &tls.Config{Certificates: []tls.Certificate{clientCert},
-		InsecureSkipVerify:    true, //nolint:gosec // the peer is checked by chain and SPIFFE ID below
-		VerifyPeerCertificate: wantID(server.Leaf), MinVersion: tls.VersionTLS13}}).DialContext(ctx, "tcp", lis.Addr().String())
-	if err == nil {
-		_, err = io.ReadAll(conn)
-		conn.Close()
-	}
-	return errors.Join(err, <-done)
 }
