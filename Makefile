@@ -32,6 +32,7 @@ help: ## Show the targets.
 manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/ and the chart's CRDs.
 	$(CONTROLLER_GEN) rbac:roleName=weft-controller crd:allowDangerousTypes=false paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(MAKE) --no-print-directory chart-crds
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the deepcopy code of the API types.
@@ -68,6 +69,32 @@ build: ## Build the weft binary into bin/, and bin/kubectl-weft (the same binary
 demo: build tools ## Quick start: a local API server with weft and the samples running against it.
 	go run ./hack/demo -weft $(BIN)/weft
 
+##@ Packaging
+
+# The image docker-build makes; CONTAINER_TOOL may be podman.
+IMG ?= ghcr.io/weftmesh/weft:$(VERSION)
+CONTAINER_TOOL ?= docker
+CHART := charts/weft
+
+.PHONY: chart-crds
+chart-crds: ## Copy the generated CRDs into the chart, byte for byte (make manifests runs it).
+	rm -f $(CHART)/files/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/files/crds/
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## Lint the chart strictly and render it with its defaults and with the injector on.
+	$(HELM) lint --strict $(CHART)
+	$(HELM) template weft $(CHART) --namespace weft-system >/dev/null
+	$(HELM) template weft $(CHART) --namespace weft-system --set injector.enabled=true,certManager.enabled=true >/dev/null
+
+.PHONY: test-chart
+test-chart: $(HELM) tools ## Test the chart and the Argo CD health checks against a real API server.
+	go test -count=1 $(TEST_FLAGS) ./test/chart/... ./hack/argocd/...
+
+.PHONY: docker-build
+docker-build: ## Build the image IMG with the version stamped (needs Docker or CONTAINER_TOOL).
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
 ##@ Tools
 
 .PHONY: tools
@@ -76,3 +103,6 @@ tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm and
 
 $(CONTROLLER_GEN):
 	hack/build-tools.sh controller-gen
+
+$(HELM):
+	hack/build-tools.sh helm
