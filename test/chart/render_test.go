@@ -1,0 +1,307 @@
+package chart_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+func TestHelmLintStrict(t *testing.T) {
+	tl := newTools(t, env)
+	out, err := tl.helm("lint", "--strict", tl.chartDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "0 chart(s) failed") || strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") {
+		t.Fatalf("helm lint --strict:\n%s", out)
+	}
+}
+
+// toggles are the documented values a user may change, each rendered,
+// applied to the real API server with a server-side dry run (admission,
+// schemas, cert-manager's CRDs) and checked for what it promises.
+var toggles = []struct {
+	name  string
+	set   []string
+	check func(t *testing.T, objs []*unstructured.Unstructured)
+}{
+	{"defaults", nil, checkDefaults},
+	{"injector with a self-signed cert-manager issuer", []string{"injector.enabled=true", "certManager.enabled=true"}, checkInjector("Issuer", "weft-selfsigned")},
+	{"injector with the user's ClusterIssuer", []string{
+		"injector.enabled=true", "certManager.enabled=true", "certManager.issuerRef.name=corp-ca",
+		"certManager.issuerRef.kind=ClusterIssuer", "injector.excludeNamespaces={legacy}", "injector.timeoutSeconds=3",
+	}, checkInjector("ClusterIssuer", "corp-ca")},
+	{"cert-manager without the injector", []string{"certManager.enabled=true"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
+			t.Error("the injector is rendered although injector.enabled=false")
+		}
+		if find(objs, "Certificate", "weft-webhook") != nil {
+			t.Error("a serving certificate is issued for an injector that is off")
+		}
+	}},
+	{"no CRDs", []string{"crds.install=false"}, nil},
+	{"CRDs not kept", []string{"crds.keep=false"}, nil},
+	{"no xDS, no metrics", []string{"xds.enabled=false", "metrics.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		args := controllerArgs(t, objs)
+		if !slices.Contains(args, "--metrics-bind-address=0") || slices.ContainsFunc(args, hasPrefix("--xds-bind-address")) {
+			t.Errorf("args %v", args)
+		}
+		for _, n := range []string{"weft-controller", "weft-controller-metrics"} {
+			if find(objs, "Service", n) != nil {
+				t.Errorf("Service %s rendered with nothing to serve", n)
+			}
+		}
+		if find(objs, "ClusterRole", "weft-metrics-auth") != nil {
+			t.Error("metrics RBAC rendered with metrics off")
+		}
+	}},
+	{"one replica, no leader election, no PDB", []string{
+		"controller.replicas=1", "controller.leaderElection=false", "controller.podDisruptionBudget.enabled=false",
+	}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		if !slices.Contains(controllerArgs(t, objs), "--leader-elect=false") {
+			t.Error("leader election still on")
+		}
+		if find(objs, "PodDisruptionBudget", "weft-controller") != nil {
+			t.Error("PodDisruptionBudget rendered although disabled")
+		}
+		role := find(objs, "Role", "weft-controller")
+		if role == nil || strings.Contains(fmt.Sprint(role.Object["rules"]), "leases") {
+			t.Errorf("without leader election the Role should not grant leases: %v", role)
+		}
+	}},
+	{"mesh config", []string{
+		"mesh.trustDomain=example.org", "mesh.certDelivery=sds", "mesh.leafTTL=2h", "mesh.proxy.image=registry.example/envoy:v1.36.2",
+		"mesh.initImage=registry.example/weft:v9", "xds.host=mesh.example.org", "xds.port=15010",
+		"controller.logLevel=2", "controller.logFormat=console", "controller.goMemLimit=900MiB",
+	}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		args := controllerArgs(t, objs)
+		for _, want := range []string{
+			"--trust-domain=example.org", "--cert-delivery=sds", "--leaf-ttl=2h", "--proxy-image=registry.example/envoy:v1.36.2",
+			"--init-image=registry.example/weft:v9", "--xds-host=mesh.example.org", "--xds-bind-address=:15010",
+			"--log-level=2", "--log-format=console",
+		} {
+			if !slices.Contains(args, want) {
+				t.Errorf("args %v lack %s", args, want)
+			}
+		}
+		c := controller(t, objs)
+		if e := envVar(c, "GOMEMLIMIT"); e == nil || e.Value != "900MiB" {
+			t.Errorf("GOMEMLIMIT: %+v", e)
+		}
+	}},
+	{"image by digest, scheduling", []string{
+		"image.digest=sha256:" + strings.Repeat("ab", 32), "imagePullSecrets[0].name=regcred",
+		"controller.nodeSelector.kubernetes\\.io/os=linux", "controller.tolerations[0].key=dedicated",
+		"controller.tolerations[0].operator=Exists", "controller.priorityClassName=system-cluster-critical",
+		"controller.podAnnotations.team=mesh", "controller.podLabels.tier=control",
+		"controller.topologySpreadConstraints[0].maxSkew=2", "controller.topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+		"controller.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+	}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		d := typed[appsv1.Deployment](t, find(objs, "Deployment", "weft-controller"))
+		c := controller(t, objs)
+		if !strings.HasSuffix(c.Image, "@sha256:"+strings.Repeat("ab", 32)) {
+			t.Errorf("image %s", c.Image)
+		}
+		if !slices.Contains(controllerArgs(t, objs), "--init-image="+c.Image) {
+			t.Error("the init image is not the controller's own image")
+		}
+		p := d.Spec.Template.Spec
+		if len(p.TopologySpreadConstraints) != 1 || p.TopologySpreadConstraints[0].MaxSkew != 2 ||
+			p.NodeSelector["kubernetes.io/os"] != "linux" || p.PriorityClassName != "system-cluster-critical" ||
+			d.Spec.Template.Labels["tier"] != "control" || d.Spec.Template.Annotations["team"] != "mesh" {
+			t.Errorf("pod spec: %+v", p)
+		}
+	}},
+}
+
+func TestTemplateToggles(t *testing.T) {
+	tl := newTools(t, env)
+	for _, tc := range toggles {
+		t.Run(tc.name, func(t *testing.T) {
+			out := tl.mustRender(t, tc.set...)
+			objs := decode(t, out)
+			if len(objs) == 0 {
+				t.Fatal("nothing rendered")
+			}
+			applied, err := tl.kubectl(strings.NewReader(out), "apply", "--server-side", "--dry-run=server",
+				"--field-manager=weft-chart-test", "-f", "-")
+			if err != nil {
+				t.Fatalf("the API server refuses the rendered chart: %v", err)
+			}
+			if n := strings.Count(applied, "(server dry run)"); n != len(objs) {
+				t.Errorf("the dry run applied %d objects, the chart rendered %d:\n%s", n, len(objs), applied)
+			}
+			if tc.check != nil {
+				tc.check(t, objs)
+			}
+		})
+	}
+}
+
+func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
+	d := typed[appsv1.Deployment](t, find(objs, "Deployment", "weft-controller"))
+	if *d.Spec.Replicas != 2 {
+		t.Errorf("replicas %d, want 2", *d.Spec.Replicas)
+	}
+	p := d.Spec.Template.Spec
+	if p.ServiceAccountName != "weft-controller" {
+		t.Errorf("service account %q", p.ServiceAccountName)
+	}
+	if sc := p.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod security context %+v", sc)
+	}
+	if len(p.TopologySpreadConstraints) == 0 || p.TopologySpreadConstraints[0].TopologyKey != "kubernetes.io/hostname" {
+		t.Errorf("replicas are not spread over nodes: %+v", p.TopologySpreadConstraints)
+	}
+	c := controller(t, objs)
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("container security context %+v", sc)
+	}
+	for name, probe := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.StrVal != "probes" {
+			t.Errorf("%s probe %+v", name, probe)
+		}
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
+		t.Errorf("resources %+v", c.Resources)
+	}
+	if e := envVar(c, "GOMEMLIMIT"); e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+		e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+		t.Errorf("GOMEMLIMIT does not follow the memory limit: %+v", e)
+	}
+	args := controllerArgs(t, objs)
+	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=0",
+		"--xds-bind-address=:15012", "--xds-host=weft-controller.weft-system.svc", "--metrics-bind-address=:8443"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %v lack %s", args, want)
+		}
+	}
+	pdb := typed[policyv1.PodDisruptionBudget](t, find(objs, "PodDisruptionBudget", "weft-controller"))
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 {
+		t.Errorf("PodDisruptionBudget %+v", pdb.Spec)
+	}
+	svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15012 {
+		t.Errorf("weft-controller ports %+v, want xDS on 15012 only (no injector by default)", svc.Spec.Ports)
+	}
+	metrics := typed[corev1.Service](t, find(objs, "Service", "weft-controller-metrics"))
+	if metrics.Spec.Ports[0].Port != 8443 {
+		t.Errorf("metrics ports %+v", metrics.Spec.Ports)
+	}
+	if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
+		t.Error("the injector is on by default, without a serving certificate")
+	}
+}
+
+func checkInjector(issuerKind, issuerName string) func(*testing.T, []*unstructured.Unstructured) {
+	return func(t *testing.T, objs []*unstructured.Unstructured) {
+		w := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, find(objs, "MutatingWebhookConfiguration", "weft-injector"))
+		if got := w.Annotations["cert-manager.io/inject-ca-from"]; got != releaseNamespace+"/weft-webhook" {
+			t.Errorf("inject-ca-from %q", got)
+		}
+		hook := w.Webhooks[0]
+		if *hook.FailurePolicy != admissionregistrationv1.Fail || *hook.TimeoutSeconds > 10 || *hook.SideEffects != admissionregistrationv1.SideEffectClassNone {
+			t.Errorf("webhook %+v", hook)
+		}
+		if hook.ClientConfig.Service == nil || hook.ClientConfig.Service.Name != "weft-controller" || *hook.ClientConfig.Service.Port != 443 {
+			t.Errorf("client config %+v", hook.ClientConfig)
+		}
+		var optIn, excluded bool
+		for _, e := range hook.NamespaceSelector.MatchExpressions {
+			switch {
+			case e.Key == "mesh.weft.dev/inject" && e.Operator == "In" && slices.Equal(e.Values, []string{"enabled"}):
+				optIn = true
+			case e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn":
+				excluded = slices.Contains(e.Values, "kube-system") && slices.Contains(e.Values, "weft-system") && slices.Contains(e.Values, releaseNamespace)
+			}
+		}
+		if !optIn || !excluded {
+			t.Errorf("namespaceSelector %+v: want opt-in only, never kube-system or weft-system", hook.NamespaceSelector)
+		}
+		cert := find(objs, "Certificate", "weft-webhook")
+		if cert == nil {
+			t.Fatal("no Certificate")
+		}
+		ref, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "issuerRef")
+		if ref["kind"] != issuerKind || ref["name"] != issuerName {
+			t.Errorf("issuerRef %v, want %s %s", ref, issuerKind, issuerName)
+		}
+		if (find(objs, "Issuer", "weft-selfsigned") != nil) != (issuerName == "weft-selfsigned") {
+			t.Error("the self-signed Issuer is rendered exactly when no issuer is named")
+		}
+		c := controller(t, objs)
+		if !slices.Contains(controllerArgs(t, objs), "--webhook-port=9443") || !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.MountPath == "/var/run/weft/webhook-certs"
+		}) {
+			t.Errorf("the controller does not serve the webhook with the certificate: %v", c.Args)
+		}
+		svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
+		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == 443 && p.TargetPort.StrVal == "webhook" }) {
+			t.Errorf("no webhook port 443 in %+v", svc.Spec.Ports)
+		}
+	}
+}
+
+func controller(t *testing.T, objs []*unstructured.Unstructured) corev1.Container {
+	t.Helper()
+	d := typed[appsv1.Deployment](t, find(objs, "Deployment", "weft-controller"))
+	return d.Spec.Template.Spec.Containers[0]
+}
+
+func controllerArgs(t *testing.T, objs []*unstructured.Unstructured) []string {
+	t.Helper()
+	return controller(t, objs).Args
+}
+
+func envVar(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
+}
+
+func hasPrefix(p string) func(string) bool {
+	return func(s string) bool { return strings.HasPrefix(s, p) }
+}
+
+// TestBadValuesAreRefused: a wrong value fails helm template (and so helm
+// install) with the value's path in the message.
+func TestBadValuesAreRefused(t *testing.T) {
+	tl := newTools(t, env)
+	for _, tc := range []struct{ set, want string }{
+		{"mesh.certDelivery=files", "/mesh/certDelivery"},
+		{"mesh.leafTTL=1d", "/mesh/leafTTL"},
+		{"mesh.trustDomain=Example.ORG", "/mesh/trustDomain"},
+		{"controller.replicas=0", "/controller/replicas"},
+		{"controller.replicaz=3", "replicaz"},
+		{"controller.logFormat=text", "/controller/logFormat"},
+		{"controller.goMemLimit=1Gi", "/controller/goMemLimit"},
+		{"image.pullPolicy=Sometimes", "/image/pullPolicy"},
+		{"image.digest=latest", "/image/digest"},
+		{"xds.port=70000", "/xds/port"},
+		{"injector.timeoutSeconds=30", "/injector/timeoutSeconds"},
+		{"certManager.issuerRef.kind=Vault", "/certManager/issuerRef/kind"},
+		{"injector.enabled=true", "injector.enabled"},
+	} {
+		out, err := tl.render(tc.set)
+		if err == nil {
+			t.Errorf("--set %s was accepted:\n%.300s", tc.set, out)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--set %s: the error does not name %s:\n%v", tc.set, tc.want, err)
+		}
+	}
+}
