@@ -42,8 +42,8 @@ func newTools(t testing.TB, env *testenv.Env) *tools {
 	return tl
 }
 
-func (tl *tools) helmPath() string  { return filepath.Join(tl.root, "bin", "helm") }
-func (tl *tools) chartDir() string  { return filepath.Join(tl.root, "charts", "weft") }
+func (tl *tools) helmPath() string { return filepath.Join(tl.root, "bin", "helm") }
+func (tl *tools) chartDir() string { return filepath.Join(tl.root, "charts", "weft") }
 func (tl *tools) kubectlPath() string {
 	return filepath.Join(tl.root, "bin", "k8s", testenv.K8sVersion, "kubectl")
 }
@@ -149,6 +149,16 @@ func certManagerCRDs(root string) string {
 func (tl *tools) mustRender(t testing.TB, set ...string) string {
 	t.Helper()
 	out, err := tl.render(set...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// mustHelm runs helm or fails the test.
+func (tl *tools) mustHelm(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := tl.helm(args...)
 	if err != nil {
 		t.Fatal(err)
 	}

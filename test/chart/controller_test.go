@@ -1,0 +1,201 @@
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/testenv"
+)
+
+// runControllerAsChart runs the weft binary with the arguments of the
+// installed Deployment, authenticated as the chart's ServiceAccount (a
+// token from the TokenRequest API), and checks that it does its work with
+// only the chart's RBAC: it takes the leader Lease, makes the root CA
+// Secret, publishes the root bundle into a namespace that joins the mesh,
+// and takes it away when the namespace leaves, and writes the status of
+// every custom resource; no request is refused.
+//
+// What this does not cover: the injector (its serving certificate would
+// come from cert-manager, which does not run here, so --webhook-port=0)
+// and the xDS server's per-stream checks (TokenReview, the proxy's pod),
+// which need a connected proxy.
+func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, meshed string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "weft")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/weftmesh/weft")
+	build.Dir = e.Root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building weft: %v\n%s", err, out)
+	}
+
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(releaseNamespace).CreateToken(ctx, "weft-controller",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("a token for the chart's ServiceAccount: %v", err)
+	}
+	kc, err := testenv.KubeconfigFor(&rest.Config{Host: e.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: e.Config.CAData},
+		BearerToken: tr.Status.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var d appsv1.Deployment
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: "weft-controller"}, &d); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{}, d.Spec.Template.Spec.Containers[0].Args...)
+	// The chart's arguments, but on loopback ports the test picks, and
+	// without the injector (no serving certificate without cert-manager).
+	for i, a := range args {
+		switch {
+		case strings.HasPrefix(a, "--metrics-bind-address="):
+			args[i] = "--metrics-bind-address=127.0.0.1:0"
+		case strings.HasPrefix(a, "--health-probe-bind-address="):
+			args[i] = "--health-probe-bind-address=127.0.0.1:0"
+		case strings.HasPrefix(a, "--xds-bind-address="):
+			args[i] = "--xds-bind-address=127.0.0.1:0"
+		case strings.HasPrefix(a, "--webhook-port="):
+			args[i] = "--webhook-port=0"
+		case strings.HasPrefix(a, "--webhook-cert-dir="):
+			args[i] = "--webhook-cert-dir=" + dir
+		}
+	}
+	args = append(args, "--kubeconfig="+kubeconfig, "--xds-status-bind-address=127.0.0.1:0")
+
+	runCtx, stop := context.WithCancel(ctx)
+	cmd := exec.CommandContext(runCtx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 20 * time.Second
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		stop()
+		if err := <-exited; err != nil && runCtx.Err() == nil {
+			t.Errorf("weft controller: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("weft controller's log:\n%s", logs.String())
+		}
+	}()
+
+	// The namespace joins the mesh: the root bundle must appear there.
+	var ns corev1.Namespace
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: meshed}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels = map[string]string{"mesh.weft.dev/inject": "enabled"}
+	if err := e.Client.Update(ctx, &ns); err != nil {
+		t.Fatal(err)
+	}
+
+	checks := []struct {
+		what  string
+		check func(context.Context) error
+	}{
+		{"the leader Lease", func(ctx context.Context) error {
+			var l coordinationv1.Lease
+			return e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: "weft-controller.mesh.weft.dev"}, &l)
+		}},
+		{"the root CA Secret", func(ctx context.Context) error {
+			var s corev1.Secret
+			return e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: "weft-root-ca"}, &s)
+		}},
+		{"the root bundle in the meshed namespace", func(ctx context.Context) error {
+			var cm corev1.ConfigMap
+			return e.Client.Get(ctx, client.ObjectKey{Namespace: meshed, Name: "weft-root-ca"}, &cm)
+		}},
+		{"the status of every custom resource", func(ctx context.Context) error {
+			for _, o := range objs {
+				got := o.DeepCopy()
+				if err := e.Client.Get(ctx, client.ObjectKeyFromObject(o), got); err != nil {
+					return err
+				}
+				conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+				if len(conds) < 3 { // Accepted, ResolvedRefs, Ready
+					return fmt.Errorf("%s %s has conditions %v", got.GetKind(), got.GetName(), conds)
+				}
+			}
+			return nil
+		}},
+	}
+	for _, c := range checks {
+		if err := testenv.Eventually(ctx, time.Minute, c.check); err != nil {
+			t.Errorf("with the chart's RBAC, no %s: %v", c.what, err)
+		}
+	}
+	// The namespace leaves the mesh: the bundle goes (weft reads it first,
+	// to delete only its own).
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: meshed}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels = nil
+	if err := e.Client.Update(ctx, &ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		var cm corev1.ConfigMap
+		err := e.Client.Get(ctx, client.ObjectKey{Namespace: meshed, Name: "weft-root-ca"}, &cm)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("the root bundle is still in %s (%v)", meshed, err)
+	}); err != nil {
+		t.Errorf("with the chart's RBAC: %v", err)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "forbidden") || strings.Contains(line, "Forbidden") {
+			t.Errorf("the chart's RBAC refused the controller: %s", line)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a process and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
