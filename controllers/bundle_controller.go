@@ -48,6 +48,11 @@ const (
 // MeshServices, and again every bundleResync.
 type BundleReconciler struct {
 	Client client.Client
+	// ConfigMaps reads bundle ConfigMaps straight from the API server
+	// (the manager's API reader): reading them through Client would start
+	// a cluster-wide ConfigMap informer, which needs list and watch on
+	// every ConfigMap.
+	ConfigMaps client.Reader
 	// Bundle returns the PEM roots to publish (empty until they are
 	// known); Changed, when set, says they changed (a rotation), and every
 	// namespace is looked at again.
@@ -96,7 +101,7 @@ func (r *BundleReconciler) meshed(ctx context.Context, ns *corev1.Namespace) (bo
 // remove deletes the namespace's bundle if weft made it.
 func (r *BundleReconciler) remove(ctx context.Context, namespace string) error {
 	var cm corev1.ConfigMap
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: BundleConfigMap}, &cm)
+	err := r.ConfigMaps.Get(ctx, client.ObjectKey{Namespace: namespace, Name: BundleConfigMap}, &cm)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -92,7 +92,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 	}
 	if o.Bundle != nil {
-		if err := (&BundleReconciler{Client: mgr.GetClient(), Bundle: o.Bundle, Changed: o.BundleChanged}).SetupWithManager(mgr); err != nil {
+		if err := (&BundleReconciler{Client: mgr.GetClient(), ConfigMaps: mgr.GetAPIReader(), Bundle: o.Bundle, Changed: o.BundleChanged}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the root bundle publisher: %w", err)
 		}
 	}

@@ -111,13 +111,11 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 		}
 	}()
 
-	// The namespace joins the mesh: the root bundle must appear there.
-	var ns corev1.Namespace
-	if err := e.Client.Get(ctx, client.ObjectKey{Name: meshed}, &ns); err != nil {
-		t.Fatal(err)
-	}
-	ns.Labels = map[string]string{"mesh.weft.dev/inject": "enabled"}
-	if err := e.Client.Update(ctx, &ns); err != nil {
+	// A namespace with no MeshService joins the mesh by its label: the root
+	// bundle must appear there (and in meshed, which holds MeshServices).
+	joiner := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "storefront",
+		Labels: map[string]string{"mesh.weft.dev/inject": "enabled"}}}
+	if err := e.Client.Create(ctx, joiner); err != nil {
 		t.Fatal(err)
 	}
 
@@ -133,7 +131,11 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 			var s corev1.Secret
 			return e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: "weft-root-ca"}, &s)
 		}},
-		{"the root bundle in the meshed namespace", func(ctx context.Context) error {
+		{"the root bundle in the labelled namespace", func(ctx context.Context) error {
+			var cm corev1.ConfigMap
+			return e.Client.Get(ctx, client.ObjectKey{Namespace: joiner.Name, Name: "weft-root-ca"}, &cm)
+		}},
+		{"the root bundle in the namespace with MeshServices", func(ctx context.Context) error {
 			var cm corev1.ConfigMap
 			return e.Client.Get(ctx, client.ObjectKey{Namespace: meshed, Name: "weft-root-ca"}, &cm)
 		}},
@@ -156,9 +158,10 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 			t.Errorf("with the chart's RBAC, no %s: %v", c.what, err)
 		}
 	}
-	// The namespace leaves the mesh: the bundle goes (weft reads it first,
-	// to delete only its own).
-	if err := e.Client.Get(ctx, client.ObjectKey{Name: meshed}, &ns); err != nil {
+	// The labelled namespace leaves the mesh: the bundle goes (weft reads
+	// it first, to delete only its own).
+	var ns corev1.Namespace
+	if err := e.Client.Get(ctx, client.ObjectKeyFromObject(joiner), &ns); err != nil {
 		t.Fatal(err)
 	}
 	ns.Labels = nil
@@ -167,11 +170,11 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 	}
 	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		var cm corev1.ConfigMap
-		err := e.Client.Get(ctx, client.ObjectKey{Namespace: meshed, Name: "weft-root-ca"}, &cm)
+		err := e.Client.Get(ctx, client.ObjectKey{Namespace: joiner.Name, Name: "weft-root-ca"}, &cm)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("the root bundle is still in %s (%v)", meshed, err)
+		return fmt.Errorf("the root bundle is still in %s (%v)", joiner.Name, err)
 	}); err != nil {
 		t.Errorf("with the chart's RBAC: %v", err)
 	}
