@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/cabundle"
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/inject"
@@ -113,6 +115,8 @@ type controllerOptions struct {
 	certDelivery     string
 	webhookPort      int
 	webhookCertDir   string
+	webhookService   string
+	webhookConfig    string
 	inject           inject.Config
 }
 
@@ -138,7 +142,12 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
 		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
-	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook-certs", "directory with the webhook's tls.crt and tls.key")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
+		"directory with the webhook's tls.crt and tls.key, reloaded when they change (cert-manager); empty: the mesh CA signs the webhook's certificate in memory and weft fills the caBundle of --webhook-configuration")
+	fs.StringVar(&o.webhookService, "webhook-service", "weft-controller",
+		"name of the Service in --mesh-namespace through which the API server calls the webhook (the DNS names of weft's own webhook certificate)")
+	fs.StringVar(&o.webhookConfig, "webhook-configuration", "weft-injector",
+		"MutatingWebhookConfiguration whose caBundle weft keeps equal to the mesh roots when it signs the webhook's certificate itself; empty: none")
 	o.inject = inject.DefaultConfig()
 	fs.StringVar(&o.inject.TrustDomain, "trust-domain", o.inject.TrustDomain, "SPIFFE trust domain of the mesh")
 	fs.StringVar(&o.inject.ProxyImage, "proxy-image", o.inject.ProxyImage, "stock Envoy image injected as the sidecar (pin it)")
@@ -299,9 +308,28 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			leaderNS = o.meshNamespace
 		}
 	}
+	// The root CA's loader comes first: the webhook's own certificate
+	// needs it.
+	bundleChanged, caBundleChanged := make(chan struct{}, 1), make(chan struct{}, 1)
+	root := &identity.RootLoader{Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca"),
+		OnChange: func() {
+			for _, ch := range []chan struct{}{bundleChanged, caBundleChanged} {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}}
+	controllerID := identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"}
 	var webhookServer webhook.Server
 	if o.webhookPort != 0 {
-		webhookServer = webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir})
+		wo := webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir}
+		if o.webhookCertDir == "" {
+			svc := o.webhookService + "." + o.meshNamespace + ".svc"
+			tlsCfg := identity.ServerTLS(root.Root, []string{svc, svc + ".cluster.local"}, controllerID)
+			wo.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = tlsCfg.GetCertificate }}
+		}
+		webhookServer = webhook.NewServer(wo)
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -325,16 +353,15 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
-	bundleChanged := make(chan struct{}, 1)
-	root := &identity.RootLoader{Client: direct, Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca"),
-		OnChange: func() {
-			select {
-			case bundleChanged <- struct{}{}:
-			default:
-			}
-		}}
+	root.Client = direct
 	if err := mgr.Add(root); err != nil {
 		return fmt.Errorf("adding the root CA loader: %w", err)
+	}
+	if webhookServer != nil && o.webhookCertDir == "" && o.webhookConfig != "" {
+		if err := mgr.Add(&cabundle.Injector{Client: direct, Name: o.webhookConfig, Bundle: root.Bundle,
+			Changed: caBundleChanged, Log: log.WithName("cabundle")}); err != nil {
+			return fmt.Errorf("adding the caBundle writer: %w", err)
+		}
 	}
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle, BundleChanged: bundleChanged}
 	// Pod certificates, where the API server serves them.
@@ -358,8 +385,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		switch o.xdsAuth {
 		case "token":
 			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient()}
-			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost},
-				identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"})
+			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost}, controllerID)
 			xs.StatusAddress = o.xdsStatusAddr
 			// Sidecars that proved their pod get its certificate over SDS.
 			xs.Signer, xs.TrustDomain, xs.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
@@ -377,9 +403,16 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if webhookServer != nil {
-		webhookServer.Register(inject.WebhookPath, &webhook.Admission{Handler: &inject.Webhook{
+		// GetWebhookServer, not webhookServer: the manager starts the
+		// webhook server only once it has been asked for it.
+		mgr.GetWebhookServer().Register(inject.WebhookPath, &webhook.Admission{Handler: &inject.Webhook{
 			Namespaces: mgr.GetClient(), Decoder: admission.NewDecoder(scheme), Config: o.inject,
 		}})
+		// Ready once the injector answers TLS (with weft's own certificate,
+		// once the mesh CA is loaded).
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return fmt.Errorf("adding the webhook readiness check: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)

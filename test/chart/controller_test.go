@@ -3,15 +3,25 @@ package chart_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -19,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,13 +45,15 @@ import (
 // and takes it away when the namespace leaves, and writes the status of
 // every custom resource; no request is refused.
 //
-// What this does not cover: the injector (its serving certificate would
-// come from cert-manager, which does not run here, so --webhook-port=0)
-// and the xDS server's per-stream checks (TokenReview, the proxy's pod),
-// which need a connected proxy.
+// The injector serves on a loopback port with the certificate weft signs:
+// the leader fills the webhook configuration's caBundle, and a TLS client
+// that trusts only that caBundle, dialling the Service's DNS name, reaches
+// it. What this does not cover: the xDS server's per-stream checks
+// (TokenReview, the proxy's pod), which need a connected proxy.
 func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, meshed string, objs []*unstructured.Unstructured) {
 	t.Helper()
 	dir := t.TempDir()
+	webhookPort := freePort(t)
 	bin := filepath.Join(dir, "weft")
 	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/weftmesh/weft")
 	build.Dir = e.Root
@@ -83,12 +96,14 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 		case strings.HasPrefix(a, "--xds-bind-address="):
 			args[i] = "--xds-bind-address=127.0.0.1:0"
 		case strings.HasPrefix(a, "--webhook-port="):
-			args[i] = "--webhook-port=0"
-		case strings.HasPrefix(a, "--webhook-cert-dir="):
-			args[i] = "--webhook-cert-dir=" + dir
+			args[i] = "--webhook-port=" + strconv.Itoa(webhookPort)
 		}
 	}
 	args = append(args, "--kubeconfig="+kubeconfig, "--xds-status-bind-address=127.0.0.1:0")
+
+	if !slices.Contains(args, "--webhook-configuration=weft-injector") {
+		t.Fatalf("the chart does not have weft fill the injector's caBundle: %v", args)
+	}
 
 	runCtx, stop := context.WithCancel(ctx)
 	cmd := exec.CommandContext(runCtx, bin, args...)
@@ -138,6 +153,17 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 		{"the root bundle in the namespace with MeshServices", func(ctx context.Context) error {
 			var cm corev1.ConfigMap
 			return e.Client.Get(ctx, client.ObjectKey{Namespace: meshed, Name: "weft-root-ca"}, &cm)
+		}},
+		{"the injector's caBundle, and the injector serving a certificate it trusts", func(ctx context.Context) error {
+			var w admissionregistrationv1.MutatingWebhookConfiguration
+			if err := e.Client.Get(ctx, client.ObjectKey{Name: "weft-injector"}, &w); err != nil {
+				return err
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(w.Webhooks[0].ClientConfig.CABundle) {
+				return errors.New("caBundle holds no certificate")
+			}
+			return askInjector(ctx, webhookPort, roots, meshed)
 		}},
 		{"the status of every custom resource", func(ctx context.Context) error {
 			for _, o := range objs {
@@ -201,4 +227,56 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// freePort returns a loopback TCP port nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// askInjector sends the injector an AdmissionReview for a pod of namespace,
+// as the API server would, over TLS that trusts only roots and checks the
+// Service's DNS name, and wants an answer to that review.
+func askInjector(ctx context.Context, port int, roots *x509.CertPool, namespace string) error {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: roots, ServerName: "weft-controller." + releaseNamespace + ".svc", MinVersion: tls.VersionTLS12}}}
+	defer hc.CloseIdleConnections()
+	pod, err := json.Marshal(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: namespace},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}})
+	if err != nil {
+		return err
+	}
+	review := admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{UID: "review-1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, Namespace: namespace, Name: "p",
+			Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: pod}}}
+	body, err := json.Marshal(&review)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		fmt.Sprintf("https://127.0.0.1:%d/inject-pod", port), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var answer admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		return fmt.Errorf("the injector answered %s: %w", resp.Status, err)
+	}
+	if answer.Response == nil || answer.Response.UID != "review-1" || !answer.Response.Allowed {
+		return fmt.Errorf("the injector answered %+v", answer.Response)
+	}
+	return nil
 }

@@ -16,8 +16,9 @@ import (
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
-// TestInstallUpgradeRollbackUninstall installs the chart with the injector
-// into an API server that has no weft CRDs yet (cert-manager's only), runs
+// TestInstallUpgradeRollbackUninstall installs the chart with its defaults
+// (the injector on, its certificate signed by weft) into an API server that
+// has no weft CRDs yet, runs
 // the controller with the chart's ServiceAccount, upgrades, rolls back and
 // uninstalls: the controller and the injector go, the CRDs and the custom
 // resources stay. No kubelet runs here: the Deployment's pods are never
@@ -39,7 +40,7 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	tl := newTools(t, e)
-	values := []string{"--set", "injector.enabled=true", "--set", "certManager.enabled=true"}
+	var values []string // the defaults
 
 	out := tl.mustHelm(t, append([]string{"install", "weft", tl.chartDir(), "--namespace", releaseNamespace, "--create-namespace"}, values...)...)
 	if !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "kubectl label namespace <your-namespace> mesh.weft.dev/inject=enabled") {
@@ -52,7 +53,7 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		}
 	}
 	for _, kind := range []string{"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole",
-		"ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget", "MutatingWebhookConfiguration", "Certificate", "Issuer"} {
+		"ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget", "MutatingWebhookConfiguration"} {
 		if !containsKind(installed, kind) {
 			t.Errorf("the release has no %s", kind)
 		}

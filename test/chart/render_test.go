@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -38,7 +39,24 @@ var toggles = []struct {
 		"injector.enabled=true", "certManager.enabled=true", "certManager.issuerRef.name=corp-ca",
 		"certManager.issuerRef.kind=ClusterIssuer", "injector.excludeNamespaces={legacy}", "injector.timeoutSeconds=3",
 	}, checkInjector("ClusterIssuer", "corp-ca")},
-	{"cert-manager without the injector", []string{"certManager.enabled=true"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+	{"no injector", []string{"injector.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
+			t.Error("the injector is rendered although injector.enabled=false")
+		}
+		if args := controllerArgs(t, objs); !slices.Contains(args, "--webhook-port=0") {
+			t.Errorf("args %v: the webhook server runs with the injector off", args)
+		}
+		svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15012 {
+			t.Errorf("weft-controller ports %+v, want xDS on 15012 only", svc.Spec.Ports)
+		}
+		if slices.ContainsFunc(typed[rbacv1.ClusterRole](t, find(objs, "ClusterRole", "weft-controller")).Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.Resources, "mutatingwebhookconfigurations")
+		}) {
+			t.Error("the ClusterRole lets weft patch a webhook configuration that is not installed")
+		}
+	}},
+	{"cert-manager without the injector", []string{"injector.enabled=false", "certManager.enabled=true"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 		if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
 			t.Error("the injector is rendered although injector.enabled=false")
 		}
@@ -53,6 +71,14 @@ var toggles = []struct {
 		if !slices.Contains(args, "--metrics-bind-address=0") || slices.ContainsFunc(args, hasPrefix("--xds-bind-address")) {
 			t.Errorf("args %v", args)
 		}
+		if find(objs, "Service", "weft-controller-metrics") != nil {
+			t.Error("Service weft-controller-metrics rendered with metrics off")
+		}
+		if svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller")); len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 443 {
+			t.Errorf("weft-controller ports %+v, want the injector's only", svc.Spec.Ports)
+		}
+	}},
+	{"nothing served", []string{"xds.enabled=false", "metrics.enabled=false", "injector.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 		for _, n := range []string{"weft-controller", "weft-controller-metrics"} {
 			if find(objs, "Service", n) != nil {
 				t.Errorf("Service %s rendered with nothing to serve", n)
@@ -180,7 +206,8 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("GOMEMLIMIT does not follow the memory limit: %+v", e)
 	}
 	args := controllerArgs(t, objs)
-	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=0",
+	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=9443",
+		"--webhook-service=weft-controller", "--webhook-configuration=weft-injector",
 		"--xds-bind-address=:15012", "--xds-host=weft-controller.weft-system.svc", "--metrics-bind-address=:8443"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("args %v lack %s", args, want)
@@ -190,43 +217,65 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 {
 		t.Errorf("PodDisruptionBudget %+v", pdb.Spec)
 	}
-	svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15012 {
-		t.Errorf("weft-controller ports %+v, want xDS on 15012 only (no injector by default)", svc.Spec.Ports)
+	if slices.ContainsFunc(args, hasPrefix("--webhook-cert-dir")) {
+		t.Errorf("args %v: by default weft signs the webhook's certificate, it reads none from files", args)
+	}
+	// The injector is on, served with weft's own certificate: the
+	// configuration has no cert-manager annotation, and nothing of
+	// cert-manager is rendered.
+	checkWebhook(t, objs)
+	w := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, find(objs, "MutatingWebhookConfiguration", "weft-injector"))
+	if _, ok := w.Annotations["cert-manager.io/inject-ca-from"]; ok || len(w.Webhooks[0].ClientConfig.CABundle) != 0 {
+		t.Errorf("the default injector's configuration %+v: want no cert-manager annotation and an empty caBundle for weft to fill", w.ObjectMeta.Annotations)
+	}
+	if find(objs, "Certificate", "weft-webhook") != nil || find(objs, "Issuer", "weft-selfsigned") != nil {
+		t.Error("cert-manager objects are rendered by default")
+	}
+	if slices.ContainsFunc(controller(t, objs).VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "webhook-certs" }) {
+		t.Error("the default controller mounts a certificate Secret")
 	}
 	metrics := typed[corev1.Service](t, find(objs, "Service", "weft-controller-metrics"))
 	if metrics.Spec.Ports[0].Port != 8443 {
 		t.Errorf("metrics ports %+v", metrics.Spec.Ports)
 	}
-	if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
-		t.Error("the injector is on by default, without a serving certificate")
+}
+
+// checkWebhook checks the injector's configuration and its Service port,
+// whoever signs its certificate.
+func checkWebhook(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	w := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, find(objs, "MutatingWebhookConfiguration", "weft-injector"))
+	hook := w.Webhooks[0]
+	if *hook.FailurePolicy != admissionregistrationv1.Fail || *hook.TimeoutSeconds > 10 || *hook.SideEffects != admissionregistrationv1.SideEffectClassNone {
+		t.Errorf("webhook %+v", hook)
+	}
+	if hook.ClientConfig.Service == nil || hook.ClientConfig.Service.Name != "weft-controller" || *hook.ClientConfig.Service.Port != 443 {
+		t.Errorf("client config %+v", hook.ClientConfig)
+	}
+	var optIn, excluded bool
+	for _, e := range hook.NamespaceSelector.MatchExpressions {
+		switch {
+		case e.Key == "mesh.weft.dev/inject" && e.Operator == "In" && slices.Equal(e.Values, []string{"enabled"}):
+			optIn = true
+		case e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn":
+			excluded = slices.Contains(e.Values, "kube-system") && slices.Contains(e.Values, "weft-system") && slices.Contains(e.Values, releaseNamespace)
+		}
+	}
+	if !optIn || !excluded {
+		t.Errorf("namespaceSelector %+v: want opt-in only, never kube-system or weft-system", hook.NamespaceSelector)
+	}
+	svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
+	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == 443 && p.TargetPort.StrVal == "webhook" }) {
+		t.Errorf("no webhook port 443 in %+v", svc.Spec.Ports)
 	}
 }
 
 func checkInjector(issuerKind, issuerName string) func(*testing.T, []*unstructured.Unstructured) {
 	return func(t *testing.T, objs []*unstructured.Unstructured) {
+		checkWebhook(t, objs)
 		w := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, find(objs, "MutatingWebhookConfiguration", "weft-injector"))
 		if got := w.Annotations["cert-manager.io/inject-ca-from"]; got != releaseNamespace+"/weft-webhook" {
 			t.Errorf("inject-ca-from %q", got)
-		}
-		hook := w.Webhooks[0]
-		if *hook.FailurePolicy != admissionregistrationv1.Fail || *hook.TimeoutSeconds > 10 || *hook.SideEffects != admissionregistrationv1.SideEffectClassNone {
-			t.Errorf("webhook %+v", hook)
-		}
-		if hook.ClientConfig.Service == nil || hook.ClientConfig.Service.Name != "weft-controller" || *hook.ClientConfig.Service.Port != 443 {
-			t.Errorf("client config %+v", hook.ClientConfig)
-		}
-		var optIn, excluded bool
-		for _, e := range hook.NamespaceSelector.MatchExpressions {
-			switch {
-			case e.Key == "mesh.weft.dev/inject" && e.Operator == "In" && slices.Equal(e.Values, []string{"enabled"}):
-				optIn = true
-			case e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn":
-				excluded = slices.Contains(e.Values, "kube-system") && slices.Contains(e.Values, "weft-system") && slices.Contains(e.Values, releaseNamespace)
-			}
-		}
-		if !optIn || !excluded {
-			t.Errorf("namespaceSelector %+v: want opt-in only, never kube-system or weft-system", hook.NamespaceSelector)
 		}
 		cert := find(objs, "Certificate", "weft-webhook")
 		if cert == nil {
@@ -245,9 +294,8 @@ func checkInjector(issuerKind, issuerName string) func(*testing.T, []*unstructur
 		}) {
 			t.Errorf("the controller does not serve the webhook with the certificate: %v", c.Args)
 		}
-		svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
-		if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == 443 && p.TargetPort.StrVal == "webhook" }) {
-			t.Errorf("no webhook port 443 in %+v", svc.Spec.Ports)
+		if !slices.Contains(c.Args, "--webhook-cert-dir=/var/run/weft/webhook-certs") {
+			t.Errorf("the controller does not read cert-manager's certificate: %v", c.Args)
 		}
 	}
 }
@@ -293,7 +341,6 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"xds.port=70000", "/xds/port"},
 		{"injector.timeoutSeconds=30", "/injector/timeoutSeconds"},
 		{"certManager.issuerRef.kind=Vault", "/certManager/issuerRef/kind"},
-		{"injector.enabled=true", "injector.enabled"},
 	} {
 		out, err := tl.render(tc.set)
 		if err == nil {
