@@ -55,10 +55,10 @@ type meshServiceScope struct {
 	claimants []meshv1.MeshService
 }
 
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices/status,verbs=get;patch
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
-// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices,verbs=list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list;watch
 
 // Reconcile brings one MeshService's status up to date.
 func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

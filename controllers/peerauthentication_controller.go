@@ -53,9 +53,9 @@ type peerAuthScope struct {
 	peerPods map[string][]corev1.Pod
 }
 
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=peerauthentications,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=peerauthentications/status,verbs=get;patch
-// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=peerauthentications,verbs=list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=peerauthentications/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=list;watch
 
 // Reconcile brings one PeerAuthentication's status up to date.
 func (r *PeerAuthenticationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

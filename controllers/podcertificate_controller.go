@@ -34,7 +34,7 @@ const (
 // The signer reads the pods it certifies (already watched by the mesh
 // model), signs requests for its signer name (the API server checks the
 // "sign" verb on the signer), and writes their status.
-// +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests,verbs=list;watch
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=podcertificaterequests/status,verbs=update
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=signers,resourceNames=weft.dev/workload,verbs=sign
 

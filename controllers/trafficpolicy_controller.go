@@ -54,8 +54,8 @@ type trafficPolicyScope struct {
 	rivals []meshv1.TrafficPolicy
 }
 
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficpolicies/status,verbs=get;patch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficpolicies,verbs=list;watch
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficpolicies/status,verbs=patch
 
 // Reconcile brings one TrafficPolicy's status up to date.
 func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

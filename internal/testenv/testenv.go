@@ -124,7 +124,20 @@ type Options struct {
 	// WebhookDirs hold webhook configurations; envtest points them at a
 	// local address (WebhookServing) with certificates it makes.
 	WebhookDirs []string
+	// AuditLog, when set, is the file where the API server writes an
+	// audit event (metadata only) for every request it answers; see
+	// ReadAudit.
+	AuditLog string
 }
+
+// auditPolicy records who did what to which object, and nothing of the
+// bodies.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+- level: Metadata
+`
 
 // StartWith starts etcd and kube-apiserver with what o names installed.
 // When anything fails, it stops whatever it started.
@@ -155,6 +168,16 @@ func StartWith(o Options) (*Env, error) {
 	// loopback ones: InOwnNetworkNamespace provides one.
 	if a := os.Getenv(advertiseEnv); a != "" {
 		e.env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", a)
+	}
+	if o.AuditLog != "" {
+		policy := filepath.Join(filepath.Dir(o.AuditLog), "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return nil, fmt.Errorf("writing the audit policy: %w", err)
+		}
+		e.env.ControlPlane.GetAPIServer().Configure().
+			Set("audit-policy-file", policy).
+			Set("audit-log-path", o.AuditLog).
+			Set("audit-log-mode", "blocking")
 	}
 	if e.Config, err = e.env.Start(); err != nil {
 		// envtest may have started etcd and kube-apiserver before failing

@@ -2,6 +2,7 @@ package chart_test
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,8 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := testenv.StartWith(testenv.Options{CRDDirs: []string{certManagerCRDs(root)}})
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	e, err := testenv.StartWith(testenv.Options{CRDDirs: []string{certManagerCRDs(root)}, AuditLog: auditLog})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +84,9 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 
 	t.Run("the controller with the chart's RBAC", func(t *testing.T) {
 		runControllerAsChart(ctx, t, e, shop, userObjects)
+	})
+	t.Run("every granted verb used", func(t *testing.T) {
+		checkGrantsUsed(t, installed, auditLog)
 	})
 
 	// An upgrade with a changed value, and a rollback to the first revision:
