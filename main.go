@@ -363,7 +363,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("adding the caBundle writer: %w", err)
 		}
 	}
-	copts := controllers.Options{MeshNamespace: o.meshNamespace, Bundle: root.Bundle, BundleChanged: bundleChanged}
+	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Bundle: root.Bundle, BundleChanged: bundleChanged}
 	// Pod certificates, where the API server serves them.
 	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
 	if pcrErr == nil {
@@ -389,6 +389,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			xs.StatusAddress = o.xdsStatusAddr
 			// Sidecars that proved their pod get its certificate over SDS.
 			xs.Signer, xs.TrustDomain, xs.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
+			// Proxyless gRPC workloads read pod certificates as files:
+			// with them, STRICT PeerAuthentications apply to them too.
+			xs.ProxylessMTLS = delivery == inject.DeliveryPodCertificate
 		case "none":
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:

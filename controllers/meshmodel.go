@@ -29,8 +29,11 @@ type ModelWatcher struct {
 	// without changes, but never more than MaxDelay after the first one.
 	Quiet, MaxDelay time.Duration
 	ClusterDomain   string
-	Clock           clock.Clock
-	Publish         func(context.Context, *mesh.Model)
+	// MeshNamespace holds the mesh-wide PeerAuthentication; TrustDomain
+	// names the workloads' identities.
+	MeshNamespace, TrustDomain string
+	Clock                      clock.Clock
+	Publish                    func(context.Context, *mesh.Model)
 
 	// lastGood is what the last model applied (touched only by the
 	// debouncer's one goroutine).
@@ -72,7 +75,7 @@ func (w *ModelWatcher) Start(ctx context.Context) error {
 		handler toolscache.ResourceEventHandler
 	}{
 		{&corev1.Service{}, everyChange}, {&discoveryv1.EndpointSlice{}, everyChange}, {&corev1.Pod{}, podLabels},
-		{&meshv1.MeshService{}, everyChange}, {&meshv1.TrafficPolicy{}, everyChange},
+		{&meshv1.MeshService{}, everyChange}, {&meshv1.TrafficPolicy{}, everyChange}, {&meshv1.PeerAuthentication{}, everyChange},
 	} {
 		inf, err := w.Cache.GetInformer(ctx, watch.obj)
 		if err != nil {
@@ -100,19 +103,21 @@ func (w *ModelWatcher) Start(ctx context.Context) error {
 }
 
 func (w *ModelWatcher) build(ctx context.Context) (*mesh.Model, error) {
-	in := mesh.Input{ClusterDomain: w.ClusterDomain, LastGood: w.lastGood}
+	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, LastGood: w.lastGood}
 	var (
 		svcs   corev1.ServiceList
 		slices discoveryv1.EndpointSliceList
 		pods   corev1.PodList
 		mss    meshv1.MeshServiceList
 		tps    meshv1.TrafficPolicyList
+		pas    meshv1.PeerAuthenticationList
 	)
-	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &mss, &tps} {
+	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &mss, &tps, &pas} {
 		if err := w.Reader.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.MeshServices, in.TrafficPolicies = svcs.Items, slices.Items, pods.Items, mss.Items, tps.Items
+	in.PeerAuthentications = pas.Items
 	return mesh.Build(in), nil
 }

@@ -36,6 +36,8 @@ type Options struct {
 	MeshNamespace string
 	// ClusterDomain is the cluster's DNS domain (cluster.local).
 	ClusterDomain string
+	// TrustDomain is the SPIFFE trust domain (cluster.local).
+	TrustDomain string
 	// ModelQuiet and ModelMaxDelay bound the mesh model's debounce
 	// (defaults 100 ms and 1 s).
 	ModelQuiet, ModelMaxDelay time.Duration
@@ -106,6 +108,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Cache: mgr.GetCache(), Reader: mgr.GetClient(), Clock: clock.RealClock{},
 		Quiet: cmp.Or(o.ModelQuiet, 100*time.Millisecond), MaxDelay: cmp.Or(o.ModelMaxDelay, time.Second),
 		ClusterDomain: cmp.Or(o.ClusterDomain, "cluster.local"), Publish: onModel,
+		MeshNamespace: o.MeshNamespace, TrustDomain: cmp.Or(o.TrustDomain, "cluster.local"),
 	}); err != nil {
 		return fmt.Errorf("adding the mesh model watcher: %w", err)
 	}

@@ -204,8 +204,14 @@ func (d *demo) startWeft() error {
 		"--health-probe-bind-address=0", "--webhook-port=0", "--log-format=console"}
 	what := ""
 	if d.traffic != nil {
+		// The demo's workloads get no certificates (no kubelet asks for
+		// pod certificates here), so weft is told they come over SDS,
+		// which proxyless gRPC cannot use: their traffic is plain text.
+		// With pod certificates, weft would configure mTLS where the
+		// sample PeerAuthentication says STRICT, and workloads without
+		// certificate files would refuse it.
 		args = append(args, "--xds-bind-address="+xdsAddr, "--xds-auth=token", "--xds-host="+xdsHost,
-			"--xds-status-bind-address="+statusAddr)
+			"--xds-status-bind-address="+statusAddr, "--cert-delivery=sds")
 		what = " and its xDS server on " + xdsAddr + " (TLS from the mesh CA; every proxy proves its pod with its token)"
 	}
 	d.say("Starting the weft controller%s (log: %s) ...", what, filepath.Join(d.dir, "weft-controller.log"))

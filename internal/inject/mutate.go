@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // Inject adds weft to a pod that Decide let in. It changes only pod and
@@ -228,10 +230,10 @@ func grpcBootstrap(cfg Config) string {
 		}},
 		"node": map[string]any{"id": nodeID, "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
 			"metadata": map[string]any{"weft.flavour": "grpc"}},
-		"server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
+		"server_listener_resource_name_template": translate.ServerListenerPrefix + "%s",
 	}
 	if cfg.CertDelivery == DeliveryPodCertificate {
-		b["certificate_providers"] = map[string]any{"weft": map[string]any{
+		b["certificate_providers"] = map[string]any{translate.CertProvider: map[string]any{
 			"plugin_name": "file_watcher",
 			"config": map[string]any{
 				"certificate_file": CertsDir + "/cert-chain.pem", "private_key_file": CertsDir + "/key.pem",

@@ -24,6 +24,13 @@ type Input struct {
 	Pods            []corev1.Pod
 	MeshServices    []meshv1.MeshService
 	TrafficPolicies []meshv1.TrafficPolicy
+	// PeerAuthentications set each pod's mTLS mode; those in force (their
+	// current generation accepted) count.
+	PeerAuthentications []meshv1.PeerAuthentication
+	// MeshNamespace holds the mesh-wide PeerAuthentication (default
+	// weft-system); TrustDomain names identities (default cluster.local).
+	MeshNamespace string
+	TrustDomain   string
 	// LastGood is what the previous model applied (its Applied): a
 	// MeshService or TrafficPolicy whose current generation is refused or
 	// not yet reconciled keeps its last good generation in force.
@@ -94,6 +101,11 @@ type Endpoint struct {
 	// Labels are the pod's labels (subset membership).
 	Labels map[string]string
 	Zone   string
+	// Identity is the pod's SPIFFE ID ("" without a pod); MTLS its mTLS
+	// mode and PortMTLS the overrides per pod port (see ModeFor).
+	Identity string
+	MTLS     meshv1.MTLSMode
+	PortMTLS map[int32]meshv1.MTLSMode
 	// Ready endpoints take new traffic; terminating ones only drain.
 	Ready       bool
 	Terminating bool
@@ -119,6 +131,8 @@ func Key(namespace, name string) string { return namespace + "/" + name }
 // traffic.
 func Build(in Input) *Model {
 	domain := cmp.Or(in.ClusterDomain, "cluster.local")
+	pa := newPeerAuth(in.PeerAuthentications, cmp.Or(in.MeshNamespace, "weft-system"))
+	trustDomain := cmp.Or(in.TrustDomain, "cluster.local")
 	svcs := map[string]*corev1.Service{}
 	for i := range in.Services {
 		s := &in.Services[i]
@@ -173,7 +187,7 @@ func Build(in Input) *Model {
 					TargetName: sp.Name, TargetNumber: sp.TargetPort.IntVal})
 			}
 		}
-		s.Endpoints = endpoints(slicesBySvc[Key(svc.Namespace, svc.Name)], pods)
+		s.Endpoints = endpoints(slicesBySvc[Key(svc.Namespace, svc.Name)], pods, pa, trustDomain)
 		m.Services[Key(s.Namespace, s.Name)] = s
 		// A copy: the next build must see this generation whatever becomes of
 		// the input.
@@ -220,7 +234,7 @@ func inForce(conds []metav1.Condition, gen int64) bool {
 // endpoints flattens slices into endpoints: ready ones, and terminating
 // ones that still serve (so connections drain instead of being cut). An
 // address in two slices appears once.
-func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod) []Endpoint {
+func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa *peerAuth, trustDomain string) []Endpoint {
 	seen := map[string]bool{}
 	var out []Endpoint
 	for _, sl := range sls {
@@ -246,6 +260,8 @@ func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod) []
 				e.Pod = Key(ep.TargetRef.Namespace, ep.TargetRef.Name)
 				if pod := pods[e.Pod]; pod != nil {
 					e.Labels = pod.Labels
+					e.Identity = SPIFFEID(trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)
+					e.MTLS, e.PortMTLS = pa.modeOf(pod)
 				}
 			}
 			out = append(out, e)

@@ -58,6 +58,10 @@ type Server struct {
 	Signer      func() *identity.Root
 	TrustDomain string
 	LeafTTL     time.Duration
+	// ProxylessMTLS has proxyless gRPC workloads use mTLS where their
+	// PeerAuthentication says STRICT (translate.Options): set it when
+	// workloads get pod certificates, which grpc-go reads as files.
+	ProxylessMTLS bool
 
 	cache *cache.Cache
 
@@ -164,7 +168,7 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	shared, err := translate.BuildShared(m, s.shared)
+	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS})
 	if err != nil {
 		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for id := range s.proxies {
@@ -210,7 +214,7 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 
 func (s *Server) assignLocked(id string, p translate.Proxy) error {
 	if p.Flavour != translate.FlavourEnvoy {
-		return s.cache.Assign(id, grpcSet)
+		return s.assignGRPCLocked(id, p)
 	}
 	// A sidecar's own resources change only with its pod's ports and its
 	// certificate.
@@ -232,6 +236,27 @@ func (s *Server) assignLocked(id string, p translate.Proxy) error {
 		s.inbound[id], s.ownSecrets[id] = ports, secrets
 	}
 	return s.cache.Assign(id, envoySet, cache.ProxySet(id))
+}
+
+// assignGRPCLocked gives a proxyless gRPC proxy the shared set and, when
+// its pod serves mesh ports, its servers' Listeners (a set of its own).
+func (s *Server) assignGRPCLocked(id string, p translate.Proxy) error {
+	ports := s.shared.InboundPorts(p.Pod)
+	prev, had := s.inbound[id]
+	if len(ports) == 0 && !had {
+		return s.cache.Assign(id, grpcSet)
+	}
+	if !had || !slices.Equal(prev, ports) {
+		own, err := translate.Own(s.shared, p)
+		if err != nil {
+			return err
+		}
+		if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
+			return err
+		}
+		s.inbound[id] = ports
+	}
+	return s.cache.Assign(id, grpcSet, cache.ProxySet(id))
 }
 
 // onRequest and onDeltaRequest register a proxy the first time it asks
@@ -294,16 +319,16 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 // what it is ("envoy" or "grpc"; grpc when absent).
 const FlavourKey = "weft.flavour"
 
-// ProxyFor describes the proxy behind a node. An Envoy sidecar's node id is
-// "<pod>.<namespace>" (namespaces have no dots), which names its pod.
+// ProxyFor describes the proxy behind a node. An injected proxy's node id
+// is "<pod>.<namespace>" (namespaces have no dots), which names its pod.
 func ProxyFor(node *corev3.Node) translate.Proxy {
 	p := translate.Proxy{ID: node.GetId(), Flavour: translate.FlavourGRPC}
 	if node.GetMetadata().GetFields()[FlavourKey].GetStringValue() == string(translate.FlavourEnvoy) {
 		p.Flavour = translate.FlavourEnvoy
-		if i := strings.LastIndex(p.ID, "."); i > 0 {
-			p.Namespace = p.ID[i+1:]
-			p.Pod = p.Namespace + "/" + p.ID[:i]
-		}
+	}
+	if i := strings.LastIndex(p.ID, "."); i > 0 {
+		p.Namespace = p.ID[i+1:]
+		p.Pod = p.Namespace + "/" + p.ID[:i]
 	}
 	return p
 }

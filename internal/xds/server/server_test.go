@@ -127,8 +127,13 @@ func TestProxyFor(t *testing.T) {
 	if p := ProxyFor(envoy); p.Flavour != translate.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" {
 		t.Errorf("envoy node: %+v", p)
 	}
-	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != translate.FlavourGRPC || p.Pod != "" {
+	// Proxyless gRPC: the pod is named the same way (its servers get
+	// Listeners at the pod's address).
+	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != translate.FlavourGRPC || p.Pod != "shop/client" {
 		t.Errorf("a node without metadata: %+v", p)
+	}
+	if p := ProxyFor(&corev3.Node{Id: "tool"}); p.Flavour != translate.FlavourGRPC || p.Pod != "" {
+		t.Errorf("a node id that names no pod: %+v", p)
 	}
 }
 

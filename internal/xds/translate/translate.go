@@ -95,6 +95,7 @@ type Shared struct {
 	envoyNames *names
 	// services keeps what each service translated to, for the next model.
 	services map[string]*serviceOut
+	opts     Options
 }
 
 // serviceOut is what one service translates to.
@@ -105,7 +106,10 @@ type serviceOut struct {
 	// clusters and endpoints of its other ports and chains its outbound
 	// filter chains (Envoy).
 	api, http, tcp Resources
-	chains         []*listenerv3.FilterChain
+	// grpcHTTP is http as proxyless gRPC gets it: the same, or with TLS
+	// copies of the clusters whose endpoints take mTLS.
+	grpcHTTP Resources
+	chains   []*listenerv3.FilterChain
 	// decoded keeps the messages behind its filters' configuration.
 	decoded decoded
 }
@@ -115,7 +119,16 @@ type serviceOut struct {
 // object for every resource that came out equal, so that a model change
 // costs, and touches, only what changed.
 func BuildShared(m *mesh.Model, prev *Shared) (*Shared, error) {
-	sh := &Shared{GRPC: &Resources{}, Envoy: &Resources{}, model: m, services: make(map[string]*serviceOut, len(m.Order))}
+	return BuildSharedWith(m, prev, Options{})
+}
+
+// BuildSharedWith is BuildShared with options; prev is reused only when it
+// was built with the same ones.
+func BuildSharedWith(m *mesh.Model, prev *Shared, opts Options) (*Shared, error) {
+	if prev != nil && prev.opts != opts {
+		prev = nil
+	}
+	sh := &Shared{GRPC: &Resources{}, Envoy: &Resources{}, model: m, services: make(map[string]*serviceOut, len(m.Order)), opts: opts}
 	g, e := sh.GRPC, sh.Envoy
 	for _, key := range m.Order {
 		s := m.Services[key]
@@ -126,13 +139,13 @@ func BuildShared(m *mesh.Model, prev *Shared) (*Shared, error) {
 		out := old
 		if old == nil || !old.svc.Equal(s) {
 			var err error
-			if out, err = translateService(s, old); err != nil {
+			if out, err = translateService(s, old, opts); err != nil {
 				return nil, fmt.Errorf("service %s: %w", key, err)
 			}
 		}
 		sh.services[key] = out
 		g.add(&out.api)
-		g.add(&out.http)
+		g.add(&out.grpcHTTP)
 		e.add(&out.http)
 		e.add(&out.tcp)
 	}
@@ -168,7 +181,7 @@ func (r *Resources) add(o *Resources) {
 
 // translateService translates one service and validates the result,
 // keeping old's object for every resource that came out equal.
-func translateService(s *mesh.Service, old *serviceOut) (*serviceOut, error) {
+func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceOut, error) {
 	out := &serviceOut{svc: s, decoded: decoded{}}
 	for _, p := range s.Ports {
 		r := &out.tcp
@@ -200,8 +213,16 @@ func translateService(s *mesh.Service, old *serviceOut) (*serviceOut, error) {
 			}
 		}
 	}
+	out.grpcHTTP = out.http
+	if opts.ProxylessMTLS {
+		out.grpcHTTP.Clusters = proxylessClusters(s, out.http.Clusters)
+		if old != nil {
+			reuseList(out.grpcHTTP.Clusters, old.grpcHTTP.Clusters, (*clusterv3.Cluster).GetName)
+		}
+	}
 	was := old.orEmpty()
-	if err := errors.Join(out.api.validateNew(&was.api), out.http.validateNew(&was.http), out.tcp.validateNew(&was.tcp)); err != nil {
+	if err := errors.Join(out.api.validateNew(&was.api), out.http.validateNew(&was.http), out.tcp.validateNew(&was.tcp),
+		validateNewList(out.grpcHTTP.Clusters, append(slices.Clone(was.grpcHTTP.Clusters), out.http.Clusters...))); err != nil {
 		return nil, err
 	}
 	// A service's resources name only each other.
@@ -246,6 +267,9 @@ func validateNewList[T interface {
 type PodPort struct {
 	Number  int32
 	Service mesh.Port
+	// Address is the pod's address; MTLS its mode on the port.
+	Address string
+	MTLS    meshv1.MTLSMode
 }
 
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
@@ -266,7 +290,7 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 					ports := sh.inbound[e.Pod]
 					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
 					if !found {
-						sh.inbound[e.Pod] = slices.Insert(ports, i, PodPort{Number: port, Service: p})
+						sh.inbound[e.Pod] = slices.Insert(ports, i, PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port)})
 					}
 				}
 			}
@@ -310,7 +334,15 @@ func validateAll[T interface{ ValidateAll() error }](lists ...[]T) error {
 func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 	switch proxy.Flavour {
 	case FlavourGRPC:
-		return &Resources{}, nil
+		// A gRPC server's Listeners (a client asks for none of them).
+		lis, err := serverListeners(sh.InboundPorts(proxy.Pod), sh.opts, decoded{})
+		if err == nil {
+			err = validateAll(lis)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
+		}
+		return &Resources{Listeners: lis}, nil
 	case FlavourEnvoy:
 		r, reg := &Resources{}, decoded{}
 		if err := addInbound(sh.InboundPorts(proxy.Pod), r, reg); err != nil {

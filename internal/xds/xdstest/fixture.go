@@ -65,7 +65,8 @@ func ReviewsInput(backends ...Backend) mesh.Input {
 	}
 	for i, b := range backends {
 		in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: b.Pod,
-			Labels: map[string]string{"app": "reviews", "version": b.Version}}})
+			Labels: map[string]string{"app": "reviews", "version": b.Version}},
+			Spec: corev1.PodSpec{ServiceAccountName: "reviews-" + b.Version}})
 		in.EndpointSlices = append(in.EndpointSlices, discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Namespace: "bookinfo", Name: "reviews-" + strconv.Itoa(i), Labels: map[string]string{discoveryv1.LabelServiceName: "reviews"}},
 			AddressType: discoveryv1.AddressTypeIPv4,
@@ -140,4 +141,14 @@ func AddScaleService(in *mesh.Input, i int) {
 		})
 	}
 	in.EndpointSlices = append(in.EndpointSlices, sl)
+}
+
+// StrictPeerAuthentication is a namespace-wide STRICT PeerAuthentication
+// in force.
+func StrictPeerAuthentication(namespace string) meshv1.PeerAuthentication {
+	return meshv1.PeerAuthentication{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "default", Generation: 1},
+		Spec:       meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSStrict},
+		Status:     meshv1.PeerAuthenticationStatus{Status: meshv1.Status{Conditions: InForce(1)}},
+	}
 }

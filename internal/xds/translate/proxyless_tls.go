@@ -1,0 +1,178 @@
+package translate
+
+import (
+	"net"
+	"slices"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// CertProvider is the certificate provider instance of a proxyless gRPC
+// workload's bootstrap (a file watcher on its pod certificate and the mesh
+// roots) that weft's TLS contexts name.
+const CertProvider = "weft"
+
+// ServerListenerPrefix and the pod's "ip:port" make the name of the
+// Listener a grpc-go xDS server asks for (its bootstrap's
+// server_listener_resource_name_template).
+const ServerListenerPrefix = "grpc/server?xds.resource.listening_address="
+
+// Options shape a translation.
+type Options struct {
+	// ProxylessMTLS has proxyless gRPC workloads speak mTLS to the
+	// endpoints whose PeerAuthentication mode is STRICT, and their servers
+	// require it in that mode. It needs their certificates as files (pod
+	// certificates): grpc-go has no SDS.
+	ProxylessMTLS bool
+}
+
+var certProvider = &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProvider}
+
+// upstreamTLS is the client side of mTLS to endpoints with the given
+// identities: the workload's own certificate, the mesh roots, and the
+// server's SPIFFE ID checked against the identities (grpc-go reads
+// match_subject_alt_names, not its typed successor).
+func upstreamTLS(identities []string) *corev3.TransportSocket {
+	sans := make([]*matcherv3.StringMatcher, len(identities))
+	for i, id := range identities {
+		sans[i] = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}}
+	}
+	ctx := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: certProvider,
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			CaCertificateProviderInstance: certProvider,
+			MatchSubjectAltNames:          sans,
+		}},
+	}}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+}
+
+// downstreamTLS is the server side of mTLS: a client certificate from the
+// mesh CA is required.
+var downstreamTLS = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
+	TypedConfig: mustAny(&tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateProviderInstance: certProvider,
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				CaCertificateProviderInstance: certProvider,
+			}},
+		},
+	}),
+}}
+
+// strictIdentities returns the identities of a cluster's endpoints when
+// any of them takes mTLS only (STRICT) on the port, sorted; nil when the
+// cluster is plain text. One STRICT endpoint makes the whole cluster TLS:
+// grpc-go cannot choose TLS per endpoint (it refuses
+// transport_socket_matches).
+func strictIdentities(s *mesh.Service, p mesh.Port, subset string) []string {
+	strict := false
+	var ids []string
+	for _, e := range s.Endpoints {
+		port, ok := e.PortOf(p)
+		if !ok || !s.InSubset(e, subset) {
+			continue
+		}
+		if e.ModeFor(port) == meshv1.MTLSStrict {
+			strict = true
+		}
+		if e.Identity != "" && !slices.Contains(ids, e.Identity) {
+			ids = append(ids, e.Identity)
+		}
+	}
+	if !strict || len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// proxylessClusters returns the gRPC flavour's clusters of a service's
+// HTTP ports: the shared clusters, with a TLS copy in place of each one
+// whose endpoints take mTLS.
+func proxylessClusters(s *mesh.Service, clusters []*clusterv3.Cluster) []*clusterv3.Cluster {
+	out := clusters
+	copied := false
+	for _, p := range s.Ports {
+		if !p.Protocol.IsHTTP() {
+			continue
+		}
+		subsets := []string{""}
+		for _, sub := range s.Subsets {
+			subsets = append(subsets, sub.Name)
+		}
+		for _, sub := range subsets {
+			ids := strictIdentities(s, p, sub)
+			if ids == nil {
+				continue
+			}
+			name := ClusterName(s, p, sub)
+			i := slices.IndexFunc(out, func(c *clusterv3.Cluster) bool { return c.Name == name })
+			if i < 0 {
+				continue
+			}
+			if !copied {
+				out, copied = slices.Clone(clusters), true
+			}
+			c := proto.Clone(out[i]).(*clusterv3.Cluster)
+			c.TransportSocket = upstreamTLS(ids)
+			out[i] = c
+		}
+	}
+	return out
+}
+
+// serverListeners are a proxyless gRPC server's Listeners: one per pod
+// port that a mesh HTTP port targets, at the pod's address, handing every
+// RPC to the application (non-forwarding), requiring mTLS where the port
+// is STRICT and the workloads have certificates.
+func serverListeners(ports []PodPort, opts Options, reg decoded) ([]*listenerv3.Listener, error) {
+	var out []*listenerv3.Listener
+	for _, pp := range ports {
+		if !pp.Service.Protocol.IsHTTP() || pp.Address == "" {
+			continue
+		}
+		addr := net.JoinHostPort(pp.Address, strconv.Itoa(int(pp.Number)))
+		cfg, err := reg.pack(&hcmv3.HttpConnectionManager{
+			StatPrefix: "inbound|" + strconv.Itoa(int(pp.Number)),
+			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+				Name: "inbound|" + strconv.Itoa(int(pp.Number)),
+				VirtualHosts: []*routev3.VirtualHost{{Name: "inbound", Domains: []string{"*"}, Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+				}}}},
+			}},
+			HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		chain := &listenerv3.FilterChain{
+			Name: "inbound|" + strconv.Itoa(int(pp.Number)),
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}},
+		}
+		if opts.ProxylessMTLS && pp.MTLS == meshv1.MTLSStrict {
+			chain.TransportSocket = downstreamTLS
+		}
+		out = append(out, &listenerv3.Listener{
+			Name:         ServerListenerPrefix + addr,
+			Address:      socketAddress(pp.Address, pp.Number),
+			FilterChains: []*listenerv3.FilterChain{chain},
+		})
+	}
+	return out, nil
+}

@@ -1,0 +1,151 @@
+package xdstest
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// CertProvider and ServerListenerPrefix are translate's (a test there
+// checks they agree; this package cannot import it).
+const (
+	CertProvider         = "weft"
+	ServerListenerPrefix = "grpc/server?xds.resource.listening_address="
+)
+
+// Certs is where a workload's certificate files are, as the injector lays
+// them out for a pod certificate: the chain, the key and the mesh roots.
+type Certs struct{ Dir string }
+
+// Chain, Key and Roots are the files' paths.
+func (c Certs) Chain() string { return filepath.Join(c.Dir, "cert-chain.pem") }
+func (c Certs) Key() string   { return filepath.Join(c.Dir, "key.pem") }
+func (c Certs) Roots() string { return filepath.Join(c.Dir, "root-cert.pem") }
+
+// bootstrap is grpc-go's xDS bootstrap for a workload of weft: the ADS
+// server (plain text: these tests do not authenticate the xDS stream),
+// the node id, the server Listener template, and a file-watcher
+// certificate provider named as weft's TLS contexts name it, reading the
+// files every second.
+func bootstrap(ads, node string, certs Certs) string {
+	return fmt.Sprintf(`{
+  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "node": {"id": %q},
+  "server_listener_resource_name_template": %q,
+  "certificate_providers": {%q: {"plugin_name": "file_watcher", "config": {
+    "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "1s"}}}
+}`, ads, node, ServerListenerPrefix+"%s", CertProvider, certs.Chain(), certs.Key(), certs.Roots())
+}
+
+// NewMTLSClient dials xds:///<target> with grpc-go's xDS credentials: TLS
+// as weft's clusters say (with the workload's certificates), plain text
+// where they say nothing.
+func NewMTLSClient(t testing.TB, ads, node, target string, certs Certs) *Client {
+	t.Helper()
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap(ads, node, certs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(creds), grpc.WithResolvers(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &Client{cc}
+}
+
+// Answer is what a backend of StartXDSBackend says about one RPC.
+type Answer struct {
+	// Backend is the server's name; Caller the SPIFFE ID of the client's
+	// certificate ("" over plain text), CallerSerial its serial number.
+	Backend, Caller, CallerSerial string
+	// Server is the SPIFFE ID of the certificate the server presented to
+	// the client ("" over plain text).
+	Server string
+}
+
+// Ask makes one RPC and returns what the backend and the connection say.
+func (c *Client) Ask(ctx context.Context, opts ...grpc.CallOption) (Answer, error) {
+	var md metadata.MD
+	var p peer.Peer
+	err := c.Invoke(ctx, "/weft.test.Reviews/Get", &emptypb.Empty{}, &emptypb.Empty{}, append(opts, grpc.Header(&md), grpc.Peer(&p))...)
+	a := Answer{Backend: first(md.Get("backend")), Caller: first(md.Get("caller")), CallerSerial: first(md.Get("caller-serial"))}
+	if leaf := peerLeaf(p.AuthInfo); leaf != nil && len(leaf.URIs) > 0 {
+		a.Server = leaf.URIs[0].String()
+	}
+	return a, err
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func peerLeaf(info credentials.AuthInfo) *x509.Certificate {
+	if tlsInfo, ok := info.(credentials.TLSInfo); ok && len(tlsInfo.State.PeerCertificates) > 0 {
+		return tlsInfo.State.PeerCertificates[0]
+	}
+	return nil
+}
+
+// StartXDSBackend serves any method on lis as a grpc-go xDS server of node
+// (configured by the Listener weft serves for lis's address, with the
+// workload's certificates), answering with its name and the caller's
+// identity. Connections last at most maxAge (0: forever), so that clients
+// handshake again.
+func StartXDSBackend(t testing.TB, lis net.Listener, ads, node, name string, certs Certs, maxAge time.Duration) {
+	t.Helper()
+	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []grpc.ServerOption{grpc.Creds(creds), xds.BootstrapContentsForTesting([]byte(bootstrap(ads, node, certs))),
+		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+			var in emptypb.Empty
+			if err := stream.RecvMsg(&in); err != nil {
+				return err
+			}
+			md := metadata.Pairs("backend", name)
+			if p, ok := peer.FromContext(stream.Context()); ok {
+				if leaf := peerLeaf(p.AuthInfo); leaf != nil {
+					md.Append("caller-serial", leaf.SerialNumber.String())
+					if len(leaf.URIs) > 0 {
+						md.Append("caller", leaf.URIs[0].String())
+					}
+				}
+			}
+			if err := stream.SetHeader(md); err != nil {
+				return err
+			}
+			return stream.SendMsg(&emptypb.Empty{})
+		})}
+	if maxAge > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxAge, MaxConnectionAgeGrace: 10 * time.Second}))
+	}
+	srv, err := xds.NewGRPCServer(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+}

@@ -1,0 +1,375 @@
+package test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+// kubelet plays the kubelet of one node for the mTLS test: it asks weft
+// for pod certificates (PodCertificateRequests with keys made here) and
+// writes them, with the root bundle weft published into the namespace,
+// where the workloads' file watchers read them.
+type kubelet struct {
+	c    client.Client
+	node *corev1.Node
+	dir  string
+	mu   sync.Mutex
+	n    int
+}
+
+// certify makes (or renews) a pod's certificate files and returns where
+// they are and the leaf's serial number.
+func (k *kubelet) certify(ctx context.Context, pod *corev1.Pod) (xdstest.Certs, string, error) {
+	k.mu.Lock()
+	k.n++
+	name := fmt.Sprintf("%s-%d", pod.Name, k.n)
+	k.mu.Unlock()
+	certs := xdstest.Certs{Dir: filepath.Join(k.dir, pod.Name)}
+	if err := os.MkdirAll(certs.Dir, 0o700); err != nil {
+		return certs, "", err
+	}
+	var sa corev1.ServiceAccount
+	if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: pod.Spec.ServiceAccountName}, &sa); err != nil {
+		return certs, "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return certs, "", err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return certs, "", err
+	}
+	pcr := &certificatesv1.PodCertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: name},
+		Spec: certificatesv1.PodCertificateRequestSpec{
+			SignerName: "weft.dev/workload", PodName: pod.Name, PodUID: pod.UID,
+			ServiceAccountName: sa.Name, ServiceAccountUID: sa.UID,
+			NodeName: types.NodeName(k.node.Name), NodeUID: k.node.UID,
+			MaxExpirationSeconds: ptr.To[int32](3600), StubPKCS10Request: csr,
+		}}
+	if err := k.c.Create(ctx, pcr); err != nil {
+		return certs, "", fmt.Errorf("requesting a certificate for %s: %w", pod.Name, err)
+	}
+	if err := testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+		if err := k.c.Get(ctx, client.ObjectKeyFromObject(pcr), pcr); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(pcr.Status.Conditions, certificatesv1.PodCertificateRequestConditionTypeIssued); c == nil {
+			return fmt.Errorf("%s not issued: %v", name, pcr.Status.Conditions)
+		}
+		return nil
+	}); err != nil {
+		return certs, "", err
+	}
+	var bundle corev1.ConfigMap
+	if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: controllers.BundleConfigMap}, &bundle); err != nil {
+		return certs, "", fmt.Errorf("the root bundle of %s: %w", pod.Namespace, err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return certs, "", err
+	}
+	// The key first: a watcher that reads a new chain with the old key
+	// keeps what it had until both match.
+	for _, f := range []struct{ path, data string }{
+		{certs.Key(), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))},
+		{certs.Chain(), pcr.Status.CertificateChain},
+		{certs.Roots(), bundle.Data[controllers.BundleKey]},
+	} {
+		if err := writeAtomic(f.path, f.data); err != nil {
+			return certs, "", err
+		}
+	}
+	leaf, err := identity.ParseCerts([]byte(pcr.Status.CertificateChain))
+	if err != nil {
+		return certs, "", err
+	}
+	return certs, leaf[0].SerialNumber.String(), nil
+}
+
+func writeAtomic(path, data string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// TestProxylessMTLSWithPodCertificates: weft signs the pods' certificate
+// requests (the test plays the kubelet), and grpc-go xDS clients and
+// servers that read those files, configured only by weft's xDS server,
+// speak mTLS under a STRICT PeerAuthentication: each side sees the other's
+// SPIFFE ID; a server whose certificate names another identity than its
+// pod's is refused; a plain-text caller is refused; certificates renewed
+// during continuous RPCs (connections recycled, so new handshakes use
+// them) cost no request; PERMISSIVE turns the traffic back to plain text.
+func TestProxylessMTLSWithPodCertificates(t *testing.T) {
+	if !testenv.InOwnNetworkNamespace(t, "192.0.2.21", "192.0.2.22", "192.0.2.23") {
+		return
+	}
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}))
+
+	// The controller as main.go wires it with pod certificates: the root
+	// CA, the pod-certificate signer, the bundle publisher, the xDS server
+	// with proxyless mTLS.
+	log := zap.New(zap.UseDevMode(false))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	must(err)
+	root := &identity.RootLoader{Client: c, Namespace: "weft-system", TrustDomain: "cluster.local", Log: logr.Discard()}
+	must(mgr.Add(root))
+	xs := server.New("127.0.0.1:0", log)
+	xs.ProxylessMTLS = true
+	must(mgr.Add(xs))
+	must(controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", TrustDomain: "cluster.local",
+		OnModel: xs.OnModel, Proxies: xs, Bundle: root.Bundle,
+		PodCertificates: &controllers.PodCertificateSigner{SignerName: "weft.dev/workload", TrustDomain: "cluster.local", Root: root.Root}}))
+	go func() { _ = mgr.Start(ctx) }()
+	ads, err := xs.Addr(ctx)
+	must(err)
+
+	// The workloads: a client, reviews v1 and v2, and ratings, whose only
+	// server presents the client's certificate instead of its own.
+	ns := "shop"
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}
+	must(c.Create(ctx, node))
+	pods := map[string]*corev1.Pod{}
+	for _, p := range []struct{ name, sa, app, version string }{
+		{"client", "client", "client", ""}, {"reviews-v1", "reviews-v1", "reviews", "v1"},
+		{"reviews-v2", "reviews-v2", "reviews", "v2"}, {"ratings-0", "ratings", "ratings", ""},
+	} {
+		if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p.sa}}); err != nil {
+			t.Fatal(err)
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p.name, Labels: map[string]string{"app": p.app, "version": p.version}},
+			Spec: corev1.PodSpec{NodeName: node.Name, ServiceAccountName: p.sa, AutomountServiceAccountToken: ptr.To(false),
+				Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+		must(c.Create(ctx, pod))
+		pods[p.name] = pod
+	}
+	for _, svc := range []string{"reviews", "ratings"} {
+		must(c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc}, Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": svc},
+			Ports:    []corev1.ServicePort{{Name: "grpc", Port: 9080, TargetPort: intstr.FromString("grpc")}},
+		}}))
+		ms := &meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc}, Spec: meshv1.MeshServiceSpec{
+			ServiceName: svc, Ports: []meshv1.MeshServicePort{{Port: 9080, Protocol: meshv1.ProtocolGRPC}}}}
+		if svc == "reviews" {
+			ms.Spec.Subsets = []meshv1.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}}
+		}
+		must(c.Create(ctx, ms))
+	}
+	pa := &meshv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"},
+		Spec: meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSStrict}}
+	must(c.Create(ctx, pa))
+
+	// Certificates from weft, through PodCertificateRequests; the roots
+	// from the bundle weft publishes into the namespace.
+	must(testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.BundleConfigMap}, &corev1.ConfigMap{})
+	}))
+	kl := &kubelet{c: c, node: node, dir: t.TempDir()}
+	certs := map[string]xdstest.Certs{}
+	for name, pod := range pods {
+		cs, _, err := kl.certify(ctx, pod)
+		must(err)
+		certs[name] = cs
+	}
+
+	// The servers: grpc-go xDS servers on the pods' addresses, published
+	// as EndpointSlices. Connections to reviews live 1 s, so that clients
+	// handshake again with renewed certificates.
+	serve := func(pod, ip, svc string, cs xdstest.Certs, maxAge time.Duration) string {
+		t.Helper()
+		lis, err := net.Listen("tcp", ip+":0")
+		must(err)
+		port := int32(lis.Addr().(*net.TCPAddr).Port)
+		must(c.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: pod, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(port)}},
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}}},
+		}))
+		xdstest.StartXDSBackend(t, lis, ads, pod+"."+ns, pod, cs, maxAge)
+		return lis.Addr().String()
+	}
+	v1Addr := serve("reviews-v1", "192.0.2.21", "reviews", certs["reviews-v1"], time.Second)
+	serve("reviews-v2", "192.0.2.22", "reviews", certs["reviews-v2"], time.Second)
+	serve("ratings-0", "192.0.2.23", "ratings", certs["client"], 0)
+
+	id := func(sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
+	cl := xdstest.NewMTLSClient(t, ads, "client."+ns, "reviews.shop.svc.cluster.local:9080", certs["client"])
+	var first xdstest.Answer
+	must(testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		a, err := cl.Ask(callCtx, grpc.WaitForReady(true))
+		if err != nil {
+			return err
+		}
+		if a.Caller == "" || a.Server == "" {
+			return fmt.Errorf("plain text: %+v", a)
+		}
+		first = a
+		return nil
+	}))
+	if first.Caller != id("client") || (first.Server != id("reviews-v1") && first.Server != id("reviews-v2")) ||
+		first.Server != id(first.Backend) {
+		t.Errorf("mTLS between the wrong identities: %+v", first)
+	}
+	t.Logf("mTLS: %s → %s (%s)", first.Caller, first.Server, first.Backend)
+
+	// A server presenting another identity than its pod's: refused.
+	impostor := xdstest.NewMTLSClient(t, ads, "client."+ns, "ratings.shop.svc.cluster.local:9080", certs["client"])
+	callCtx, cancelCall := context.WithTimeout(ctx, 5*time.Second)
+	if a, err := impostor.Ask(callCtx, grpc.WaitForReady(true)); err == nil {
+		t.Errorf("the client accepted a server with the wrong identity: %+v", a)
+	}
+	cancelCall()
+
+	// A plain-text caller: refused by the STRICT server.
+	plain, err := grpc.NewClient(v1Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(err)
+	defer plain.Close()
+	callCtx, cancelCall = context.WithTimeout(ctx, 3*time.Second)
+	if err := plain.Invoke(callCtx, "/weft.test.Reviews/Get", &emptypb.Empty{}, &emptypb.Empty{}); err == nil {
+		t.Error("a STRICT server answered a plain-text call")
+	}
+	cancelCall()
+
+	// Renewals during continuous RPCs: three rounds of new certificates for
+	// every workload; no RPC may fail, and the servers must see the
+	// client's renewed certificates.
+	var (
+		sent, failed int
+		serials      = map[string]bool{}
+		lastErr      error
+	)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			a, err := cl.Ask(callCtx)
+			cancel()
+			sent++
+			if err != nil {
+				failed++
+				lastErr = err
+				continue
+			}
+			serials[a.CallerSerial] = true
+		}
+	}()
+	var issued []string
+	for range 3 {
+		time.Sleep(3 * time.Second)
+		for _, name := range []string{"client", "reviews-v1", "reviews-v2"} {
+			_, serial, err := kl.certify(ctx, pods[name])
+			if err != nil {
+				close(done)
+				<-stopped
+				t.Fatal(err)
+			}
+			if name == "client" {
+				issued = append(issued, serial)
+			}
+		}
+	}
+	time.Sleep(4 * time.Second) // the last renewal read (1 s) and used (connections live 1 s)
+	close(done)
+	<-stopped
+	seen := 0
+	for _, s := range issued {
+		if serials[s] {
+			seen++
+		}
+	}
+	t.Logf("renewals: %d RPCs, %d failed; the servers saw %d client certificates, %d of the 3 renewed ones", sent, failed, len(serials), seen)
+	if failed > 0 {
+		t.Errorf("%d of %d RPCs failed across certificate renewals (last: %v)", failed, sent, lastErr)
+	}
+	if seen < 2 {
+		t.Errorf("the servers saw %d of the 3 renewed client certificates, want the renewals in use", seen)
+	}
+
+	// PERMISSIVE: plain text again, both ways.
+	must(c.Get(ctx, client.ObjectKeyFromObject(pa), pa))
+	pa.Spec.Mode = meshv1.MTLSPermissive
+	must(c.Update(ctx, pa))
+	must(testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		a, err := cl.Ask(callCtx)
+		if err != nil {
+			return err
+		}
+		if a.Caller != "" || a.Server != "" {
+			return fmt.Errorf("still TLS: %+v", a)
+		}
+		return nil
+	}))
+	callCtx, cancelCall = context.WithTimeout(ctx, 5*time.Second)
+	defer cancelCall()
+	if err := testenv.Eventually(callCtx, 5*time.Second, func(ctx context.Context) error {
+		return plain.Invoke(ctx, "/weft.test.Reviews/Get", &emptypb.Empty{}, &emptypb.Empty{})
+	}); err != nil {
+		t.Errorf("a PERMISSIVE server refuses plain text: %v", err)
+	}
+}
