@@ -39,6 +39,7 @@ import (
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 const usage = `weft is a service mesh for Kubernetes.
@@ -392,6 +393,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			// Proxyless gRPC workloads read pod certificates as files:
 			// with them, STRICT PeerAuthentications apply to them too.
 			xs.ProxylessMTLS = delivery == inject.DeliveryPodCertificate
+			// Sidecars read pod certificates as files, or get theirs over
+			// SDS on their authenticated stream.
+			xs.EnvoyCerts = translate.EnvoyCertsSDS
+			if delivery == inject.DeliveryPodCertificate {
+				xs.EnvoyCerts = translate.EnvoyCertsFiles
+			}
 		case "none":
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:

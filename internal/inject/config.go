@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/weftmesh/weft/internal/redirect"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // Labels and annotations users set.
@@ -51,9 +52,9 @@ const (
 	// Paths inside the containers.
 	TokenDir  = "/var/run/secrets/weft/token"
 	TokenPath = TokenDir + "/token"
-	RootCADir = "/var/run/secrets/weft/ca"
-	RootCA    = RootCADir + "/root-cert.pem"
-	CertsDir  = "/var/run/secrets/weft/certs"
+	RootCADir = translate.RootsDir
+	RootCA    = translate.RootsFile
+	CertsDir  = translate.PodCertDir
 )
 
 // Proxy ports (in the pod's network namespace).

@@ -62,6 +62,9 @@ type Server struct {
 	// PeerAuthentication says STRICT (translate.Options): set it when
 	// workloads get pod certificates, which grpc-go reads as files.
 	ProxylessMTLS bool
+	// EnvoyCerts says where sidecars read their certificates, for the TLS
+	// that PeerAuthentications ask of them (translate.Options).
+	EnvoyCerts translate.EnvoyCerts
 
 	cache *cache.Cache
 
@@ -168,7 +171,7 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS})
+	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts})
 	if err != nil {
 		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for id := range s.proxies {
@@ -222,6 +225,11 @@ func (s *Server) assignLocked(id string, p translate.Proxy) error {
 	secrets, err := s.secretsLocked(id, time.Now())
 	if err != nil {
 		return err
+	}
+	if s.EnvoyCerts == translate.EnvoyCertsSDS && len(secrets) == 0 {
+		// Its TLS contexts name SDS secrets that would never come.
+		return fmt.Errorf("proxy %s: its configuration names the SDS secrets %s and %s, and weft has no certificate for it (it proved no identity)",
+			id, translate.SecretCertificate, translate.SecretRoots)
 	}
 	prev, ok := s.inbound[id]
 	if !ok || !slices.Equal(prev, ports) || !slices.Equal(s.ownSecrets[id], secrets) {

@@ -91,8 +91,9 @@ var passthroughCluster = &clusterv3.Cluster{
 // addInbound adds a sidecar's own listener on 15006, with one filter chain
 // per port of its pod that a mesh service targets, each handing traffic to
 // the application over loopback through a cluster of its own.
-func addInbound(inPorts []PodPort, r *Resources, reg decoded) error {
+func addInbound(inPorts []PodPort, certs EnvoyCerts, r *Resources, reg decoded) error {
 	var chains []*listenerv3.FilterChain
+	inspect := false
 	for _, ip := range inPorts {
 		port, p := ip.Number, ip.Service
 		cluster := InboundClusterName(port)
@@ -109,20 +110,26 @@ func addInbound(inPorts []PodPort, r *Resources, reg decoded) error {
 		if err != nil {
 			return err
 		}
-		chains = append(chains, &listenerv3.FilterChain{
+		portChains := inboundChains(&listenerv3.FilterChain{
 			Name:             cluster,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
 			Filters:          []*listenerv3.Filter{filter},
-		})
+		}, ip.MTLS, certs)
+		inspect = inspect || len(portChains) > 1
+		chains = append(chains, portChains...)
 	}
 	passthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster, reg)
 	if err != nil {
 		return err
 	}
+	filters := []*listenerv3.ListenerFilter{originalDst()}
+	if inspect {
+		filters = append(filters, tlsInspector)
+	}
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
 		Name:               InboundListener,
 		Address:            socketAddress("0.0.0.0", InboundPort),
-		ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
+		ListenerFilters:    filters,
 		FilterChains:       chains,
 		DefaultFilterChain: &listenerv3.FilterChain{Name: "inbound-passthrough", Filters: []*listenerv3.Filter{passthrough}},
 	})

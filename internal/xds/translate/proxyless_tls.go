@@ -5,14 +5,12 @@ import (
 	"slices"
 	"strconv"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -36,6 +34,9 @@ type Options struct {
 	// require it in that mode. It needs their certificates as files (pod
 	// certificates): grpc-go has no SDS.
 	ProxylessMTLS bool
+	// EnvoyCerts says where sidecars read their certificates; with none,
+	// sidecars speak plain text whatever the PeerAuthentications say.
+	EnvoyCerts EnvoyCerts
 }
 
 var certProvider = &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProvider}
@@ -100,36 +101,22 @@ func strictIdentities(s *mesh.Service, p mesh.Port, subset string) []string {
 	return ids
 }
 
-// proxylessClusters returns the gRPC flavour's clusters of a service's
-// HTTP ports: the shared clusters, with a TLS copy in place of each one
-// whose endpoints take mTLS.
-func proxylessClusters(s *mesh.Service, clusters []*clusterv3.Cluster) []*clusterv3.Cluster {
-	out := clusters
-	copied := false
+// clusterTLS returns, by cluster name, the identities to check for each
+// cluster of the service whose endpoints take mTLS (nil when none does).
+func clusterTLS(s *mesh.Service) map[string][]string {
+	var out map[string][]string
 	for _, p := range s.Ports {
-		if !p.Protocol.IsHTTP() {
-			continue
-		}
 		subsets := []string{""}
 		for _, sub := range s.Subsets {
 			subsets = append(subsets, sub.Name)
 		}
 		for _, sub := range subsets {
-			ids := strictIdentities(s, p, sub)
-			if ids == nil {
-				continue
+			if ids := strictIdentities(s, p, sub); ids != nil {
+				if out == nil {
+					out = map[string][]string{}
+				}
+				out[ClusterName(s, p, sub)] = ids
 			}
-			name := ClusterName(s, p, sub)
-			i := slices.IndexFunc(out, func(c *clusterv3.Cluster) bool { return c.Name == name })
-			if i < 0 {
-				continue
-			}
-			if !copied {
-				out, copied = slices.Clone(clusters), true
-			}
-			c := proto.Clone(out[i]).(*clusterv3.Cluster)
-			c.TransportSocket = upstreamTLS(ids)
-			out[i] = c
 		}
 	}
 	return out

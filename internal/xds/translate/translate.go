@@ -106,10 +106,11 @@ type serviceOut struct {
 	// clusters and endpoints of its other ports and chains its outbound
 	// filter chains (Envoy).
 	api, http, tcp Resources
-	// grpcHTTP is http as proxyless gRPC gets it: the same, or with TLS
-	// copies of the clusters whose endpoints take mTLS.
-	grpcHTTP Resources
-	chains   []*listenerv3.FilterChain
+	// grpcHTTP is http as proxyless gRPC gets it, envoyHTTP and envoyTCP
+	// http and tcp as sidecars get them: the same, or with TLS copies of
+	// the clusters whose endpoints take mTLS.
+	grpcHTTP, envoyHTTP, envoyTCP Resources
+	chains                        []*listenerv3.FilterChain
 	// decoded keeps the messages behind its filters' configuration.
 	decoded decoded
 }
@@ -146,8 +147,8 @@ func BuildSharedWith(m *mesh.Model, prev *Shared, opts Options) (*Shared, error)
 		sh.services[key] = out
 		g.add(&out.api)
 		g.add(&out.grpcHTTP)
-		e.add(&out.http)
-		e.add(&out.tcp)
+		e.add(&out.envoyHTTP)
+		e.add(&out.envoyTCP)
 	}
 	var prevOut *listenerv3.Listener
 	if prev != nil {
@@ -213,16 +214,28 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 			}
 		}
 	}
-	out.grpcHTTP = out.http
-	if opts.ProxylessMTLS {
-		out.grpcHTTP.Clusters = proxylessClusters(s, out.http.Clusters)
-		if old != nil {
-			reuseList(out.grpcHTTP.Clusters, old.grpcHTTP.Clusters, (*clusterv3.Cluster).GetName)
+	out.grpcHTTP, out.envoyHTTP, out.envoyTCP = out.http, out.http, out.tcp
+	if tls := clusterTLS(s); tls != nil {
+		if opts.ProxylessMTLS {
+			out.grpcHTTP.Clusters = withTLS(out.http.Clusters, tls, upstreamTLS)
+		}
+		if opts.EnvoyCerts != EnvoyCertsNone {
+			socket := func(ids []string) *corev3.TransportSocket { return envoyUpstreamTLS(opts.EnvoyCerts, ids) }
+			out.envoyHTTP.Clusters = withTLS(out.http.Clusters, tls, socket)
+			out.envoyTCP.Clusters = withTLS(out.tcp.Clusters, tls, socket)
 		}
 	}
 	was := old.orEmpty()
+	if old != nil {
+		for _, l := range []struct{ now, before []*clusterv3.Cluster }{
+			{out.grpcHTTP.Clusters, old.grpcHTTP.Clusters}, {out.envoyHTTP.Clusters, old.envoyHTTP.Clusters}, {out.envoyTCP.Clusters, old.envoyTCP.Clusters},
+		} {
+			reuseList(l.now, l.before, (*clusterv3.Cluster).GetName)
+		}
+	}
+	known := slices.Concat(was.grpcHTTP.Clusters, was.envoyHTTP.Clusters, was.envoyTCP.Clusters, out.http.Clusters, out.tcp.Clusters)
 	if err := errors.Join(out.api.validateNew(&was.api), out.http.validateNew(&was.http), out.tcp.validateNew(&was.tcp),
-		validateNewList(out.grpcHTTP.Clusters, append(slices.Clone(was.grpcHTTP.Clusters), out.http.Clusters...))); err != nil {
+		validateNewList(out.grpcHTTP.Clusters, known), validateNewList(out.envoyHTTP.Clusters, known), validateNewList(out.envoyTCP.Clusters, known)); err != nil {
 		return nil, err
 	}
 	// A service's resources name only each other.
@@ -345,7 +358,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 		return &Resources{Listeners: lis}, nil
 	case FlavourEnvoy:
 		r, reg := &Resources{}, decoded{}
-		if err := addInbound(sh.InboundPorts(proxy.Pod), r, reg); err != nil {
+		if err := addInbound(sh.InboundPorts(proxy.Pod), sh.opts.EnvoyCerts, r, reg); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
 		if err := errors.Join(validateAll(r.Listeners), validateAll(r.Clusters), r.checkRefs(sh.envoyNames, reg)); err != nil {
@@ -382,7 +395,12 @@ func sortedBy[T any](xs []T, name func(T) string) []T {
 
 // Translate builds the resources of one proxy from scratch.
 func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
-	sh, err := BuildShared(m, nil)
+	return TranslateWith(m, proxy, Options{})
+}
+
+// TranslateWith is Translate with options.
+func TranslateWith(m *mesh.Model, proxy Proxy, opts Options) (*Resources, error) {
+	sh, err := BuildSharedWith(m, nil, opts)
 	if err != nil {
 		return nil, err
 	}
