@@ -116,6 +116,7 @@ type controllerOptions struct {
 	certDelivery     string
 	webhookPort      int
 	webhookCertDir   string
+	caSource         string
 	webhookService   string
 	webhookConfig    string
 	inject           inject.Config
@@ -142,6 +143,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
 		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
+	fs.StringVar(&o.caSource, "ca", "builtin",
+		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start) or external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal)")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
 		"directory with the webhook's tls.crt and tls.key, reloaded when they change (cert-manager); empty: the mesh CA signs the webhook's certificate in memory and weft fills the caBundle of --webhook-configuration")
@@ -312,7 +315,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	// The root CA's loader comes first: the webhook's own certificate
 	// needs it.
 	bundleChanged, caBundleChanged := make(chan struct{}, 1), make(chan struct{}, 1)
-	root := &identity.RootLoader{Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca"),
+	if o.caSource != "builtin" && o.caSource != "external" {
+		return fmt.Errorf("--ca: %q is neither builtin nor external", o.caSource)
+	}
+	root := &identity.RootLoader{Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca"), External: o.caSource == "external",
 		OnChange: func() {
 			for _, ch := range []chan struct{}{bundleChanged, caBundleChanged} {
 				select {

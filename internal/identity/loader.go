@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -25,6 +26,10 @@ type RootLoader struct {
 	Retry, Reload time.Duration
 	// OnChange, when set, is called after a rotation was picked up.
 	OnChange func()
+	// External says the Secret is made and renewed by someone else
+	// (cert-manager, or the user): the loader waits for it and never
+	// makes a root of its own.
+	External bool
 
 	root atomic.Pointer[Root]
 }
@@ -39,7 +44,7 @@ func (l *RootLoader) Start(ctx context.Context) error {
 		retry = 5 * time.Second
 	}
 	for {
-		root, err := LoadOrCreateRoot(ctx, l.Client, l.Namespace, l.TrustDomain, time.Now())
+		root, err := l.load(ctx)
 		if err == nil {
 			l.root.Store(root)
 			l.Log.Info("Loaded the mesh root CA", "secret", l.Namespace+"/"+RootSecretName,
@@ -47,7 +52,11 @@ func (l *RootLoader) Start(ctx context.Context) error {
 			l.follow(ctx)
 			return nil
 		}
-		l.Log.Error(err, "Loading the mesh root CA failed; retrying", "in", retry)
+		if l.External && apierrors.IsNotFound(err) {
+			l.Log.Info("Waiting for the external CA's Secret", "secret", l.Namespace+"/"+RootSecretName, "retryIn", retry)
+		} else {
+			l.Log.Error(err, "Loading the mesh root CA failed; retrying", "in", retry)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -71,7 +80,7 @@ func (l *RootLoader) follow(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		next, err := LoadOrCreateRoot(ctx, l.Client, l.Namespace, l.TrustDomain, time.Now())
+		next, err := l.load(ctx)
 		if err != nil {
 			l.Log.Error(err, "Reading the mesh root CA again failed; keeping the one loaded")
 			continue
@@ -86,6 +95,13 @@ func (l *RootLoader) follow(ctx context.Context) {
 			l.OnChange()
 		}
 	}
+}
+
+func (l *RootLoader) load(ctx context.Context) (*Root, error) {
+	if l.External {
+		return LoadRoot(ctx, l.Client, l.Namespace)
+	}
+	return LoadOrCreateRoot(ctx, l.Client, l.Namespace, l.TrustDomain, time.Now())
 }
 
 // Root returns the root, or nil until it is loaded.

@@ -33,6 +33,17 @@ type Root struct {
 	Bundle []byte
 }
 
+// LoadRoot returns the CA from its Secret in namespace, which someone else
+// made (cert-manager, or the user); it never makes one.
+func LoadRoot(ctx context.Context, c client.Client, namespace string) (*Root, error) {
+	key := client.ObjectKey{Namespace: namespace, Name: RootSecretName}
+	var s corev1.Secret
+	if err := c.Get(ctx, key, &s); err != nil {
+		return nil, fmt.Errorf("reading the CA Secret %s: %w", key, err)
+	}
+	return rootFromSecret(&s)
+}
+
 // LoadOrCreateRoot returns the built-in root from its Secret in namespace,
 // making a new root and the Secret when there is none. Replicas that start
 // together agree on one root: whoever creates the Secret second reads the
@@ -92,17 +103,9 @@ func rootFromSecret(s *corev1.Secret) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s, key %s: %w", where, corev1.TLSCertKey, err)
 	}
-	block, _ := pem.Decode(s.Data[corev1.TLSPrivateKeyKey])
-	if block == nil {
-		return nil, fmt.Errorf("%s, key %s: no PEM private key", where, corev1.TLSPrivateKeyKey)
-	}
-	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	signer, err := parseKey(s.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
 		return nil, fmt.Errorf("%s, key %s: %w", where, corev1.TLSPrivateKeyKey, err)
-	}
-	signer, ok := parsed.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s, key %s: the key cannot sign", where, corev1.TLSPrivateKeyKey)
 	}
 	cert := certs[0]
 	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
@@ -115,16 +118,73 @@ func rootFromSecret(s *corev1.Secret) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s, key %s: %w", where, BundleKey, err)
 	}
-	// tls.crt holds the CA and any certificates above it; the last of
-	// them must be trusted.
-	if !containsCert(bundle, certs[len(certs)-1]) {
-		return nil, errors.New(where + ": the bundle does not hold the CA's root")
+	// tls.crt holds the CA and any certificates above it (cert-manager
+	// writes an intermediate with or without its issuer): the CA must
+	// chain to a root of the bundle.
+	if !containsCert(bundle, certs[len(certs)-1]) && !chainsTo(certs, bundle) {
+		return nil, errors.New(where + ": the CA does not chain to a root of the bundle (" + BundleKey + ")")
 	}
 	chain := make([][]byte, len(certs))
 	for i, c := range certs {
 		chain[i] = c.Raw
 	}
 	return &Root{CA: &CA{Cert: cert, Key: signer, Chain: chain}, Bundle: s.Data[BundleKey]}, nil
+}
+
+// builtIn refuses to rotate a CA that weft did not make: cert-manager's
+// intermediate, or the user's, is renewed where it is managed.
+func builtIn(s *corev1.Secret) error {
+	if s.Labels["app.kubernetes.io/managed-by"] != "weft" {
+		return fmt.Errorf("the CA Secret %s/%s is not weft's built-in root (no label app.kubernetes.io/managed-by=weft): renew or rotate it where it is managed (cert-manager, or by hand)", s.Namespace, s.Name)
+	}
+	return nil
+}
+
+// parseKey reads a PEM private key as PKCS #8, SEC 1 (EC PRIVATE KEY) or
+// PKCS #1 (RSA PRIVATE KEY), the encodings cert-manager can write.
+func parseKey(data []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM private key")
+	}
+	var parsed any
+	var err error
+	switch block.Type {
+	case "EC PRIVATE KEY":
+		parsed, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := parsed.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the key cannot sign")
+	}
+	return signer, nil
+}
+
+// chainsTo says whether certs[0], with certs[1:] as intermediates, chains
+// to one of roots (at a moment when every certificate of the chain is
+// valid: expiry is not this check's business).
+func chainsTo(certs, roots []*x509.Certificate) bool {
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	at := certs[0].NotBefore
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+		if c.NotBefore.After(at) {
+			at = c.NotBefore
+		}
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: at.Add(time.Second),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
 }
 
 func containsCert(list []*x509.Certificate, c *x509.Certificate) bool {
@@ -149,6 +209,9 @@ func RotateRoot(ctx context.Context, c client.Client, namespace, trustDomain str
 	var s corev1.Secret
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: RootSecretName}, &s); err != nil {
 		return nil, fmt.Errorf("reading the root CA Secret: %w", err)
+	}
+	if err := builtIn(&s); err != nil {
+		return nil, err
 	}
 	old, err := rootFromSecret(&s)
 	if err != nil {
@@ -187,6 +250,9 @@ func RetireRoots(ctx context.Context, c client.Client, namespace string) (*Root,
 	var s corev1.Secret
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: RootSecretName}, &s); err != nil {
 		return nil, fmt.Errorf("reading the root CA Secret: %w", err)
+	}
+	if err := builtIn(&s); err != nil {
+		return nil, err
 	}
 	certs, err := ParseCerts(s.Data[corev1.TLSCertKey])
 	if err != nil {

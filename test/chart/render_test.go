@@ -39,6 +39,27 @@ var toggles = []struct {
 		"injector.enabled=true", "certManager.enabled=true", "certManager.issuerRef.name=corp-ca",
 		"certManager.issuerRef.kind=ClusterIssuer", "injector.excludeNamespaces={legacy}", "injector.timeoutSeconds=3",
 	}, checkInjector("ClusterIssuer", "corp-ca")},
+	{"mesh CA from cert-manager", []string{"mesh.ca.source=certManager", "mesh.ca.issuerRef.name=corp-ca"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		cert := find(objs, "Certificate", "weft-mesh-ca")
+		if cert == nil {
+			t.Fatal("no Certificate for the mesh CA")
+		}
+		spec, _, _ := unstructured.NestedMap(cert.Object, "spec")
+		ref, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "issuerRef")
+		enc, _, _ := unstructured.NestedString(cert.Object, "spec", "privateKey", "encoding")
+		if spec["secretName"] != "weft-root-ca" || spec["isCA"] != true || ref["name"] != "corp-ca" || ref["kind"] != "ClusterIssuer" || enc != "PKCS8" {
+			t.Errorf("the mesh CA's Certificate: %v", spec)
+		}
+		if !slices.Contains(controllerArgs(t, objs), "--ca=external") {
+			t.Errorf("the controller makes its own root: %v", controllerArgs(t, objs))
+		}
+		role := typed[rbacv1.Role](t, find(objs, "Role", "weft-controller"))
+		if slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.Resources, "secrets") && slices.Contains(r.Verbs, "create")
+		}) {
+			t.Error("with cert-manager's CA the controller may still create Secrets")
+		}
+	}},
 	{"no injector", []string{"injector.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 		if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
 			t.Error("the injector is rendered although injector.enabled=false")
@@ -206,7 +227,7 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("GOMEMLIMIT does not follow the memory limit: %+v", e)
 	}
 	args := controllerArgs(t, objs)
-	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=9443",
+	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=9443", "--ca=builtin",
 		"--webhook-service=weft-controller", "--webhook-configuration=weft-injector",
 		"--xds-bind-address=:15012", "--xds-host=weft-controller.weft-system.svc", "--metrics-bind-address=:8443"} {
 		if !slices.Contains(args, want) {
@@ -341,6 +362,8 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"xds.port=70000", "/xds/port"},
 		{"injector.timeoutSeconds=30", "/injector/timeoutSeconds"},
 		{"certManager.issuerRef.kind=Vault", "/certManager/issuerRef/kind"},
+		{"mesh.ca.source=certManager", "/mesh/ca/issuerRef/name"},
+		{"mesh.ca.source=vault", "/mesh/ca/source"},
 	} {
 		out, err := tl.render(tc.set)
 		if err == nil {
