@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -391,7 +392,14 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		switch o.xdsAuth {
 		case "token":
-			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient()}
+			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient(),
+				// A proxy with a certificate from the mesh CA (a pod
+				// certificate) may prove itself with it instead.
+				Roots: func() *x509.CertPool {
+					pool := x509.NewCertPool()
+					pool.AppendCertsFromPEM(root.Bundle())
+					return pool
+				}, TrustDomain: o.inject.TrustDomain}
 			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost}, controllerID)
 			xs.StatusAddress = o.xdsStatusAddr
 			// Sidecars that proved their pod get its certificate over SDS.

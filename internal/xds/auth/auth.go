@@ -4,12 +4,16 @@
 // connect and checked with a TokenReview; the result is cached until the
 // token expires, so that a reconnect storm does not flood the API server.
 // The identity is the token's pod; a proxy may then only speak as that pod
-// (its node id must name it).
+// (its node id must name it). Without a token, a client certificate from
+// the mesh CA proves a ServiceAccount, and the proxy may speak as a pod
+// that runs as it.
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -19,12 +23,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/identity"
 )
 
 // Audience is what a proxy's token must be issued for.
@@ -68,6 +76,14 @@ type Authenticator struct {
 	Pods client.Reader
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Roots, when set, lets a stream prove itself with a client
+	// certificate from the mesh CA instead of a token: the roots it must
+	// chain to (the mesh's trusted bundle, read on every connect) and the
+	// trust domain its SPIFFE ID must be in. A certificate names a
+	// ServiceAccount, not a pod: such a stream may use the node id of any
+	// pod of its namespace that runs as that ServiceAccount.
+	Roots       func() *x509.CertPool
+	TrustDomain string
 
 	mu    sync.Mutex
 	cache map[[32]byte]cached
@@ -221,12 +237,78 @@ func FromContext(ctx context.Context) (Identity, bool) {
 	return id, ok
 }
 
+// authenticateCall proves a call by its bearer token or, without one, by
+// the client certificate of its TLS connection.
+func (a *Authenticator) authenticateCall(ctx context.Context) (Identity, error) {
+	tok := bearer(ctx)
+	if tok == "" && a.Roots != nil {
+		if p, ok := peer.FromContext(ctx); ok {
+			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+				return a.certificate(info.State.PeerCertificates)
+			}
+		}
+	}
+	return a.Authenticate(ctx, tok)
+}
+
+// certificate returns the ServiceAccount a client certificate from the
+// mesh CA names.
+func (a *Authenticator) certificate(chain []*x509.Certificate) (Identity, error) {
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.Roots(), Intermediates: inter, CurrentTime: a.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the client certificate is not the mesh CA's: %v", err)
+	}
+	id, err := identity.IDOf(chain[0])
+	if err != nil {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the client certificate names no workload: %v", err)
+	}
+	if id.TrustDomain != a.TrustDomain {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the client certificate is of trust domain %q, not %q", id.TrustDomain, a.TrustDomain)
+	}
+	return Identity{Namespace: id.Namespace, ServiceAccount: id.ServiceAccount}, nil
+}
+
+// BindNode checks the node id a stream uses against what it proved, and
+// returns the identity with its pod: a token names the pod; a certificate
+// names a ServiceAccount, and the node id's pod must run as it.
+func (a *Authenticator) BindNode(ctx context.Context, id Identity, nodeID string) (Identity, error) {
+	if id.Pod != "" {
+		return id, CheckNode(id, nodeID)
+	}
+	i := strings.LastIndex(nodeID, ".")
+	if i <= 0 || nodeID[i+1:] != id.Namespace {
+		return Identity{}, status.Errorf(codes.PermissionDenied,
+			"the stream proved ServiceAccount %s/%s, and may only use the node id of a pod of namespace %s (\"<pod>.%s\"), not %q",
+			id.Namespace, id.ServiceAccount, id.Namespace, id.Namespace, nodeID)
+	}
+	if a.Pods == nil {
+		return Identity{}, status.Error(codes.PermissionDenied, "cannot check the node id's pod")
+	}
+	var pod corev1.Pod
+	if err := a.Pods.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: nodeID[:i]}, &pod); err != nil {
+		if apierrors.IsNotFound(err) {
+			return Identity{}, status.Errorf(codes.PermissionDenied, "node id %q names no pod", nodeID)
+		}
+		return Identity{}, status.Error(codes.Unavailable, err.Error())
+	}
+	if sa := cmp.Or(pod.Spec.ServiceAccountName, "default"); sa != id.ServiceAccount {
+		return Identity{}, status.Errorf(codes.PermissionDenied, "pod %s/%s runs as ServiceAccount %s, and the stream proved %s",
+			id.Namespace, pod.Name, sa, id.ServiceAccount)
+	}
+	id.Pod, id.PodUID = pod.Name, string(pod.UID)
+	return id, nil
+}
+
 // StreamInterceptor authenticates every stream before its handler runs:
-// a stream without a valid token ends with Unauthenticated and receives
-// nothing.
+// a stream that proves nothing (no valid token, no client certificate of
+// the mesh CA) ends with Unauthenticated and receives nothing.
 func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		id, err := a.Authenticate(ss.Context(), bearer(ss.Context()))
+		id, err := a.authenticateCall(ss.Context())
 		if err != nil {
 			return err
 		}
@@ -238,7 +320,7 @@ func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
 // authenticated callers only).
 func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		id, err := a.Authenticate(ctx, bearer(ctx))
+		id, err := a.authenticateCall(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -25,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +38,7 @@ import (
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xds/auth"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // countingReviewer counts the TokenReviews sent to the API server.
@@ -298,5 +302,99 @@ func TestStreamsProveTheirPod(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClientCertificatesProveAServiceAccount: without a token, a client
+// certificate from the mesh CA proves its ServiceAccount: the stream may
+// use the node id of a pod of its namespace that runs as it, and no other;
+// a certificate of another CA, or none, proves nothing. A stream so proved
+// gets its identity's SDS certificate.
+func TestClientCertificatesProveAServiceAccount(t *testing.T) {
+	f := newAuthFixture(t, map[string]string{"a": "client", "c": "other"}, func(s *Server, f *authFixture) {
+		s.Auth.Roots = func() *x509.CertPool {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(f.meshRoot().Bundle)
+			return pool
+		}
+		s.Auth.TrustDomain = "cluster.local"
+		s.Signer, s.TrustDomain = f.meshRoot, "cluster.local"
+	})
+	leaf := func(ca *identity.CA, sa string) tls.Certificate {
+		t.Helper()
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, err := ca.Issue(identity.LeafRequest{ID: identity.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: sa},
+			PublicKey: key.Public()}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: chain, PrivateKey: key}
+	}
+	open := func(cert *tls.Certificate, node string, typ string) (*discovery.DeltaDiscoveryResponse, error) {
+		cfg := &tls.Config{RootCAs: f.roots, ServerName: authHost, MinVersion: tls.VersionTLS12}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			return nil, err
+		}
+		defer cc.Close()
+		sctx, stop := context.WithTimeout(f.ctx, 10*time.Second)
+		defer stop()
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(sctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy))}}}, TypeUrl: typ}); err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}
+	client := leaf(f.root, "client")
+	resp, err := open(&client, "a.shop", resource.SecretType)
+	if err != nil {
+		t.Fatalf("pod a's stream with its ServiceAccount's certificate: %v", err)
+	}
+	var names []string
+	for _, r := range resp.GetResources() {
+		names = append(names, r.GetName())
+		if r.GetName() == translate.SecretCertificate {
+			sec := &tlsv3.Secret{}
+			if err := r.GetResource().UnmarshalTo(sec); err != nil {
+				t.Fatal(err)
+			}
+			c := certOf(t, sec)
+			if id, _ := identity.IDOf(c.Leaf); id.ServiceAccount != "client" {
+				t.Errorf("the stream got a certificate for %v", id)
+			}
+		}
+	}
+	if len(names) != 2 {
+		t.Errorf("a certificate-authenticated sidecar got secrets %v", names)
+	}
+	other, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := leaf(other, "client")
+	for name, tc := range map[string]struct {
+		cert *tls.Certificate
+		node string
+		code codes.Code
+	}{
+		"a pod running as another ServiceAccount": {&client, "c.shop", codes.PermissionDenied},
+		"another namespace":                       {&client, "a.elsewhere", codes.PermissionDenied},
+		"a pod that does not exist":               {&client, "ghost.shop", codes.PermissionDenied},
+		"a certificate of another CA":             {&foreign, "a.shop", codes.Unauthenticated},
+		"no certificate and no token":             {nil, "a.shop", codes.Unauthenticated},
+	} {
+		if resp, err := open(tc.cert, tc.node, resource.ClusterType); status.Code(err) != tc.code {
+			t.Errorf("%s: got %v and %v, want %v", name, resp, err, tc.code)
+		}
 	}
 }

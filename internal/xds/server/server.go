@@ -303,10 +303,13 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 		if !ok {
 			return status.Error(codes.Unauthenticated, "the stream proved no identity")
 		}
-		if err := auth.CheckNode(who, id); err != nil {
-			s.Log.Info("A proxy claimed another pod's node id", "proxy", id, "pod", who.Namespace+"/"+who.Pod)
+		bound, err := s.Auth.BindNode(context.Background(), who, id)
+		if err != nil {
+			s.Log.Info("A proxy used a node id that is not its own", "proxy", id, "namespace", who.Namespace,
+				"serviceAccount", who.ServiceAccount, "pod", who.Pod, "reason", err.Error())
 			return err
 		}
+		s.identities[stream] = bound
 	}
 	s.streams[stream] = id
 	if who, ok := s.identities[stream]; ok {
@@ -407,7 +410,14 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	opts := []grpc.ServerOption{grpc.ForceServerCodecV2(newSharedCodec())}
 	if s.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.TLS)))
+		cfg := s.TLS
+		if s.Auth != nil && s.Auth.Roots != nil {
+			// Ask for a client certificate; the authenticator checks it
+			// against the mesh's current roots.
+			cfg = cfg.Clone()
+			cfg.ClientAuth = tls.RequestClientCert
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
 	if s.Auth != nil {
 		opts = append(opts, grpc.ChainStreamInterceptor(s.Auth.StreamInterceptor()), grpc.ChainUnaryInterceptor(s.Auth.UnaryInterceptor()))
