@@ -17,7 +17,9 @@ import (
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -135,7 +137,9 @@ func writeAtomic(path, data string) error {
 // servers that read those files, configured only by weft's xDS server,
 // speak mTLS under a STRICT PeerAuthentication: each side sees the other's
 // SPIFFE ID; a server whose certificate names another identity than its
-// pod's is refused; a plain-text caller is refused; certificates renewed
+// pod's is refused; a plain-text caller is refused; allow rules on the
+// MeshService refuse a caller they do not name (PERMISSION_DENIED) and let
+// in one they do, for its path and method; certificates renewed
 // during continuous RPCs (connections recycled, so new handshakes use
 // them) cost no request; PERMISSIVE turns the traffic back to plain text.
 func TestProxylessMTLSWithPodCertificates(t *testing.T) {
@@ -287,6 +291,34 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	}
 	cancelCall()
 
+	// Who may call: allow rules on reviews, enforced by its servers on the
+	// caller's certificate. Another service account only: the client is
+	// refused; the client's own, for the method it calls: let through.
+	setAllow := func(rules []meshv1.AllowRule) {
+		t.Helper()
+		var ms meshv1.MeshService
+		must(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "reviews"}, &ms))
+		ms.Spec.Allow = rules
+		must(c.Update(ctx, &ms))
+	}
+	setAllow([]meshv1.AllowRule{{From: []meshv1.Source{{Namespace: ns, ServiceAccount: "ratings"}}}})
+	must(testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if _, err := cl.Ask(callCtx); status.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("a caller the allow rules do not name: %v", err)
+		}
+		return nil
+	}))
+	setAllow([]meshv1.AllowRule{{From: []meshv1.Source{{Namespace: ns, ServiceAccount: "client"}},
+		Paths: []meshv1.PathMatch{{Type: meshv1.MatchPrefix, Value: "/weft.test.Reviews/"}}, Methods: []meshv1.HTTPMethod{"POST"}}})
+	must(testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		_, err := cl.Ask(callCtx)
+		return err
+	}))
+
 	// Renewals during continuous RPCs: three rounds of new certificates for
 	// every workload; no RPC may fail, and the servers must see the
 	// client's renewed certificates.
@@ -349,7 +381,9 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 		t.Errorf("the servers saw %d of the 3 renewed client certificates, want the renewals in use", seen)
 	}
 
-	// PERMISSIVE: plain text again, both ways.
+	// PERMISSIVE: plain text again, both ways (allow rules name callers by
+	// their certificates, so they go first).
+	setAllow(nil)
 	must(c.Get(ctx, client.ObjectKeyFromObject(pa), pa))
 	pa.Spec.Mode = meshv1.MTLSPermissive
 	must(c.Update(ctx, pa))

@@ -20,7 +20,8 @@ func (s *Service) Equal(o *Service) bool {
 		slices.Equal(s.ClusterIPs, o.ClusterIPs) && slices.Equal(s.Ports, o.Ports) &&
 		slices.EqualFunc(s.Endpoints, o.Endpoints, Endpoint.Equal) &&
 		// Subsets and routes are small API values with pointers inside.
-		reflect.DeepEqual(s.Subsets, o.Subsets) && reflect.DeepEqual(s.Routes, o.Routes)
+		reflect.DeepEqual(s.Subsets, o.Subsets) && reflect.DeepEqual(s.Routes, o.Routes) &&
+		reflect.DeepEqual(s.Allow, o.Allow)
 }
 
 // Equal says whether two endpoints are the same.

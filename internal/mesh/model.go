@@ -68,6 +68,8 @@ type Service struct {
 	ClusterIPs  []string
 	Ports       []Port
 	Subsets     []meshv1.Subset
+	// Allow is who may call the service (empty: every caller).
+	Allow []meshv1.AllowRule
 	// Endpoints are the Service's endpoints that are ready or
 	// terminating, sorted by address.
 	Endpoints []Endpoint
@@ -171,6 +173,7 @@ func Build(in Input) *Model {
 			Host:        fmt.Sprintf("%s.%s.svc.%s", svc.Name, svc.Namespace, domain),
 			ServiceName: svc.Name,
 			Subsets:     ms.Spec.Subsets,
+			Allow:       ms.Spec.Allow,
 			Generation:  ms.Generation,
 		}
 		for _, ip := range svc.Spec.ClusterIPs {

@@ -171,7 +171,7 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts})
+	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts, TrustDomain: s.TrustDomain})
 	if err != nil {
 		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for id := range s.proxies {

@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -91,7 +92,8 @@ var passthroughCluster = &clusterv3.Cluster{
 // addInbound adds a sidecar's own listener on 15006, with one filter chain
 // per port of its pod that a mesh service targets, each handing traffic to
 // the application over loopback through a cluster of its own.
-func addInbound(inPorts []PodPort, certs EnvoyCerts, r *Resources, reg decoded) error {
+func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error {
+	certs := sh.opts.EnvoyCerts
 	var chains []*listenerv3.FilterChain
 	inspect := false
 	for _, ip := range inPorts {
@@ -100,20 +102,31 @@ func addInbound(inPorts []PodPort, certs EnvoyCerts, r *Resources, reg decoded) 
 		local := staticLoopbackCluster(cluster, port)
 		setUpstreamProtocol(local, p)
 		r.Clusters = append(r.Clusters, local)
-		var filter *listenerv3.Filter
-		var err error
+		var filters []*listenerv3.Filter
 		if p.Protocol.IsHTTP() {
-			filter, err = inboundHTTP(cluster, reg)
+			filter, err := inboundHTTP(cluster, sh.allowFor(ip, true), reg)
+			if err != nil {
+				return err
+			}
+			filters = append(filters, filter)
 		} else {
-			filter, err = tcpProxy(cluster, cluster, reg)
-		}
-		if err != nil {
-			return err
+			if rules := sh.allowFor(ip, false); rules != nil {
+				cfg, err := reg.pack(networkRBAC(cluster, rules))
+				if err != nil {
+					return err
+				}
+				filters = append(filters, &listenerv3.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}})
+			}
+			filter, err := tcpProxy(cluster, cluster, reg)
+			if err != nil {
+				return err
+			}
+			filters = append(filters, filter)
 		}
 		portChains := inboundChains(&listenerv3.FilterChain{
 			Name:             cluster,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
-			Filters:          []*listenerv3.Filter{filter},
+			Filters:          filters,
 		}, ip.MTLS, certs)
 		inspect = inspect || len(portChains) > 1
 		chains = append(chains, portChains...)
@@ -176,7 +189,9 @@ func tcpProxy(statPrefix, cluster string, reg decoded) (*listenerv3.Filter, erro
 // hcm wraps an HTTP connection manager into a network filter; the codec is
 // detected, so gRPC and http2 callers speak HTTP/2 to the proxy.
 func hcm(m *hcmv3.HttpConnectionManager, reg decoded) (*listenerv3.Filter, error) {
-	m.HttpFilters = []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}}
+	if m.HttpFilters == nil {
+		m.HttpFilters = httpFilters(nil)
+	}
 	m.CodecType = hcmv3.HttpConnectionManager_AUTO
 	cfg, err := reg.pack(m)
 	if err != nil {
@@ -193,9 +208,10 @@ func rdsHTTP(route string, reg decoded) (*listenerv3.Filter, error) {
 }
 
 // inboundHTTP hands every request for a port to the application.
-func inboundHTTP(cluster string, reg decoded) (*listenerv3.Filter, error) {
+func inboundHTTP(cluster string, rules *rbacv3.RBAC, reg decoded) (*listenerv3.Filter, error) {
 	return hcm(&hcmv3.HttpConnectionManager{
-		StatPrefix: cluster,
+		StatPrefix:  cluster,
+		HttpFilters: httpFilters(rules),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: cluster,
 			VirtualHosts: []*routev3.VirtualHost{{Name: cluster, Domains: []string{"*"}, Routes: []*routev3.Route{{

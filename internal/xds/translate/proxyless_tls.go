@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -37,6 +38,26 @@ type Options struct {
 	// EnvoyCerts says where sidecars read their certificates; with none,
 	// sidecars speak plain text whatever the PeerAuthentications say.
 	EnvoyCerts EnvoyCerts
+	// TrustDomain of the callers' identities in allow rules (default
+	// cluster.local).
+	TrustDomain string
+}
+
+// trustDomain is the options' trust domain or the default.
+func (o Options) trustDomain() string {
+	if o.TrustDomain == "" {
+		return "cluster.local"
+	}
+	return o.TrustDomain
+}
+
+// allowFor returns the RBAC for a pod port from its service's allow rules.
+func (sh *Shared) allowFor(pp PodPort, http bool) *rbacv3.RBAC {
+	s := sh.model.Services[pp.Owner]
+	if s == nil {
+		return nil
+	}
+	return allowRules(s, pp.Service, sh.opts.trustDomain(), http)
 }
 
 var certProvider = &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProvider}
@@ -126,7 +147,8 @@ func clusterTLS(s *mesh.Service) map[string][]string {
 // port that a mesh HTTP port targets, at the pod's address, handing every
 // RPC to the application (non-forwarding), requiring mTLS where the port
 // is STRICT and the workloads have certificates.
-func serverListeners(ports []PodPort, opts Options, reg decoded) ([]*listenerv3.Listener, error) {
+func serverListeners(sh *Shared, ports []PodPort, reg decoded) ([]*listenerv3.Listener, error) {
+	opts := sh.opts
 	var out []*listenerv3.Listener
 	for _, pp := range ports {
 		if !pp.Service.Protocol.IsHTTP() || pp.Address == "" {
@@ -142,7 +164,7 @@ func serverListeners(ports []PodPort, opts Options, reg decoded) ([]*listenerv3.
 					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
 				}}}},
 			}},
-			HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}},
+			HttpFilters: httpFilters(sh.allowFor(pp, true)),
 		})
 		if err != nil {
 			return nil, err

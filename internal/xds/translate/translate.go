@@ -283,6 +283,10 @@ type PodPort struct {
 	// Address is the pod's address; MTLS its mode on the port.
 	Address string
 	MTLS    meshv1.MTLSMode
+	// Owner is the key of the service whose port this is, and Generation
+	// that MeshService's (its allow rules are translated from it).
+	Owner      string
+	Generation int64
 }
 
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
@@ -303,7 +307,8 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 					ports := sh.inbound[e.Pod]
 					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
 					if !found {
-						sh.inbound[e.Pod] = slices.Insert(ports, i, PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port)})
+						sh.inbound[e.Pod] = slices.Insert(ports, i, PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port),
+							Owner: key, Generation: s.Generation})
 					}
 				}
 			}
@@ -348,7 +353,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 	switch proxy.Flavour {
 	case FlavourGRPC:
 		// A gRPC server's Listeners (a client asks for none of them).
-		lis, err := serverListeners(sh.InboundPorts(proxy.Pod), sh.opts, decoded{})
+		lis, err := serverListeners(sh, sh.InboundPorts(proxy.Pod), decoded{})
 		if err == nil {
 			err = validateAll(lis)
 		}
@@ -358,7 +363,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 		return &Resources{Listeners: lis}, nil
 	case FlavourEnvoy:
 		r, reg := &Resources{}, decoded{}
-		if err := addInbound(sh.InboundPorts(proxy.Pod), sh.opts.EnvoyCerts, r, reg); err != nil {
+		if err := addInbound(sh, sh.InboundPorts(proxy.Pod), r, reg); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
 		if err := errors.Join(validateAll(r.Listeners), validateAll(r.Clusters), r.checkRefs(sh.envoyNames, reg)); err != nil {
