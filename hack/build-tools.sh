@@ -75,6 +75,7 @@ one() {
 		one controller-gen
 		one assets
 		one helm
+		"$tools/certmanager/build.sh"
 		;;
 	*)
 		echo "unknown tool $1" >&2
