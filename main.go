@@ -407,6 +407,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			// Proxyless gRPC workloads read pod certificates as files:
 			// with them, STRICT PeerAuthentications apply to them too.
 			xs.ProxylessMTLS = delivery == inject.DeliveryPodCertificate
+			if delivery == inject.DeliveryPodCertificate {
+				// weft status shows the pod certificates weft issued.
+				xs.PodCertificates, xs.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
+			}
 			// Sidecars read pod certificates as files, or get theirs over
 			// SDS on their authenticated stream.
 			xs.EnvoyCerts = translate.EnvoyCertsSDS

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +38,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xds/server"
@@ -172,6 +175,7 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	must(mgr.Add(root))
 	xs := server.New("127.0.0.1:0", log)
 	xs.ProxylessMTLS = true
+	xs.PodCertificates, xs.PodCertificateSigner = mgr.GetClient(), "weft.dev/workload"
 	must(mgr.Add(xs))
 	must(controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", TrustDomain: "cluster.local",
 		OnModel: xs.OnModel, Proxies: xs, Bundle: root.Bundle,
@@ -272,6 +276,13 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 		t.Errorf("mTLS between the wrong identities: %+v", first)
 	}
 	t.Logf("mTLS: %s → %s (%s)", first.Caller, first.Server, first.Backend)
+
+	// weft status shows each proxy's identity and pod certificate.
+	var st bytes.Buffer
+	must(cli.Status(ctx, ads, &st))
+	if !regexp.MustCompile(`client\.shop\s+grpc\s.*spiffe://cluster\.local/ns/shop/sa/client\s+podCertificate, expires \d{4}-`).MatchString(st.String()) {
+		t.Errorf("weft status does not show the client's pod certificate:\n%s", st.String())
+	}
 
 	// A server presenting another identity than its pod's: refused.
 	impostor := xdstest.NewMTLSClient(t, ads, "client."+ns, "ratings.shop.svc.cluster.local:9080", certs["client"])

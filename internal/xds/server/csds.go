@@ -1,14 +1,21 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // Node metadata fields of the proxies' status.
@@ -46,6 +53,10 @@ func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 			meta[IdentityKey] = structpb.NewStringValue(l.id.String())
 			meta[CertExpiryKey] = structpb.NewStringValue(l.notAfter.UTC().Format(time.RFC3339))
 			meta[DeliveryKey] = structpb.NewStringValue("sds")
+		} else if pc, ok := s.podCertificateLocked(p); ok {
+			meta[IdentityKey] = structpb.NewStringValue(pc.identity)
+			meta[CertExpiryKey] = structpb.NewStringValue(pc.notAfter.UTC().Format(time.RFC3339))
+			meta[DeliveryKey] = structpb.NewStringValue("podCertificate")
 		}
 		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: meta}}}
 		versions := s.cache.Versions(id)
@@ -72,4 +83,33 @@ func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 		out.Config = append(out.Config, cfg)
 	}
 	return out
+}
+
+type podCert struct {
+	identity string
+	notAfter time.Time
+}
+
+// podCertificateLocked finds the newest pod certificate weft issued for a
+// proxy's pod (the PodCertificateRequests that PodCertificates reads).
+func (s *Server) podCertificateLocked(p translate.Proxy) (podCert, bool) {
+	if s.PodCertificates == nil || p.Pod == "" {
+		return podCert{}, false
+	}
+	ns, name, _ := strings.Cut(p.Pod, "/")
+	var list certificatesv1.PodCertificateRequestList
+	if err := s.PodCertificates.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		return podCert{}, false
+	}
+	var best podCert
+	for _, pcr := range list.Items {
+		if pcr.Spec.PodName != name || pcr.Spec.SignerName != s.PodCertificateSigner || pcr.Status.NotAfter == nil ||
+			pcr.Status.CertificateChain == "" {
+			continue
+		}
+		if na := pcr.Status.NotAfter.Time; na.After(best.notAfter) {
+			best = podCert{identity: mesh.SPIFFEID(cmp.Or(s.TrustDomain, "cluster.local"), ns, pcr.Spec.ServiceAccountName), notAfter: na}
+		}
+	}
+	return best, !best.notAfter.IsZero()
 }

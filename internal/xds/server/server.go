@@ -26,6 +26,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -65,6 +67,11 @@ type Server struct {
 	// EnvoyCerts says where sidecars read their certificates, for the TLS
 	// that PeerAuthentications ask of them (translate.Options).
 	EnvoyCerts translate.EnvoyCerts
+	// PodCertificates, when set (the manager's cache), is where weft status
+	// finds the pod certificates issued for PodCertificateSigner to each
+	// proxy's pod.
+	PodCertificates      client.Reader
+	PodCertificateSigner string
 
 	cache *cache.Cache
 
