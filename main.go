@@ -36,6 +36,7 @@ import (
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/inject"
+	"github.com/weftmesh/weft/internal/memlimit"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -290,6 +291,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := zap.New(zap.WriteTo(stderr), logOpts)
 	ctrl.SetLogger(log)
+	if soft, err := memlimit.Apply(); err != nil {
+		log.Error(err, "Could not read the container's memory limit; the Go runtime has no soft limit")
+	} else if soft > 0 {
+		log.Info("Go memory limit set from the container's", "bytes", soft, "fraction", memlimit.Fraction)
+	}
 
 	if o.webhookPort != 0 {
 		o.inject.MeshNamespace = o.meshNamespace

@@ -222,9 +222,9 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("resources %+v", c.Resources)
 	}
-	if e := envVar(c, "GOMEMLIMIT"); e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
-		e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
-		t.Errorf("GOMEMLIMIT does not follow the memory limit: %+v", e)
+	if e := envVar(c, "GOMEMLIMIT"); e != nil {
+		// weft sets 90% of the container's limit itself (internal/memlimit).
+		t.Errorf("GOMEMLIMIT is set by default: %+v", e)
 	}
 	args := controllerArgs(t, objs)
 	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=9443", "--ca=builtin",
