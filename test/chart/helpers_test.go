@@ -2,6 +2,8 @@ package chart_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,10 +12,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/testenv"
 )
@@ -163,4 +169,88 @@ func (tl *tools) mustHelm(t testing.TB, args ...string) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// startEnvWithoutWeftCRDs starts a control plane of the test's own with
+// cert-manager's CRDs but none of weft's (the release must create them, as
+// in a cluster weft was never installed into), stopped when the test ends.
+func startEnvWithoutWeftCRDs(t *testing.T) *testenv.Env {
+	t.Helper()
+	root, err := testenv.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := testenv.StartWith(testenv.Options{CRDDirs: []string{certManagerCRDs(root)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
+}
+
+// applyUserMesh makes the namespace shop with the Service reviews and
+// applies userYAML with kubectl, as a user keeping them in git would, once
+// the release's CRDs serve. It returns the objects of userYAML.
+func applyUserMesh(ctx context.Context, t *testing.T, e *testenv.Env, tl *tools) []*unstructured.Unstructured {
+	t.Helper()
+	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Client.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 9080}}, Selector: map[string]string{"app": "reviews"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		_, err := tl.kubectl(strings.NewReader(userYAML), "apply", "-f", "-")
+		return err
+	}); err != nil {
+		t.Fatalf("applying the custom resources: %v", err)
+	}
+	return decode(t, userYAML)
+}
+
+// live reads the object that o names (kind, namespace, name) from the API
+// server; an object of a namespaced kind without a namespace is looked for
+// in the release namespace, where helm puts it.
+func live(ctx context.Context, e *testenv.Env, o *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	key := client.ObjectKeyFromObject(o)
+	if key.Namespace == "" {
+		namespaced, err := e.Client.IsObjectNamespaced(o)
+		if err != nil {
+			return nil, err
+		}
+		if namespaced {
+			key.Namespace = releaseNamespace
+		}
+	}
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(o.GroupVersionKind())
+	if err := e.Client.Get(ctx, key, got); err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// helmRevision is one line of helm history -o json.
+type helmRevision struct {
+	Revision   int    `json:"revision"`
+	Status     string `json:"status"`
+	Chart      string `json:"chart"`
+	AppVersion string `json:"app_version"`
+}
+
+// history returns the release's revisions, oldest first.
+func (tl *tools) history(t *testing.T) []helmRevision {
+	t.Helper()
+	var revs []helmRevision
+	if err := json.Unmarshal([]byte(tl.mustHelm(t, "history", "weft", "--namespace", releaseNamespace, "-o", "json")), &revs); err != nil {
+		t.Fatalf("helm history -o json: %v", err)
+	}
+	return revs
 }
