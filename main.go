@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -119,6 +121,7 @@ type controllerOptions struct {
 	webhookPort      int
 	webhookCertDir   string
 	caSource         string
+	observe          translate.Observability
 	webhookService   string
 	webhookConfig    string
 	inject           inject.Config
@@ -159,11 +162,44 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.inject.ProxyImage, "proxy-image", o.inject.ProxyImage, "stock Envoy image injected as the sidecar (pin it)")
 	fs.StringVar(&o.inject.InitImage, "init-image", o.inject.InitImage, "weft image whose init-redirect command installs the capture rules")
 	fs.StringVar(&o.inject.XDSHost, "xds-host", o.inject.XDSHost, "host name proxies use to reach the xDS server")
+	fs.StringVar(&o.observe.AccessLogFormat, "access-log-format", "",
+		"sidecars' access logs to their stdout: json, or an Envoy format string; empty turns them off")
+	fs.StringVar(&o.observe.TracingEndpoint, "tracing-endpoint", "",
+		"an OpenTelemetry collector (OTLP/gRPC, host:port) that sidecars send traces to; empty turns tracing off")
+	fs.Float64Var(&o.observe.TracingSampling, "tracing-sampling", 1, "percentage of requests traced (0-100)")
+	fs.Func("proxy-requests", "the sidecar's resource requests, e.g. cpu=100m,memory=128Mi", func(v string) error {
+		return parseResources(v, &o.inject.ProxyResources.Requests)
+	})
+	fs.Func("proxy-limits", "the sidecar's resource limits, e.g. memory=512Mi", func(v string) error {
+		return parseResources(v, &o.inject.ProxyResources.Limits)
+	})
 	o.certDelivery = "auto"
 	fs.Func("cert-delivery", "how workloads get certificates: auto (pod certificates where the API server serves them, else SDS), sds or podCertificate (default auto)", func(v string) error {
 		o.certDelivery = v
 		return nil
 	})
+}
+
+// parseResources reads "cpu=100m,memory=128Mi" into a resource list (an
+// empty value clears it).
+func parseResources(v string, into *corev1.ResourceList) error {
+	list := corev1.ResourceList{}
+	for _, kv := range strings.Split(v, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		name, qty, ok := strings.Cut(kv, "=")
+		if !ok || (name != string(corev1.ResourceCPU) && name != string(corev1.ResourceMemory)) {
+			return fmt.Errorf("%q: want cpu=<quantity> or memory=<quantity>", kv)
+		}
+		q, err := resource.ParseQuantity(qty)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		list[corev1.ResourceName(name)] = q
+	}
+	*into = list
+	return nil
 }
 
 // chooseDelivery resolves --cert-delivery: auto picks pod certificates
@@ -303,6 +339,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	if err := o.observe.Validate(); err != nil {
+		return fmt.Errorf("--tracing-endpoint/--tracing-sampling: %w", err)
+	}
 	cfg, err := o.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading the API server config: %w", err)
@@ -393,6 +432,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("Workload certificates", "delivery", delivery)
 	if o.xdsAddr != "" {
 		xs := server.New(o.xdsAddr, log.WithName("xds"))
+		xs.Observe = o.observe
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
 			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
 		}

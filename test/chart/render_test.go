@@ -39,6 +39,18 @@ var toggles = []struct {
 		"injector.enabled=true", "certManager.enabled=true", "certManager.issuerRef.name=corp-ca",
 		"certManager.issuerRef.kind=ClusterIssuer", "injector.excludeNamespaces={legacy}", "injector.timeoutSeconds=3",
 	}, checkInjector("ClusterIssuer", "corp-ca")},
+	{"access logs, tracing, sidecar resources", []string{"mesh.accessLog.format=%START_TIME% %REQ(:PATH)%: %RESPONSE_CODE%",
+		"mesh.tracing.endpoint=otel-collector.observability.svc:4317", "mesh.tracing.samplingPercent=5",
+		"mesh.proxy.resources.requests.cpu=50m", "mesh.proxy.resources.limits.memory=1Gi"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		args := controllerArgs(t, objs)
+		for _, want := range []string{"--access-log-format=%START_TIME% %REQ(:PATH)%: %RESPONSE_CODE%",
+			"--tracing-endpoint=otel-collector.observability.svc:4317", "--tracing-sampling=5",
+			"--proxy-requests=cpu=50m,memory=128Mi", "--proxy-limits=memory=1Gi"} {
+			if !slices.Contains(args, want) {
+				t.Errorf("args %v lack %s", args, want)
+			}
+		}
+	}},
 	{"mesh CA from cert-manager", []string{"mesh.ca.source=certManager", "mesh.ca.issuerRef.name=corp-ca"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 		cert := find(objs, "Certificate", "weft-mesh-ca")
 		if cert == nil {
@@ -364,6 +376,9 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"certManager.issuerRef.kind=Vault", "/certManager/issuerRef/kind"},
 		{"mesh.ca.source=certManager", "/mesh/ca/issuerRef/name"},
 		{"mesh.ca.source=vault", "/mesh/ca/source"},
+		{"mesh.tracing.endpoint=collector", "/mesh/tracing/endpoint"},
+		{"mesh.tracing.samplingPercent=150", "/mesh/tracing/samplingPercent"},
+		{"mesh.proxy.resources.limits.memory=lots", "/mesh/proxy/resources/limits/memory"},
 	} {
 		out, err := tl.render(tc.set)
 		if err == nil {

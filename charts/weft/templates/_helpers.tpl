@@ -46,3 +46,10 @@ namespace and the user's list, each once.
 {{- $ns := concat (list "kube-system" "weft-system" .Release.Namespace) .Values.injector.excludeNamespaces | uniq -}}
 {{- toJson $ns -}}
 {{- end -}}
+
+{{/* weft.resourceList renders {cpu: 100m, memory: 128Mi} as cpu=100m,memory=128Mi. */}}
+{{- define "weft.resourceList" -}}
+{{- $out := list -}}
+{{- range $k, $v := . }}{{ $out = append $out (printf "%s=%v" $k $v) }}{{ end -}}
+{{- join "," $out -}}
+{{- end -}}

@@ -72,6 +72,8 @@ type Server struct {
 	// proxy's pod.
 	PodCertificates      client.Reader
 	PodCertificateSigner string
+	// Observe is what sidecars log and trace (translate.Observability).
+	Observe translate.Observability
 
 	cache *cache.Cache
 
@@ -178,7 +180,7 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts, TrustDomain: s.TrustDomain})
+	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts, TrustDomain: s.TrustDomain, Observe: s.Observe})
 	if err != nil {
 		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for id := range s.proxies {

@@ -56,7 +56,7 @@ func addOutbound(sh *Shared, prev *listenerv3.Listener, r *Resources) error {
 	slices.SortFunc(chains, func(a, b *listenerv3.FilterChain) int { return strings.Compare(a.Name, b.Name) })
 	lis := prev
 	if prev == nil || !slices.Equal(prev.FilterChains, chains) {
-		passthrough, err := tcpProxy("passthrough", PassthroughCluster, nil)
+		passthrough, err := tcpProxy("passthrough", PassthroughCluster, sh.opts.Observe, nil)
 		if err != nil {
 			return err
 		}
@@ -104,7 +104,7 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 		r.Clusters = append(r.Clusters, local)
 		var filters []*listenerv3.Filter
 		if p.Protocol.IsHTTP() {
-			filter, err := inboundHTTP(cluster, sh.allowFor(ip, true), reg)
+			filter, err := inboundHTTP(cluster, sh.allowFor(ip, true), sh.opts.Observe, reg)
 			if err != nil {
 				return err
 			}
@@ -117,7 +117,7 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 				}
 				filters = append(filters, &listenerv3.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}})
 			}
-			filter, err := tcpProxy(cluster, cluster, reg)
+			filter, err := tcpProxy(cluster, cluster, sh.opts.Observe, reg)
 			if err != nil {
 				return err
 			}
@@ -131,7 +131,7 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 		inspect = inspect || len(portChains) > 1
 		chains = append(chains, portChains...)
 	}
-	passthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster, reg)
+	passthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster, sh.opts.Observe, reg)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 }
 
 // outboundChain matches connections to a service port's cluster IPs.
-func outboundChain(s *mesh.Service, p mesh.Port, reg decoded) (*listenerv3.FilterChain, error) {
+func outboundChain(s *mesh.Service, p mesh.Port, obs Observability, reg decoded) (*listenerv3.FilterChain, error) {
 	match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(p.Number))}
 	for _, ip := range s.ClusterIPs {
 		bits := uint32(32)
@@ -162,9 +162,9 @@ func outboundChain(s *mesh.Service, p mesh.Port, reg decoded) (*listenerv3.Filte
 	var filter *listenerv3.Filter
 	var err error
 	if p.Protocol.IsHTTP() {
-		filter, err = rdsHTTP(ListenerName(s, p), reg)
+		filter, err = rdsHTTP(ListenerName(s, p), obs, reg)
 	} else {
-		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""), reg)
+		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""), obs, reg)
 	}
 	if err != nil {
 		return nil, err
@@ -178,8 +178,9 @@ func originalDst() *listenerv3.ListenerFilter {
 	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.original_dst", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: originalDstFilter}}
 }
 
-func tcpProxy(statPrefix, cluster string, reg decoded) (*listenerv3.Filter, error) {
-	cfg, err := reg.pack(&tcpproxyv3.TcpProxy{StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})
+func tcpProxy(statPrefix, cluster string, obs Observability, reg decoded) (*listenerv3.Filter, error) {
+	cfg, err := reg.pack(&tcpproxyv3.TcpProxy{StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+		AccessLog: obs.accessLogs()})
 	if err != nil {
 		return nil, err
 	}
@@ -200,16 +201,18 @@ func hcm(m *hcmv3.HttpConnectionManager, reg decoded) (*listenerv3.Filter, error
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-func rdsHTTP(route string, reg decoded) (*listenerv3.Filter, error) {
-	return hcm(&hcmv3.HttpConnectionManager{
+func rdsHTTP(route string, obs Observability, reg decoded) (*listenerv3.Filter, error) {
+	m := &hcmv3.HttpConnectionManager{
 		StatPrefix:     route,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource, RouteConfigName: route}},
-	}, reg)
+	}
+	obs.observe(m, route)
+	return hcm(m, reg)
 }
 
 // inboundHTTP hands every request for a port to the application.
-func inboundHTTP(cluster string, rules *rbacv3.RBAC, reg decoded) (*listenerv3.Filter, error) {
-	return hcm(&hcmv3.HttpConnectionManager{
+func inboundHTTP(cluster string, rules *rbacv3.RBAC, obs Observability, reg decoded) (*listenerv3.Filter, error) {
+	m := &hcmv3.HttpConnectionManager{
 		StatPrefix:  cluster,
 		HttpFilters: httpFilters(rules),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -219,7 +222,9 @@ func inboundHTTP(cluster string, rules *rbacv3.RBAC, reg decoded) (*listenerv3.F
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
 			}}}},
 		}},
-	}, reg)
+	}
+	obs.observe(m, cluster)
+	return hcm(m, reg)
 }
 
 func staticLoopbackCluster(name string, port int32) *clusterv3.Cluster {

@@ -41,6 +41,8 @@ type Options struct {
 	// TrustDomain of the callers' identities in allow rules (default
 	// cluster.local).
 	TrustDomain string
+	// Observe is the sidecars' access logging and tracing.
+	Observe Observability
 }
 
 // trustDomain is the options' trust domain or the default.

@@ -160,6 +160,12 @@ func BuildSharedWith(m *mesh.Model, prev *Shared, opts Options) (*Shared, error)
 	if err := addOutbound(sh, prevOut, e); err != nil {
 		return nil, err
 	}
+	if c := opts.Observe.tracingCluster(); c != nil {
+		if err := c.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("the tracing cluster: %w", err)
+		}
+		e.Clusters = append(e.Clusters, c)
+	}
 	return sh, nil
 }
 
@@ -197,7 +203,7 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 		}
 		addClusters(r, s, p)
 		if len(s.ClusterIPs) > 0 {
-			chain, err := outboundChain(s, p, out.decoded)
+			chain, err := outboundChain(s, p, opts.Observe, out.decoded)
 			if err != nil {
 				return nil, fmt.Errorf("port %d: %w", p.Number, err)
 			}

@@ -1,0 +1,94 @@
+package translate
+
+import (
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// TestObservability: with access logs and tracing on, every HTTP
+// connection manager of a sidecar (outbound and inbound) logs and traces
+// to the collector's cluster, which the shared set carries, and every TCP
+// proxy logs; proxyless gRPC is untouched; bad options are refused naming
+// the option.
+func TestObservability(t *testing.T) {
+	opts := Options{Observe: Observability{AccessLogFormat: "json", TracingEndpoint: "otel-collector.observability.svc:4317", TracingSampling: 10}}
+	m := mesh.Build(bookinfo())
+	r, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var tracing *clusterv3.Cluster
+	for _, c := range r.Clusters {
+		if c.Name == TracingCluster {
+			tracing = c
+		}
+	}
+	if tracing == nil || tracing.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress() != "otel-collector.observability.svc" {
+		t.Fatalf("no tracing cluster for the collector: %v", tracing)
+	}
+	hcms, tcps := 0, 0
+	for _, l := range r.Listeners {
+		for _, fc := range append(l.FilterChains, l.DefaultFilterChain) {
+			for _, f := range fc.GetFilters() {
+				switch cfg := f.GetTypedConfig(); {
+				case cfg.MessageIs(&hcmv3.HttpConnectionManager{}):
+					var h hcmv3.HttpConnectionManager
+					if err := cfg.UnmarshalTo(&h); err != nil {
+						t.Fatal(err)
+					}
+					hcms++
+					if len(h.AccessLog) != 1 || h.Tracing == nil || h.Tracing.RandomSampling.GetValue() != 10 {
+						t.Errorf("%s: access log %v, tracing %v", fc.Name, h.AccessLog, h.Tracing)
+					}
+				case cfg.MessageIs(&tcpproxyv3.TcpProxy{}):
+					var tp tcpproxyv3.TcpProxy
+					if err := cfg.UnmarshalTo(&tp); err != nil {
+						t.Fatal(err)
+					}
+					tcps++
+					if len(tp.AccessLog) != 1 {
+						t.Errorf("%s: tcp_proxy without access log", fc.Name)
+					}
+				}
+			}
+		}
+	}
+	if hcms < 3 || tcps < 2 {
+		t.Errorf("checked %d HTTP connection managers and %d TCP proxies", hcms, tcps)
+	}
+	grpc, err := TranslateWith(m, Proxy{ID: "client.bookinfo", Flavour: FlavourGRPC}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range grpc.Clusters {
+		if c.Name == TracingCluster {
+			t.Error("proxyless gRPC got the tracing cluster")
+		}
+	}
+	text, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
+		Options{Observe: Observability{AccessLogFormat: "%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%"}})
+	if err != nil || text.Validate() != nil {
+		t.Fatalf("a text access log format: %v", err)
+	}
+	for _, c := range []struct {
+		o    Observability
+		want string
+	}{
+		{Observability{TracingEndpoint: "collector"}, "host:port"},
+		{Observability{TracingEndpoint: "collector:0"}, "bad port"},
+		{Observability{TracingSampling: 120}, "percentage"},
+	} {
+		if err := c.o.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error about %s", c.o, err, c.want)
+		}
+	}
+}
