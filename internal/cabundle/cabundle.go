@@ -8,6 +8,8 @@ package cabundle
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -37,6 +39,17 @@ type Injector struct {
 	// one minute); Wait how soon while the roots are not loaded or a write
 	// failed (default 2 s).
 	Resync, Wait time.Duration
+	// Grace is how long a CA found in the caBundle that is not one of the
+	// mesh roots (cert-manager's, when the install switches from
+	// cert-manager to weft's own certificate) stays trusted beside them, so
+	// that replicas still serving the old certificate keep answering
+	// during the rollout (default one hour, counted from when this
+	// process first saw it).
+	Grace time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	foreignSince map[string]time.Time
 }
 
 // NeedLeaderElection is true: one writer is enough, and every replica
@@ -92,8 +105,9 @@ func (in *Injector) Sync(ctx context.Context) error {
 	before := cfg.DeepCopy()
 	changed := false
 	for i := range cfg.Webhooks {
-		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
-			cfg.Webhooks[i].ClientConfig.CABundle = bundle
+		want := in.withForeign(bundle, cfg.Webhooks[i].ClientConfig.CABundle)
+		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, want) {
+			cfg.Webhooks[i].ClientConfig.CABundle = want
 			changed = true
 		}
 	}
@@ -107,4 +121,52 @@ func (in *Injector) Sync(ctx context.Context) error {
 	}
 	in.Log.Info("Wrote the mesh roots into the injector's caBundle", "configuration", in.Name, "webhooks", len(cfg.Webhooks))
 	return nil
+}
+
+// withForeign returns the mesh roots followed by the CA certificates of
+// current that are not among them, while they are in their grace period
+// and not expired.
+func (in *Injector) withForeign(roots, current []byte) []byte {
+	now := time.Now()
+	if in.Now != nil {
+		now = in.Now()
+	}
+	grace := in.Grace
+	if grace == 0 {
+		grace = time.Hour
+	}
+	if in.foreignSince == nil {
+		in.foreignSince = map[string]time.Time{}
+	}
+	mine := map[string]bool{}
+	for rest := roots; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		mine[string(b.Bytes)] = true
+	}
+	out := append([]byte(nil), roots...)
+	for rest := current; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" || mine[string(b.Bytes)] {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil || !c.IsCA || now.After(c.NotAfter) {
+			continue
+		}
+		since, ok := in.foreignSince[string(b.Bytes)]
+		if !ok {
+			since = now
+			in.foreignSince[string(b.Bytes)] = now
+		}
+		if now.Sub(since) < grace {
+			out = append(out, pem.EncodeToMemory(b)...)
+		}
+	}
+	return out
 }

@@ -202,3 +202,65 @@ func hasBundle(c client.Client, bundle func() []byte) func(context.Context) erro
 		return nil
 	}
 }
+
+// TestForeignCAKeptForAGrace: when the install switches from cert-manager's
+// webhook certificate to weft's, the caBundle holds cert-manager's CA; the
+// Injector adds the mesh roots and keeps that CA beside them for its grace
+// period (replicas of the previous version still serve its certificate
+// during the rollout), then drops it.
+func TestForeignCAKeptForAGrace(t *testing.T) {
+	env := testenv.ForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mesh, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certManager, err := identity.NewRoot("cert-manager", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := identity.EncodeCerts([][]byte{mesh.Cert.Raw})
+	foreign := identity.EncodeCerts([][]byte{certManager.Cert.Raw})
+	url := "https://localhost:1/x"
+	none := admissionregistrationv1.SideEffectClassNone
+	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "switching"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "inject.mesh.weft.dev", AdmissionReviewVersions: []string{"v1"}, SideEffects: &none,
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: foreign}}},
+	}
+	if err := env.Client.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	in := &cabundle.Injector{Client: env.Client, Name: "switching", Bundle: func() []byte { return roots }, Log: testr.New(t),
+		Grace: 10 * time.Minute, Now: func() time.Time { return now }}
+	caBundle := func() string {
+		t.Helper()
+		var got admissionregistrationv1.MutatingWebhookConfiguration
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "switching"}, &got); err != nil {
+			t.Fatal(err)
+		}
+		return string(got.Webhooks[0].ClientConfig.CABundle)
+	}
+	if err := in.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := caBundle(); got != string(roots)+string(foreign) {
+		t.Fatalf("during the grace period the caBundle is\n%s\nwant the mesh roots and cert-manager's CA", got)
+	}
+	now = now.Add(9 * time.Minute)
+	if err := in.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := caBundle(); got != string(roots)+string(foreign) {
+		t.Fatal("cert-manager's CA was dropped before its grace period ended")
+	}
+	now = now.Add(2 * time.Minute)
+	if err := in.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := caBundle(); got != string(roots) {
+		t.Fatalf("after the grace period the caBundle is\n%s\nwant the mesh roots only", got)
+	}
+}

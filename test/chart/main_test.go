@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/weftmesh/weft/internal/testenv"
 )
@@ -22,6 +24,9 @@ var env *testenv.Env
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
+	// Clients made here log through controller-runtime; give it a logger
+	// so that it does not complain that none was set.
+	ctrllog.SetLogger(logr.Discard())
 	root, err := testenv.Root()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
