@@ -457,12 +457,13 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 				// weft status shows the pod certificates weft issued.
 				xs.PodCertificates, xs.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
 			}
-			// Sidecars read pod certificates as files, or get theirs over
-			// SDS on their authenticated stream.
+			// Sidecars get their certificates over SDS on their
+			// authenticated stream, whatever the delivery: Envoy reloads
+			// certificate files only through file-based SDS, which weft
+			// does not set up yet (translate.EnvoyCertsFiles would read
+			// the pod certificate once). Pod certificates serve proxyless
+			// gRPC, which has no SDS.
 			xs.EnvoyCerts = translate.EnvoyCertsSDS
-			if delivery == inject.DeliveryPodCertificate {
-				xs.EnvoyCerts = translate.EnvoyCertsFiles
-			}
 		case "none":
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:

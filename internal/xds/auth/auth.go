@@ -133,7 +133,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Identit
 // while it holds.
 func (a *Authenticator) reviewed(ctx context.Context, token string) (Identity, error) {
 	if token == "" {
-		return Identity{}, status.Error(codes.Unauthenticated, "no token: send the pod's projected ServiceAccount token (audience weft) as a bearer token")
+		msg := "no token: send the pod's projected ServiceAccount token (audience weft) as a bearer token"
+		if a.Roots != nil {
+			msg += ", or present a client certificate from the mesh CA"
+		}
+		return Identity{}, status.Error(codes.Unauthenticated, msg)
 	}
 	key := sha256.Sum256([]byte(token))
 	now := a.now()

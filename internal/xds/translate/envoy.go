@@ -95,7 +95,6 @@ var passthroughCluster = &clusterv3.Cluster{
 func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error {
 	certs := sh.opts.EnvoyCerts
 	var chains []*listenerv3.FilterChain
-	inspect := false
 	for _, ip := range inPorts {
 		port, p := ip.Number, ip.Service
 		cluster := InboundClusterName(port)
@@ -128,7 +127,6 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
 			Filters:          filters,
 		}, ip.MTLS, certs)
-		inspect = inspect || len(portChains) > 1
 		chains = append(chains, portChains...)
 	}
 	passthrough, err := tcpProxy("inbound-passthrough", PassthroughCluster, sh.opts.Observe, reg)
@@ -136,9 +134,6 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 		return err
 	}
 	filters := []*listenerv3.ListenerFilter{originalDst()}
-	if inspect {
-		filters = append(filters, tlsInspector)
-	}
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
 		Name:               InboundListener,
 		Address:            socketAddress("0.0.0.0", InboundPort),
@@ -215,6 +210,12 @@ func inboundHTTP(cluster string, rules *rbacv3.RBAC, obs Observability, reg deco
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix:  cluster,
 		HttpFilters: httpFilters(rules),
+		// Allow rules match paths: compare and forward the path the
+		// application will see ("/a/../b" is "/b", "//" is "/", an escaped
+		// slash is refused).
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: cluster,
 			VirtualHosts: []*routev3.VirtualHost{{Name: cluster, Domains: []string{"*"}, Routes: []*routev3.Route{{

@@ -6,7 +6,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
@@ -38,9 +37,6 @@ const (
 	RootsDir    = "/var/run/secrets/weft/ca"
 	RootsFile   = RootsDir + "/root-cert.pem"
 )
-
-var tlsInspector = &listenerv3.ListenerFilter{Name: "envoy.filters.listener.tls_inspector",
-	ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}
 
 // envoyCommonTLS is a sidecar's certificate and trusted roots, with the
 // peer's SPIFFE IDs to accept (none: any identity from the mesh CA).
@@ -103,18 +99,17 @@ func withTLS(clusters []*clusterv3.Cluster, tls map[string][]string, socket func
 }
 
 // inboundChains are the filter chains of one inbound port in its mode:
-// STRICT takes mTLS only, PERMISSIVE mTLS (told apart by the TLS
-// inspector) or plain text, DISABLE plain text.
+// STRICT takes mTLS only; PERMISSIVE and DISABLE take what comes as it
+// comes (plain text, or the application's own TLS passed through). weft's
+// clients speak mTLS only to STRICT endpoints, so a PERMISSIVE port needs
+// no TLS chain, and none is added: a TLS chain told apart by the TLS
+// inspector would terminate the application's own TLS with the mesh's
+// certificate, and the inspector would hold server-first protocols.
 func inboundChains(plain *listenerv3.FilterChain, mode meshv1.MTLSMode, certs EnvoyCerts) []*listenerv3.FilterChain {
-	if certs == EnvoyCertsNone || mode == meshv1.MTLSDisable {
+	if certs == EnvoyCertsNone || mode != meshv1.MTLSStrict {
 		return []*listenerv3.FilterChain{plain}
 	}
 	tls := proto.Clone(plain).(*listenerv3.FilterChain)
 	tls.TransportSocket = envoyDownstreamTLS(certs)
-	if mode == meshv1.MTLSStrict {
-		return []*listenerv3.FilterChain{tls}
-	}
-	tls.Name += "|tls"
-	tls.FilterChainMatch.TransportProtocol = "tls"
-	return []*listenerv3.FilterChain{tls, plain}
+	return []*listenerv3.FilterChain{tls}
 }

@@ -30,7 +30,7 @@ func mtlsBookinfo() mesh.Input {
 // SDS certificates: outbound clusters to STRICT endpoints in TLS checking
 // their SPIFFE IDs (the SDS secrets default and ROOTCA), reviews-v1's
 // inbound port mTLS only, reviews-v2's (PERMISSIVE) mTLS or plain text
-// told apart by the TLS inspector.
+// plain text only (weft's clients speak mTLS only to STRICT endpoints).
 func TestEnvoyMTLSGolden(t *testing.T) {
 	m := mesh.Build(mtlsBookinfo())
 	opts := Options{EnvoyCerts: EnvoyCertsSDS}
