@@ -1,7 +1,7 @@
 package translate
 
 import (
-	"sort"
+	"slices"
 	"strconv"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -27,7 +27,7 @@ func allowRules(s *mesh.Service, p mesh.Port, trustDomain string, http bool) *rb
 	}
 	out := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
 	for i, r := range s.Allow {
-		if len(r.Ports) > 0 && !containsPort(r.Ports, p.Number) {
+		if len(r.Ports) > 0 && !slices.Contains(r.Ports, p.Number) {
 			continue
 		}
 		if !http && (len(r.Paths) > 0 || len(r.Methods) > 0) {
@@ -36,15 +36,6 @@ func allowRules(s *mesh.Service, p mesh.Port, trustDomain string, http bool) *rb
 		out.Policies["allow-"+strconv.Itoa(i)] = &rbacv3.Policy{Permissions: []*rbacv3.Permission{permission(r)}, Principals: principals(r.From, trustDomain)}
 	}
 	return out
-}
-
-func containsPort(ports []int32, p int32) bool {
-	for _, x := range ports {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
 
 // permission is what a rule lets through: any request, or those whose path
@@ -129,14 +120,4 @@ func httpFilters(rules *rbacv3.RBAC) []*hcmv3.HttpFilter {
 // networkRBAC is the TCP form: a network filter ahead of tcp_proxy.
 func networkRBAC(statPrefix string, rules *rbacv3.RBAC) *rbacnetv3.RBAC {
 	return &rbacnetv3.RBAC{StatPrefix: statPrefix, Rules: rules}
-}
-
-// policyNames lists a set of RBAC rules' policy names, sorted (tests).
-func policyNames(r *rbacv3.RBAC) []string {
-	var out []string
-	for n := range r.GetPolicies() {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"maps"
 	"slices"
 	"testing"
 
@@ -107,4 +108,9 @@ func TestAllowOnInboundListeners(t *testing.T) {
 	if len(h.HttpFilters) != 2 || h.HttpFilters[0].Name != "envoy.filters.http.rbac" {
 		t.Errorf("the proxyless server's filters: %v", h.HttpFilters)
 	}
+}
+
+// policyNames lists a set of RBAC rules' policy names, sorted.
+func policyNames(r *rbacv3.RBAC) []string {
+	return slices.Sorted(maps.Keys(r.GetPolicies()))
 }
