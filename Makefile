@@ -14,6 +14,19 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/weftmesh/weft/internal/version.version=$(VERSION)
 # go test flags; CI may add -race or -count.
 TEST_FLAGS ?=
+# How many test binaries go test runs at once (and how many packages it
+# compiles at once): one per core of the 2-core CI machine. The heavy
+# packages each start their own kube-apiserver and etcd; more at once makes
+# the run no shorter and every wait longer.
+TEST_P ?= 2
+# The binaries the tests run (weft, the demo), built once before go test.
+TEST_BIN := $(BIN)/test
+
+# timed runs a phase and prints how long it took, for hack/ci-cold.sh:
+# $(call timed,<phase>,<command>); the command must hold no comma.
+define timed
+@echo '$(2)'; start=$$(date +%s); $(2); echo "==> phase $(1): $$(( $$(date +%s) - start )) s"
+endef
 
 export KUBEBUILDER_ASSETS := $(ASSETS)
 
@@ -44,15 +57,19 @@ fmt: ## Run gofmt on the code.
 
 .PHONY: vet
 vet: ## Run go vet.
-	go vet ./...
+	$(call timed,vet,go vet ./...)
 
 .PHONY: verify
 verify: $(CONTROLLER_GEN) ## Fail when 'make generate manifests' would change files, or gofmt would.
-	hack/verify-generated.sh
+	$(call timed,verify,hack/verify-generated.sh)
 
 .PHONY: test
-test: tools verify vet ## Run every test against a real kube-apiserver and etcd (builds them the first time).
-	go test -timeout 20m $(TEST_FLAGS) ./...
+test: tools verify vet test-binaries ## Run every test against a real kube-apiserver and etcd (builds them the first time).
+	$(call timed,go-test,WEFT_TEST_BINARIES=$(TEST_BIN) go test -p $(TEST_P) -timeout 20m $(TEST_FLAGS) ./...)
+
+.PHONY: test-binaries
+test-binaries: ## Build the binaries the tests run (weft, the demo) into bin/test, with go test's flags.
+	$(call timed,test-binaries,go build -o $(TEST_BIN)/weft . && go build -o $(TEST_BIN)/demo ./hack/demo)
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no API server).
@@ -88,8 +105,8 @@ helm-lint: $(HELM) ## Lint the chart strictly and render it with its defaults an
 	$(HELM) template weft $(CHART) --namespace weft-system --set injector.enabled=true,certManager.enabled=true >/dev/null
 
 .PHONY: test-chart
-test-chart: $(HELM) tools ## Test the chart and the Argo CD health checks against a real API server.
-	go test -count=1 $(TEST_FLAGS) ./test/chart/... ./hack/argocd/...
+test-chart: $(HELM) tools test-binaries ## Test the chart and the Argo CD health checks against a real API server.
+	WEFT_TEST_BINARIES=$(TEST_BIN) go test -count=1 $(TEST_FLAGS) ./test/chart/... ./hack/argocd/...
 
 .PHONY: docker-build
 docker-build: ## Build the image IMG with the version stamped (needs Docker or CONTAINER_TOOL).
@@ -99,7 +116,7 @@ docker-build: ## Build the image IMG with the version stamped (needs Docker or C
 
 .PHONY: tools
 tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm and controller-gen into bin/.
-	hack/build-tools.sh all
+	$(call timed,tools,hack/build-tools.sh all)
 
 $(CONTROLLER_GEN):
 	hack/build-tools.sh controller-gen

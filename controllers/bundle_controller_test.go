@@ -29,7 +29,8 @@ func bundleOf(ctx context.Context, ns string) (string, error) {
 // leaves the mesh; a ConfigMap of that name that weft did not make is
 // left alone.
 func TestRootBundlePublished(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Room for the four waits below, each bounded at 60 s against a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	mk := func(name string, labels map[string]string) {
 		t.Helper()
@@ -46,7 +47,7 @@ func TestRootBundlePublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ns := range []string{"bundle-injected", "bundle-services"} {
-		if err := testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+		if err := testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 			got, err := bundleOf(ctx, ns)
 			if err != nil {
 				return err
@@ -65,7 +66,7 @@ func TestRootBundlePublished(t *testing.T) {
 	published.Store(&rotated)
 	t.Cleanup(func() { published.Store(&testBundle) })
 	bundleChanged <- struct{}{}
-	if err := testenv.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+	if err := testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 		if got, err := bundleOf(ctx, "bundle-services"); err != nil || got != string(rotated) {
 			return fmt.Errorf("the bundle after a rotation: %q, %v", got, err)
 		}
@@ -90,7 +91,7 @@ func TestRootBundlePublished(t *testing.T) {
 	if err := env.Client.Update(ctx, &ns); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+	if err := testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 		if _, err := bundleOf(ctx, "bundle-injected"); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("the bundle is still there: %v", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -79,7 +80,7 @@ type want struct {
 func waitFor(t *testing.T, o client.Object, wants ...want) {
 	t.Helper()
 	wc := withConds(o)
-	err := testenv.Eventually(context.Background(), 15*time.Second, func(ctx context.Context) error {
+	err := testenv.Eventually(context.Background(), 60*time.Second, func(ctx context.Context) error {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func waitFor(t *testing.T, o client.Object, wants ...want) {
 func noCondition(t *testing.T, o client.Object, condType string) {
 	t.Helper()
 	wc := withConds(o)
-	err := testenv.Eventually(context.Background(), 15*time.Second, func(ctx context.Context) error {
+	err := testenv.Eventually(context.Background(), 60*time.Second, func(ctx context.Context) error {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			return err
 		}
@@ -181,18 +182,23 @@ func typesUID(s string) types.UID { return types.UID("uid-" + s) }
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func eventually(check func(context.Context) error) error {
-	return testenv.Eventually(context.Background(), 15*time.Second, check)
+	return testenv.Eventually(context.Background(), 60*time.Second, check)
 }
 
 func containsKey(raw []byte, key string) bool {
 	return strings.Contains(string(raw), key)
 }
 
+// conflictBackoff paces update's retries. retry.DefaultRetry gives up after
+// five tries 10 ms apart, which a reconciler slowed by a loaded machine can
+// outlast with its status writes; this keeps retrying for about 10 s.
+var conflictBackoff = wait.Backoff{Steps: 10, Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.1, Cap: 2 * time.Second}
+
 // update re-reads o, applies mutate and writes it, retrying on conflicts
 // with the reconcilers' status writes.
 func update[T client.Object](t *testing.T, o T, mutate func(T)) {
 	t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(conflictBackoff, func() error {
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(o), o); err != nil {
 			return err
 		}

@@ -83,7 +83,7 @@ func (f *pcrFixture) request(ctx context.Context, t *testing.T, name string, edi
 func waitDecided(ctx context.Context, t *testing.T, pcr *certificatesv1.PodCertificateRequest) *metav1.Condition {
 	t.Helper()
 	var cond *metav1.Condition
-	if err := testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) error {
+	if err := testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pcr), pcr); err != nil {
 			return err
 		}
@@ -104,7 +104,7 @@ func waitDecided(ctx context.Context, t *testing.T, pcr *certificatesv1.PodCerti
 // is signed: one URI SAN, the pod's SPIFFE identity; the lifetime asked
 // for; refresh at half-life; a chain to the mesh root.
 func TestPodCertificateIssued(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	f := newPCRFixture(ctx, t, "pcr-issued")
 	pcr, key, err := f.request(ctx, t, "p-1", nil)
@@ -143,7 +143,8 @@ func TestPodCertificateIssued(t *testing.T) {
 // Requests that do not describe the pod as it is are refused with a reason,
 // by the API server or by weft, and nothing is issued.
 func TestPodCertificateRefused(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Room for up to three waits for a decision, each bounded at 60 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	f := newPCRFixture(ctx, t, "pcr-refused")
 	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "pcr-refused-elsewhere"}}

@@ -29,6 +29,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -97,7 +98,9 @@ func TestCertManagerIssuesTheMeshCA(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Room for cert-manager's start and the waits below (four of a minute
+	// each, and more) on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
 	c := env.Client
 	must := func(err error) {
@@ -153,7 +156,7 @@ func TestCertManagerIssuesTheMeshCA(t *testing.T) {
 	start := time.Now()
 	must(c.Create(ctx, objs[0]))
 	must(waitReady(ctx, c, ns, "Certificate", "weft-mesh-ca"))
-	must(testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+	must(testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		if loader.Root() == nil {
 			return errors.New("the loader has not loaded the CA")
 		}
@@ -204,7 +207,10 @@ func TestCertManagerIssuesTheMeshCA(t *testing.T) {
 	var cert unstructured.Unstructured
 	cert.SetAPIVersion("cert-manager.io/v1")
 	cert.SetKind("Certificate")
-	must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	// Retried for about 10 s: cert-manager writes the status too, and on a
+	// loaded machine outlasts retry.DefaultRetry's five tries 10 ms apart.
+	renewBackoff := wait.Backoff{Steps: 10, Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.1, Cap: 2 * time.Second}
+	must(retry.RetryOnConflict(renewBackoff, func() error {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "weft-mesh-ca"}, &cert); err != nil {
 			return err
 		}
@@ -278,7 +284,7 @@ func TestCertManagerIssuesTheMeshCA(t *testing.T) {
 			t.Errorf("the new replica serves a certificate of %q (serial %x), not of the renewed intermediate", issuer.Subject, issuer.SerialNumber)
 		}
 	}
-	must(testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+	must(testenv.Eventually(ctx, 60*time.Second, func(context.Context) error {
 		if traffic.total()-before < 200 {
 			return errors.New("too few requests since the renewal")
 		}
@@ -580,7 +586,9 @@ func call(loader *identity.RootLoader, addr string, getCert func() (*tls.Certifi
 		VerifyConnection:     func(cs tls.ConnectionState) error { served = cs.PeerCertificates; return nil },
 	}}
 	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A generous deadline: a handshake can be slow on a loaded machine,
+	// and a slow request is not a failed one.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/", nil)
 	if err != nil {

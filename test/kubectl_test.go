@@ -46,11 +46,15 @@ func TestKubectlExplain(t *testing.T) {
 		}
 		return out
 	}
-	// The API server publishes a new CRD's OpenAPI schema shortly after
-	// the CRD is established.
-	if err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) error {
-		_, err := run("explain", "trafficpolicy")
-		return err
+	// The API server publishes each new CRD's OpenAPI schema shortly after
+	// the CRD is established, one CRD at a time.
+	if err := testenv.Eventually(context.Background(), 90*time.Second, func(context.Context) error {
+		for _, kind := range []string{"meshservice", "trafficpolicy", "peerauthentication"} {
+			if _, err := run("explain", kind); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +94,10 @@ func TestKubectlExplain(t *testing.T) {
 // to a live xDS server (here one proxyless client).
 func TestKubectlPlugin(t *testing.T) {
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "kubectl-weft"), "github.com/weftmesh/weft")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the plugin: %v\n%s", err, out)
+	// The plugin is the weft binary under the name kubectl looks for (what
+	// make build installs as bin/kubectl-weft).
+	if err := os.Symlink(testenv.Binary(t, "weft"), filepath.Join(dir, "kubectl-weft")); err != nil {
+		t.Fatal(err)
 	}
 	root, err := testenv.Root()
 	if err != nil {
@@ -124,10 +129,10 @@ func TestKubectlPlugin(t *testing.T) {
 	// A client connects to the xDS server when it makes its first RPC
 	// (which fails: the mesh is empty).
 	client := xdstest.NewClient(t, addr, "client-1.shop", "reviews.bookinfo.svc.cluster.local:9080")
-	callCtx, stopCall := context.WithTimeout(ctx, 5*time.Second)
+	callCtx, stopCall := context.WithTimeout(ctx, 30*time.Second)
 	defer stopCall()
 	go func() { _, _ = client.Call(callCtx) }()
-	if err := testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		if len(srv.Proxies()) == 0 {
 			return fmt.Errorf("no proxy connected yet")
 		}
@@ -160,10 +165,7 @@ func TestCARotateAndRetire(t *testing.T) {
 	if err := env.Kubeconfig(kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	weft := filepath.Join(dir, "weft")
-	if out, err := exec.Command("go", "build", "-o", weft, "github.com/weftmesh/weft").CombinedOutput(); err != nil {
-		t.Fatalf("building weft: %v\n%s", err, out)
-	}
+	weft := testenv.Binary(t, "weft")
 	run := func(args ...string) string {
 		t.Helper()
 		out, err := exec.CommandContext(ctx, weft, append(args, "--kubeconfig", kubeconfig)...).CombinedOutput()

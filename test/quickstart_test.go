@@ -22,18 +22,6 @@ import (
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
-// buildBinary builds a package of the module into dir and returns the path.
-func buildBinary(t *testing.T, root, dir, pkg, name string) string {
-	t.Helper()
-	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
 // TestQuickStart runs the quick start as a user would: it reads what the
 // real kubectl printed and the split of live gRPC calls that the demo's
 // client measured, while the tour edits the TrafficPolicy; then, from
@@ -50,11 +38,10 @@ func TestQuickStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	weft := buildBinary(t, root, dir, ".", "weft")
-	demo := buildBinary(t, root, dir, "./hack/demo", "demo")
+	weft := testenv.Binary(t, "weft")
+	demo := testenv.Binary(t, "demo")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, demo, "-weft", weft)
 	cmd.Dir = root
@@ -143,8 +130,8 @@ func checkSplits(t *testing.T, text string) {
 		t.Fatalf("the quick start measured %d splits, want %d", len(got), len(want))
 	}
 	for i, m := range got {
-		if n, _ := strconv.Atoi(m[1]); n < 900 {
-			t.Errorf("split %d was measured over %d calls, want about 1000", i+1, n)
+		if n, _ := strconv.Atoi(m[1]); n < 1000 {
+			t.Errorf("split %d was measured over %d calls, want at least 1000", i+1, n)
 		}
 		if m[3] != "0" {
 			t.Errorf("split %d: %s calls failed", i+1, m[3])
@@ -229,7 +216,7 @@ func checkFromHost(ctx context.Context, t *testing.T, out *output, kubectl, weft
 // waitLiveSplit waits for two live lines in a row, printed after line
 // from, that show the split want (the first may straddle the change).
 func waitLiveSplit(ctx context.Context, t *testing.T, out *output, from int, want map[string]float64) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	re := regexp.MustCompile(`^\s+\d\d:\d\d:\d\d  reviews: (.*) \((\d+) failed\), \d+ calls$`)
 	inRow := 0

@@ -92,7 +92,8 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	// Backends on the test namespace's loopback (documentation-range
 	// addresses), published as pods and EndpointSlices: the test plays the
 	// kubelet and the endpoints controller.
-	addBackend := func(name, version, ip string) {
+	// addBackend returns when the EndpointSlice was created.
+	addBackend := func(name, version, ip string) time.Time {
 		t.Helper()
 		port := xdstest.StartBackend(t, ip+":0", name)
 		must(c.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
@@ -105,6 +106,7 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: name}}},
 		}))
+		return time.Now()
 	}
 	addBackend("reviews-v1", "v1", "192.0.2.11")
 	addBackend("reviews-v2", "v2", "192.0.2.12")
@@ -115,7 +117,7 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	}
 
 	// The MeshService's status counts the proxy, once it acknowledged.
-	must(testenv.Eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(ms), ms); err != nil {
 			return err
 		}
@@ -134,7 +136,7 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	}}
 	must(c.Create(ctx, tp))
 	// Ready turns True only once the proxy acknowledged the policy.
-	must(testenv.Eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(tp), tp); err != nil {
 			return err
 		}
@@ -157,7 +159,7 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		return counts, nil
 	}
 	// The split is in force once a sample stops looking 50/50.
-	must(testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
 		counts, err := share(400)
 		if err != nil {
 			return err
@@ -167,10 +169,20 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		}
 		return nil
 	}))
-	var proxies bytes.Buffer
-	must(cli.Status(ctx, ads, &proxies))
-	if !regexp.MustCompile(`client-1\.shop\s+grpc\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+-`).MatchString(proxies.String()) {
-		t.Errorf("weft status does not show the client as synced:\n%s", proxies.String())
+	// weft status shows the client synced on every type, once its last
+	// acknowledgement is in.
+	synced := regexp.MustCompile(`client-1\.shop\s+grpc\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+-`)
+	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var proxies bytes.Buffer
+		if err := cli.Status(ctx, ads, &proxies); err != nil {
+			return err
+		}
+		if !synced.MatchString(proxies.String()) {
+			return fmt.Errorf("weft status does not show the client as synced:\n%s", proxies.String())
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 	counts, err := share(10000)
 	must(err)
@@ -180,10 +192,10 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		t.Errorf("v1 got %.2f%%, want 90 ± 2", pct)
 	}
 
-	// Scale v1 up: the new endpoint gets traffic within a second.
-	start := time.Now()
-	addBackend("reviews-v1b", "v1", "192.0.2.13")
-	must(testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+	// Scale v1 up: the new endpoint gets traffic within a second of its
+	// EndpointSlice (the bound of the wait only reports a miss).
+	start := addBackend("reviews-v1b", "v1", "192.0.2.13")
+	must(testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		got, err := cl.Call(ctx)
 		if err != nil || got != "reviews-v1b" {
 			return fmt.Errorf("went to %q (%v)", got, err)

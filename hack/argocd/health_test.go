@@ -118,7 +118,10 @@ func TestHealthChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := testenv.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Room for the checks below, each bounded at 60 s against a hang (the
+	// controllers settle them all at once, so after the first they are
+	// short).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -227,7 +230,7 @@ func TestHealthChecks(t *testing.T) {
 		t.Helper()
 		var gotArgo, msg string
 		var gotK kstatus.Status
-		err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		err := testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 			live := o.DeepCopy()
 			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), live); err != nil {
 				return err

@@ -199,7 +199,7 @@ func (d *demo) writeBootstrap(p pod) (string, error) {
 
 // probe waits until addr accepts TCP connections.
 func probe(ctx context.Context, addr string) error {
-	return testenv.Eventually(ctx, 15*time.Second, func(ctx context.Context) error {
+	return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return err

@@ -405,7 +405,7 @@ func readyAt(conds []metav1.Condition, gen int64) error {
 // waitCondition waits until a condition of a TrafficPolicy has a status
 // for its current generation.
 func (d *demo) waitCondition(ctx context.Context, policy, condType string, st metav1.ConditionStatus) error {
-	return testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+	return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		tp := &meshv1.TrafficPolicy{}
 		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "bookinfo", Name: policy}, tp); err != nil {
 			return err

@@ -78,13 +78,14 @@ func (t *traffic) next(ctx context.Context, from time.Time) (window, error) {
 	}
 }
 
-// measure prints n windows that start at or after from, then the split
-// over all of them.
-func (t *traffic) measure(ctx context.Context, out io.Writer, from time.Time, n int) error {
+// measure prints the windows that start at or after from until they hold
+// at least calls calls (a loaded machine makes fewer calls per window),
+// then the split over all of them.
+func (t *traffic) measure(ctx context.Context, out io.Writer, from time.Time, calls int) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	sum := window{From: from, Backends: map[string]int{}}
-	for range n {
+	for sum.total() < calls {
 		w, err := t.next(ctx, from)
 		if err != nil {
 			return fmt.Errorf("waiting for the client's next report: %w", err)

@@ -34,7 +34,8 @@ import (
 // and leaves every other field alone.
 func TestAPIServerTrustsWeftsWebhookCertificate(t *testing.T) {
 	env := testenv.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Room for the five waits below, each bounded at 60 s against a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
 	first, err := identity.NewRoot("cluster.local", time.Now(), 24*time.Hour)
@@ -89,9 +90,27 @@ func TestAPIServerTrustsWeftsWebhookCertificate(t *testing.T) {
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
 		})
 	}
-	// Not trusted yet: the API server cannot call the webhook.
-	if err := createPod(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("before the caBundle is written, creating a pod: %v; want a certificate error", err)
+	// Not trusted yet: the API server cannot call the webhook. It applies
+	// a new configuration only once its own informer has it, and a call
+	// can time out on a loaded machine, so a create that goes through or
+	// fails otherwise is tried again; only a refusal for the certificate
+	// ends the wait, and a call that reached the webhook fails the test.
+	var reached error
+	if err := testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
+		err := createPod(ctx)
+		switch {
+		case err != nil && strings.Contains(err.Error(), refusal):
+			reached = err
+			return nil
+		case err == nil || !strings.Contains(err.Error(), "certificate"):
+			return fmt.Errorf("creating a pod: %v; want a certificate error", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("before the caBundle is written: %v", err)
+	}
+	if reached != nil {
+		t.Fatalf("before the caBundle is written, the API server called the webhook: %v", reached)
 	}
 
 	in := &cabundle.Injector{Client: env.Client, Name: "weft-injector", Bundle: bundle, Log: testr.New(t)}
@@ -105,7 +124,7 @@ func TestAPIServerTrustsWeftsWebhookCertificate(t *testing.T) {
 		}
 		return fmt.Errorf("creating a pod: %v", err)
 	}
-	if err := testenv.Eventually(ctx, 10*time.Second, calledByAPIServer); err != nil {
+	if err := testenv.Eventually(ctx, 60*time.Second, calledByAPIServer); err != nil {
 		t.Fatalf("after the caBundle was written, the API server does not call the webhook: %v", err)
 	}
 	var got admissionregistrationv1.MutatingWebhookConfiguration
@@ -146,7 +165,7 @@ func TestAPIServerTrustsWeftsWebhookCertificate(t *testing.T) {
 	if err := env.Client.Update(ctx, &got); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 10*time.Second, hasBundle(env.Client, bundle)); err != nil {
+	if err := testenv.Eventually(ctx, 60*time.Second, hasBundle(env.Client, bundle)); err != nil {
 		t.Errorf("an emptied caBundle was not restored: %v", err)
 	}
 
@@ -156,10 +175,10 @@ func TestAPIServerTrustsWeftsWebhookCertificate(t *testing.T) {
 	}
 	root.Store(&identity.Root{CA: second, Bundle: identity.EncodeCerts([][]byte{first.Cert.Raw, second.Cert.Raw})})
 	changed <- struct{}{}
-	if err := testenv.Eventually(ctx, 10*time.Second, hasBundle(env.Client, bundle)); err != nil {
+	if err := testenv.Eventually(ctx, 60*time.Second, hasBundle(env.Client, bundle)); err != nil {
 		t.Errorf("a rotated bundle was not written: %v", err)
 	}
-	if err := testenv.Eventually(ctx, 10*time.Second, calledByAPIServer); err != nil {
+	if err := testenv.Eventually(ctx, 60*time.Second, calledByAPIServer); err != nil {
 		t.Errorf("after the rotation, the API server does not call the webhook: %v", err)
 	}
 

@@ -62,7 +62,7 @@ func intermediate(t *testing.T, root *CA, name string) (*x509.Certificate, []byt
 // that does not chain to the bundle is refused, naming the key.
 func TestExternalIntermediate(t *testing.T) {
 	env := testenv.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ns := "weft-ext"
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -104,7 +104,7 @@ func TestExternalIntermediate(t *testing.T) {
 	if err := env.Client.Create(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		if l.Root() == nil {
 			return context.DeadlineExceeded
 		}
@@ -120,7 +120,7 @@ func TestExternalIntermediate(t *testing.T) {
 	if err := env.Client.Update(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		if !l.Root().CA.Cert.Equal(renewed) || changes.Load() == 0 {
 			return context.DeadlineExceeded
 		}

@@ -109,7 +109,7 @@ func x509SignatureOf(t *testing.T, der []byte) (x509.SignatureAlgorithm, []byte,
 // stop verifying.
 func TestRootRotation(t *testing.T) {
 	env := testenv.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func TestRootRotation(t *testing.T) {
 	loader := &RootLoader{Client: env.Client, Namespace: "weft-system", TrustDomain: "cluster.local", Log: logr.Discard(),
 		Reload: 100 * time.Millisecond, OnChange: func() { changed <- struct{}{} }}
 	go func() { _ = loader.Start(ctx) }()
-	if err := testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		if loader.Root() == nil {
 			return errors.New("not loaded")
 		}
@@ -155,7 +155,7 @@ func TestRootRotation(t *testing.T) {
 	}
 	select {
 	case <-changed:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the loader did not pick up the rotation")
 	}
 	now := loader.Root()
@@ -172,7 +172,7 @@ func TestRootRotation(t *testing.T) {
 	}
 	select {
 	case <-changed:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the loader did not pick up the retirement")
 	}
 	if verifies(oldLeaf, loader.Root().Bundle) || !verifies(newLeaf, loader.Root().Bundle) {

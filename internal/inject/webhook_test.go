@@ -88,7 +88,7 @@ func run(m *testing.M) int {
 		}
 	}
 	// Wait until the webhook answers (a dry-run create goes through it).
-	err = testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+	err = testenv.Eventually(ctx, 60*time.Second, func(ctx context.Context) error {
 		p := pod("probe-webhook")
 		if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
 			return err

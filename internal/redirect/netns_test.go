@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -132,16 +131,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root, to create network namespaces and nftables rules")
 	}
-	root, err := testenv.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	weft := filepath.Join(t.TempDir(), "weft")
-	build := exec.Command("go", "build", "-o", weft, ".")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building weft: %v\n%s", err, out)
-	}
+	weft := testenv.Binary(t, "weft")
 
 	pod, client := newNS(t), newNS(t)
 	podNL, err := netlink.NewHandleAt(pod)
@@ -277,7 +267,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 				if got.origDst != tc.addr && (captured || got.origDst != "none") {
 					t.Errorf("original destination %s, want %s", got.origDst, tc.addr)
 				}
-			case <-time.After(3 * time.Second):
+			case <-time.After(10 * time.Second):
 				t.Fatal("no listener saw the connection")
 			}
 		})

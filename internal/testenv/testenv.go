@@ -139,6 +139,11 @@ rules:
 - level: Metadata
 `
 
+// installWait bounds how long the start waits for the CRDs and webhook
+// configurations to be served: envtest's default (10 s) is short for an API
+// server that shares two busy cores with other tests and compilers.
+const installWait = 2 * time.Minute
+
 // StartWith starts etcd and kube-apiserver with what o names installed.
 // When anything fails, it stops whatever it started.
 func StartWith(o Options) (*Env, error) {
@@ -157,7 +162,8 @@ func StartWith(o Options) (*Env, error) {
 	e.env = &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
 		CRDDirectoryPaths:        o.CRDDirs,
-		WebhookInstallOptions:    envtest.WebhookInstallOptions{Paths: o.WebhookDirs},
+		WebhookInstallOptions:    envtest.WebhookInstallOptions{Paths: o.WebhookDirs, MaxTime: installWait},
+		CRDInstallOptions:        envtest.CRDInstallOptions{MaxTime: installWait},
 		ErrorIfCRDPathMissing:    true,
 		Scheme:                   e.Scheme,
 		ControlPlaneStartTimeout: 2 * time.Minute,

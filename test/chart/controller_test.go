@@ -54,12 +54,7 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 	t.Helper()
 	dir := t.TempDir()
 	webhookPort := freePort(t)
-	bin := filepath.Join(dir, "weft")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/weftmesh/weft")
-	build.Dir = e.Root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building weft: %v\n%s", err, out)
-	}
+	bin := testenv.Binary(t, "weft")
 
 	cs, err := kubernetes.NewForConfig(e.Config)
 	if err != nil {

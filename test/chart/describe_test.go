@@ -29,7 +29,11 @@ import (
 // The controllers run in the test's process (no proxies are connected, so
 // a resource in force is Ready at once).
 func TestDescribeShowsConditions(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Room for the controllers' start, the waits for weft's status (90 s
+	// each against a hang; the controllers write them all at once, so
+	// after the first they are short) and six kubectl runs on a loaded
+	// machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -122,7 +126,7 @@ func TestDescribeShowsConditions(t *testing.T) {
 	}
 	for _, c := range cases {
 		// Wait for weft's status through the API, then describe once.
-		if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		if err := testenv.Eventually(ctx, 90*time.Second, func(ctx context.Context) error {
 			return statusWritten(ctx, c.resource, ns, c.name, c.want)
 		}); err != nil {
 			t.Errorf("%s %s: weft wrote no status: %v", c.resource, c.name, err)

@@ -206,7 +206,7 @@ func applyUserMesh(ctx context.Context, t *testing.T, e *testenv.Env, tl *tools)
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 90*time.Second, func(context.Context) error {
 		_, err := tl.kubectl(strings.NewReader(userYAML), "apply", "-f", "-")
 		return err
 	}); err != nil {

@@ -39,7 +39,9 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// Room for helm, the 90 s wait for the CRDs and the controller's
+	// minute-long waits on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	tl := newTools(t, e)
 	var values []string // the defaults
@@ -74,7 +76,7 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a user keeps in git, applied as a user would.
-	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 90*time.Second, func(context.Context) error {
 		_, err := tl.kubectl(strings.NewReader(userYAML), "apply", "-f", "-")
 		return err
 	}); err != nil {

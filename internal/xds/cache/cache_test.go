@@ -52,7 +52,8 @@ func TestRoutingThroughTheCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := xdstest.NewClient(t, xdstest.ServeADS(t, c, nil), "client-1", target)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Room for 10,000 RPCs on a slow machine and the two 30 s waits below.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	if _, err := client.Call(ctx, grpc.WaitForReady(true)); err != nil {
 		t.Fatalf("first RPC: %v", err)
@@ -85,7 +86,7 @@ func TestRoutingThroughTheCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := testenv.Eventually(ctx, 5*time.Second, func(ctx context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
 		if got, err := client.Call(ctx); err != nil || got != "v1b" {
 			return fmt.Errorf("went to %q (%v)", got, err)
 		}
@@ -102,9 +103,25 @@ func TestRoutingThroughTheCache(t *testing.T) {
 	if err := c.SetProxy("client-1", translated(t, "client-1", down...).ByType()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// The hammer runs until the client has taken the draining endpoint
+	// out: 200 RPCs in a row that do not reach it.
+	drained := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		for i := range 200 {
+			got, err := client.Call(ctx)
+			if err != nil {
+				return fmt.Errorf("RPC %d of 200: %v", i, err)
+			}
+			if got == "v1b" {
+				return fmt.Errorf("RPC %d of 200 still went to the draining endpoint", i)
+			}
+		}
+		return nil
+	})
 	if sent, failed := stop(); failed != 0 {
 		t.Errorf("%d of %d RPCs failed while an endpoint drained", failed, sent)
+	}
+	if drained != nil {
+		t.Fatalf("the client did not stop sending to the draining endpoint: %v", drained)
 	}
 	for range 500 {
 		if got, _ := client.Call(ctx); got == "v1b" {
@@ -181,7 +198,8 @@ func TestNACKIsNotResentInALoop(t *testing.T) {
 	}
 	seen := newResponses()
 	client := xdstest.NewClient(t, xdstest.ServeADS(t, c, seen.callbacks()), "nacker", target)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Room for the waits below: 20 s, 2 s and two of 30 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	go func() { _, _ = client.Call(ctx, grpc.WaitForReady(true)) }() // makes the channel ask for its config
 
@@ -205,13 +223,13 @@ func TestNACKIsNotResentInALoop(t *testing.T) {
 	}
 	// grpc-go subscribes to clusters only once it accepts a route
 	// configuration, so the first RPCs may race them.
-	if err := testenv.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
 		_, err := client.Call(ctx, grpc.WaitForReady(true))
 		return err
 	}); err != nil {
 		t.Fatalf("the fixed configuration did not work: %v", err)
 	}
-	if err := testenv.Eventually(ctx, 10*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		if _, _, acked := seen.get(resource.RouteType); acked == "" {
 			return fmt.Errorf("the fixed routes were not acknowledged")
 		}
@@ -295,7 +313,7 @@ func TestEmptiedTypeIsSent(t *testing.T) {
 	if err := c.SetProxy("p", (&translate.Resources{}).ByType()); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 10*time.Second, func(ctx context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
 		callCtx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		if _, err := client.Call(callCtx); status.Code(err) != codes.Unavailable {

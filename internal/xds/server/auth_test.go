@@ -11,7 +11,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,7 +89,7 @@ const authHost = "weft-controller.weft-system.svc"
 func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Server, *authFixture)) *authFixture {
 	t.Helper()
 	env := testenv.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
 	f := &authFixture{env: env, ctx: ctx, c: env.Client, pods: map[string]*corev1.Pod{}}
 	must := func(err error) {
@@ -193,6 +195,17 @@ func (f *authFixture) forgeToken(t *testing.T, pod string, exp time.Time) string
 	return signed + "." + enc.EncodeToString(raw)
 }
 
+// firstResponse sends a stream's first request and returns the first
+// response, or the status that ended the stream. A server that refuses the
+// stream may end it before the request is written; then Send reports
+// io.EOF, and Recv the status (how quickly depends on the machine's load).
+func firstResponse(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, req *discovery.DeltaDiscoveryRequest) (*discovery.DeltaDiscoveryResponse, error) {
+	if err := stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return stream.Recv()
+}
+
 // dial connects over TLS, sending tok (if any) on every call.
 func (f *authFixture) dial(t *testing.T, tok string) *grpc.ClientConn {
 	t.Helper()
@@ -228,10 +241,7 @@ func TestStreamsProveTheirPod(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ClusterType}); err != nil {
-			return nil, err
-		}
-		return stream.Recv()
+		return firstResponse(stream, &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ClusterType})
 	}
 
 	tokA := token("a", auth.Audience)
@@ -349,11 +359,8 @@ func TestClientCertificatesProveAServiceAccount(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy))}}}, TypeUrl: typ}); err != nil {
-			return nil, err
-		}
-		return stream.Recv()
+		return firstResponse(stream, &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy))}}}, TypeUrl: typ})
 	}
 	client := leaf(f.root, "client")
 	resp, err := open(&client, "a.shop", resource.SecretType)

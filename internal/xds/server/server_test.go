@@ -46,7 +46,7 @@ func TestRestartKeepsTrafficFlowing(t *testing.T) {
 
 	first, stopFirst := start(t, "127.0.0.1:0")
 	first.OnModel(context.Background(), model)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	addr, err := first.Addr(ctx)
 	if err != nil {
@@ -63,7 +63,7 @@ func TestRestartKeepsTrafficFlowing(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	second, _ := start(t, addr)
 	second.OnModel(context.Background(), model)
-	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 60*time.Second, func(context.Context) error {
 		if p := second.Proxies(); len(p) != 1 || p[0] != "client-1" {
 			return fmt.Errorf("the client has not reconnected: %v", p)
 		}
@@ -144,7 +144,7 @@ func TestNACKIsReported(t *testing.T) {
 	model := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080)))
 	s, _ := start(t, "127.0.0.1:0")
 	s.OnModel(context.Background(), model)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	addr, err := s.Addr(ctx)
 	if err != nil {
@@ -171,7 +171,7 @@ func TestNACKIsReported(t *testing.T) {
 		ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Code: 3, Message: "listener refused by the test"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.Eventually(ctx, 5*time.Second, func(context.Context) error {
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		var out bytes.Buffer
 		if err := cli.Status(ctx, addr, &out); err != nil {
 			return err
