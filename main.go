@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ import (
 	"github.com/weftmesh/weft/internal/memlimit"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -80,7 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "status":
 		fs := flag.NewFlagSet("weft status", flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		addr := fs.String("xds-address", "127.0.0.1:15012", "address of weft's xDS server")
+		addr := fs.String("xds-address", "127.0.0.1:"+strconv.Itoa(wire.PortXDSStatus),
+			"address of weft's proxy status (CSDS): the controller's --xds-status-bind-address (with --xds-auth=none, its --xds-bind-address)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -116,6 +119,7 @@ type controllerOptions struct {
 	xdsAddr          string
 	xdsAuth          string
 	xdsStatusAddr    string
+	enableHTTP2      bool
 	leafTTL          time.Duration
 	certDelivery     string
 	webhookPort      int
@@ -132,6 +136,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443",
 		"address of the metrics endpoint, served over HTTPS to authenticated and authorized callers only; \"0\" turns it off")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false,
+		"serve HTTP/2 on the webhook and metrics servers (off: HTTP/1.1 only, against HTTP/2 rapid-reset and stream floods)")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
 		"elect one leader among the replicas to run the reconcilers (serving parts run on every replica)")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "",
@@ -142,7 +148,7 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.DurationVar(&o.leafTTL, "leaf-ttl", identity.DefaultLeafTTL,
 		"lifetime of the workload certificates served to sidecars over SDS (renewed at half-life; between 1m and 168h)")
-	fs.StringVar(&o.xdsStatusAddr, "xds-status-bind-address", "127.0.0.1:15013",
+	fs.StringVar(&o.xdsStatusAddr, "xds-status-bind-address", "127.0.0.1:"+strconv.Itoa(wire.PortXDSStatus),
 		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token; keep it on loopback and reach it with kubectl port-forward; empty turns it off")
 	fs.StringVar(&o.xdsAuth, "xds-auth", "token",
 		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
@@ -162,6 +168,15 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.inject.ProxyImage, "proxy-image", o.inject.ProxyImage, "stock Envoy image injected as the sidecar (pin it)")
 	fs.StringVar(&o.inject.InitImage, "init-image", o.inject.InitImage, "weft image whose init-redirect command installs the capture rules")
 	fs.StringVar(&o.inject.XDSHost, "xds-host", o.inject.XDSHost, "host name proxies use to reach the xDS server")
+	fs.Func("xds-port", fmt.Sprintf("port proxies use to reach the xDS server at --xds-host (the Service's port; default %d)", wire.PortXDS),
+		func(s string) error {
+			p, err := strconv.ParseInt(s, 10, 32)
+			if err != nil {
+				return err
+			}
+			o.inject.XDSPort = int32(p)
+			return nil
+		})
 	fs.StringVar(&o.observe.AccessLogFormat, "access-log-format", "",
 		"sidecars' access logs to their stdout: json, or an Envoy format string; empty turns them off")
 	fs.StringVar(&o.observe.TracingEndpoint, "tracing-endpoint", "",
@@ -204,20 +219,20 @@ func parseResources(v string, into *corev1.ResourceList) error {
 
 // chooseDelivery resolves --cert-delivery: auto picks pod certificates
 // where the API server serves them.
-func chooseDelivery(flag string, podCertificates bool) (inject.CertDelivery, error) {
+func chooseDelivery(flag string, podCertificates bool) (wire.CertDelivery, error) {
 	switch flag {
 	case "auto":
 		if podCertificates {
-			return inject.DeliveryPodCertificate, nil
+			return wire.DeliveryPodCertificate, nil
 		}
-		return inject.DeliverySDS, nil
-	case string(inject.DeliverySDS):
-		return inject.DeliverySDS, nil
-	case string(inject.DeliveryPodCertificate):
+		return wire.DeliverySDS, nil
+	case string(wire.DeliverySDS):
+		return wire.DeliverySDS, nil
+	case string(wire.DeliveryPodCertificate):
 		if !podCertificates {
 			return "", errors.New("--cert-delivery=podCertificate: the API server does not serve PodCertificateRequests (certificates.k8s.io/v1)")
 		}
-		return inject.DeliveryPodCertificate, nil
+		return wire.DeliveryPodCertificate, nil
 	}
 	return "", fmt.Errorf("--cert-delivery: %q is none of auto, sds, podCertificate", flag)
 }
@@ -348,7 +363,14 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	scheme := newScheme()
 
-	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: true}
+	// HTTP/2 stays off on the webhook and metrics servers unless asked for:
+	// their clients (the API server, Prometheus) speak HTTP/1.1 well, and
+	// HTTP/2 brings the rapid-reset and stream-flood attacks with it.
+	var tlsOpts []func(*tls.Config)
+	if !o.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: true, TLSOpts: tlsOpts}
 	if o.metricsAddr != "0" {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
@@ -376,11 +398,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	controllerID := identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"}
 	var webhookServer webhook.Server
 	if o.webhookPort != 0 {
-		wo := webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir}
+		wo := webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir, TLSOpts: tlsOpts}
 		if o.webhookCertDir == "" {
 			svc := o.webhookService + "." + o.meshNamespace + ".svc"
 			tlsCfg := identity.ServerTLS(root.Root, []string{svc, svc + ".cluster.local"}, controllerID)
-			wo.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = tlsCfg.GetCertificate }}
+			wo.TLSOpts = append(wo.TLSOpts, func(c *tls.Config) { c.GetCertificate = tlsCfg.GetCertificate })
 		}
 		webhookServer = webhook.NewServer(wo)
 	}
@@ -452,8 +474,8 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			xs.Signer, xs.TrustDomain, xs.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
 			// Proxyless gRPC workloads read pod certificates as files:
 			// with them, STRICT PeerAuthentications apply to them too.
-			xs.ProxylessMTLS = delivery == inject.DeliveryPodCertificate
-			if delivery == inject.DeliveryPodCertificate {
+			xs.ProxylessMTLS = delivery == wire.DeliveryPodCertificate
+			if delivery == wire.DeliveryPodCertificate {
 				// weft status shows the pod certificates weft issued.
 				xs.PodCertificates, xs.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
 			}
@@ -511,7 +533,7 @@ func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.ProxyImage, "proxy-image", cfg.ProxyImage, "Envoy image")
 	fs.StringVar(&cfg.InitImage, "init-image", cfg.InitImage, "weft image for init-redirect")
 	fs.Func("cert-delivery", "sds or podCertificate (default sds)", func(v string) error {
-		cfg.CertDelivery = inject.CertDelivery(v)
+		cfg.CertDelivery = wire.CertDelivery(v)
 		return nil
 	})
 	if err := fs.Parse(args); err != nil {

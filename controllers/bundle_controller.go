@@ -18,14 +18,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/internal/inject"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
-// The root bundle's ConfigMap in each meshed namespace, as the injector
-// mounts it.
+// The root bundle's ConfigMap in each meshed namespace is
+// wire.BundleConfigMap, its key wire.BundleKey.
 const (
-	BundleConfigMap = "weft-root-ca"
-	BundleKey       = "root-cert.pem"
 	// FieldOwnerBundle writes the bundle ConfigMaps.
 	FieldOwnerBundle = "weft-bundle"
 	// bundleResync restores a bundle someone deleted or changed, at the
@@ -77,9 +75,9 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if len(bundle) == 0 {
 		return reconcile.Result{RequeueAfter: bundleWait}, nil // the root is not loaded yet
 	}
-	cm := applycorev1.ConfigMap(BundleConfigMap, ns.Name).
+	cm := applycorev1.ConfigMap(wire.BundleConfigMap, ns.Name).
 		WithLabels(map[string]string{"app.kubernetes.io/managed-by": "weft"}).
-		WithData(map[string]string{BundleKey: string(bundle)})
+		WithData(map[string]string{wire.BundleKey: string(bundle)})
 	if err := r.Client.Apply(ctx, cm, client.FieldOwner(FieldOwnerBundle), client.ForceOwnership); err != nil {
 		return reconcile.Result{}, fmt.Errorf("publishing the root bundle in %s: %w", ns.Name, err)
 	}
@@ -88,7 +86,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 // meshed says whether a namespace takes part in the mesh.
 func (r *BundleReconciler) meshed(ctx context.Context, ns *corev1.Namespace) (bool, error) {
-	if ns.Labels[inject.LabelInject] == "enabled" {
+	if ns.Labels[wire.LabelInject] == wire.InjectEnabled {
 		return true, nil
 	}
 	var list meshv1.MeshServiceList
@@ -101,7 +99,7 @@ func (r *BundleReconciler) meshed(ctx context.Context, ns *corev1.Namespace) (bo
 // remove deletes the namespace's bundle if weft made it.
 func (r *BundleReconciler) remove(ctx context.Context, namespace string) error {
 	var cm corev1.ConfigMap
-	err := r.ConfigMaps.Get(ctx, client.ObjectKey{Namespace: namespace, Name: BundleConfigMap}, &cm)
+	err := r.ConfigMaps.Get(ctx, client.ObjectKey{Namespace: namespace, Name: wire.BundleConfigMap}, &cm)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -12,16 +12,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 func bundleOf(ctx context.Context, ns string) (string, error) {
 	var cm corev1.ConfigMap
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.BundleConfigMap}, &cm); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: wire.BundleConfigMap}, &cm); err != nil {
 		return "", err
 	}
-	return cm.Data[controllers.BundleKey], nil
+	return cm.Data[wire.BundleKey], nil
 }
 
 // The root bundle reaches every meshed namespace (labelled for injection,
@@ -77,7 +77,7 @@ func TestRootBundlePublished(t *testing.T) {
 
 	// A user's own ConfigMap of the same name in a namespace that is not
 	// meshed stays.
-	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bundle-theirs", Name: controllers.BundleConfigMap}, Data: map[string]string{"x": "y"}}
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "bundle-theirs", Name: wire.BundleConfigMap}, Data: map[string]string{"x": "y"}}
 	if err := env.Client.Create(ctx, theirs); err != nil {
 		t.Fatal(err)
 	}

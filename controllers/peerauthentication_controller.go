@@ -16,13 +16,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/status"
-)
-
-// InjectLabel is the namespace label that puts a namespace's pods into the
-// mesh, with the value InjectEnabled.
-const (
-	InjectLabel   = "mesh.weft.dev/inject"
-	InjectEnabled = "enabled"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // PeerAuthenticationReconciler keeps a PeerAuthentication's conditions,
@@ -122,7 +116,7 @@ func (r *PeerAuthenticationReconciler) pods(ctx context.Context, namespace strin
 // meshedPods lists the pods of every namespace that opted into the mesh.
 func (r *PeerAuthenticationReconciler) meshedPods(ctx context.Context) ([]corev1.Pod, error) {
 	nss := &corev1.NamespaceList{}
-	if err := r.Client.List(ctx, nss, client.MatchingLabels{InjectLabel: InjectEnabled}); err != nil {
+	if err := r.Client.List(ctx, nss, client.MatchingLabels{wire.LabelInject: wire.InjectEnabled}); err != nil {
 		return nil, fmt.Errorf("listing meshed namespaces: %w", err)
 	}
 	var out []corev1.Pod

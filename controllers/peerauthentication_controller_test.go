@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 func peerAuth(ns, name string, mode meshv1.MTLSMode, selector map[string]string) *meshv1.PeerAuthentication {
@@ -50,7 +50,7 @@ func waitScope(t *testing.T, p *meshv1.PeerAuthentication, scope meshv1.PeerAuth
 // Scopes and workload counts follow the pods; two namespace-wide policies
 // conflict and the older wins.
 func TestPeerAuthenticationScopesAndConflicts(t *testing.T) {
-	ns := newNamespace(t, map[string]string{controllers.InjectLabel: controllers.InjectEnabled})
+	ns := newNamespace(t, map[string]string{wire.LabelInject: wire.InjectEnabled})
 	create(t, pod(ns, "db-0", map[string]string{"app": "db"}))
 	create(t, pod(ns, "web-0", map[string]string{"app": "web"}))
 
@@ -117,7 +117,7 @@ func TestPeerAuthenticationMeshWide(t *testing.T) {
 	create(t, pod(ns, "a", nil))
 	create(t, pod(ns, "b", nil))
 	update(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, func(n *corev1.Namespace) {
-		n.Labels = map[string]string{controllers.InjectLabel: controllers.InjectEnabled}
+		n.Labels = map[string]string{wire.LabelInject: wire.InjectEnabled}
 	})
 	waitScope(t, mesh, meshv1.ScopeMesh, before+2)
 }

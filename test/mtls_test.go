@@ -41,6 +41,7 @@ import (
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -102,7 +103,7 @@ func (k *kubelet) certify(ctx context.Context, pod *corev1.Pod) (xdstest.Certs, 
 		return certs, "", err
 	}
 	var bundle corev1.ConfigMap
-	if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: controllers.BundleConfigMap}, &bundle); err != nil {
+	if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: wire.BundleConfigMap}, &bundle); err != nil {
 		return certs, "", fmt.Errorf("the root bundle of %s: %w", pod.Namespace, err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
@@ -114,7 +115,7 @@ func (k *kubelet) certify(ctx context.Context, pod *corev1.Pod) (xdstest.Certs, 
 	for _, f := range []struct{ path, data string }{
 		{certs.Key(), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))},
 		{certs.Chain(), pcr.Status.CertificateChain},
-		{certs.Roots(), bundle.Data[controllers.BundleKey]},
+		{certs.Roots(), bundle.Data[wire.BundleKey]},
 	} {
 		if err := writeAtomic(f.path, f.data); err != nil {
 			return certs, "", err
@@ -223,7 +224,7 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	// Certificates from weft, through PodCertificateRequests; the roots
 	// from the bundle weft publishes into the namespace.
 	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
-		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.BundleConfigMap}, &corev1.ConfigMap{})
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: wire.BundleConfigMap}, &corev1.ConfigMap{})
 	}))
 	kl := &kubelet{c: c, node: node, dir: t.TempDir()}
 	certs := map[string]xdstest.Certs{}

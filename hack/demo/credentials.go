@@ -17,7 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/internal/xds/auth"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // What the demo's kubelet hands each pod for weft's xDS server, as the
@@ -82,7 +82,7 @@ func (d *demo) writeToken(ctx context.Context, p pod, uid types.UID) error {
 func (d *demo) requestToken(ctx context.Context, name, serviceAccount string, uid types.UID) error {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: serviceAccount}}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{auth.Audience}, ExpirationSeconds: ptr.To(int64(tokenTTL / time.Second)),
+		Audiences: []string{wire.TokenAudience}, ExpirationSeconds: ptr.To(int64(tokenTTL / time.Second)),
 		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: name, UID: uid},
 	}}
 	if err := d.env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 const (
@@ -76,7 +77,7 @@ func podAddresses() []string {
 }
 
 // proxyID is a pod's xDS node id.
-func (p pod) proxyID() string { return p.name + ".bookinfo" }
+func (p pod) proxyID() string { return wire.NodeID(p.name, "bookinfo") }
 
 // proxies lists the node ids of the pods of the given stages that talk to
 // weft's xDS server.

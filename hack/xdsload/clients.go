@@ -18,8 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/weftmesh/weft/internal/xds/server"
-	"github.com/weftmesh/weft/internal/xds/translate"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // clientSet is n delta xDS clients, each on its own connection, that
@@ -64,8 +63,8 @@ func (cs *clientSet) add(ctx context.Context, addr string, from, to int) error {
 		}
 		// A sidecar of a pod that no service selects: its own resources
 		// are the same as every other client's.
-		node := &corev3.Node{Id: fmt.Sprintf("load-%d.loadtest", i), Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			server.FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy)),
+		node := &corev3.Node{Id: wire.NodeID(fmt.Sprintf("load-%d", i), "loadtest"), Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			wire.MetaFlavour: structpb.NewStringValue(string(wire.FlavourEnvoy)),
 		}}}
 		for j, t := range types {
 			req := &discovery.DeltaDiscoveryRequest{TypeUrl: t}

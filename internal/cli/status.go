@@ -11,6 +11,8 @@ import (
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Status prints the proxies connected to the xDS server at addr: flavour,
@@ -47,12 +49,12 @@ func Status(ctx context.Context, addr string, out io.Writer) error {
 		}
 		meta := c.GetNode().GetMetadata().GetFields()
 		cert := "-"
-		if exp := meta["weft.certExpiry"].GetStringValue(); exp != "" {
-			cert = meta["weft.certDelivery"].GetStringValue() + ", expires " + exp
+		if exp := meta[wire.MetaCertExpiry].GetStringValue(); exp != "" {
+			cert = meta[wire.MetaCertDelivery].GetStringValue() + ", expires " + exp
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetNode().GetId(), meta["weft.flavour"].GetStringValue(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetNode().GetId(), meta[wire.MetaFlavour].GetStringValue(),
 			or(cols["Listener"]), or(cols["RouteConfiguration"]), or(cols["Cluster"]), or(cols["ClusterLoadAssignment"]), nack,
-			or(meta["weft.identity"].GetStringValue()), cert)
+			or(meta[wire.MetaIdentity].GetStringValue()), cert)
 	}
 	return tw.Flush()
 }

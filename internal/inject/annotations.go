@@ -9,21 +9,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/weftmesh/weft/internal/redirect"
-)
-
-// Flavour is what a pod gets.
-type Flavour string
-
-const (
-	// FlavourEnvoy is an Envoy sidecar with traffic capture.
-	FlavourEnvoy Flavour = "envoy"
-	// FlavourGRPC is proxyless gRPC: an xDS bootstrap, no sidecar.
-	FlavourGRPC Flavour = "grpc"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // podOptions are a pod's weft annotations, parsed.
 type podOptions struct {
-	flavour              Flavour
+	flavour              wire.Flavour
 	excludeInboundPorts  []uint16
 	excludeOutboundPorts []uint16
 	excludeOutboundCIDRs []netip.Prefix
@@ -35,16 +26,16 @@ type podOptions struct {
 // defaults. Every error names its annotation; all errors are returned at
 // once.
 func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
-	o := podOptions{flavour: FlavourEnvoy, proxyImage: cfg.ProxyImage, resources: *cfg.ProxyResources.DeepCopy()}
+	o := podOptions{flavour: wire.FlavourEnvoy, proxyImage: cfg.ProxyImage, resources: *cfg.ProxyResources.DeepCopy()}
 	var errs []error
 	bad := func(key string, err error) { errs = append(errs, fmt.Errorf("annotation %s: %w", key, err)) }
 
 	switch v, ok := ann[AnnotationProxy]; {
-	case !ok || v == string(FlavourEnvoy):
-	case v == string(FlavourGRPC):
-		o.flavour = FlavourGRPC
+	case !ok || v == string(wire.FlavourEnvoy):
+	case v == string(wire.FlavourGRPC):
+		o.flavour = wire.FlavourGRPC
 	default:
-		bad(AnnotationProxy, fmt.Errorf("%q is not %q or %q", v, FlavourEnvoy, FlavourGRPC))
+		bad(AnnotationProxy, fmt.Errorf("%q is not %q or %q", v, wire.FlavourEnvoy, wire.FlavourGRPC))
 	}
 	var err error
 	if o.excludeInboundPorts, err = redirect.ParsePorts(ann[AnnotationExcludeInboundPorts]); err != nil {

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Paths served on the proxy's health port.
@@ -42,8 +44,8 @@ const (
 // kubelet fills from the downward API.
 func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) {
 	creds, err := anypb.New(&grpccredv3.FileBasedMetadataConfig{
-		SecretData:   &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: TokenPath}},
-		HeaderPrefix: "Bearer ",
+		SecretData:   &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: wire.TokenFile}},
+		HeaderPrefix: wire.BearerPrefix,
 	})
 	if err != nil {
 		return nil, err
@@ -55,7 +57,7 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 	healthRoutes := []*routev3.Route{
 		prefixRewrite(healthReadyPath, clusterAdmin, "/ready"),
 	}
-	clusters := []*clusterv3.Cluster{staticCluster(clusterAdmin, PortAdmin)}
+	clusters := []*clusterv3.Cluster{staticCluster(clusterAdmin, wire.PortAdmin)}
 	seen := map[int32]bool{}
 	for _, p := range probes {
 		name := fmt.Sprintf("weft-probe-%d", p.port)
@@ -65,11 +67,11 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 			clusters = append(clusters, staticCluster(name, p.port))
 		}
 	}
-	health, err := httpListener("weft-health", PortHealth, healthRoutes)
+	health, err := httpListener("weft-health", wire.PortHealth, healthRoutes)
 	if err != nil {
 		return nil, err
 	}
-	stats, err := httpListener("weft-stats", PortStats, []*routev3.Route{prefixRewrite(statsPath, clusterAdmin, statsPath)})
+	stats, err := httpListener("weft-stats", wire.PortStats, []*routev3.Route{prefixRewrite(statsPath, clusterAdmin, statsPath)})
 	if err != nil {
 		return nil, err
 	}
@@ -78,9 +80,9 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 		// The id comes from --service-node; the metadata tells weft's xDS
 		// server what kind of proxy this is.
 		Node: &corev3.Node{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"weft.flavour": structpb.NewStringValue("envoy"),
+			wire.MetaFlavour: structpb.NewStringValue(string(wire.FlavourEnvoy)),
 		}}},
-		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", PortAdmin)},
+		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", wire.PortAdmin)},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
 				ApiType:                   corev3.ApiConfigSource_DELTA_GRPC,
@@ -93,7 +95,7 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 						ChannelCredentials: &corev3.GrpcService_GoogleGrpc_ChannelCredentials{
 							CredentialSpecifier: &corev3.GrpcService_GoogleGrpc_ChannelCredentials_SslCredentials{
 								SslCredentials: &corev3.GrpcService_GoogleGrpc_SslCredentials{
-									RootCerts: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: RootCA}},
+									RootCerts: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: wire.RootsFile}},
 								},
 							},
 						},

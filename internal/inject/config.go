@@ -11,15 +11,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/weftmesh/weft/internal/redirect"
-	"github.com/weftmesh/weft/internal/xds/translate"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Labels and annotations users set.
 const (
-	// LabelInject on a namespace ("enabled") opts its pods in; on a pod
-	// ("false") opts that pod out.
-	LabelInject = "mesh.weft.dev/inject"
+	// (wire.LabelInject on a namespace opts its pods in; on a pod, it opts
+	// that pod out.)
 	// AnnotationProxy picks the flavour: "envoy" (default) or "grpc"
 	// (proxyless: a gRPC xDS bootstrap, no sidecar, no capture).
 	AnnotationProxy = "mesh.weft.dev/proxy"
@@ -49,33 +47,6 @@ const (
 	VolumeRootCA   = "weft-root-ca"
 	VolumeCerts    = "weft-certs"
 	VolumeProxy    = "weft-proxy"
-	// Paths inside the containers.
-	TokenDir  = "/var/run/secrets/weft/token"
-	TokenPath = TokenDir + "/token"
-	RootCADir = translate.RootsDir
-	RootCA    = translate.RootsFile
-	CertsDir  = translate.PodCertDir
-)
-
-// Proxy ports (in the pod's network namespace).
-const (
-	PortOutbound = redirect.DefaultOutboundPort
-	PortInbound  = redirect.DefaultInboundPort
-	PortAdmin    = 15000
-	PortHealth   = 15021
-	PortStats    = 15090
-)
-
-// CertDelivery says how workloads get their certificates.
-type CertDelivery string
-
-const (
-	// DeliverySDS: the controller serves certificates over SDS on the
-	// authenticated xDS stream.
-	DeliverySDS CertDelivery = "sds"
-	// DeliveryPodCertificate: the kubelet writes them into a podCertificate
-	// projected volume, signed by weft.
-	DeliveryPodCertificate CertDelivery = "podCertificate"
 )
 
 // Config is the part of the mesh config the injector uses.
@@ -93,15 +64,11 @@ type Config struct {
 	// XDSHost and XDSPort reach the controller's xDS server over TLS.
 	XDSHost string
 	XDSPort int32
-	// TokenAudience and TokenExpirySeconds shape the projected
-	// ServiceAccount token sent as call credentials.
-	TokenAudience      string
+	// TokenExpirySeconds is the lifetime of the projected ServiceAccount
+	// token (audience wire.TokenAudience) sent as call credentials.
 	TokenExpirySeconds int64
-	// RootCAConfigMap holds the mesh root bundle (key root-cert.pem) in
-	// every meshed namespace.
-	RootCAConfigMap string
 	// CertDelivery, and the signer name for pod certificates.
-	CertDelivery         CertDelivery
+	CertDelivery         wire.CertDelivery
 	PodCertificateSigner string
 	// ProxyResources are the proxy container's requests and limits.
 	ProxyResources corev1.ResourceRequirements
@@ -115,18 +82,16 @@ type Config struct {
 // otherwise.
 func DefaultConfig() Config {
 	return Config{
-		MeshNamespace:        "weft-system",
-		TrustDomain:          "cluster.local",
+		MeshNamespace:        wire.DefaultMeshNamespace,
+		TrustDomain:          wire.DefaultTrustDomain,
 		ProxyImage:           "docker.io/envoyproxy/envoy:v1.36.2",
 		InitImage:            "ghcr.io/weftmesh/weft:latest",
-		ProxyUID:             1337,
-		XDSHost:              "weft-controller.weft-system.svc",
-		XDSPort:              15012,
-		TokenAudience:        "weft",
+		ProxyUID:             wire.ProxyUID,
+		XDSHost:              "weft-controller." + wire.DefaultMeshNamespace + ".svc",
+		XDSPort:              wire.PortXDS,
 		TokenExpirySeconds:   3600,
-		RootCAConfigMap:      "weft-root-ca",
-		CertDelivery:         DeliverySDS,
-		PodCertificateSigner: "weft.dev/workload",
+		CertDelivery:         wire.DeliverySDS,
+		PodCertificateSigner: wire.PodCertificateSigner,
 		ProxyResources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
@@ -143,10 +108,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mesh config: meshNamespace, trustDomain, proxyImage, initImage and xdsHost must be set")
 	case c.ProxyUID <= 0:
 		return fmt.Errorf("mesh config: proxyUID must be positive, got %d", c.ProxyUID)
+	case c.XDSPort < 1 || c.XDSPort > 65535:
+		return fmt.Errorf("mesh config: xdsPort must be a port (1-65535), got %d", c.XDSPort)
 	case c.TokenExpirySeconds < 600:
 		return fmt.Errorf("mesh config: tokenExpirySeconds must be at least 600 (the API server's minimum), got %d", c.TokenExpirySeconds)
-	case c.CertDelivery != DeliverySDS && c.CertDelivery != DeliveryPodCertificate:
-		return fmt.Errorf("mesh config: certDelivery must be %q or %q, got %q", DeliverySDS, DeliveryPodCertificate, c.CertDelivery)
+	case c.CertDelivery != wire.DeliverySDS && c.CertDelivery != wire.DeliveryPodCertificate:
+		return fmt.Errorf("mesh config: certDelivery must be %q or %q, got %q", wire.DeliverySDS, wire.DeliveryPodCertificate, c.CertDelivery)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package inject
 
 import (
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Decision says whether a pod is injected, and why not when it is not.
@@ -23,14 +25,14 @@ var checks = []check{
 		return ""
 	},
 	func(_ *corev1.Pod, ns string, nsLabels map[string]string, _ Config) string {
-		if nsLabels[LabelInject] != "enabled" {
-			return "namespace " + ns + " does not have the label " + LabelInject + "=enabled"
+		if nsLabels[wire.LabelInject] != wire.InjectEnabled {
+			return "namespace " + ns + " does not have the label " + wire.LabelInject + "=enabled"
 		}
 		return ""
 	},
 	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
-		if pod.Labels[LabelInject] == "false" {
-			return "the pod has the label " + LabelInject + "=false"
+		if pod.Labels[wire.LabelInject] == wire.InjectDisabled {
+			return "the pod has the label " + wire.LabelInject + "=false"
 		}
 		return ""
 	},

@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 func testPod() *corev1.Pod {
@@ -39,11 +41,11 @@ func TestInjectIsDeterministic(t *testing.T) {
 
 func TestDecideOrder(t *testing.T) {
 	cfg := DefaultConfig()
-	on := map[string]string{LabelInject: "enabled"}
+	on := map[string]string{wire.LabelInject: "enabled"}
 	host := testPod()
 	host.Spec.HostNetwork = true
 	out := testPod()
-	out.Labels = map[string]string{LabelInject: "false"}
+	out.Labels = map[string]string{wire.LabelInject: "false"}
 	done := testPod()
 	if err := Inject(done, cfg); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/weftmesh/weft/internal/xds/translate"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Inject adds weft to a pod that Decide let in. It changes only pod and
@@ -24,7 +24,7 @@ func Inject(pod *corev1.Pod, cfg Config) error {
 	}
 	out := pod.DeepCopy()
 	switch opts.flavour {
-	case FlavourGRPC:
+	case wire.FlavourGRPC:
 		injectGRPC(out, cfg)
 	default:
 		if err := injectEnvoy(out, cfg, opts); err != nil {
@@ -51,9 +51,9 @@ func downwardEnv() []corev1.EnvVar {
 	}
 }
 
-// nodeID is the xDS node id: the pod's name and namespace, expanded by the
-// kubelet from the downward API variables above.
-const nodeID = "$(WEFT_POD_NAME).$(WEFT_POD_NAMESPACE)"
+// nodeID is the xDS node id (wire.NodeID) of the pod's name and namespace,
+// expanded by the kubelet from the downward API variables above.
+func nodeID() string { return wire.NodeID("$(WEFT_POD_NAME)", "$(WEFT_POD_NAMESPACE)") }
 
 // identityVolumes are the token, the root bundle and, with pod
 // certificates, the certificate volume.
@@ -62,19 +62,19 @@ func identityVolumes(cfg Config) []corev1.Volume {
 		{Name: VolumeToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			DefaultMode: ptr.To[int32](0o444),
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: cfg.TokenAudience, ExpirationSeconds: ptr.To(cfg.TokenExpirySeconds), Path: "token",
+				Audience: wire.TokenAudience, ExpirationSeconds: ptr.To(cfg.TokenExpirySeconds), Path: wire.TokenFileName,
 			}}},
 		}}},
 		{Name: VolumeRootCA, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: cfg.RootCAConfigMap},
-			Items:                []corev1.KeyToPath{{Key: "root-cert.pem", Path: "root-cert.pem"}},
+			LocalObjectReference: corev1.LocalObjectReference{Name: wire.BundleConfigMap},
+			Items:                []corev1.KeyToPath{{Key: wire.BundleKey, Path: wire.RootsFileName}},
 		}}},
 	}
-	if cfg.CertDelivery == DeliveryPodCertificate {
+	if cfg.CertDelivery == wire.DeliveryPodCertificate {
 		vols = append(vols, corev1.Volume{Name: VolumeCerts, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{PodCertificate: &corev1.PodCertificateProjection{
 				SignerName: cfg.PodCertificateSigner, KeyType: "ECDSAP256",
-				KeyPath: "key.pem", CertificateChainPath: "cert-chain.pem",
+				KeyPath: wire.KeyFileName, CertificateChainPath: wire.CertChainFileName,
 			}}},
 		}}})
 	}
@@ -83,11 +83,11 @@ func identityVolumes(cfg Config) []corev1.Volume {
 
 func identityMounts(cfg Config) []corev1.VolumeMount {
 	m := []corev1.VolumeMount{
-		{Name: VolumeToken, MountPath: TokenDir, ReadOnly: true},
-		{Name: VolumeRootCA, MountPath: RootCADir, ReadOnly: true},
+		{Name: VolumeToken, MountPath: wire.TokenDir, ReadOnly: true},
+		{Name: VolumeRootCA, MountPath: wire.RootsDir, ReadOnly: true},
 	}
-	if cfg.CertDelivery == DeliveryPodCertificate {
-		m = append(m, corev1.VolumeMount{Name: VolumeCerts, MountPath: CertsDir, ReadOnly: true})
+	if cfg.CertDelivery == wire.DeliveryPodCertificate {
+		m = append(m, corev1.VolumeMount{Name: VolumeCerts, MountPath: wire.CertsDir, ReadOnly: true})
 	}
 	return m
 }
@@ -98,15 +98,15 @@ func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 	if err != nil {
 		return err
 	}
-	excludeIn := append([]uint16{PortHealth, PortStats}, opts.excludeInboundPorts...)
+	excludeIn := append([]uint16{wire.PortHealth, wire.PortStats}, opts.excludeInboundPorts...)
 	cidrs := make([]string, 0, len(opts.excludeOutboundCIDRs))
 	for _, c := range opts.excludeOutboundCIDRs {
 		cidrs = append(cidrs, c.String())
 	}
 	initArgs := []string{"init-redirect",
 		"--proxy-uid=" + strconv.FormatInt(cfg.ProxyUID, 10),
-		"--outbound-port=" + strconv.Itoa(PortOutbound),
-		"--inbound-port=" + strconv.Itoa(PortInbound),
+		"--outbound-port=" + strconv.Itoa(wire.PortOutbound),
+		"--inbound-port=" + strconv.Itoa(wire.PortInbound),
 		"--exclude-inbound-ports=" + joinPorts(excludeIn),
 	}
 	if len(opts.excludeOutboundPorts) > 0 {
@@ -136,7 +136,7 @@ func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 		Args: []string{
 			"--config-yaml", boot,
-			"--service-node", nodeID,
+			"--service-node", nodeID(),
 			"--service-cluster", "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
 			"--log-level", cfg.ProxyLogLevel,
 			"--concurrency", strconv.Itoa(int(cfg.ProxyConcurrency)),
@@ -147,17 +147,17 @@ func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 		},
 		Env: downwardEnv(),
 		Ports: []corev1.ContainerPort{
-			{Name: "weft-health", ContainerPort: PortHealth, Protocol: corev1.ProtocolTCP},
-			{Name: "weft-stats", ContainerPort: PortStats, Protocol: corev1.ProtocolTCP},
+			{Name: "weft-health", ContainerPort: wire.PortHealth, Protocol: corev1.ProtocolTCP},
+			{Name: "weft-stats", ContainerPort: wire.PortStats, Protocol: corev1.ProtocolTCP},
 		},
 		Resources: opts.resources,
 		StartupProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthReadyPath, Port: intstr.FromInt32(PortHealth)}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthReadyPath, Port: intstr.FromInt32(wire.PortHealth)}},
 			PeriodSeconds:    1,
 			FailureThreshold: 600,
 		},
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthReadyPath, Port: intstr.FromInt32(PortHealth)}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthReadyPath, Port: intstr.FromInt32(wire.PortHealth)}},
 			PeriodSeconds:    5,
 			FailureThreshold: 3,
 		},
@@ -183,7 +183,7 @@ func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 	}
 	for k, v := range map[string]string{
 		"prometheus.io/scrape": "true",
-		"prometheus.io/port":   strconv.Itoa(PortStats),
+		"prometheus.io/port":   strconv.Itoa(wire.PortStats),
 		"prometheus.io/path":   "/stats/prometheus",
 	} {
 		if _, set := pod.Annotations[k]; !set {
@@ -224,20 +224,20 @@ func grpcBootstrap(cfg Config) string {
 	b := map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      fmt.Sprintf("%s:%d", cfg.XDSHost, cfg.XDSPort),
-			"channel_creds":   []any{map[string]any{"type": "tls", "config": map[string]any{"ca_certificate_file": RootCA}}},
-			"call_creds":      []any{map[string]any{"type": "jwt_token_file", "config": map[string]any{"jwt_token_file": TokenPath}}},
+			"channel_creds":   []any{map[string]any{"type": "tls", "config": map[string]any{"ca_certificate_file": wire.RootsFile}}},
+			"call_creds":      []any{map[string]any{"type": "jwt_token_file", "config": map[string]any{"jwt_token_file": wire.TokenFile}}},
 			"server_features": []any{"xds_v3"},
 		}},
-		"node": map[string]any{"id": nodeID, "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
-			"metadata": map[string]any{"weft.flavour": "grpc"}},
-		"server_listener_resource_name_template": translate.ServerListenerPrefix + "%s",
+		"node": map[string]any{"id": nodeID(), "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
+			"metadata": map[string]any{wire.MetaFlavour: string(wire.FlavourGRPC)}},
+		"server_listener_resource_name_template": wire.ServerListenerName("%s"),
 	}
-	if cfg.CertDelivery == DeliveryPodCertificate {
-		b["certificate_providers"] = map[string]any{translate.CertProvider: map[string]any{
+	if cfg.CertDelivery == wire.DeliveryPodCertificate {
+		b["certificate_providers"] = map[string]any{wire.CertProviderInstance: map[string]any{
 			"plugin_name": "file_watcher",
 			"config": map[string]any{
-				"certificate_file": CertsDir + "/cert-chain.pem", "private_key_file": CertsDir + "/key.pem",
-				"ca_certificate_file": RootCA, "refresh_interval": "60s",
+				"certificate_file": wire.CertChainFile, "private_key_file": wire.KeyFile,
+				"ca_certificate_file": wire.RootsFile, "refresh_interval": "60s",
 			},
 		}}
 	}
@@ -279,7 +279,7 @@ func rewriteProbes(pod *corev1.Pod) []probeRoute {
 			}
 			r := probeRoute{path: fmt.Sprintf("/weft-probe/%s/%s", c.Name, p.kind), port: port, target: target}
 			routes = append(routes, r)
-			p.probe.HTTPGet.Port = intstr.FromInt32(PortHealth)
+			p.probe.HTTPGet.Port = intstr.FromInt32(wire.PortHealth)
 			p.probe.HTTPGet.Path = r.path
 			p.probe.HTTPGet.Host = ""
 		}

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Preview injects the pods and pod templates in a stream of YAML
@@ -88,7 +90,7 @@ func previewDoc(doc []byte, cfg Config) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", tm.Kind, err)
 	}
 	pod, store := tmpl()
-	if d := Decide(pod, "preview", map[string]string{LabelInject: "enabled"}, cfg); d.Inject {
+	if d := Decide(pod, "preview", map[string]string{wire.LabelInject: wire.InjectEnabled}, cfg); d.Inject {
 		if err := Inject(pod, cfg); err != nil {
 			return nil, err
 		}

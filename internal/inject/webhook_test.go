@@ -26,6 +26,7 @@ import (
 	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 var (
@@ -79,7 +80,7 @@ func run(m *testing.M) int {
 		}
 	}()
 	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: meshed, Labels: map[string]string{inject.LabelInject: "enabled"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: meshed, Labels: map[string]string{wire.LabelInject: "enabled"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: unmeshed}},
 	} {
 		if err := env.Client.Create(ctx, ns); err != nil {
@@ -148,7 +149,7 @@ func cases() []struct {
 	}
 
 	optedOut := pod("opted-out")
-	optedOut.Labels[inject.LabelInject] = "false"
+	optedOut.Labels[wire.LabelInject] = "false"
 
 	host := pod("host-network")
 	host.Spec.HostNetwork = true
@@ -249,12 +250,12 @@ func TestInvalidAnnotationIsRefused(t *testing.T) {
 // volume for weft's signer, and the real API server accepts the result.
 func TestPodCertificateDelivery(t *testing.T) {
 	c := inject.DefaultConfig()
-	c.CertDelivery = inject.DeliveryPodCertificate
+	c.CertDelivery = wire.DeliveryPodCertificate
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	p := pod("pod-certs")
-	if d := inject.Decide(p, meshed, map[string]string{inject.LabelInject: "enabled"}, c); !d.Inject {
+	if d := inject.Decide(p, meshed, map[string]string{wire.LabelInject: "enabled"}, c); !d.Inject {
 		t.Fatalf("not injected: %s", d.Reason)
 	}
 	if err := inject.Inject(p, c); err != nil {

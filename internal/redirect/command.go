@@ -6,13 +6,8 @@ import (
 	"io"
 
 	"github.com/google/nftables"
-)
 
-// Defaults of the capture ports and the proxy's UID.
-const (
-	DefaultProxyUID     = 1337
-	DefaultOutboundPort = 15001
-	DefaultInboundPort  = 15006
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // RunCommand is "weft init-redirect": it parses flags, installs the rules
@@ -20,9 +15,9 @@ const (
 func RunCommand(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("weft init-redirect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	uid := fs.Uint("proxy-uid", DefaultProxyUID, "UID of the proxy, whose traffic is not captured")
-	out := fs.Uint("outbound-port", DefaultOutboundPort, "port that receives captured outbound TCP")
-	in := fs.Uint("inbound-port", DefaultInboundPort, "port that receives captured inbound TCP")
+	uid := fs.Uint("proxy-uid", wire.ProxyUID, "UID of the proxy, whose traffic is not captured")
+	out := fs.Uint("outbound-port", wire.PortOutbound, "port that receives captured outbound TCP")
+	in := fs.Uint("inbound-port", wire.PortInbound, "port that receives captured inbound TCP")
 	exIn := fs.String("exclude-inbound-ports", "", "comma-separated inbound ports not captured (the proxy's admin, health and metrics ports belong here)")
 	exOut := fs.String("exclude-outbound-ports", "", "comma-separated outbound destination ports not captured")
 	exCIDR := fs.String("exclude-outbound-cidrs", "", "comma-separated outbound destination CIDRs not captured")

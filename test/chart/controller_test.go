@@ -53,7 +53,7 @@ import (
 func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, meshed string, objs []*unstructured.Unstructured) {
 	t.Helper()
 	dir := t.TempDir()
-	webhookPort := freePort(t)
+	webhookPort, metricsPort := freePort(t), freePort(t)
 	bin := testenv.Binary(t, "weft")
 
 	cs, err := kubernetes.NewForConfig(e.Config)
@@ -85,7 +85,7 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 	for i, a := range args {
 		switch {
 		case strings.HasPrefix(a, "--metrics-bind-address="):
-			args[i] = "--metrics-bind-address=127.0.0.1:0"
+			args[i] = "--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metricsPort)
 		case strings.HasPrefix(a, "--health-probe-bind-address="):
 			args[i] = "--health-probe-bind-address=127.0.0.1:0"
 		case strings.HasPrefix(a, "--xds-bind-address="):
@@ -159,6 +159,20 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 				return errors.New("caBundle holds no certificate")
 			}
 			return askInjector(ctx, webhookPort, roots, meshed)
+		}},
+		{"metrics server declining HTTP/2", func(ctx context.Context) error {
+			// Only the protocol is checked here: the server's certificate is
+			// its own, self-signed, and what it serves needs a token.
+			d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}}} //nolint:gosec // ALPN only
+			conn, err := d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(metricsPort))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if p := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+				return fmt.Errorf("the metrics server negotiated %q with a client offering h2 and http/1.1", p)
+			}
+			return nil
 		}},
 		{"the status of every custom resource", func(ctx context.Context) error {
 			for _, o := range objs {
@@ -237,9 +251,10 @@ func freePort(t *testing.T) int {
 
 // askInjector sends the injector an AdmissionReview for a pod of namespace,
 // as the API server would, over TLS that trusts only roots and checks the
-// Service's DNS name, and wants an answer to that review.
+// Service's DNS name, and wants an answer to that review. It offers HTTP/2,
+// which the injector must decline (HTTP/1.1 only without --enable-http2).
 func askInjector(ctx context.Context, port int, roots *x509.CertPool, namespace string) error {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{
 		RootCAs: roots, ServerName: "weft-controller." + releaseNamespace + ".svc", MinVersion: tls.VersionTLS12}}}
 	defer hc.CloseIdleConnections()
 	pod, err := json.Marshal(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: namespace},
@@ -266,6 +281,9 @@ func askInjector(ctx context.Context, port int, roots *x509.CertPool, namespace 
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.Proto != "HTTP/1.1" {
+		return fmt.Errorf("the injector speaks %s to a client offering h2 and http/1.1; want HTTP/1.1 only", resp.Proto)
+	}
 	var answer admissionv1.AdmissionReview
 	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
 		return fmt.Errorf("the injector answered %s: %w", resp.Status, err)

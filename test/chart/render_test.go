@@ -143,7 +143,7 @@ var toggles = []struct {
 		args := controllerArgs(t, objs)
 		for _, want := range []string{
 			"--trust-domain=example.org", "--cert-delivery=sds", "--leaf-ttl=2h", "--proxy-image=registry.example/envoy:v1.36.2",
-			"--init-image=registry.example/weft:v9", "--xds-host=mesh.example.org", "--xds-bind-address=:15010",
+			"--init-image=registry.example/weft:v9", "--xds-host=mesh.example.org", "--xds-port=15010", "--xds-bind-address=:15010",
 			"--log-level=2", "--log-format=console",
 		} {
 			if !slices.Contains(args, want) {

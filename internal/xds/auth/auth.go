@@ -33,10 +33,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/wire"
 )
-
-// Audience is what a proxy's token must be issued for.
-const Audience = "weft"
 
 // Identity is the pod a stream proved to be.
 type Identity struct {
@@ -48,7 +46,7 @@ type Identity struct {
 
 // NodeID is the xDS node id a proxy of this pod must use:
 // "<pod>.<namespace>".
-func (id Identity) NodeID() string { return id.Pod + "." + id.Namespace }
+func (id Identity) NodeID() string { return wire.NodeID(id.Pod, id.Namespace) }
 
 // Reviewer asks the API server about a token.
 type Reviewer interface {
@@ -173,7 +171,7 @@ func (a *Authenticator) reviewed(ctx context.Context, token string) (Identity, e
 }
 
 func (a *Authenticator) review(ctx context.Context, token string) (Identity, error) {
-	st, err := a.Reviewer.Review(ctx, token, []string{Audience})
+	st, err := a.Reviewer.Review(ctx, token, []string{wire.TokenAudience})
 	if err != nil {
 		return Identity{}, status.Error(codes.Unavailable, err.Error())
 	}
@@ -184,8 +182,8 @@ func (a *Authenticator) review(ctx context.Context, token string) (Identity, err
 		}
 		return Identity{}, status.Errorf(codes.Unauthenticated, "the token was refused: %s", why)
 	}
-	if len(st.Audiences) > 0 && !contains(st.Audiences, Audience) {
-		return Identity{}, status.Errorf(codes.Unauthenticated, "the token is not for audience %q", Audience)
+	if len(st.Audiences) > 0 && !contains(st.Audiences, wire.TokenAudience) {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "the token is not for audience %q", wire.TokenAudience)
 	}
 	parts := strings.Split(st.User.Username, ":")
 	if len(parts) != 4 || parts[0] != "system" || parts[1] != "serviceaccount" {
@@ -283,8 +281,8 @@ func (a *Authenticator) BindNode(ctx context.Context, id Identity, nodeID string
 	if id.Pod != "" {
 		return id, CheckNode(id, nodeID)
 	}
-	i := strings.LastIndex(nodeID, ".")
-	if i <= 0 || nodeID[i+1:] != id.Namespace {
+	podName, ns, ok := wire.ParseNodeID(nodeID)
+	if !ok || ns != id.Namespace {
 		return Identity{}, status.Errorf(codes.PermissionDenied,
 			"the stream proved ServiceAccount %s/%s, and may only use the node id of a pod of namespace %s (\"<pod>.%s\"), not %q",
 			id.Namespace, id.ServiceAccount, id.Namespace, id.Namespace, nodeID)
@@ -293,7 +291,7 @@ func (a *Authenticator) BindNode(ctx context.Context, id Identity, nodeID string
 		return Identity{}, status.Error(codes.PermissionDenied, "cannot check the node id's pod")
 	}
 	var pod corev1.Pod
-	if err := a.Pods.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: nodeID[:i]}, &pod); err != nil {
+	if err := a.Pods.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: podName}, &pod); err != nil {
 		if apierrors.IsNotFound(err) {
 			return Identity{}, status.Errorf(codes.PermissionDenied, "node id %q names no pod", nodeID)
 		}
@@ -335,7 +333,7 @@ func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
 func bearer(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
-		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+		if t, ok := strings.CutPrefix(v, wire.BearerPrefix); ok {
 			return strings.TrimSpace(t)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // scripted answers reviews as told and counts them (a unit test of the
@@ -30,7 +32,7 @@ func jwt(exp time.Time) string {
 	return "e30." + payload + ".sig"
 }
 
-var podToken = authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{Audience},
+var podToken = authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{wire.TokenAudience},
 	User: authenticationv1.UserInfo{Username: "system:serviceaccount:shop:client", Extra: map[string]authenticationv1.ExtraValue{
 		"authentication.kubernetes.io/pod-name": {"a"}, "authentication.kubernetes.io/pod-uid": {"uid-a"}}}}
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/cache"
 	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -32,7 +33,7 @@ const target = "reviews.bookinfo.svc.cluster.local:9080"
 
 func translated(t *testing.T, node string, backends ...xdstest.Backend) *translate.Resources {
 	t.Helper()
-	r, err := translate.Translate(mesh.Build(xdstest.ReviewsInput(backends...)), translate.Proxy{ID: node, Flavour: translate.FlavourGRPC})
+	r, err := translate.Translate(mesh.Build(xdstest.ReviewsInput(backends...)), translate.Proxy{ID: node, Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}

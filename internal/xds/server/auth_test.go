@@ -39,6 +39,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -176,7 +177,7 @@ func (f *authFixture) forgeToken(t *testing.T, pod string, exp time.Time) string
 	}
 	iat := exp.Add(-time.Hour)
 	claims, _ := json.Marshal(map[string]any{
-		"iss": issuer, "aud": []string{auth.Audience}, "sub": "system:serviceaccount:shop:" + sa.Name,
+		"iss": issuer, "aud": []string{wire.TokenAudience}, "sub": "system:serviceaccount:shop:" + sa.Name,
 		"iat": iat.Unix(), "nbf": iat.Unix(), "exp": exp.Unix(),
 		"kubernetes.io": map[string]any{"namespace": "shop",
 			"pod":            map[string]string{"name": pod, "uid": string(p.UID)},
@@ -244,7 +245,7 @@ func TestStreamsProveTheirPod(t *testing.T) {
 		return firstResponse(stream, &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ClusterType})
 	}
 
-	tokA := token("a", auth.Audience)
+	tokA := token("a", wire.TokenAudience)
 	if _, err := open(tokA, "a.shop"); err != nil {
 		t.Fatalf("pod a's own stream: %v", err)
 	}
@@ -292,7 +293,7 @@ func TestStreamsProveTheirPod(t *testing.T) {
 	}
 
 	// Twenty reconnects with one token: one TokenReview, at most.
-	tokB := token("b", auth.Audience)
+	tokB := token("b", wire.TokenAudience)
 	before := reviews.n.Load()
 	for range 20 {
 		if _, err := open(tokB, "b.shop"); err != nil {
@@ -360,7 +361,7 @@ func TestClientCertificatesProveAServiceAccount(t *testing.T) {
 			return nil, err
 		}
 		return firstResponse(stream, &discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy))}}}, TypeUrl: typ})
+			wire.MetaFlavour: structpb.NewStringValue(string(wire.FlavourEnvoy))}}}, TypeUrl: typ})
 	}
 	client := leaf(f.root, "client")
 	resp, err := open(&client, "a.shop", resource.SecretType)

@@ -8,6 +8,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -23,7 +24,7 @@ func BenchmarkEndpointChange(b *testing.B) {
 			s.OnModel(context.Background(), mesh.Build(base))
 			for i := range tc.proxies {
 				id := fmt.Sprintf("proxy-%d", i)
-				s.proxies[id] = translate.Proxy{ID: id, Flavour: translate.FlavourGRPC}
+				s.proxies[id] = translate.Proxy{ID: id, Flavour: wire.FlavourGRPC}
 				s.acks[id] = newAckState()
 				s.pushLocked(id, s.proxies[id])
 			}

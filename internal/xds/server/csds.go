@@ -15,14 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
-)
-
-// Node metadata fields of the proxies' status.
-const (
-	IdentityKey   = "weft.identity"
-	CertExpiryKey = "weft.certExpiry"
-	DeliveryKey   = "weft.certDelivery"
 )
 
 // csds answers the Client Status Discovery Service: what each connected
@@ -44,19 +38,19 @@ func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 	out := &statusv3.ClientStatusResponse{}
 	for _, id := range s.proxyIDsLocked() {
 		p, a := s.proxies[id], s.acks[id]
-		meta := map[string]*structpb.Value{FlavourKey: structpb.NewStringValue(string(p.Flavour))}
+		meta := map[string]*structpb.Value{wire.MetaFlavour: structpb.NewStringValue(string(p.Flavour))}
 		// What the proxy proved, and the certificate weft serves it, if any.
 		if who, ok := s.proxyIdentity[id]; ok {
-			meta[IdentityKey] = structpb.NewStringValue("system:serviceaccount:" + who.Namespace + ":" + who.ServiceAccount)
+			meta[wire.MetaIdentity] = structpb.NewStringValue("system:serviceaccount:" + who.Namespace + ":" + who.ServiceAccount)
 		}
 		if l := s.leaves[id]; l != nil {
-			meta[IdentityKey] = structpb.NewStringValue(l.id.String())
-			meta[CertExpiryKey] = structpb.NewStringValue(l.notAfter.UTC().Format(time.RFC3339))
-			meta[DeliveryKey] = structpb.NewStringValue("sds")
+			meta[wire.MetaIdentity] = structpb.NewStringValue(l.id.String())
+			meta[wire.MetaCertExpiry] = structpb.NewStringValue(l.notAfter.UTC().Format(time.RFC3339))
+			meta[wire.MetaCertDelivery] = structpb.NewStringValue(string(wire.DeliverySDS))
 		} else if pc, ok := s.podCertificateLocked(p); ok {
-			meta[IdentityKey] = structpb.NewStringValue(pc.identity)
-			meta[CertExpiryKey] = structpb.NewStringValue(pc.notAfter.UTC().Format(time.RFC3339))
-			meta[DeliveryKey] = structpb.NewStringValue("podCertificate")
+			meta[wire.MetaIdentity] = structpb.NewStringValue(pc.identity)
+			meta[wire.MetaCertExpiry] = structpb.NewStringValue(pc.notAfter.UTC().Format(time.RFC3339))
+			meta[wire.MetaCertDelivery] = structpb.NewStringValue(string(wire.DeliveryPodCertificate))
 		}
 		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: meta}}}
 		versions := s.cache.Versions(id)

@@ -17,7 +17,7 @@ import (
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/identity/identitytest"
-	"github.com/weftmesh/weft/internal/xds/auth"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -29,12 +29,12 @@ type sdsStream struct {
 
 func openSDS(t *testing.T, f *authFixture, pod string, names ...string) *sdsStream {
 	t.Helper()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(f.dial(t, f.token(t, pod, auth.Audience))).DeltaAggregatedResources(f.ctx)
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(f.dial(t, f.token(t, pod, wire.TokenAudience))).DeltaAggregatedResources(f.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	node := &corev3.Node{Id: pod + ".shop", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		FlavourKey: structpb.NewStringValue(string(translate.FlavourEnvoy))}}}
+		wire.MetaFlavour: structpb.NewStringValue(string(wire.FlavourEnvoy))}}}
 	if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.SecretType, ResourceNamesSubscribe: names}); err != nil {
 		t.Fatal(err)
 	}

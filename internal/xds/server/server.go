@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/cache"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -153,7 +153,7 @@ func (s *Server) renewLeaves(ctx context.Context) {
 			for id, p := range s.proxies {
 				// Renew what is due, and retry what failed (the CA may
 				// have been loading).
-				if p.Flavour == translate.FlavourEnvoy && (s.renewalDueLocked(id, now) || s.failed[id] != nil) {
+				if p.Flavour == wire.FlavourEnvoy && (s.renewalDueLocked(id, now) || s.failed[id] != nil) {
 					s.pushLocked(id, p)
 				}
 			}
@@ -225,7 +225,7 @@ func (s *Server) pushLocked(id string, p translate.Proxy) {
 }
 
 func (s *Server) assignLocked(id string, p translate.Proxy) error {
-	if p.Flavour != translate.FlavourEnvoy {
+	if p.Flavour != wire.FlavourEnvoy {
 		return s.assignGRPCLocked(id, p)
 	}
 	// A sidecar's own resources change only with its pod's ports and its
@@ -335,20 +335,17 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 	return nil
 }
 
-// FlavourKey is the node metadata field in which a proxy's bootstrap says
-// what it is ("envoy" or "grpc"; grpc when absent).
-const FlavourKey = "weft.flavour"
-
-// ProxyFor describes the proxy behind a node. An injected proxy's node id
-// is "<pod>.<namespace>" (namespaces have no dots), which names its pod.
+// ProxyFor describes the proxy behind a node: its flavour from the node
+// metadata (wire.MetaFlavour; grpc when absent), and its pod from the node
+// id (wire.NodeID).
 func ProxyFor(node *corev3.Node) translate.Proxy {
-	p := translate.Proxy{ID: node.GetId(), Flavour: translate.FlavourGRPC}
-	if node.GetMetadata().GetFields()[FlavourKey].GetStringValue() == string(translate.FlavourEnvoy) {
-		p.Flavour = translate.FlavourEnvoy
+	p := translate.Proxy{ID: node.GetId(), Flavour: wire.FlavourGRPC}
+	if node.GetMetadata().GetFields()[wire.MetaFlavour].GetStringValue() == string(wire.FlavourEnvoy) {
+		p.Flavour = wire.FlavourEnvoy
 	}
-	if i := strings.LastIndex(p.ID, "."); i > 0 {
-		p.Namespace = p.ID[i+1:]
-		p.Pod = p.Namespace + "/" + p.ID[:i]
+	if pod, ns, ok := wire.ParseNodeID(p.ID); ok {
+		p.Namespace = ns
+		p.Pod = mesh.Key(ns, pod)
 	}
 	return p
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/internal/xds/translate"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -123,16 +123,16 @@ func TestInvalidTranslationIsNotPushed(t *testing.T) {
 
 func TestProxyFor(t *testing.T) {
 	envoy := &corev3.Node{Id: "reviews-v1-7d9f.bookinfo", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		FlavourKey: structpb.NewStringValue("envoy")}}}
-	if p := ProxyFor(envoy); p.Flavour != translate.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" {
+		wire.MetaFlavour: structpb.NewStringValue("envoy")}}}
+	if p := ProxyFor(envoy); p.Flavour != wire.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" {
 		t.Errorf("envoy node: %+v", p)
 	}
 	// Proxyless gRPC: the pod is named the same way (its servers get
 	// Listeners at the pod's address).
-	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != translate.FlavourGRPC || p.Pod != "shop/client" {
+	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != wire.FlavourGRPC || p.Pod != "shop/client" {
 		t.Errorf("a node without metadata: %+v", p)
 	}
-	if p := ProxyFor(&corev3.Node{Id: "tool"}); p.Flavour != translate.FlavourGRPC || p.Pod != "" {
+	if p := ProxyFor(&corev3.Node{Id: "tool"}); p.Flavour != wire.FlavourGRPC || p.Pod != "" {
 		t.Errorf("a node id that names no pod: %+v", p)
 	}
 }

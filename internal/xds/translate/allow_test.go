@@ -12,6 +12,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // TestAllowRules: a MeshService's allow rules become one ALLOW policy per
@@ -74,7 +75,7 @@ func TestAllowOnInboundListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, pod := range []string{"reviews-v1", "mongodb-0"} {
-		own, err := Own(sh, Proxy{ID: pod + ".bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/" + pod})
+		own, err := Own(sh, Proxy{ID: pod + ".bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/" + pod})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +98,7 @@ func TestAllowOnInboundListeners(t *testing.T) {
 			t.Errorf("%s: the first filter is %s, not RBAC", pod, chain.Filters[0].Name)
 		}
 	}
-	own, err := Own(sh, Proxy{ID: "reviews-v1.bookinfo", Flavour: FlavourGRPC, Pod: "bookinfo/reviews-v1"})
+	own, err := Own(sh, Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -33,7 +34,7 @@ func size(r *Resources) (resources int, bytes int) {
 func BenchmarkTranslate(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		m := mesh.Build(xdstest.ScaleInput(n))
-		for _, f := range []Flavour{FlavourGRPC, FlavourEnvoy} {
+		for _, f := range []wire.Flavour{wire.FlavourGRPC, wire.FlavourEnvoy} {
 			b.Run(fmt.Sprintf("%s/services=%d", f, n), func(b *testing.B) {
 				proxy := Proxy{ID: "p", Flavour: f, Pod: "ns-0/svc-0-0"}
 				var sh *Shared

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Names of the Envoy flavour's own resources.
@@ -30,13 +31,7 @@ const (
 	// PassthroughCluster forwards to the original destination: traffic to
 	// anything that is not a mesh service leaves as it came.
 	PassthroughCluster = "weft-passthrough"
-	OutboundPort       = 15001
-	InboundPort        = 15006
 )
-
-// FlavourEnvoy is an Envoy sidecar whose traffic is captured by
-// weft init-redirect.
-const FlavourEnvoy Flavour = "envoy"
 
 // InboundClusterName names the cluster that hands inbound traffic for a
 // port to the application over loopback.
@@ -62,7 +57,7 @@ func addOutbound(sh *Shared, prev *listenerv3.Listener, r *Resources) error {
 		}
 		lis = &listenerv3.Listener{
 			Name:               OutboundListener,
-			Address:            socketAddress("0.0.0.0", OutboundPort),
+			Address:            socketAddress("0.0.0.0", wire.PortOutbound),
 			ListenerFilters:    []*listenerv3.ListenerFilter{originalDst()},
 			FilterChains:       chains,
 			DefaultFilterChain: &listenerv3.FilterChain{Name: "passthrough", Filters: []*listenerv3.Filter{passthrough}},
@@ -136,7 +131,7 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 	filters := []*listenerv3.ListenerFilter{originalDst()}
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
 		Name:               InboundListener,
-		Address:            socketAddress("0.0.0.0", InboundPort),
+		Address:            socketAddress("0.0.0.0", wire.PortInbound),
 		ListenerFilters:    filters,
 		FilterChains:       chains,
 		DefaultFilterChain: &listenerv3.FilterChain{Name: "inbound-passthrough", Filters: []*listenerv3.Filter{passthrough}},

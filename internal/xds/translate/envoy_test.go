@@ -14,6 +14,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -51,7 +52,7 @@ func bookinfo() mesh.Input {
 // through tcp_proxy, everything else passed through), the inbound listener
 // with a chain for its own port 9080, the routes, and the clusters.
 func TestEnvoyGolden(t *testing.T) {
-	r, err := Translate(mesh.Build(bookinfo()), Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	r, err := Translate(mesh.Build(bookinfo()), Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,11 +63,11 @@ func TestEnvoyGolden(t *testing.T) {
 // so the cache keeps one copy of each.
 func TestFlavoursShareResources(t *testing.T) {
 	m := mesh.Build(bookinfo())
-	e, err := Translate(m, Proxy{ID: "e", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	e, err := Translate(m, Proxy{ID: "e", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := Translate(m, Proxy{ID: "g", Flavour: FlavourGRPC})
+	g, err := Translate(m, Proxy{ID: "g", Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestFlavoursShareResources(t *testing.T) {
 // A filter chain that names a route configuration that is not there is
 // caught.
 func TestValidateFollowsFilterChains(t *testing.T) {
-	r, err := Translate(mesh.Build(bookinfo()), Proxy{ID: "e", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	r, err := Translate(mesh.Build(bookinfo()), Proxy{ID: "e", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // EnvoyCerts says where sidecars read their certificate and the roots.
@@ -24,18 +25,9 @@ const (
 	// the sidecar's own xDS stream.
 	EnvoyCertsSDS EnvoyCerts = "sds"
 	// EnvoyCertsFiles: the pod certificate and the root bundle as files
-	// (PodCertDir, RootsFile), reloaded when their directories change.
+	// (wire.CertsDir, wire.RootsFile), reloaded when their directories
+	// change.
 	EnvoyCertsFiles EnvoyCerts = "files"
-)
-
-// Where the injector mounts a pod's certificate (a podCertificate
-// projected volume) and the mesh's roots (the bundle ConfigMap).
-const (
-	PodCertDir  = "/var/run/secrets/weft/certs"
-	PodCertFile = PodCertDir + "/cert-chain.pem"
-	PodKeyFile  = PodCertDir + "/key.pem"
-	RootsDir    = "/var/run/secrets/weft/ca"
-	RootsFile   = RootsDir + "/root-cert.pem"
 )
 
 // envoyCommonTLS is a sidecar's certificate and trusted roots, with the
@@ -51,10 +43,10 @@ func envoyCommonTLS(certs EnvoyCerts, sans []string) *tlsv3.CommonTlsContext {
 			return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: p}}
 		}
 		return &tlsv3.CommonTlsContext{
-			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(PodCertFile), PrivateKey: file(PodKeyFile),
-				WatchedDirectory: &corev3.WatchedDirectory{Path: PodCertDir}}},
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(wire.CertChainFile), PrivateKey: file(wire.KeyFile),
+				WatchedDirectory: &corev3.WatchedDirectory{Path: wire.CertsDir}}},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: file(RootsFile), WatchedDirectory: &corev3.WatchedDirectory{Path: RootsDir}, MatchTypedSubjectAltNames: matchers,
+				TrustedCa: file(wire.RootsFile), WatchedDirectory: &corev3.WatchedDirectory{Path: wire.RootsDir}, MatchTypedSubjectAltNames: matchers,
 			}},
 		}
 	}

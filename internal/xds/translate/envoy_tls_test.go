@@ -10,6 +10,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -35,7 +36,7 @@ func TestEnvoyMTLSGolden(t *testing.T) {
 	m := mesh.Build(mtlsBookinfo())
 	opts := Options{EnvoyCerts: EnvoyCertsSDS}
 	for _, pod := range []string{"reviews-v1", "reviews-v2"} {
-		r, err := TranslateWith(m, Proxy{ID: pod + ".bookinfo", Namespace: "bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/" + pod}, opts)
+		r, err := TranslateWith(m, Proxy{ID: pod + ".bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/" + pod}, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,13 +49,13 @@ func TestEnvoyMTLSGolden(t *testing.T) {
 // at all, nothing is TLS.
 func TestEnvoyMTLSFromFiles(t *testing.T) {
 	m := mesh.Build(mtlsBookinfo())
-	r, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
+	r, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
 		Options{EnvoyCerts: EnvoyCertsFiles})
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := string(render(t, r))
-	for _, want := range []string{PodCertFile, PodKeyFile, RootsFile, `"path": "` + PodCertDir + `"`, `"path": "` + RootsDir + `"`} {
+	for _, want := range []string{wire.CertChainFile, wire.KeyFile, wire.RootsFile, `"path": "` + wire.CertsDir + `"`, `"path": "` + wire.RootsDir + `"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the sidecar's TLS does not read %s", want)
 		}
@@ -62,7 +63,7 @@ func TestEnvoyMTLSFromFiles(t *testing.T) {
 	if strings.Contains(out, `"name": "default"`) {
 		t.Error("a sidecar with pod certificates is sent to SDS")
 	}
-	plain, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, Options{})
+	plain, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

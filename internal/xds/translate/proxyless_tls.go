@@ -16,17 +16,8 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 )
-
-// CertProvider is the certificate provider instance of a proxyless gRPC
-// workload's bootstrap (a file watcher on its pod certificate and the mesh
-// roots) that weft's TLS contexts name.
-const CertProvider = "weft"
-
-// ServerListenerPrefix and the pod's "ip:port" make the name of the
-// Listener a grpc-go xDS server asks for (its bootstrap's
-// server_listener_resource_name_template).
-const ServerListenerPrefix = "grpc/server?xds.resource.listening_address="
 
 // Options shape a translation.
 type Options struct {
@@ -62,7 +53,7 @@ func (sh *Shared) allowFor(pp PodPort, http bool) *rbacv3.RBAC {
 	return allowRules(s, pp.Service, sh.opts.trustDomain(), http)
 }
 
-var certProvider = &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProvider}
+var certProvider = &tlsv3.CertificateProviderPluginInstance{InstanceName: wire.CertProviderInstance}
 
 // upstreamTLS is the client side of mTLS to endpoints with the given
 // identities: the workload's own certificate, the mesh roots, and the
@@ -180,7 +171,7 @@ func serverListeners(sh *Shared, ports []PodPort, reg decoded) ([]*listenerv3.Li
 			chain.TransportSocket = downstreamTLS
 		}
 		out = append(out, &listenerv3.Listener{
-			Name:         ServerListenerPrefix + addr,
+			Name:         wire.ServerListenerName(addr),
 			Address:      socketAddress(pp.Address, pp.Number),
 			FilterChains: []*listenerv3.FilterChain{chain},
 		})

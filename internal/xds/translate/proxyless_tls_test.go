@@ -9,6 +9,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -29,8 +30,8 @@ func upstreamSANs(t *testing.T, c *clusterv3.Cluster) []string {
 	if err := c.TransportSocket.GetTypedConfig().UnmarshalTo(&ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ctx.CommonTlsContext.GetTlsCertificateProviderInstance().GetInstanceName() != CertProvider ||
-		ctx.CommonTlsContext.GetValidationContext().GetCaCertificateProviderInstance().GetInstanceName() != CertProvider {
+	if ctx.CommonTlsContext.GetTlsCertificateProviderInstance().GetInstanceName() != wire.CertProviderInstance ||
+		ctx.CommonTlsContext.GetValidationContext().GetCaCertificateProviderInstance().GetInstanceName() != wire.CertProviderInstance {
 		t.Errorf("cluster %s: TLS without the workload's certificate provider: %v", c.Name, &ctx)
 	}
 	var sans []string
@@ -67,11 +68,11 @@ func TestProxylessMTLS(t *testing.T) {
 			t.Errorf("Envoy's cluster %s: %v", name, c)
 		}
 	}
-	own, err := Own(sh, Proxy{ID: "reviews-v1.bookinfo", Pod: "bookinfo/reviews-v1", Flavour: FlavourGRPC})
+	own, err := Own(sh, Proxy{ID: "reviews-v1.bookinfo", Pod: "bookinfo/reviews-v1", Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(own.Listeners) != 1 || own.Listeners[0].Name != ServerListenerPrefix+"10.1.0.1:9080" {
+	if len(own.Listeners) != 1 || own.Listeners[0].Name != wire.ServerListenerName("10.1.0.1:9080") {
 		t.Fatalf("server listeners %v", own.Listeners)
 	}
 	requiresClientCert(t, own.Listeners[0], true)
@@ -93,7 +94,7 @@ func TestProxylessMTLS(t *testing.T) {
 				t.Errorf("%s: cluster %s has TLS", name, c.Name)
 			}
 		}
-		own, err := Own(set, Proxy{ID: "reviews-v1.bookinfo", Pod: "bookinfo/reviews-v1", Flavour: FlavourGRPC})
+		own, err := Own(set, Proxy{ID: "reviews-v1.bookinfo", Pod: "bookinfo/reviews-v1", Flavour: wire.FlavourGRPC})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,13 +113,6 @@ func TestProxylessMTLS(t *testing.T) {
 	}
 }
 
-// TestTestBootstrapAgrees: the test bootstraps name what translation names.
-func TestTestBootstrapAgrees(t *testing.T) {
-	if xdstest.CertProvider != CertProvider || xdstest.ServerListenerPrefix != ServerListenerPrefix {
-		t.Error("xdstest's bootstrap and translate disagree")
-	}
-}
-
 func requiresClientCert(t *testing.T, l *listenerv3.Listener, want bool) {
 	t.Helper()
 	ts := l.FilterChains[0].TransportSocket
@@ -132,7 +126,7 @@ func requiresClientCert(t *testing.T, l *listenerv3.Listener, want bool) {
 	if err := ts.GetTypedConfig().UnmarshalTo(&ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !ctx.GetRequireClientCertificate().GetValue() || ctx.CommonTlsContext.GetTlsCertificateProviderInstance().GetInstanceName() != CertProvider {
+	if !ctx.GetRequireClientCertificate().GetValue() || ctx.CommonTlsContext.GetTlsCertificateProviderInstance().GetInstanceName() != wire.CertProviderInstance {
 		t.Errorf("listener %s: %v", l.Name, &ctx)
 	}
 }

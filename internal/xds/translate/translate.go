@@ -30,21 +30,14 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
-)
-
-// Flavour is the kind of proxy.
-type Flavour string
-
-const (
-	// FlavourGRPC is a proxyless gRPC client (api_listener listeners).
-	FlavourGRPC Flavour = "grpc"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Proxy is the proxy being configured.
 type Proxy struct {
 	ID        string
 	Namespace string
-	Flavour   Flavour
+	Flavour   wire.Flavour
 	// Pod is "<namespace>/<name>" of the proxy's pod (Envoy sidecars): its
 	// endpoints get inbound filter chains.
 	Pod string
@@ -357,7 +350,7 @@ func validateAll[T interface{ ValidateAll() error }](lists ...[]T) error {
 // gRPC. They are validated, with every reference they make.
 func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 	switch proxy.Flavour {
-	case FlavourGRPC:
+	case wire.FlavourGRPC:
 		// A gRPC server's Listeners (a client asks for none of them).
 		lis, err := serverListeners(sh, sh.InboundPorts(proxy.Pod), decoded{})
 		if err == nil {
@@ -367,7 +360,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
 		}
 		return &Resources{Listeners: lis}, nil
-	case FlavourEnvoy:
+	case wire.FlavourEnvoy:
 		r, reg := &Resources{}, decoded{}
 		if err := addInbound(sh, sh.InboundPorts(proxy.Pod), r, reg); err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", proxy.ID, err)
@@ -388,7 +381,7 @@ func ForProxy(sh *Shared, proxy Proxy) (*Resources, error) {
 		return nil, err
 	}
 	base := sh.GRPC
-	if proxy.Flavour == FlavourEnvoy {
+	if proxy.Flavour == wire.FlavourEnvoy {
 		base = sh.Envoy
 	}
 	return &Resources{

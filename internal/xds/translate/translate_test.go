@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -57,7 +58,7 @@ func TestTranslateGolden(t *testing.T) {
 		xdstest.Ready("reviews-v2", "v2", "10.1.0.2", 9080),
 		xdstest.Draining("reviews-v2-old", "v2", "10.1.0.3", 9080),
 	))
-	r, err := Translate(m, Proxy{ID: "client.bookinfo", Namespace: "bookinfo", Flavour: FlavourGRPC})
+	r, err := Translate(m, Proxy{ID: "client.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestTranslateGolden(t *testing.T) {
 // anything is served.
 func TestValidateCatchesDanglingReferences(t *testing.T) {
 	m := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080)))
-	r, err := Translate(m, Proxy{ID: "c", Flavour: FlavourGRPC})
+	r, err := Translate(m, Proxy{ID: "c", Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,13 +18,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
-)
 
-// CertProvider and ServerListenerPrefix are translate's (a test there
-// checks they agree; this package cannot import it).
-const (
-	CertProvider         = "weft"
-	ServerListenerPrefix = "grpc/server?xds.resource.listening_address="
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Certs is where a workload's certificate files are, as the injector lays
@@ -32,9 +27,9 @@ const (
 type Certs struct{ Dir string }
 
 // Chain, Key and Roots are the files' paths.
-func (c Certs) Chain() string { return filepath.Join(c.Dir, "cert-chain.pem") }
-func (c Certs) Key() string   { return filepath.Join(c.Dir, "key.pem") }
-func (c Certs) Roots() string { return filepath.Join(c.Dir, "root-cert.pem") }
+func (c Certs) Chain() string { return filepath.Join(c.Dir, wire.CertChainFileName) }
+func (c Certs) Key() string   { return filepath.Join(c.Dir, wire.KeyFileName) }
+func (c Certs) Roots() string { return filepath.Join(c.Dir, wire.RootsFileName) }
 
 // bootstrap is grpc-go's xDS bootstrap for a workload of weft: the ADS
 // server (plain text: these tests do not authenticate the xDS stream),
@@ -48,7 +43,7 @@ func bootstrap(ads, node string, certs Certs) string {
   "server_listener_resource_name_template": %q,
   "certificate_providers": {%q: {"plugin_name": "file_watcher", "config": {
     "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "1s"}}}
-}`, ads, node, ServerListenerPrefix+"%s", CertProvider, certs.Chain(), certs.Key(), certs.Roots())
+}`, ads, node, wire.ServerListenerName("%s"), wire.CertProviderInstance, certs.Chain(), certs.Key(), certs.Roots())
 }
 
 // NewMTLSClient dials xds:///<target> with grpc-go's xDS credentials: TLS

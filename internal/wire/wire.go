@@ -1,0 +1,153 @@
+// Package wire is the one home of the names and numbers that the parts of
+// weft on both ends of a wire must agree on: what the injector writes into
+// a pod and its proxy's bootstrap, what the init container captures, what
+// the xDS server and its authenticator expect of a stream, what the
+// translator names, and what the CLI reads back. Change a value here and
+// every side changes with it.
+//
+// It imports the standard library only, so that every package of weft may
+// import it without a cycle.
+package wire
+
+import "strings"
+
+// NodeID is the xDS node id of a pod's proxy: "<pod>.<namespace>". The
+// injector builds it from the downward API; the server and the
+// authenticator parse it back (namespace names hold no dots).
+func NodeID(pod, namespace string) string { return pod + "." + namespace }
+
+// ParseNodeID splits a node id made by NodeID at its last dot; ok is false
+// when either part would be empty.
+func ParseNodeID(id string) (pod, namespace string, ok bool) {
+	i := strings.LastIndex(id, ".")
+	if i <= 0 || i == len(id)-1 {
+		return "", "", false
+	}
+	return id[:i], id[i+1:], true
+}
+
+// Node metadata: the proxy's bootstrap sets MetaFlavour; the server's
+// client status (CSDS) adds the others for `weft status`.
+const (
+	// MetaFlavour says what the proxy is (a Flavour).
+	MetaFlavour = "weft.flavour"
+	// MetaIdentity is the SPIFFE ID the proxy's stream proved.
+	MetaIdentity = "weft.identity"
+	// MetaCertExpiry is when the proxy's certificate expires (RFC 3339).
+	MetaCertExpiry = "weft.certExpiry"
+	// MetaCertDelivery is how the proxy gets its certificate (a
+	// CertDelivery).
+	MetaCertDelivery = "weft.certDelivery"
+)
+
+// Flavour is the kind of proxy a pod runs.
+type Flavour string
+
+const (
+	// FlavourEnvoy is an Envoy sidecar whose traffic weft init-redirect
+	// captures.
+	FlavourEnvoy Flavour = "envoy"
+	// FlavourGRPC is a proxyless gRPC workload: grpc-go's own xDS client
+	// and server, no sidecar.
+	FlavourGRPC Flavour = "grpc"
+)
+
+// CertDelivery says how workloads get their certificates.
+type CertDelivery string
+
+const (
+	// DeliverySDS: the controller serves certificates over SDS on the
+	// authenticated xDS stream.
+	DeliverySDS CertDelivery = "sds"
+	// DeliveryPodCertificate: the kubelet writes them into a podCertificate
+	// projected volume, signed by weft.
+	DeliveryPodCertificate CertDelivery = "podCertificate"
+)
+
+// Ports of the proxy in a pod's network namespace, the UID it runs as
+// (whose traffic is never captured), and the control plane's xDS ports.
+// Untyped: corev1, Envoy, nftables and flags each want their own integer.
+const (
+	// PortAdmin is Envoy's admin interface, on loopback only.
+	PortAdmin = 15000
+	// PortOutbound receives the pod's captured outbound TCP.
+	PortOutbound = 15001
+	// PortInbound receives the pod's captured inbound TCP.
+	PortInbound = 15006
+	// PortHealth serves the proxy's readiness and the app's rewritten
+	// probes.
+	PortHealth = 15021
+	// PortStats serves the proxy's Prometheus metrics.
+	PortStats = 15090
+	// ProxyUID is the UID the sidecar runs as.
+	ProxyUID = 1337
+	// PortXDS is the controller's authenticated xDS server.
+	PortXDS = 15012
+	// PortXDSStatus is the controller's client status (CSDS) server, on
+	// loopback by default; `weft status` reads it.
+	PortXDSStatus = 15013
+)
+
+// Stream authentication: a proxy sends its projected ServiceAccount token,
+// issued for TokenAudience, as "authorization: Bearer <token>".
+const (
+	TokenAudience = "weft"
+	BearerPrefix  = "Bearer "
+)
+
+// Proxyless gRPC: the bootstrap the injector writes and the resources the
+// translator makes refer to each other by these names.
+const (
+	// CertProviderInstance is the bootstrap's certificate provider (a file
+	// watcher on the pod certificate and the mesh roots) that TLS contexts
+	// name.
+	CertProviderInstance = "weft"
+	// ServerListenerPrefix and the server's "ip:port" make the name of the
+	// Listener a grpc-go xDS server asks for (its bootstrap's
+	// server_listener_resource_name_template is the prefix and "%s").
+	ServerListenerPrefix = "grpc/server?xds.resource.listening_address="
+)
+
+// ServerListenerName is the Listener a grpc-go xDS server listening on
+// hostPort asks for.
+func ServerListenerName(hostPort string) string { return ServerListenerPrefix + hostPort }
+
+// Where the injector mounts what a pod's proxy reads, and the file names
+// within.
+const (
+	TokenDir      = "/var/run/secrets/weft/token"
+	TokenFileName = "token"
+	TokenFile     = TokenDir + "/" + TokenFileName
+
+	RootsDir      = "/var/run/secrets/weft/ca"
+	RootsFileName = "root-cert.pem"
+	RootsFile     = RootsDir + "/" + RootsFileName
+
+	CertsDir          = "/var/run/secrets/weft/certs"
+	CertChainFileName = "cert-chain.pem"
+	KeyFileName       = "key.pem"
+	CertChainFile     = CertsDir + "/" + CertChainFileName
+	KeyFile           = CertsDir + "/" + KeyFileName
+)
+
+// Objects in the cluster that the controllers write and the injector
+// refers to.
+const (
+	// BundleConfigMap holds the mesh root bundle, under BundleKey, in every
+	// meshed namespace; the injector mounts it at RootsDir.
+	BundleConfigMap = "weft-root-ca"
+	BundleKey       = RootsFileName
+	// PodCertificateSigner is the signer of weft's PodCertificateRequests.
+	PodCertificateSigner = "weft.dev/workload"
+	// LabelInject on a namespace (InjectEnabled) opts its pods in; on a
+	// pod (InjectDisabled) opts that pod out.
+	LabelInject    = "mesh.weft.dev/inject"
+	InjectEnabled  = "enabled"
+	InjectDisabled = "false"
+)
+
+// Defaults of the mesh.
+const (
+	DefaultTrustDomain   = "cluster.local"
+	DefaultMeshNamespace = "weft-system"
+)
