@@ -28,14 +28,38 @@ type csds struct {
 }
 
 // FetchClientStatus lists every connected proxy.
-func (c *csds) FetchClientStatus(context.Context, *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
-	return c.s.clientStatus(), nil
+func (c *csds) FetchClientStatus(ctx context.Context, _ *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
+	return c.s.clientStatus(ctx), nil
 }
 
-func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
+// clientStatus takes what the server knows of each proxy under its lock,
+// then looks up pod certificates outside it (an API read per namespace,
+// which must not stall the streams).
+func (s *Server) clientStatus(ctx context.Context) *statusv3.ClientStatusResponse {
+	out, pending := s.clientStatusLocked()
+	lists := map[string][]certificatesv1.PodCertificateRequest{}
+	for _, pd := range pending {
+		if pc, ok := s.podCertificate(ctx, pd.proxy, lists); ok {
+			pd.meta[wire.MetaIdentity] = structpb.NewStringValue(pc.identity)
+			pd.meta[wire.MetaCertExpiry] = structpb.NewStringValue(pc.notAfter.UTC().Format(time.RFC3339))
+			pd.meta[wire.MetaCertDelivery] = structpb.NewStringValue(string(wire.DeliveryPodCertificate))
+		}
+	}
+	return out
+}
+
+// podCertPending is a proxy served no SDS leaf, whose metadata may take its
+// pod certificate.
+type podCertPending struct {
+	proxy translate.Proxy
+	meta  map[string]*structpb.Value
+}
+
+func (s *Server) clientStatusLocked() (*statusv3.ClientStatusResponse, []podCertPending) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := &statusv3.ClientStatusResponse{}
+	var pending []podCertPending
 	for _, id := range s.proxyIDsLocked() {
 		p, a := s.proxies[id], s.acks[id]
 		meta := map[string]*structpb.Value{wire.MetaFlavour: structpb.NewStringValue(string(p.Flavour))}
@@ -47,10 +71,8 @@ func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 			meta[wire.MetaIdentity] = structpb.NewStringValue(l.id.String())
 			meta[wire.MetaCertExpiry] = structpb.NewStringValue(l.notAfter.UTC().Format(time.RFC3339))
 			meta[wire.MetaCertDelivery] = structpb.NewStringValue(string(wire.DeliverySDS))
-		} else if pc, ok := s.podCertificateLocked(p); ok {
-			meta[wire.MetaIdentity] = structpb.NewStringValue(pc.identity)
-			meta[wire.MetaCertExpiry] = structpb.NewStringValue(pc.notAfter.UTC().Format(time.RFC3339))
-			meta[wire.MetaCertDelivery] = structpb.NewStringValue(string(wire.DeliveryPodCertificate))
+		} else if s.PodCertificates != nil && p.Pod != "" {
+			pending = append(pending, podCertPending{proxy: p, meta: meta})
 		}
 		cfg := &statusv3.ClientConfig{Node: &corev3.Node{Id: id, Metadata: &structpb.Struct{Fields: meta}}}
 		versions := s.cache.Versions(id)
@@ -76,7 +98,7 @@ func (s *Server) clientStatus() *statusv3.ClientStatusResponse {
 		}
 		out.Config = append(out.Config, cfg)
 	}
-	return out
+	return out, pending
 }
 
 type podCert struct {
@@ -84,19 +106,22 @@ type podCert struct {
 	notAfter time.Time
 }
 
-// podCertificateLocked finds the newest pod certificate weft issued for a
-// proxy's pod (the PodCertificateRequests that PodCertificates reads).
-func (s *Server) podCertificateLocked(p translate.Proxy) (podCert, bool) {
-	if s.PodCertificates == nil || p.Pod == "" {
-		return podCert{}, false
-	}
+// podCertificate finds the newest pod certificate weft issued for a
+// proxy's pod (the PodCertificateRequests that PodCertificates reads,
+// listed once per namespace into lists).
+func (s *Server) podCertificate(ctx context.Context, p translate.Proxy, lists map[string][]certificatesv1.PodCertificateRequest) (podCert, bool) {
 	ns, name, _ := strings.Cut(p.Pod, "/")
-	var list certificatesv1.PodCertificateRequestList
-	if err := s.PodCertificates.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
-		return podCert{}, false
+	items, ok := lists[ns]
+	if !ok {
+		var list certificatesv1.PodCertificateRequestList
+		if err := s.PodCertificates.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return podCert{}, false
+		}
+		items = list.Items
+		lists[ns] = items
 	}
 	var best podCert
-	for _, pcr := range list.Items {
+	for _, pcr := range items {
 		if pcr.Spec.PodName != name || pcr.Spec.SignerName != s.PodCertificateSigner || pcr.Status.NotAfter == nil ||
 			pcr.Status.CertificateChain == "" {
 			continue
