@@ -83,7 +83,7 @@ total=$(($(date +%s) - start))
 
 {
 	echo "commit:  $commit"
-	echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "ended:   $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; other core busy: $busy"
 	echo "result:  exit $rc in $total s"
 	echo

@@ -39,7 +39,7 @@ type CA struct {
 // NewRoot makes a self-signed root for a trust domain, ECDSA P-256, valid
 // from now for ttl.
 func NewRoot(trustDomain string, now time.Time, ttl time.Duration) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := NewKey()
 	if err != nil {
 		return nil, fmt.Errorf("making the root's key: %w", err)
 	}
@@ -96,6 +96,24 @@ func (ca *CA) Issue(req LeafRequest, now time.Time) ([][]byte, error) {
 	if ttl < MinLeafTTL || ttl > MaxLeafTTL {
 		return nil, fmt.Errorf("a leaf lifetime of %v is outside [%v, %v]", ttl, MinLeafTTL, MaxLeafTTL)
 	}
+	tmpl := &x509.Certificate{
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{req.ID.URI()},
+	}
+	chain, err := ca.sign(tmpl, req.PublicKey, ttl, now)
+	if err != nil {
+		return nil, fmt.Errorf("signing a leaf for %s: %w", req.ID, err)
+	}
+	return chain, nil
+}
+
+// sign is where every certificate weft issues below its CA is made (the
+// workloads' leaves and the control plane's serving certificates): a
+// random serial, back-dated by ClockSkew, living ttl but never past the
+// CA, for digital signatures only, no CA. tmpl says the names and the
+// extended key usages. It returns the certificate and the chain above it,
+// DER, leaf first.
+func (ca *CA) sign(tmpl *x509.Certificate, pub crypto.PublicKey, ttl time.Duration, now time.Time) ([][]byte, error) {
 	notAfter := now.Add(ttl)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
@@ -107,20 +125,21 @@ func (ca *CA) Issue(req LeafRequest, now time.Time) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		NotBefore:             now.Add(-ClockSkew),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{req.ID.URI()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, req.PublicKey, ca.Key)
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-ClockSkew), notAfter
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid, tmpl.IsCA = true, false
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("signing a leaf for %s: %w", req.ID, err)
+		return nil, err
 	}
 	return append([][]byte{der}, ca.Chain...), nil
+}
+
+// NewKey makes the private key of a certificate weft issues: ECDSA P-256,
+// in memory.
+func NewKey() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 }
 
 // RenewAt is when a leaf weft issued should be replaced: half way through

@@ -133,3 +133,41 @@ func TestIDOfRefusesMoreThanOneName(t *testing.T) {
 		t.Fatal("a leaf with a DNS name too was taken")
 	}
 }
+
+// TestOneIssuer: workload leaves and serving certificates come out of the
+// same signing step: back-dated by ClockSkew, never past the CA, no CA
+// themselves, for digital signatures; only their names and uses differ.
+func TestOneIssuer(t *testing.T) {
+	ca, err := NewRoot("cluster.local", now, 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	leaf, err := ca.Issue(LeafRequest{ID: reviews, PublicKey: key.Public(), TTL: MaxLeafTTL}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := ca.IssueServing([]string{"weft-controller.weft-system.svc"}, reviews, key.Public(), now.Add(36*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ders := range map[string][][]byte{"leaf": leaf, "serving": serving} {
+		c, err := x509.ParseCertificate(ders[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.IsCA || c.KeyUsage != x509.KeyUsageDigitalSignature || len(c.URIs) != 1 || c.URIs[0].String() != reviews.String() {
+			t.Errorf("%s: IsCA %v, key usage %v, URIs %v", name, c.IsCA, c.KeyUsage, c.URIs)
+		}
+		if !c.NotAfter.Equal(ca.Cert.NotAfter) {
+			t.Errorf("%s lives until %v, past or short of the CA's %v", name, c.NotAfter, ca.Cert.NotAfter)
+		}
+		if len(ders) != 2 {
+			t.Errorf("%s: a chain of %d, want the certificate and the root", name, len(ders))
+		}
+	}
+	l, _ := x509.ParseCertificate(leaf[0])
+	if !l.NotBefore.Equal(now.Add(-ClockSkew)) {
+		t.Errorf("the leaf starts at %v, want %v (back-dated by ClockSkew)", l.NotBefore, now.Add(-ClockSkew))
+	}
+}

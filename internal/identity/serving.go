@@ -1,9 +1,6 @@
 package identity
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -26,29 +23,16 @@ func (ca *CA) IssueServing(dnsNames []string, id ID, pub any, now time.Time) ([]
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	notAfter := now.Add(ServingTTL)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		NotBefore:             now.Add(-ClockSkew),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		DNSNames:              dnsNames,
-		URIs:                  []*url.URL{id.URI()},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    dnsNames,
+		URIs:        []*url.URL{id.URI()},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	chain, err := ca.sign(tmpl, pub, ServingTTL, now)
 	if err != nil {
 		return nil, fmt.Errorf("signing a serving certificate for %v: %w", dnsNames, err)
 	}
-	return append([][]byte{der}, ca.Chain...), nil
+	return chain, nil
 }
 
 // ServerTLS serves TLS with a certificate from the mesh CA (as root()
@@ -80,7 +64,7 @@ func (s *servingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if root == nil {
 		return nil, errors.New("the mesh CA is not loaded yet")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := NewKey()
 	if err != nil {
 		return nil, err
 	}

@@ -2,9 +2,6 @@ package server
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -44,7 +41,7 @@ func (s *Server) secretsLocked(proxy string, now time.Time) ([]*tlsv3.Secret, er
 	if l := s.leaves[proxy]; l != nil && l.id == id && sameRoot(l.root, root) && now.Before(l.renewAt) {
 		return l.secrets, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := identity.NewKey()
 	if err != nil {
 		return nil, err
 	}
