@@ -30,6 +30,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -45,6 +47,10 @@ import (
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
+
+// editBackoff paces the retries of an edit that lost a race with weft's
+// status writes.
+var editBackoff = wait.Backoff{Steps: 10, Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.1, Cap: 2 * time.Second}
 
 // kubelet plays the kubelet of one node for the mTLS test: it asks weft
 // for pod certificates (PodCertificateRequests with keys made here) and
@@ -315,12 +321,18 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	// Who may call: allow rules on reviews, enforced by its servers on the
 	// caller's certificate. Another service account only: the client is
 	// refused; the client's own, for the method it calls: let through.
+	// (Edits retry on a conflict: weft writes the objects' status between
+	// the test's read and its write.)
 	setAllow := func(rules []meshv1.AllowRule) {
 		t.Helper()
-		var ms meshv1.MeshService
-		must(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "reviews"}, &ms))
-		ms.Spec.Allow = rules
-		must(c.Update(ctx, &ms))
+		must(retry.RetryOnConflict(editBackoff, func() error {
+			var ms meshv1.MeshService
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "reviews"}, &ms); err != nil {
+				return err
+			}
+			ms.Spec.Allow = rules
+			return c.Update(ctx, &ms)
+		}))
 	}
 	setAllow([]meshv1.AllowRule{{From: []meshv1.Source{{Namespace: ns, ServiceAccount: "ratings"}}}})
 	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
@@ -415,9 +427,13 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	// PERMISSIVE: plain text again, both ways (allow rules name callers by
 	// their certificates, so they go first).
 	setAllow(nil)
-	must(c.Get(ctx, client.ObjectKeyFromObject(pa), pa))
-	pa.Spec.Mode = meshv1.MTLSPermissive
-	must(c.Update(ctx, pa))
+	must(retry.RetryOnConflict(editBackoff, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pa), pa); err != nil {
+			return err
+		}
+		pa.Spec.Mode = meshv1.MTLSPermissive
+		return c.Update(ctx, pa)
+	}))
 	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
