@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -40,7 +39,6 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
-	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/wire"
@@ -287,16 +285,7 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	// weft status shows each proxy's identity and pod certificate.
 	// (It reads the PodCertificateRequests from the manager's cache.)
 	podCert := regexp.MustCompile(`client\.shop\s+grpc\s.*spiffe://cluster\.local/ns/shop/sa/client\s+podCertificate, expires \d{4}-`)
-	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-		var st bytes.Buffer
-		if err := cli.Status(ctx, ads, &st); err != nil {
-			return err
-		}
-		if !podCert.MatchString(st.String()) {
-			return fmt.Errorf("weft status does not show the client's pod certificate:\n%s", st.String())
-		}
-		return nil
-	}); err != nil {
+	if err := waitStatus(ctx, ads, podCert, "the client's pod certificate"); err != nil {
 		t.Error(err)
 	}
 

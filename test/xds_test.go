@@ -172,16 +172,7 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	// weft status shows the client synced on every type, once its last
 	// acknowledgement is in.
 	synced := regexp.MustCompile(`client-1\.shop\s+grpc\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+synced \(\w+\)\s+-`)
-	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
-		var proxies bytes.Buffer
-		if err := cli.Status(ctx, ads, &proxies); err != nil {
-			return err
-		}
-		if !synced.MatchString(proxies.String()) {
-			return fmt.Errorf("weft status does not show the client as synced:\n%s", proxies.String())
-		}
-		return nil
-	}); err != nil {
+	if err := waitStatus(ctx, ads, synced, "the client as synced"); err != nil {
 		t.Error(err)
 	}
 	counts, err := share(10000)
@@ -224,4 +215,19 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// waitStatus waits until `weft status`, run against the xDS server's
+// status at ads, prints what want matches (what names it in the error).
+func waitStatus(ctx context.Context, ads string, want *regexp.Regexp, what string) error {
+	return testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var out bytes.Buffer
+		if err := cli.Status(ctx, ads, &out); err != nil {
+			return err
+		}
+		if !want.MatchString(out.String()) {
+			return fmt.Errorf("weft status does not show %s:\n%s", what, out.String())
+		}
+		return nil
+	})
 }

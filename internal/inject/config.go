@@ -14,10 +14,9 @@ import (
 	"github.com/weftmesh/weft/internal/wire"
 )
 
-// Labels and annotations users set.
+// Annotations users set on a pod (the label that opts namespaces and pods
+// in or out is wire.LabelInject).
 const (
-	// (wire.LabelInject on a namespace opts its pods in; on a pod, it opts
-	// that pod out.)
 	// AnnotationProxy picks the flavour: "envoy" (default) or "grpc"
 	// (proxyless: a gRPC xDS bootstrap, no sidecar, no capture).
 	AnnotationProxy = "mesh.weft.dev/proxy"

@@ -26,13 +26,13 @@ var checks = []check{
 	},
 	func(_ *corev1.Pod, ns string, nsLabels map[string]string, _ Config) string {
 		if nsLabels[wire.LabelInject] != wire.InjectEnabled {
-			return "namespace " + ns + " does not have the label " + wire.LabelInject + "=enabled"
+			return "namespace " + ns + " does not have the label " + wire.LabelInject + "=" + wire.InjectEnabled
 		}
 		return ""
 	},
 	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
 		if pod.Labels[wire.LabelInject] == wire.InjectDisabled {
-			return "the pod has the label " + wire.LabelInject + "=false"
+			return "the pod has the label " + wire.LabelInject + "=" + wire.InjectDisabled
 		}
 		return ""
 	},

@@ -31,7 +31,8 @@ func ParseNodeID(id string) (pod, namespace string, ok bool) {
 const (
 	// MetaFlavour says what the proxy is (a Flavour).
 	MetaFlavour = "weft.flavour"
-	// MetaIdentity is the SPIFFE ID the proxy's stream proved.
+	// MetaIdentity is who the proxy is: the SPIFFE ID of the certificate
+	// weft serves it, or else the ServiceAccount its stream proved.
 	MetaIdentity = "weft.identity"
 	// MetaCertExpiry is when the proxy's certificate expires (RFC 3339).
 	MetaCertExpiry = "weft.certExpiry"
