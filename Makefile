@@ -43,7 +43,7 @@ help: ## Show the targets.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/ and the chart's CRDs.
-	$(CONTROLLER_GEN) rbac:roleName=weft-controller crd:allowDangerousTypes=false paths="./api/...;./controllers/..." \
+	$(CONTROLLER_GEN) rbac:roleName=weft-controller crd:allowDangerousTypes=false paths="./api/...;./controllers/...;./internal/watch/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	$(MAKE) --no-print-directory chart-crds
 

@@ -453,14 +453,13 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	o.inject.CertDelivery = delivery
 	log.Info("Workload certificates", "delivery", delivery)
 	if o.xdsAddr != "" {
-		xs := server.New(o.xdsAddr, log.WithName("xds"))
-		xs.Observe = o.observe
+		xo := server.Options{Address: o.xdsAddr, Log: log.WithName("xds"), Observe: o.observe}
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
 			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
 		}
 		switch o.xdsAuth {
 		case "token":
-			xs.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient(),
+			xo.Auth = &auth.Authenticator{Reviewer: auth.ClientReviewer{Client: direct}, Pods: mgr.GetClient(),
 				// A proxy with a certificate from the mesh CA (a pod
 				// certificate) may prove itself with it instead.
 				Roots: func() *x509.CertPool {
@@ -468,16 +467,16 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 					pool.AppendCertsFromPEM(root.Bundle())
 					return pool
 				}, TrustDomain: o.inject.TrustDomain}
-			xs.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost}, controllerID)
-			xs.StatusAddress = o.xdsStatusAddr
+			xo.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost}, controllerID)
+			xo.StatusAddress = o.xdsStatusAddr
 			// Sidecars that proved their pod get its certificate over SDS.
-			xs.Signer, xs.TrustDomain, xs.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
+			xo.Signer, xo.TrustDomain, xo.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
 			// Proxyless gRPC workloads read pod certificates as files:
 			// with them, STRICT PeerAuthentications apply to them too.
-			xs.ProxylessMTLS = delivery == wire.DeliveryPodCertificate
+			xo.ProxylessMTLS = delivery == wire.DeliveryPodCertificate
 			if delivery == wire.DeliveryPodCertificate {
 				// weft status shows the pod certificates weft issued.
-				xs.PodCertificates, xs.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
+				xo.PodCertificates, xo.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
 			}
 			// Sidecars get their certificates over SDS on their
 			// authenticated stream, whatever the delivery: Envoy reloads
@@ -485,11 +484,15 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			// does not set up yet (translate.EnvoyCertsFiles would read
 			// the pod certificate once). Pod certificates serve proxyless
 			// gRPC, which has no SDS.
-			xs.EnvoyCerts = translate.EnvoyCertsSDS
+			xo.EnvoyCerts = translate.EnvoyCertsSDS
 		case "none":
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:
 			return fmt.Errorf("--xds-auth: %q is neither token nor none", o.xdsAuth)
+		}
+		xs, err := server.New(xo)
+		if err != nil {
+			return err
 		}
 		if err := mgr.Add(xs); err != nil {
 			return fmt.Errorf("adding the xDS server: %w", err)

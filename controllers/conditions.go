@@ -3,8 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,7 +13,7 @@ import (
 )
 
 // reconcilerConditions are the condition types every kind's reconciler
-// owns. Ready belongs to another writer.
+// writes from the model's verdict. Ready belongs to another writer.
 var reconcilerConditions = []string{
 	meshv1.ConditionAccepted, meshv1.ConditionResolvedRefs, meshv1.ConditionStalled,
 }
@@ -47,8 +45,8 @@ func withStalled(conds ...metav1.Condition) []metav1.Condition {
 // ProxyView tells the readiness writer what the proxies acknowledged; the
 // xDS server implements it.
 type ProxyView interface {
-	// ProxiesFor counts the connected proxies whose configuration includes
-	// a resource, and those that acknowledged its given generation.
+	// ProxiesFor counts the connected proxies whose configuration a
+	// resource shapes, and those that acknowledged its given generation.
 	ProxiesFor(kind, namespace, name string, generation int64) (total, synced int, rejected string)
 	// Changes signals when the answers may have changed.
 	Changes() <-chan struct{}
@@ -120,53 +118,4 @@ func applyReady(ctx context.Context, w status.Writer, obj client.Object, current
 		Fields:     fields,
 	})
 	return err
-}
-
-// oldestFirst orders objects by creation time, then name: the order in
-// which competing claims are honoured.
-func oldestFirst[T any, P interface {
-	*T
-	client.Object
-}](items []T) []P {
-	out := make([]P, 0, len(items))
-	for i := range items {
-		out = append(out, P(&items[i]))
-	}
-	slices.SortStableFunc(out, func(a, b P) int {
-		ta, tb := a.GetCreationTimestamp(), b.GetCreationTimestamp()
-		if !ta.Equal(&tb) {
-			if ta.Before(&tb) {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.GetName(), b.GetName())
-	})
-	return out
-}
-
-// checkRegex returns an error naming field when value does not compile as
-// an RE2 regular expression (the dialect Envoy and grpc-go use).
-func checkRegex(field, value string) error {
-	if _, err := regexp.Compile(value); err != nil {
-		return fmt.Errorf("%s: invalid regular expression: %w", field, err)
-	}
-	return nil
-}
-
-// checkPathMatch checks a path match that admission could not fully check.
-func checkPathMatch(field string, p *meshv1.PathMatch) error {
-	if p == nil || p.Type != meshv1.MatchRegularExpression {
-		return nil
-	}
-	return checkRegex(field+".value", p.Value)
-}
-
-// checkHeaderMatch checks a header match that admission could not fully
-// check.
-func checkHeaderMatch(field string, h meshv1.HeaderMatch) error {
-	if h.Type != meshv1.HeaderMatchRegularExpression || h.Value == nil {
-		return nil
-	}
-	return checkRegex(field+".value", *h.Value)
 }

@@ -3,63 +3,11 @@ package controllers
 import (
 	"strings"
 	"testing"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 )
-
-func TestOldestFirst(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ms := func(name string, at time.Time) meshv1.MeshService {
-		return meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(at)}}
-	}
-	got := oldestFirst([]meshv1.MeshService{ms("c", t0.Add(time.Second)), ms("b", t0), ms("a", t0.Add(time.Second)), ms("z", t0)})
-	var names []string
-	for _, o := range got {
-		names = append(names, o.Name)
-	}
-	if want := "b z a c"; join(names) != want {
-		t.Errorf("order %q, want %q", join(names), want)
-	}
-}
-
-func join(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += " "
-		}
-		out += x
-	}
-	return out
-}
-
-func TestCountEndpoints(t *testing.T) {
-	ep := func(addr string, uid string, ready *bool) discoveryv1.Endpoint {
-		e := discoveryv1.Endpoint{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ready}}
-		if uid != "" {
-			e.TargetRef = &corev1.ObjectReference{UID: types.UID(uid)}
-		}
-		return e
-	}
-	slices := []discoveryv1.EndpointSlice{
-		{Endpoints: []discoveryv1.Endpoint{ep("10.0.0.1", "a", ptr.To(true)), ep("10.0.0.2", "b", nil), ep("10.0.0.3", "c", ptr.To(false))}},
-		{Endpoints: []discoveryv1.Endpoint{ep("fd00::1", "a", ptr.To(true)), ep("10.0.0.9", "", ptr.To(true)), ep("10.0.0.9", "", ptr.To(true))}},
-		{Endpoints: []discoveryv1.Endpoint{{}}},
-	}
-	got := countEndpoints(slices)
-	// a (twice, one pod), b (no condition: ready), c (not ready), 10.0.0.9
-	// (no pod, counted once by address); the empty endpoint is skipped.
-	if got.Ready != 3 || got.Total != 4 {
-		t.Errorf("got %+v, want ready 3 total 4", got)
-	}
-}
 
 func TestWithStalledCopiesTheFirstFailure(t *testing.T) {
 	ok := trueCondition(meshv1.ConditionAccepted, meshv1.ReasonAccepted, "fine", 2)

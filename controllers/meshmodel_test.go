@@ -21,7 +21,7 @@ import (
 )
 
 // The mesh model follows the objects in the API server: a MeshService
-// appears once its reconciler resolved it, with its endpoints, and a burst
+// appears once its verdict resolves it, with its endpoints, and a burst
 // of endpoint changes costs a few rebuilds, not one each.
 func TestModelFollowsTheWorld(t *testing.T) {
 	ns := newNamespace(t, nil)
@@ -58,9 +58,10 @@ func TestModelFollowsTheWorld(t *testing.T) {
 	// Count what the model watcher is told: a watch of the test's own on
 	// every kind the watcher follows, cluster-wide, notes when each event
 	// arrives. The burst's writes cost more rebuilds on a loaded machine
-	// (a Get and Update can take longer than the quiet period), and so do
-	// the MeshService reconciler's status writes that follow each one;
-	// the bound below follows the events as they came.
+	// (a Get and Update can take longer than the quiet period); the bound
+	// below follows the events as they came (the MeshService's status
+	// writes among them, though those rebuild nothing: the bound is loose
+	// by them).
 	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
-// Package controllers holds one reconciler per weft kind. Each reads the
-// world once into a scope, derives its conditions with small ordered checks
-// (pure functions, tested without an API server), and applies only the
-// status fields it owns.
+// Package controllers writes the status of weft's kinds and signs what
+// weft signs. The status writers (one reconciler per kind) judge nothing:
+// they write the verdict the mesh model (package mesh) gave each object's
+// current generation, and Ready from what the proxies acknowledged.
 package controllers
 
 import (
@@ -12,12 +12,10 @@ import (
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
-	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
+	"github.com/weftmesh/weft/internal/watch"
 )
 
 // Field managers of the status writers. Each condition has one writer.
@@ -56,34 +54,33 @@ type Options struct {
 	PodCertificates *PodCertificateSigner
 }
 
-// Setup registers every reconciler with the manager.
+// Setup registers every reconciler with the manager, and the watch stage
+// that builds the mesh model on every replica.
 func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	writer := func(owner string) status.Writer {
 		return status.Writer{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Owner: owner}
 	}
 	readiness := writer(FieldOwnerReadiness)
-	var msAcks, tpAcks chan event.GenericEvent
-	if o.Proxies != nil {
-		msAcks, tpAcks = make(chan event.GenericEvent), make(chan event.GenericEvent)
-		if err := mgr.Add(&ackRelay{proxies: o.Proxies, reader: mgr.GetClient(), meshServices: msAcks, policies: tpAcks}); err != nil {
-			return fmt.Errorf("adding the acknowledgement relay: %w", err)
-		}
+	board := newVerdictBoard()
+	again := newRelay(board, o.Proxies)
+	if err := mgr.Add(again); err != nil {
+		return fmt.Errorf("adding the status relay: %w", err)
 	}
 	if err := (&MeshServiceReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerMeshService), Readiness: readiness,
-		Proxies: o.Proxies, Acks: msAcks,
-	}).SetupWithManager(ctx, mgr); err != nil {
+		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindMeshService],
+	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MeshService reconciler: %w", err)
 	}
 	if err := (&TrafficPolicyReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerTrafficPolicy), Readiness: readiness,
-		Proxies: o.Proxies, Acks: tpAcks,
-	}).SetupWithManager(ctx, mgr); err != nil {
+		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindTrafficPolicy],
+	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the TrafficPolicy reconciler: %w", err)
 	}
 	if err := (&PeerAuthenticationReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerPeerAuthentication), Readiness: readiness,
-		MeshNamespace: o.MeshNamespace,
+		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindPeerAuthentication],
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the PeerAuthentication reconciler: %w", err)
 	}
@@ -104,60 +101,19 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			ctrl.LoggerFrom(ctx).V(1).Info("Rebuilt the mesh model", "services", len(m.Order))
 		}
 	}
-	if err := mgr.Add(&ModelWatcher{
+	if err := mgr.Add(&watch.Watcher{
 		Cache: mgr.GetCache(), Reader: mgr.GetClient(), Clock: clock.RealClock{},
 		Quiet: cmp.Or(o.ModelQuiet, 100*time.Millisecond), MaxDelay: cmp.Or(o.ModelMaxDelay, time.Second),
-		ClusterDomain: cmp.Or(o.ClusterDomain, "cluster.local"), Publish: onModel,
+		ClusterDomain: cmp.Or(o.ClusterDomain, "cluster.local"),
+		// Proxies first, then the status writers: a verdict is never
+		// written before the model that holds it is served.
+		Publish: func(ctx context.Context, m *mesh.Model) {
+			onModel(ctx, m)
+			board.publish(m)
+		},
 		MeshNamespace: o.MeshNamespace, TrustDomain: cmp.Or(o.TrustDomain, "cluster.local"),
 	}); err != nil {
 		return fmt.Errorf("adding the mesh model watcher: %w", err)
 	}
 	return nil
-}
-
-// ackRelay turns "what the proxies acknowledged changed" into a look at
-// every MeshService and TrafficPolicy (the reconcilers send nothing when
-// nothing changed for them).
-type ackRelay struct {
-	proxies      ProxyView
-	reader       client.Reader
-	meshServices chan<- event.GenericEvent
-	policies     chan<- event.GenericEvent
-}
-
-// NeedLeaderElection is true: only the leader writes status.
-func (a *ackRelay) NeedLeaderElection() bool { return true }
-
-func (a *ackRelay) Start(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-a.proxies.Changes():
-		}
-		var mss meshv1.MeshServiceList
-		var tps meshv1.TrafficPolicyList
-		if err := a.reader.List(ctx, &mss); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing MeshServices after an acknowledgement failed")
-			continue
-		}
-		if err := a.reader.List(ctx, &tps); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing TrafficPolicies after an acknowledgement failed")
-			continue
-		}
-		for i := range mss.Items {
-			select {
-			case a.meshServices <- event.GenericEvent{Object: &mss.Items[i]}:
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		for i := range tps.Items {
-			select {
-			case a.policies <- event.GenericEvent{Object: &tps.Items[i]}:
-			case <-ctx.Done():
-				return nil
-			}
-		}
-	}
 }

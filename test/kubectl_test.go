@@ -120,7 +120,10 @@ func TestKubectlPlugin(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv := server.New("127.0.0.1:0", logr.Discard())
+	srv, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() { _ = srv.Start(ctx) }()
 	addr, err := srv.Addr(ctx)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,9 +179,9 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	must(err)
 	root := &identity.RootLoader{Client: c, Namespace: "weft-system", TrustDomain: "cluster.local", Log: logr.Discard()}
 	must(mgr.Add(root))
-	xs := server.New("127.0.0.1:0", log)
-	xs.ProxylessMTLS = true
-	xs.PodCertificates, xs.PodCertificateSigner = mgr.GetClient(), "weft.dev/workload"
+	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log, ProxylessMTLS: true,
+		PodCertificates: mgr.GetClient(), PodCertificateSigner: "weft.dev/workload"})
+	must(err)
 	must(mgr.Add(xs))
 	must(controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", TrustDomain: "cluster.local",
 		OnModel: xs.OnModel, Proxies: xs, Bundle: root.Bundle,
@@ -281,6 +282,21 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 		t.Errorf("mTLS between the wrong identities: %+v", first)
 	}
 	t.Logf("mTLS: %s → %s (%s)", first.Caller, first.Server, first.Backend)
+
+	// The PeerAuthentication's Ready counts the proxies whose configuration
+	// its mode shapes (every proxy that received a service it made STRICT)
+	// and says they run its generation.
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pa), pa); err != nil {
+			return err
+		}
+		r := meta.FindStatusCondition(pa.Status.Conditions, meshv1.ConditionReady)
+		if r == nil || r.Status != metav1.ConditionTrue || r.ObservedGeneration != pa.Generation ||
+			!strings.HasPrefix(r.Message, "All ") || !strings.Contains(r.Message, fmt.Sprintf("acknowledged generation %d", pa.Generation)) {
+			return fmt.Errorf("PeerAuthentication Ready: %+v", r)
+		}
+		return nil
+	}))
 
 	// weft status shows each proxy's identity and pod certificate.
 	// (It reads the PodCertificateRequests from the manager's cache.)

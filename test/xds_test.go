@@ -53,7 +53,10 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	xs := server.New("127.0.0.1:0", log)
+	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := mgr.Add(xs); err != nil {
 		t.Fatal(err)
 	}

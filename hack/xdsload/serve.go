@@ -61,7 +61,10 @@ type loadMesh struct {
 func runServer(ctx context.Context, n int, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := server.New("127.0.0.1:0", logr.Discard())
+	srv, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Start(ctx) }()
 	addr, err := srv.Addr(ctx)
@@ -150,7 +153,6 @@ func (lm *loadMesh) event(ctx context.Context, srv *server.Server, kind string) 
 		tp := &lm.in.TrafficPolicies[lm.flips%len(lm.in.TrafficPolicies)]
 		lm.flips++
 		tp.Generation++
-		tp.Status.Conditions = xdstest.InForce(tp.Generation)
 		b := tp.Spec.HTTP[0].Backends
 		b[0].Weight, b[1].Weight = b[0].Weight-1, b[1].Weight+1
 		if b[1].Weight > 50 {

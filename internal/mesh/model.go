@@ -1,6 +1,8 @@
 // Package mesh holds weft's model of the mesh: an immutable value built
-// from the objects the controllers watch, by a pure function. Translation
-// to xDS reads only this model.
+// from the objects weft watches, by one pure function that also judges
+// every MeshService, TrafficPolicy and PeerAuthentication (its verdict:
+// Accepted, ResolvedRefs, why, and which field). Translation to xDS reads
+// only the model; the status writers write only its verdicts.
 package mesh
 
 import (
@@ -10,30 +12,32 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Input is what the model is built from: the informer caches' contents.
 type Input struct {
-	ClusterDomain   string
-	Services        []corev1.Service
-	EndpointSlices  []discoveryv1.EndpointSlice
-	Pods            []corev1.Pod
+	ClusterDomain  string
+	Services       []corev1.Service
+	EndpointSlices []discoveryv1.EndpointSlice
+	Pods           []corev1.Pod
+	// Namespaces say which namespaces opted into the mesh (the
+	// PeerAuthentications of the mesh namespace cover their pods).
+	Namespaces      []corev1.Namespace
 	MeshServices    []meshv1.MeshService
 	TrafficPolicies []meshv1.TrafficPolicy
-	// PeerAuthentications set each pod's mTLS mode; those in force (their
-	// current generation accepted) count.
+	// PeerAuthentications set each pod's mTLS mode; those whose current
+	// generation is accepted count.
 	PeerAuthentications []meshv1.PeerAuthentication
 	// MeshNamespace holds the mesh-wide PeerAuthentication (default
 	// weft-system); TrustDomain names identities (default cluster.local).
 	MeshNamespace string
 	TrustDomain   string
 	// LastGood is what the previous model applied (its Applied): a
-	// MeshService or TrafficPolicy whose current generation is refused or
-	// not yet reconciled keeps its last good generation in force.
+	// MeshService or TrafficPolicy whose current generation is refused
+	// keeps its last good generation in force.
 	LastGood Applied
 }
 
@@ -54,6 +58,13 @@ type Model struct {
 	// Applied is what the model applies; the next build takes it as
 	// LastGood.
 	Applied Applied
+	// Verdicts judge every MeshService, TrafficPolicy and
+	// PeerAuthentication of the input, in its current generation.
+	Verdicts map[Ref]Verdict
+	// Shaping are the PeerAuthentications that set the mTLS mode of at
+	// least one endpoint in the model, with the generation in force: the
+	// ones whose acknowledgement proxies owe.
+	Shaping map[Ref]int64
 }
 
 // Service is one MeshService that resolved.
@@ -123,48 +134,45 @@ type Route struct {
 // Key is a service's map key.
 func Key(namespace, name string) string { return namespace + "/" + name }
 
-// Build makes the model from its input. It applies a MeshService only when
-// its Accepted and ResolvedRefs conditions are True for its generation (what
-// the reconcilers decided), and a TrafficPolicy likewise: resources that
-// cannot be applied leave nothing half-applied in the model. When the
-// current generation is refused, or not reconciled yet, the last good
-// generation (in.LastGood) stays in force, so that a bad edit, or the
-// moment before the reconciler has looked at a good one, changes no
-// traffic.
+// Build makes the model from its input and judges every object in it. It
+// applies a MeshService or TrafficPolicy only when its verdict accepts and
+// resolves its current generation, so that resources that cannot be
+// applied leave nothing half-applied; when the current generation is
+// refused, the last good one (in.LastGood) stays in force, so that a bad
+// edit changes no traffic.
 func Build(in Input) *Model {
 	domain := cmp.Or(in.ClusterDomain, "cluster.local")
-	pa := newPeerAuth(in.PeerAuthentications, cmp.Or(in.MeshNamespace, "weft-system"))
+	meshNamespace := cmp.Or(in.MeshNamespace, "weft-system")
 	trustDomain := cmp.Or(in.TrustDomain, "cluster.local")
-	svcs := map[string]*corev1.Service{}
-	for i := range in.Services {
-		s := &in.Services[i]
-		svcs[Key(s.Namespace, s.Name)] = s
-	}
-	pods := map[string]*corev1.Pod{}
-	for i := range in.Pods {
-		p := &in.Pods[i]
-		pods[Key(p.Namespace, p.Name)] = p
-	}
-	slicesBySvc := map[string][]*discoveryv1.EndpointSlice{}
-	for i := range in.EndpointSlices {
-		sl := &in.EndpointSlices[i]
-		if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" {
-			k := Key(sl.Namespace, name)
-			slicesBySvc[k] = append(slicesBySvc[k], sl)
+	ix := newIndex(in)
+	m := &Model{Services: map[string]*Service{}, Verdicts: map[Ref]Verdict{}, Shaping: map[Ref]int64{},
+		Applied: Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}}}
+
+	pods := newPodIndex(in.Pods, in.Namespaces, wire.LabelInject, wire.InjectEnabled)
+	var inForcePAs []*meshv1.PeerAuthentication
+	for i := range in.PeerAuthentications {
+		pa := &in.PeerAuthentications[i]
+		v := judgePeerAuth(peerAuthScopeOf(pa, ix.peerAuths[pa.Namespace], pods, meshNamespace))
+		m.Verdicts[Ref{KindPeerAuthentication, pa.Namespace, pa.Name}] = v
+		if v.InForce() {
+			inForcePAs = append(inForcePAs, pa)
 		}
 	}
+	pa := newPeerAuth(inForcePAs, meshNamespace)
 
-	m := &Model{Services: map[string]*Service{}, Applied: Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}}}
 	for i := range in.MeshServices {
 		ms := &in.MeshServices[i]
-		if !inForce(ms.Status.Conditions, ms.Generation) {
+		key := Key(ms.Namespace, ms.Spec.ServiceName)
+		v := judgeMeshService(meshServiceScope{ms: ms, svc: ix.services[key], slices: ix.slices[key], claimants: ix.claimants[key]})
+		m.Verdicts[Ref{KindMeshService, ms.Namespace, ms.Name}] = v
+		if !v.InForce() {
 			last, ok := in.LastGood.MeshServices[Key(ms.Namespace, ms.Name)]
 			if !ok || last.UID != ms.UID {
 				continue
 			}
 			ms = &last
 		}
-		svc := svcs[Key(ms.Namespace, ms.Spec.ServiceName)]
+		svc := ix.services[Key(ms.Namespace, ms.Spec.ServiceName)]
 		if svc == nil {
 			continue
 		}
@@ -190,7 +198,7 @@ func Build(in Input) *Model {
 					TargetName: sp.Name, TargetNumber: sp.TargetPort.IntVal})
 			}
 		}
-		s.Endpoints = endpoints(slicesBySvc[Key(svc.Namespace, svc.Name)], pods, pa, trustDomain)
+		s.Endpoints = endpoints(ix.slices[Key(svc.Namespace, svc.Name)], ix.pods, pa, trustDomain, m.Shaping)
 		m.Services[Key(s.Namespace, s.Name)] = s
 		// A copy: the next build must see this generation whatever becomes of
 		// the input.
@@ -198,7 +206,9 @@ func Build(in Input) *Model {
 	}
 	for i := range in.TrafficPolicies {
 		tp := &in.TrafficPolicies[i]
-		if !inForce(tp.Status.Conditions, tp.Generation) {
+		v := judgeTrafficPolicy(ix.policyScope(tp))
+		m.Verdicts[Ref{KindTrafficPolicy, tp.Namespace, tp.Name}] = v
+		if !v.InForce() {
 			last, ok := in.LastGood.TrafficPolicies[Key(tp.Namespace, tp.Name)]
 			if !ok || last.UID != tp.UID {
 				continue
@@ -222,22 +232,77 @@ func Build(in Input) *Model {
 	return m
 }
 
-// inForce says whether a resource's reconciler accepted and resolved its
-// current generation.
-func inForce(conds []metav1.Condition, gen int64) bool {
-	for _, t := range []string{meshv1.ConditionAccepted, meshv1.ConditionResolvedRefs} {
-		c := meta.FindStatusCondition(conds, t)
-		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != gen {
-			return false
+// index finds the input's objects by the names others use for them.
+type index struct {
+	// services and slices by "<namespace>/<Service name>"; pods by
+	// "<namespace>/<name>".
+	services map[string]*corev1.Service
+	slices   map[string][]*discoveryv1.EndpointSlice
+	pods     map[string]*corev1.Pod
+	// meshServices by "<namespace>/<name>"; claimants, the MeshServices
+	// naming each Service, by "<namespace>/<Service name>"; rivals, the
+	// TrafficPolicies on each MeshService, by "<namespace>/<name>".
+	meshServices map[string]*meshv1.MeshService
+	claimants    map[string][]meshv1.MeshService
+	rivals       map[string][]meshv1.TrafficPolicy
+	// peerAuths by namespace.
+	peerAuths map[string][]meshv1.PeerAuthentication
+}
+
+func newIndex(in Input) index {
+	ix := index{services: map[string]*corev1.Service{}, slices: map[string][]*discoveryv1.EndpointSlice{}, pods: map[string]*corev1.Pod{},
+		meshServices: map[string]*meshv1.MeshService{}, claimants: map[string][]meshv1.MeshService{},
+		rivals: map[string][]meshv1.TrafficPolicy{}, peerAuths: map[string][]meshv1.PeerAuthentication{}}
+	for i := range in.Services {
+		s := &in.Services[i]
+		ix.services[Key(s.Namespace, s.Name)] = s
+	}
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		ix.pods[Key(p.Namespace, p.Name)] = p
+	}
+	for i := range in.EndpointSlices {
+		sl := &in.EndpointSlices[i]
+		if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" {
+			k := Key(sl.Namespace, name)
+			ix.slices[k] = append(ix.slices[k], sl)
 		}
 	}
-	return true
+	for i := range in.MeshServices {
+		ms := &in.MeshServices[i]
+		ix.meshServices[Key(ms.Namespace, ms.Name)] = ms
+		k := Key(ms.Namespace, ms.Spec.ServiceName)
+		ix.claimants[k] = append(ix.claimants[k], *ms)
+	}
+	for _, tp := range in.TrafficPolicies {
+		k := Key(tp.Namespace, tp.Spec.TargetRef.Name)
+		ix.rivals[k] = append(ix.rivals[k], tp)
+	}
+	for _, pa := range in.PeerAuthentications {
+		ix.peerAuths[pa.Namespace] = append(ix.peerAuths[pa.Namespace], pa)
+	}
+	return ix
+}
+
+// policyScope gathers what a TrafficPolicy's verdict depends on.
+func (ix index) policyScope(tp *meshv1.TrafficPolicy) trafficPolicyScope {
+	s := trafficPolicyScope{tp: tp, target: ix.meshServices[Key(tp.Namespace, tp.Spec.TargetRef.Name)],
+		mirrors: map[string]*meshv1.MeshService{}, rivals: ix.rivals[Key(tp.Namespace, tp.Spec.TargetRef.Name)]}
+	for _, route := range tp.Spec.HTTP {
+		if route.Mirror != nil {
+			if ms := ix.meshServices[Key(tp.Namespace, route.Mirror.Name)]; ms != nil {
+				s.mirrors[route.Mirror.Name] = ms
+			}
+		}
+	}
+	return s
 }
 
 // endpoints flattens slices into endpoints: ready ones, and terminating
 // ones that still serve (so connections drain instead of being cut). An
 // address in two slices appears once.
-func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa *peerAuth, trustDomain string) []Endpoint {
+// The PeerAuthentications that set a mode are added to shaping.
+func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa *peerAuth, trustDomain string, shaping map[Ref]int64) []Endpoint {
 	seen := map[string]bool{}
 	var out []Endpoint
 	for _, sl := range sls {
@@ -264,7 +329,11 @@ func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa
 				if pod := pods[e.Pod]; pod != nil {
 					e.Labels = pod.Labels
 					e.Identity = SPIFFEID(trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)
-					e.MTLS, e.PortMTLS = pa.modeOf(pod)
+					var by []*meshv1.PeerAuthentication
+					e.MTLS, e.PortMTLS, by = pa.modeOf(pod)
+					for _, p := range by {
+						shaping[Ref{KindPeerAuthentication, p.Namespace, p.Name}] = p.Generation
+					}
 				}
 			}
 			out = append(out, e)

@@ -20,9 +20,10 @@ func weights(s *mesh.Service) []int32 {
 	return out
 }
 
-// An edit that is refused, or not reconciled yet, leaves the last good
-// generation of a TrafficPolicy and of a MeshService in force; one
-// accepted takes over; a new object of the same name does not inherit.
+// An edit that is refused leaves the last good generation of a
+// TrafficPolicy and of a MeshService in force, and its verdict says why and
+// which field; one accepted takes over at once; a new object of the same
+// name does not inherit.
 func TestLastGoodGenerationStaysInForce(t *testing.T) {
 	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080), xdstest.Ready("reviews-v2", "v2", "10.1.0.2", 9080))
 	in.TrafficPolicies[0].UID, in.MeshServices[0].UID = types.UID("tp-1"), types.UID("ms-1")
@@ -33,43 +34,53 @@ func TestLastGoodGenerationStaysInForce(t *testing.T) {
 		t.Fatal("the fixture's policy is not in force")
 	}
 	gen := in.TrafficPolicies[0].Generation
+	policy := mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: "bookinfo", Name: "canary"}
 
-	// The user edits the weights; the reconciler has not looked yet.
+	// The user edits the weights and names a subset that does not exist.
 	tp := &in.TrafficPolicies[0]
 	tp.Generation = gen + 1
-	tp.Spec.HTTP[len(tp.Spec.HTTP)-1].Backends = []meshv1.WeightedBackend{{Subset: "v1", Weight: 50}, {Subset: "v2", Weight: 50}}
+	last := len(tp.Spec.HTTP) - 1
+	tp.Spec.HTTP[last].Backends = []meshv1.WeightedBackend{{Subset: "v1", Weight: 50}, {Subset: "v9", Weight: 50}}
 	in.LastGood = good.Applied
-	pending := mesh.Build(in)
-	if got := weights(pending.Services["bookinfo/reviews"]); !equal(got, want) || pending.Services["bookinfo/reviews"].PolicyGeneration != gen {
-		t.Fatalf("before the reconciler looked: weights %v generation %d, want the last good %v of generation %d", got, pending.Services["bookinfo/reviews"].PolicyGeneration, want, gen)
-	}
-	// The reconciler refuses it.
-	tp.Status.Conditions = xdstest.InForce(gen + 1)
-	tp.Status.Conditions[1].Status = "False"
-	in.LastGood = pending.Applied
 	refused := mesh.Build(in)
-	if got := weights(refused.Services["bookinfo/reviews"]); !equal(got, want) {
-		t.Fatalf("refused: weights %v, want the last good %v", got, want)
+	if got := weights(refused.Services["bookinfo/reviews"]); !equal(got, want) || refused.Services["bookinfo/reviews"].PolicyGeneration != gen {
+		t.Fatalf("refused: weights %v generation %d, want the last good %v of generation %d", got, refused.Services["bookinfo/reviews"].PolicyGeneration, want, gen)
 	}
-	// Accepted at last.
-	tp.Status.Conditions = xdstest.InForce(gen + 1)
+	v := refused.Verdicts[policy]
+	if v.Generation != gen+1 || v.InForce() || v.ResolvedRefs.Reason != meshv1.ReasonSubsetNotFound ||
+		v.ResolvedRefs.Field != "spec.http[1].backends[1].subset" || !v.Accepted.OK {
+		t.Fatalf("refused: verdict %+v", v)
+	}
+	// Corrected: in force at once.
+	tp.Generation = gen + 2
+	tp.Spec.HTTP[last].Backends[1].Subset = "v2"
 	in.LastGood = refused.Applied
 	accepted := mesh.Build(in)
 	if got := weights(accepted.Services["bookinfo/reviews"]); !equal(got, append(want[:len(want)-2:len(want)-2], 50, 50)) {
 		t.Fatalf("accepted: weights %v", got)
 	}
+	if v := accepted.Verdicts[policy]; !v.InForce() || v.Generation != gen+2 {
+		t.Fatalf("accepted: verdict %+v", v)
+	}
 
-	// A MeshService edit that is refused keeps the service served.
+	// A MeshService edit that is refused (a port its Service lacks) keeps
+	// the service served as it was.
 	ms := &in.MeshServices[0]
 	ms.Generation++
+	ms.Spec.Ports = append(ms.Spec.Ports, meshv1.MeshServicePort{Port: 9999, Protocol: meshv1.ProtocolHTTP})
 	in.LastGood = accepted.Applied
-	if m := mesh.Build(in); m.Services["bookinfo/reviews"] == nil {
-		t.Fatal("a MeshService edit not reconciled yet took the service out of the mesh")
+	m := mesh.Build(in)
+	if s := m.Services["bookinfo/reviews"]; s == nil || len(s.Ports) != 1 || s.Generation != ms.Generation-1 {
+		t.Fatalf("a refused MeshService edit changed the service: %+v", s)
 	}
-	// A new policy of the same name, not accepted, does not inherit the
-	// old one's routes.
+	if v := m.Verdicts[mesh.Ref{Kind: mesh.KindMeshService, Namespace: "bookinfo", Name: "reviews"}]; v.ResolvedRefs.Reason != meshv1.ReasonPortNotFound || v.ResolvedRefs.Field != "spec.ports[1].port" {
+		t.Fatalf("MeshService verdict %+v", v)
+	}
+	// A new policy of the same name, refused, does not inherit the old
+	// one's routes.
 	tp.UID = types.UID("tp-2")
-	tp.Status.Conditions[0].Status = "False"
+	tp.Spec.HTTP[last].Backends[1].Subset = "v9"
+	in.LastGood = m.Applied
 	if m := mesh.Build(in); len(weights(m.Services["bookinfo/reviews"])) != 0 {
 		t.Fatal("a recreated policy inherited its predecessor's last good generation")
 	}

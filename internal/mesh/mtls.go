@@ -16,8 +16,8 @@ const DefaultMTLS = meshv1.MTLSPermissive
 
 // peerAuth holds the PeerAuthentications in force, by scope, to find the
 // one that covers a pod: the narrowest wins (workload over namespace over
-// mesh), and of two of one scope (a conflict the reconciler reports) the
-// older.
+// mesh). Of two of one scope the verdicts accept only the older (Older),
+// except workload policies whose pods are disjoint.
 type peerAuth struct {
 	meshNamespace string
 	mesh          *meshv1.PeerAuthentication
@@ -30,44 +30,33 @@ type selected struct {
 	sel labels.Selector
 }
 
-func older(a, b *meshv1.PeerAuthentication) int {
-	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Name, b.Name)
-}
-
 // newPeerAuth indexes the PeerAuthentications whose current generation
-// was accepted.
-func newPeerAuth(pas []meshv1.PeerAuthentication, meshNamespace string) *peerAuth {
+// the verdicts accepted.
+func newPeerAuth(pas []*meshv1.PeerAuthentication, meshNamespace string) *peerAuth {
 	p := &peerAuth{meshNamespace: meshNamespace, namespace: map[string]*meshv1.PeerAuthentication{}, workload: map[string][]selected{}}
-	for i := range pas {
-		pa := &pas[i]
-		if !inForce(pa.Status.Conditions, pa.Generation) {
-			continue
-		}
+	for _, pa := range pas {
 		if pa.Spec.Selector != nil {
 			sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
 			if err != nil {
-				continue // refused at admission or by the reconciler
+				continue // its verdict refuses it
 			}
 			p.workload[pa.Namespace] = append(p.workload[pa.Namespace], selected{pa: pa, sel: sel})
 			continue
 		}
-		if cur := p.namespace[pa.Namespace]; cur == nil || older(pa, cur) < 0 {
+		if cur := p.namespace[pa.Namespace]; cur == nil || Older(pa, cur) < 0 {
 			p.namespace[pa.Namespace] = pa
 		}
 	}
 	p.mesh = p.namespace[meshNamespace]
 	for ns := range p.workload {
-		slices.SortFunc(p.workload[ns], func(a, b selected) int { return older(a.pa, b.pa) })
+		slices.SortFunc(p.workload[ns], func(a, b selected) int { return Older(a.pa, b.pa) })
 	}
 	return p
 }
 
-// modeOf returns a pod's mTLS mode and its per-port overrides (nil when
-// there are none).
-func (p *peerAuth) modeOf(pod *corev1.Pod) (meshv1.MTLSMode, map[int32]meshv1.MTLSMode) {
+// modeOf returns a pod's mTLS mode, its per-port overrides (nil when there
+// are none), and the PeerAuthentications that set them.
+func (p *peerAuth) modeOf(pod *corev1.Pod) (meshv1.MTLSMode, map[int32]meshv1.MTLSMode, []*meshv1.PeerAuthentication) {
 	var chain []*meshv1.PeerAuthentication
 	for _, w := range p.workload[pod.Namespace] {
 		if w.sel.Matches(labels.Set(pod.Labels)) {
@@ -82,9 +71,11 @@ func (p *peerAuth) modeOf(pod *corev1.Pod) (meshv1.MTLSMode, map[int32]meshv1.MT
 		chain = append(chain, p.mesh)
 	}
 	mode := DefaultMTLS
+	var by []*meshv1.PeerAuthentication
 	for _, pa := range chain {
 		if pa.Spec.Mode != "" {
 			mode = pa.Spec.Mode
+			by = append(by, pa)
 			break
 		}
 	}
@@ -94,8 +85,11 @@ func (p *peerAuth) modeOf(pod *corev1.Pod) (meshv1.MTLSMode, map[int32]meshv1.MT
 		for _, pl := range chain[0].Spec.PortLevel {
 			ports[pl.Port] = pl.Mode
 		}
+		if len(by) == 0 || by[0] != chain[0] {
+			by = append(by, chain[0])
+		}
 	}
-	return mode, ports
+	return mode, ports, by
 }
 
 // ModeFor returns the endpoint's mTLS mode on one of its ports.

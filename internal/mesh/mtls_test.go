@@ -10,24 +10,20 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 )
 
-func inForcePA(ns, name string, created time.Time, spec meshv1.PeerAuthenticationSpec) meshv1.PeerAuthentication {
-	return meshv1.PeerAuthentication{
+func inForcePA(ns, name string, created time.Time, spec meshv1.PeerAuthenticationSpec) *meshv1.PeerAuthentication {
+	return &meshv1.PeerAuthentication{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, CreationTimestamp: metav1.NewTime(created)},
 		Spec:       spec,
-		Status: meshv1.PeerAuthenticationStatus{Status: meshv1.Status{Conditions: []metav1.Condition{
-			{Type: meshv1.ConditionAccepted, Status: metav1.ConditionTrue, ObservedGeneration: 1},
-			{Type: meshv1.ConditionResolvedRefs, Status: metav1.ConditionTrue, ObservedGeneration: 1},
-		}}},
 	}
 }
 
 // TestModeOf: the narrowest PeerAuthentication in force sets a pod's mode;
 // one without a mode inherits from the next wider; port-level overrides
-// come from the workload policy; a policy not in force counts for nothing.
+// come from the workload policy, and of two the older counts.
 func TestModeOf(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	strict, disable := meshv1.MTLSStrict, meshv1.MTLSDisable
-	pas := []meshv1.PeerAuthentication{
+	pas := []*meshv1.PeerAuthentication{
 		inForcePA("weft-system", "mesh", t0, meshv1.PeerAuthenticationSpec{Mode: strict}),
 		inForcePA("legacy", "default", t0, meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSPermissive}),
 		inForcePA("legacy", "db", t0, meshv1.PeerAuthenticationSpec{
@@ -38,9 +34,6 @@ func TestModeOf(t *testing.T) {
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Mode: strict,
 		}),
 	}
-	notInForce := inForcePA("shop", "default", t0, meshv1.PeerAuthenticationSpec{Mode: disable})
-	notInForce.Generation = 2
-	pas = append(pas, notInForce)
 	p := newPeerAuth(pas, "weft-system")
 	pod := func(ns string, lbls map[string]string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p", Labels: lbls}}
@@ -57,7 +50,7 @@ func TestModeOf(t *testing.T) {
 		// namespace's applies, with its port override.
 		{"workload, inheriting its mode", pod("legacy", map[string]string{"app": "db"}), meshv1.MTLSPermissive, map[int32]meshv1.MTLSMode{5432: disable}},
 	} {
-		mode, ports := p.modeOf(c.pod)
+		mode, ports, _ := p.modeOf(c.pod)
 		if mode != c.mode || len(ports) != len(c.ports) || ports[5432] != c.ports[5432] {
 			t.Errorf("%s: %s %v, want %s %v", c.name, mode, ports, c.mode, c.ports)
 		}
@@ -65,7 +58,7 @@ func TestModeOf(t *testing.T) {
 	if got := newPeerAuth(nil, "weft-system"); got.mesh != nil {
 		t.Error("a mesh-wide policy from nothing")
 	}
-	if mode, _ := newPeerAuth(nil, "weft-system").modeOf(pod("shop", nil)); mode != DefaultMTLS {
+	if mode, _, by := newPeerAuth(nil, "weft-system").modeOf(pod("shop", nil)); mode != DefaultMTLS || len(by) != 0 {
 		t.Errorf("no policy: %s, want %s", mode, DefaultMTLS)
 	}
 	e := Endpoint{MTLS: strict, PortMTLS: map[int32]meshv1.MTLSMode{5432: disable}}

@@ -83,6 +83,10 @@ type node struct {
 	versions map[string]string
 	needed   map[string]string
 	answered map[string]bool
+	// asked holds the types the proxy ever asked for: it holds its
+	// configuration once it acknowledged those. A gRPC server that asks
+	// only for its Listener owes no clusters.
+	asked map[string]bool
 	// sent is the version last sent per type; nacked the version the
 	// proxy rejected, which is not sent again.
 	sent    map[string]string
@@ -151,7 +155,7 @@ func (c *Cache) Marshals() int64 { return c.marshals.Load() }
 func (c *Cache) nodeLocked(id string) *node {
 	n := c.nodes[id]
 	if n == nil {
-		n = &node{id: id, versions: map[string]string{}, needed: map[string]string{}, answered: map[string]bool{},
+		n = &node{id: id, versions: map[string]string{}, needed: map[string]string{}, answered: map[string]bool{}, asked: map[string]bool{},
 			sent: map[string]string{}, nacked: map[string]string{}, watches: map[*watch]struct{}{},
 			changes: map[string]uint64{}, journal: map[string][]change{}, deltas: map[*DeltaStream]struct{}{}}
 		c.nodes[id] = n
@@ -430,8 +434,8 @@ func (c *Cache) RemoveProxy(id string) {
 	c.RemoveResources(ProxySet(id))
 }
 
-// Versions returns the version of each type that the proxy must
-// acknowledge to hold its current configuration.
+// Versions returns the version of each type that the proxy asked for and
+// must acknowledge to hold its current configuration.
 func (c *Cache) Versions(id string) map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -439,7 +443,13 @@ func (c *Cache) Versions(id string) map[string]string {
 	if n == nil {
 		return nil
 	}
-	return maps.Clone(n.needed)
+	out := make(map[string]string, len(n.needed))
+	for t, v := range n.needed {
+		if n.asked[t] {
+			out[t] = v
+		}
+	}
+	return out
 }
 
 // changedLocked brings a node's versions up to date after the names in
@@ -606,6 +616,7 @@ func (c *Cache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch c
 	if req.GetErrorDetail() != nil {
 		n.nacked[req.GetTypeUrl()] = n.sent[req.GetTypeUrl()]
 	}
+	n.asked[req.GetTypeUrl()] = true
 	w := &watch{req: req, sub: sub, ch: ch}
 	if resp := c.respondLocked(n, w); resp != nil {
 		c.mu.Unlock()

@@ -174,6 +174,7 @@ func (c *Cache) deltaRequest(ds *DeltaStream, req *discovery.DeltaDiscoveryReque
 		ds.node.deltas[ds] = struct{}{}
 	}
 	typeURL := req.GetTypeUrl()
+	ds.node.asked[typeURL] = true
 	t := ds.types[typeURL]
 	if t == nil {
 		// The first request of a type that names nothing subscribes to

@@ -87,7 +87,7 @@ type authFixture struct {
 
 const authHost = "weft-controller.weft-system.svc"
 
-func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Server, *authFixture)) *authFixture {
+func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Options, *authFixture)) *authFixture {
 	t.Helper()
 	env := testenv.ForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -114,13 +114,15 @@ func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Serve
 	f.root, err = identity.NewRoot("cluster.local", time.Now(), time.Hour)
 	must(err)
 	f.reviews = &countingReviewer{Reviewer: auth.ClientReviewer{Client: f.c}}
-	f.srv = New("127.0.0.1:0", logr.Discard())
-	f.srv.Auth = &auth.Authenticator{Reviewer: f.reviews, Pods: f.c}
-	f.srv.TLS = identity.ServerTLS(f.meshRoot, []string{authHost},
-		identity.ID{TrustDomain: "cluster.local", Namespace: "weft-system", ServiceAccount: "weft-controller"})
+	o := Options{Address: "127.0.0.1:0", Log: logr.Discard(),
+		Auth: &auth.Authenticator{Reviewer: f.reviews, Pods: f.c},
+		TLS: identity.ServerTLS(f.meshRoot, []string{authHost},
+			identity.ID{TrustDomain: "cluster.local", Namespace: "weft-system", ServiceAccount: "weft-controller"})}
 	if configure != nil {
-		configure(f.srv, f)
+		configure(&o, f)
 	}
+	f.srv, err = New(o)
+	must(err)
 	go func() { _ = f.srv.Start(ctx) }()
 	f.addr, err = f.srv.Addr(ctx)
 	must(err)
@@ -223,7 +225,7 @@ func (f *authFixture) dial(t *testing.T, tok string) *grpc.ClientConn {
 }
 
 func TestStreamsProveTheirPod(t *testing.T) {
-	f := newAuthFixture(t, map[string]string{"a": "client", "b": "client"}, func(s *Server, _ *authFixture) { s.StatusAddress = "127.0.0.1:0" })
+	f := newAuthFixture(t, map[string]string{"a": "client", "b": "client"}, func(s *Options, _ *authFixture) { s.StatusAddress = "127.0.0.1:0" })
 	ctx, c, pods, srv, reviews := f.ctx, f.c, f.pods, f.srv, f.reviews
 	must := func(err error) {
 		t.Helper()
@@ -322,7 +324,7 @@ func TestStreamsProveTheirPod(t *testing.T) {
 // a certificate of another CA, or none, proves nothing. A stream so proved
 // gets its identity's SDS certificate.
 func TestClientCertificatesProveAServiceAccount(t *testing.T) {
-	f := newAuthFixture(t, map[string]string{"a": "client", "c": "other"}, func(s *Server, f *authFixture) {
+	f := newAuthFixture(t, map[string]string{"a": "client", "c": "other"}, func(s *Options, f *authFixture) {
 		s.Auth.Roots = func() *x509.CertPool {
 			pool := x509.NewCertPool()
 			pool.AppendCertsFromPEM(f.meshRoot().Bundle)

@@ -19,13 +19,16 @@ import (
 func BenchmarkEndpointChange(b *testing.B) {
 	for _, tc := range []struct{ services, proxies int }{{100, 100}, {1000, 100}, {1000, 1000}} {
 		b.Run(fmt.Sprintf("services=%d/proxies=%d", tc.services, tc.proxies), func(b *testing.B) {
-			s := New("127.0.0.1:0", logr.Discard())
+			s, err := New(Options{Address: "127.0.0.1:0", Log: logr.Discard()})
+			if err != nil {
+				b.Fatal(err)
+			}
 			base := xdstest.ScaleInput(tc.services)
 			s.OnModel(context.Background(), mesh.Build(base))
 			for i := range tc.proxies {
 				id := fmt.Sprintf("proxy-%d", i)
 				s.proxies[id] = translate.Proxy{ID: id, Flavour: wire.FlavourGRPC}
-				s.acks[id] = newAckState()
+				s.acks.Connect(id)
 				s.pushLocked(id, s.proxies[id])
 			}
 			// Two models that differ in one endpoint's readiness.

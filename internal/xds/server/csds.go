@@ -61,7 +61,8 @@ func (s *Server) clientStatusLocked() (*statusv3.ClientStatusResponse, []podCert
 	out := &statusv3.ClientStatusResponse{}
 	var pending []podCertPending
 	for _, id := range s.proxyIDsLocked() {
-		p, a := s.proxies[id], s.acks[id]
+		p := s.proxies[id]
+		acked, nacked := s.acks.Replies(id)
 		meta := map[string]*structpb.Value{wire.MetaFlavour: structpb.NewStringValue(string(p.Flavour))}
 		// What the proxy proved, and the certificate weft serves it, if any.
 		if who, ok := s.proxyIdentity[id]; ok {
@@ -82,14 +83,14 @@ func (s *Server) clientStatusLocked() (*statusv3.ClientStatusResponse, []podCert
 		}
 		slices.Sort(types)
 		for _, t := range types {
-			x := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: t, VersionInfo: a.ackedVersions[t]}
+			x := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: t, VersionInfo: acked[t]}
 			switch {
-			case a.nacks[t] != "":
+			case nacked[t] != "":
 				x.ConfigStatus, x.ClientStatus = statusv3.ConfigStatus_ERROR, adminv3.ClientResourceStatus_NACKED
-				x.ErrorState = &adminv3.UpdateFailureState{Details: a.nacks[t]}
-			case a.ackedVersions[t] == versions[t]:
+				x.ErrorState = &adminv3.UpdateFailureState{Details: nacked[t]}
+			case acked[t] == versions[t]:
 				x.ConfigStatus, x.ClientStatus = statusv3.ConfigStatus_SYNCED, adminv3.ClientResourceStatus_ACKED
-			case a.ackedVersions[t] == "":
+			case acked[t] == "":
 				x.ConfigStatus = statusv3.ConfigStatus_NOT_SENT
 			default:
 				x.ConfigStatus = statusv3.ConfigStatus_STALE

@@ -93,7 +93,7 @@ func verifyPeer(roots *atomic.Pointer[x509.CertPool], want identity.ID, usage x5
 // longer than three renewals: no request fails, and the server sees the
 // client's certificate change at least three times.
 func TestOneMinuteLeavesUnderContinuousTraffic(t *testing.T) {
-	f := newAuthFixture(t, map[string]string{"a": "client", "c": "server"}, func(s *Server, f *authFixture) {
+	f := newAuthFixture(t, map[string]string{"a": "client", "c": "server"}, func(s *Options, f *authFixture) {
 		s.Signer, s.TrustDomain, s.LeafTTL = f.meshRoot, "cluster.local", identity.MinLeafTTL
 	})
 	var clientCert, serverCert atomic.Pointer[tls.Certificate]

@@ -84,7 +84,7 @@ func certOf(t *testing.T, sec *tlsv3.Secret) tls.Certificate {
 // complete a mutual TLS handshake that checks each other's SPIFFE ID; a
 // certificate of one minute is replaced at half-life on the open stream.
 func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
-	f := newAuthFixture(t, map[string]string{"a": "client", "c": "other"}, func(s *Server, f *authFixture) {
+	f := newAuthFixture(t, map[string]string{"a": "client", "c": "other"}, func(s *Options, f *authFixture) {
 		s.Signer, s.TrustDomain, s.LeafTTL = f.meshRoot, "cluster.local", identity.MinLeafTTL
 		s.StatusAddress = "127.0.0.1:0"
 	})

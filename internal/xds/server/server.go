@@ -30,14 +30,14 @@ import (
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/acks"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/cache"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// Server is the ADS server. It is a manager runnable that needs no leader
-// election: every replica serves proxies.
-type Server struct {
+// Options configure a server; New checks them.
+type Options struct {
 	// Address to listen on, for example "127.0.0.1:15012".
 	Address string
 	Log     logr.Logger
@@ -74,6 +74,41 @@ type Server struct {
 	PodCertificateSigner string
 	// Observe is what sidecars log and trace (translate.Observability).
 	Observe translate.Observability
+}
+
+// Validate says what is wrong with a combination of options.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Address == "" {
+		errs = append(errs, errors.New("Address: the xDS server needs an address to listen on"))
+	}
+	if o.Signer != nil {
+		if o.Auth == nil {
+			errs = append(errs, errors.New("Signer: certificates are served only to proxies that proved their pod; set Auth too"))
+		}
+		if o.TrustDomain == "" {
+			errs = append(errs, errors.New("TrustDomain: a Signer needs the trust domain its SPIFFE IDs are in"))
+		}
+		if o.LeafTTL != 0 && (o.LeafTTL < identity.MinLeafTTL || o.LeafTTL > identity.MaxLeafTTL) {
+			errs = append(errs, fmt.Errorf("LeafTTL: %v is outside [%v, %v]", o.LeafTTL, identity.MinLeafTTL, identity.MaxLeafTTL))
+		}
+	}
+	if o.EnvoyCerts == translate.EnvoyCertsSDS && o.Signer == nil {
+		errs = append(errs, errors.New("EnvoyCerts: SDS certificates need a Signer, or every sidecar's TLS would name secrets that never come"))
+	}
+	if (o.PodCertificates == nil) != (o.PodCertificateSigner == "") {
+		errs = append(errs, errors.New("PodCertificates and PodCertificateSigner: set both or neither"))
+	}
+	if o.Auth != nil && o.TLS == nil {
+		errs = append(errs, errors.New("TLS: an authenticating server must serve TLS, or tokens would cross the network in plain text"))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the ADS server. It is a manager runnable that needs no leader
+// election: every replica serves proxies.
+type Server struct {
+	Options
 
 	cache *cache.Cache
 
@@ -82,7 +117,7 @@ type Server struct {
 	// shared is what the model translates to for every proxy, and stamp
 	// the generations it was made from; both are built once per model.
 	shared  *translate.Shared
-	stamp   stamp
+	stamp   acks.Stamp
 	proxies map[string]translate.Proxy
 	// inbound is what each sidecar's own resources were made from, and
 	// ownSecrets the secrets last given them; proxyIdentity is what each
@@ -99,21 +134,25 @@ type Server struct {
 	// is forgotten. identities holds what each stream proved (with Auth).
 	streams    map[int64]string
 	identities map[int64]auth.Identity
-	// acks tracks what each proxy acknowledged; changes signals updates.
-	acks    map[string]*ackState
-	changes chan struct{}
+	// acks tracks what each proxy acknowledged, under its own lock.
+	acks *acks.Tracker
 
 	ready, statusReady chan string
 }
 
-// New returns a server with an empty model.
-func New(address string, log logr.Logger) *Server {
+// New returns a server with an empty model, or what is wrong with the
+// options.
+func New(o Options) (*Server, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("configuring the xDS server: %w", err)
+	}
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
-	s := &Server{Address: address, Log: log, cache: cache.New(), model: empty, shared: shared, stamp: stampOf(empty),
-		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, ownSecrets: map[string][]*tlsv3.Secret{}, proxyIdentity: map[string]auth.Identity{}, leaves: map[string]*leaf{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, acks: map[string]*ackState{}, changes: make(chan struct{}, 1), ready: make(chan string, 1), statusReady: make(chan string, 1)}
+	c := cache.New()
+	s := &Server{Options: o, cache: c, model: empty, shared: shared, stamp: acks.StampOf(empty), acks: acks.New(c.Versions, o.Log),
+		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, ownSecrets: map[string][]*tlsv3.Secret{}, proxyIdentity: map[string]auth.Identity{}, leaves: map[string]*leaf{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, ready: make(chan string, 1), statusReady: make(chan string, 1)}
 	_ = s.setShared(shared) // nor does it fail to cache
-	return s
+	return s, nil
 }
 
 // NeedLeaderElection is false.
@@ -195,7 +234,7 @@ func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 		}
 		return
 	}
-	s.model, s.shared, s.stamp = m, shared, stampOf(m)
+	s.model, s.shared, s.stamp = m, shared, acks.StampOf(m)
 	for id, p := range s.proxies {
 		s.pushLocked(id, p)
 	}
@@ -211,10 +250,7 @@ func (s *Server) setShared(sh *translate.Shared) error {
 func (s *Server) pushLocked(id string, p translate.Proxy) {
 	err := s.assignLocked(id, p)
 	if err == nil {
-		if a := s.acks[id]; a != nil {
-			a.pushed = s.stamp
-			s.settleLocked(id)
-		}
+		s.acks.Pushed(id, s.stamp)
 		delete(s.failed, id)
 		return
 	}
@@ -292,8 +328,9 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, nack s
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noteReplyLocked(s.streams[stream], typeURL, nonce, nack)
+	id := s.streams[stream]
+	s.mu.Unlock()
+	s.acks.Replied(id, typeURL, nonce, nack)
 	return nil
 }
 
@@ -329,7 +366,7 @@ func (s *Server) register(stream int64, node *corev3.Node) error {
 	}
 	p := ProxyFor(node)
 	s.proxies[id] = p
-	s.acks[id] = newAckState()
+	s.acks.Connect(id)
 	s.Log.Info("A proxy connected", "proxy", id)
 	s.pushLocked(id, p)
 	return nil
@@ -386,8 +423,7 @@ func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 	delete(s.proxyIdentity, id)
 	delete(s.leaves, id)
 	delete(s.failed, id)
-	delete(s.acks, id)
-	s.notify()
+	s.acks.Disconnect(id)
 	s.cache.RemoveProxy(id)
 	s.Log.Info("A proxy disconnected", "proxy", id)
 }

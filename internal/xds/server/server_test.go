@@ -28,7 +28,10 @@ const target = "reviews.bookinfo.svc.cluster.local:9080"
 
 func start(t *testing.T, addr string) (*Server, context.CancelFunc) {
 	t.Helper()
-	s := New(addr, logr.Discard())
+	s, err := New(Options{Address: addr, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Start(ctx) }()

@@ -32,7 +32,6 @@ func bookinfo() mesh.Input {
 		in.MeshServices = append(in.MeshServices, meshv1.MeshService{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: name, Generation: 1},
 			Spec:       meshv1.MeshServiceSpec{ServiceName: name, Ports: []meshv1.MeshServicePort{{Port: port, Protocol: proto}}},
-			Status:     meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: xdstest.InForce(1)}},
 		})
 		in.EndpointSlices = append(in.EndpointSlices, discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Namespace: "bookinfo", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: name}},

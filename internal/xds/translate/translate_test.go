@@ -79,16 +79,16 @@ func TestValidateCatchesDanglingReferences(t *testing.T) {
 	}
 }
 
-// Policies and services that their reconcilers did not accept leave no
-// trace in the model.
+// Policies and services whose verdicts refuse them leave no trace in the
+// model.
 func TestModelKeepsOnlyWhatIsInForce(t *testing.T) {
 	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080))
-	in.TrafficPolicies[0].Generation = 4 // conditions are for generation 3
+	in.TrafficPolicies[0].Spec.HTTP[0].Backends[0].Subset = "v9" // no such subset
 	m := mesh.Build(in)
 	if s := m.Services["bookinfo/reviews"]; s == nil || len(s.Routes) != 0 {
-		t.Fatalf("a policy not accepted for its generation made it into the model: %+v", s)
+		t.Fatalf("a refused policy made it into the model: %+v", s)
 	}
-	in.MeshServices[0].Status.Conditions[1].Status = "False"
+	in.Services = nil
 	if m := mesh.Build(in); len(m.Services) != 0 {
 		t.Fatal("an unresolved MeshService made it into the model")
 	}

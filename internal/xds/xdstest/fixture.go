@@ -15,14 +15,6 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 )
 
-// InForce marks a resource as accepted and resolved by its reconciler.
-func InForce(gen int64) []metav1.Condition {
-	return []metav1.Condition{
-		{Type: meshv1.ConditionAccepted, Status: metav1.ConditionTrue, ObservedGeneration: gen},
-		{Type: meshv1.ConditionResolvedRefs, Status: metav1.ConditionTrue, ObservedGeneration: gen},
-	}
-}
-
 // Backend is one endpoint of the fixture service.
 type Backend struct {
 	Pod, Version, IP   string
@@ -48,7 +40,6 @@ func ReviewsInput(backends ...Backend) mesh.Input {
 					{Name: "v2", Labels: map[string]string{"version": "v2"}},
 				},
 			},
-			Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: InForce(1)}},
 		}},
 		TrafficPolicies: []meshv1.TrafficPolicy{{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "canary", Generation: 3},
@@ -60,7 +51,6 @@ func ReviewsInput(backends ...Backend) mesh.Input {
 					{Name: "split", Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}},
 				},
 			},
-			Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: InForce(3)}},
 		}},
 	}
 	for i, b := range backends {
@@ -111,14 +101,12 @@ func AddScaleService(in *mesh.Input, i int) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
 		Spec: meshv1.MeshServiceSpec{ServiceName: name, Ports: []meshv1.MeshServicePort{{Port: 8080, Protocol: meshv1.ProtocolGRPC}},
 			Subsets: []meshv1.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}}},
-		Status: meshv1.MeshServiceStatus{Status: meshv1.Status{Conditions: InForce(1)}},
 	})
 	if i%10 == 0 {
 		in.TrafficPolicies = append(in.TrafficPolicies, meshv1.TrafficPolicy{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
 			Spec: meshv1.TrafficPolicySpec{TargetRef: meshv1.TargetRef{Name: name},
 				HTTP: []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 90}, {Subset: "v2", Weight: 10}}}}},
-			Status: meshv1.TrafficPolicyStatus{Status: meshv1.Status{Conditions: InForce(1)}},
 		})
 	}
 	sl := discoveryv1.EndpointSlice{
@@ -149,6 +137,5 @@ func StrictPeerAuthentication(namespace string) meshv1.PeerAuthentication {
 	return meshv1.PeerAuthentication{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "default", Generation: 1},
 		Spec:       meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSStrict},
-		Status:     meshv1.PeerAuthenticationStatus{Status: meshv1.Status{Conditions: InForce(1)}},
 	}
 }

@@ -1,4 +1,7 @@
-package controllers
+// Package watch is the first stage of weft's data plane: it follows the
+// objects the mesh model is built from in the informer caches, and rebuilds
+// the model (mesh.Build) at most once per burst of changes.
+package watch
 
 import (
 	"context"
@@ -19,10 +22,15 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 )
 
-// ModelWatcher rebuilds the mesh model whenever something it is built from
+// What the model is built from, read from the cache on every replica.
+// +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices;trafficpolicies;peerauthentications,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=services;pods;namespaces,verbs=list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list;watch
+
+// Watcher rebuilds the mesh model whenever something it is built from
 // changes, at most once per burst of changes, and hands each model to
 // Publish. It runs on every replica: each serves proxies.
-type ModelWatcher struct {
+type Watcher struct {
 	Cache  cache.Cache
 	Reader client.Reader
 	// Quiet and MaxDelay bound the debounce: a rebuild waits for Quiet
@@ -41,10 +49,10 @@ type ModelWatcher struct {
 }
 
 // NeedLeaderElection is false: every replica needs the model.
-func (w *ModelWatcher) NeedLeaderElection() bool { return false }
+func (w *Watcher) NeedLeaderElection() bool { return false }
 
 // Start watches, rebuilds and publishes until ctx ends.
-func (w *ModelWatcher) Start(ctx context.Context) error {
+func (w *Watcher) Start(ctx context.Context) error {
 	events := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -52,30 +60,37 @@ func (w *ModelWatcher) Start(ctx context.Context) error {
 		default: // a change is already pending; the rebuild will see this one too
 		}
 	}
-	everyChange := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { poke() },
-		UpdateFunc: func(any, any) { poke() },
-		DeleteFunc: func(any) { poke() },
+	// pokeWhen pokes on every add and delete, and on the updates that
+	// matter says yes to (every update, when it is nil).
+	pokeWhen := func(matters func(o, n client.Object) bool) toolscache.ResourceEventHandler {
+		return toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { poke() },
+			UpdateFunc: func(o, n any) {
+				oo, ok1 := o.(client.Object)
+				no, ok2 := n.(client.Object)
+				if matters == nil || !ok1 || !ok2 || matters(oo, no) {
+					poke()
+				}
+			},
+			DeleteFunc: func(any) { poke() },
+		}
 	}
-	// Pods matter only for their labels (subset membership); their status
-	// changes all the time.
-	podLabels := toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { poke() },
-		UpdateFunc: func(o, n any) {
-			op, ok1 := o.(*corev1.Pod)
-			np, ok2 := n.(*corev1.Pod)
-			if !ok1 || !ok2 || !maps.Equal(op.Labels, np.Labels) {
-				poke()
-			}
-		},
-		DeleteFunc: func(any) { poke() },
-	}
+	everyChange := pokeWhen(nil)
+	// Pods matter only for their labels (subset membership, what a
+	// PeerAuthentication selects) and namespaces for theirs (meshed or
+	// not); the rest of them changes all the time.
+	labelsOnly := pokeWhen(func(o, n client.Object) bool { return !maps.Equal(o.GetLabels(), n.GetLabels()) })
+	// weft's own kinds matter for their spec: their status is what the
+	// model's verdicts become, and must not rebuild it.
+	specOnly := pokeWhen(func(o, n client.Object) bool {
+		return o.GetGeneration() != n.GetGeneration() || o.GetUID() != n.GetUID()
+	})
 	for _, watch := range []struct {
 		obj     client.Object
 		handler toolscache.ResourceEventHandler
 	}{
-		{&corev1.Service{}, everyChange}, {&discoveryv1.EndpointSlice{}, everyChange}, {&corev1.Pod{}, podLabels},
-		{&meshv1.MeshService{}, everyChange}, {&meshv1.TrafficPolicy{}, everyChange}, {&meshv1.PeerAuthentication{}, everyChange},
+		{&corev1.Service{}, everyChange}, {&discoveryv1.EndpointSlice{}, everyChange}, {&corev1.Pod{}, labelsOnly}, {&corev1.Namespace{}, labelsOnly},
+		{&meshv1.MeshService{}, specOnly}, {&meshv1.TrafficPolicy{}, specOnly}, {&meshv1.PeerAuthentication{}, specOnly},
 	} {
 		inf, err := w.Cache.GetInformer(ctx, watch.obj)
 		if err != nil {
@@ -102,22 +117,23 @@ func (w *ModelWatcher) Start(ctx context.Context) error {
 	return nil
 }
 
-func (w *ModelWatcher) build(ctx context.Context) (*mesh.Model, error) {
+func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
 	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, LastGood: w.lastGood}
 	var (
 		svcs   corev1.ServiceList
 		slices discoveryv1.EndpointSliceList
 		pods   corev1.PodList
+		nss    corev1.NamespaceList
 		mss    meshv1.MeshServiceList
 		tps    meshv1.TrafficPolicyList
 		pas    meshv1.PeerAuthenticationList
 	)
-	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &mss, &tps, &pas} {
+	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &nss, &mss, &tps, &pas} {
 		if err := w.Reader.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.MeshServices, in.TrafficPolicies = svcs.Items, slices.Items, pods.Items, mss.Items, tps.Items
-	in.PeerAuthentications = pas.Items
+	in.Namespaces, in.PeerAuthentications = nss.Items, pas.Items
 	return mesh.Build(in), nil
 }

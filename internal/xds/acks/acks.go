@@ -1,0 +1,236 @@
+// Package acks is the acknowledgement stage of weft's data plane: it
+// tracks what each connected proxy was sent and acknowledged, per xDS type,
+// and answers which generation of each MeshService, TrafficPolicy and
+// PeerAuthentication the proxies run. The status writers read it (through
+// controllers.ProxyView) to write Ready; weft status reads it through CSDS.
+// It holds its own lock, apart from the streams'.
+package acks
+
+import (
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// nacks counts configurations that proxies rejected, by xDS type.
+var nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "weft_xds_nacks_total",
+	Help: "Configurations that proxies rejected (NACKs), by xDS type URL.",
+}, []string{"type_url"})
+
+func init() {
+	metrics.Registry.MustRegister(nacks)
+}
+
+// Stamp records which generation of each MeshService, TrafficPolicy and
+// PeerAuthentication a proxy's configuration was made from.
+type Stamp map[mesh.Ref]int64
+
+// StampOf is what a model shapes in every proxy's configuration: every
+// proxy receives every service, so all of them.
+func StampOf(m *mesh.Model) Stamp {
+	st := Stamp{}
+	for _, key := range m.Order {
+		s := m.Services[key]
+		st[mesh.Ref{Kind: mesh.KindMeshService, Namespace: s.Namespace, Name: s.Name}] = s.Generation
+		if s.Policy != "" {
+			st[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: s.Namespace, Name: s.Policy}] = s.PolicyGeneration
+		}
+	}
+	// The PeerAuthentications that set an endpoint's mode shape the TLS of
+	// every cluster that reaches it, and the endpoint's own listeners.
+	maps.Copy(st, m.Shaping)
+	return st
+}
+
+// Tracker tracks the acknowledgements of the connected proxies.
+type Tracker struct {
+	// versions says which version of each type the cache holds for a
+	// proxy now: what it must acknowledge to hold its configuration.
+	versions func(proxy string) map[string]string
+	log      logr.Logger
+
+	mu      sync.Mutex
+	proxies map[string]*state
+	changes chan struct{}
+}
+
+// state is what one proxy was sent and acknowledged.
+type state struct {
+	// pushed is the stamp of what the cache holds for the proxy now;
+	// acked the stamp of what it last acknowledged in full.
+	pushed, acked Stamp
+	// ackedVersions by type; nonces maps a response's "<type>/<nonce>" to
+	// its version.
+	ackedVersions map[string]string
+	nonces        map[string]string
+	// rejected says why the proxy refused its configuration, if it did;
+	// nacks holds the last NACK message per type.
+	rejected string
+	nacks    map[string]string
+	// settled says whether the proxy acknowledged the version of every
+	// type it must hold, and settledAt when it last came to.
+	settled   bool
+	settledAt time.Time
+}
+
+// New returns a tracker that reads the cache's versions per proxy from
+// versions.
+func New(versions func(proxy string) map[string]string, log logr.Logger) *Tracker {
+	return &Tracker{versions: versions, log: log, proxies: map[string]*state{}, changes: make(chan struct{}, 1)}
+}
+
+// Connect starts tracking a proxy.
+func (t *Tracker) Connect(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.proxies[id] == nil {
+		t.proxies[id] = &state{ackedVersions: map[string]string{}, nonces: map[string]string{}, nacks: map[string]string{}}
+	}
+}
+
+// Disconnect forgets a proxy.
+func (t *Tracker) Disconnect(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.proxies, id)
+	t.notify()
+}
+
+// Sent remembers which version the response with nonce carried.
+func (t *Tracker) Sent(id, typeURL, nonce, version string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := t.proxies[id]; a != nil {
+		a.nonces[typeURL+"/"+nonce] = version
+	}
+}
+
+// Pushed records the stamp of what the cache now holds for a proxy.
+func (t *Tracker) Pushed(id string, st Stamp) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := t.proxies[id]; a != nil {
+		a.pushed = st
+		t.settleLocked(id, a)
+	}
+}
+
+// Replied records an ACK (nack empty) or a NACK of the response with
+// nonce.
+func (t *Tracker) Replied(id, typeURL, nonce, nack string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := t.proxies[id]
+	if a == nil || nonce == "" {
+		return
+	}
+	version, ok := a.nonces[typeURL+"/"+nonce]
+	if !ok {
+		return
+	}
+	delete(a.nonces, typeURL+"/"+nonce)
+	if nack != "" {
+		a.rejected = fmt.Sprintf("proxy %s rejected %s version %s: %s", id, typeURL, version, nack)
+		a.nacks[typeURL] = fmt.Sprintf("version %s: %s", version, nack)
+		t.log.Info("A proxy rejected its configuration", "proxy", id, "type", typeURL, "version", version, "reason", nack)
+		nacks.WithLabelValues(typeURL).Inc()
+	} else {
+		a.ackedVersions[typeURL] = version
+		delete(a.nacks, typeURL)
+	}
+	t.settleLocked(id, a)
+}
+
+// settleLocked marks what a proxy holds as acknowledged once it has acked
+// the cache's current version of every type it asked for. A proxy that
+// asks for its types one after another (a gRPC client: Listener, then
+// routes, clusters, endpoints) counts as holding what it acknowledged so
+// far between two of its requests.
+func (t *Tracker) settleLocked(id string, a *state) {
+	a.settled = false
+	versions := t.versions(id)
+	if len(versions) == 0 {
+		// It has asked for nothing yet: it holds nothing.
+		return
+	}
+	for typeURL, v := range versions {
+		if a.ackedVersions[typeURL] != v {
+			return
+		}
+	}
+	a.acked, a.rejected = a.pushed, ""
+	a.settled, a.settledAt = true, time.Now()
+	t.notify()
+}
+
+func (t *Tracker) notify() {
+	select {
+	case t.changes <- struct{}{}:
+	default:
+	}
+}
+
+// Changes signals when what the proxies acknowledged may have changed.
+func (t *Tracker) Changes() <-chan struct{} { return t.changes }
+
+// Settled counts the connected proxies, those that hold their current
+// configuration (they acknowledged the version of every type), and the
+// time the last of those came to hold it.
+func (t *Tracker) Settled() (total, settled int, last time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range t.proxies {
+		total++
+		if a.settled {
+			settled++
+			if a.settledAt.After(last) {
+				last = a.settledAt
+			}
+		}
+	}
+	return total, settled, last
+}
+
+// ProxiesFor counts the connected proxies whose configuration a resource
+// (mesh.KindMeshService, KindTrafficPolicy or KindPeerAuthentication)
+// shapes, and how many of them have acknowledged configuration made from
+// its given generation. rejected says why a proxy refused its
+// configuration, if one did.
+func (t *Tracker) ProxiesFor(kind, namespace, name string, generation int64) (total, synced int, rejected string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	key := mesh.Ref{Kind: kind, Namespace: namespace, Name: name}
+	for _, a := range t.proxies {
+		if _, in := a.pushed[key]; !in {
+			continue
+		}
+		total++
+		if a.acked[key] == generation {
+			synced++
+		}
+		if a.rejected != "" && rejected == "" {
+			rejected = a.rejected
+		}
+	}
+	return total, synced, rejected
+}
+
+// Replies returns what a proxy last acknowledged and the last NACK message
+// of each type (copies), for weft status.
+func (t *Tracker) Replies(id string) (acked, nacked map[string]string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := t.proxies[id]
+	if a == nil {
+		return nil, nil
+	}
+	return maps.Clone(a.ackedVersions), maps.Clone(a.nacks)
+}

@@ -1,0 +1,91 @@
+package acks
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+const lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
+
+// A proxy counts as synced for a resource once it acknowledged the cache's
+// version of every type after the push that carried the resource's
+// generation; a NACK names the proxy and its error, and the next ACK
+// clears it; a disconnected proxy no longer counts.
+func TestTracker(t *testing.T) {
+	versions := map[string]string{lds: "1"}
+	tr := New(func(string) map[string]string { return versions }, logr.Discard())
+	ms := mesh.Ref{Kind: mesh.KindMeshService, Namespace: "ns", Name: "web"}
+	pa := mesh.Ref{Kind: mesh.KindPeerAuthentication, Namespace: "ns", Name: "strict"}
+	count := func(ref mesh.Ref, gen int64) (int, int, string) {
+		return tr.ProxiesFor(ref.Kind, ref.Namespace, ref.Name, gen)
+	}
+
+	// A proxy that has asked for nothing yet holds nothing.
+	versions = map[string]string{}
+	tr.Connect("p1")
+	tr.Pushed("p1", Stamp{ms: 2, pa: 1})
+	if total, synced, _ := count(ms, 2); total != 1 || synced != 0 {
+		t.Fatalf("before it asked: %d of %d synced", synced, total)
+	}
+	versions = map[string]string{lds: "1"}
+	tr.Pushed("p1", Stamp{ms: 2, pa: 1})
+	if total, synced, _ := count(ms, 2); total != 1 || synced != 0 {
+		t.Fatalf("before any ACK: %d of %d synced", synced, total)
+	}
+	tr.Sent("p1", lds, "n1", "1")
+	tr.Replied("p1", lds, "n1", "")
+	if total, synced, _ := count(ms, 2); total != 1 || synced != 1 {
+		t.Fatalf("after the ACK: %d of %d synced", synced, total)
+	}
+	if total, synced, _ := count(pa, 1); total != 1 || synced != 1 {
+		t.Fatalf("PeerAuthentication: %d of %d synced", synced, total)
+	}
+	if total, _, _ := count(mesh.Ref{Kind: mesh.KindPeerAuthentication, Namespace: "ns", Name: "other"}, 1); total != 0 {
+		t.Fatalf("a resource no proxy holds counts %d proxies", total)
+	}
+	if total, settled, _ := tr.Settled(); total != 1 || settled != 1 {
+		t.Fatalf("settled %d of %d", settled, total)
+	}
+
+	// A new version is pushed and refused.
+	versions = map[string]string{lds: "2"}
+	tr.Pushed("p1", Stamp{ms: 3})
+	tr.Sent("p1", lds, "n2", "2")
+	tr.Replied("p1", lds, "n2", "bad listener")
+	total, synced, rejected := count(ms, 3)
+	if total != 1 || synced != 0 || !strings.Contains(rejected, "p1") || !strings.Contains(rejected, "bad listener") {
+		t.Fatalf("after the NACK: %d of %d synced, rejected %q", synced, total, rejected)
+	}
+	if _, nacked := tr.Replies("p1"); !strings.Contains(nacked[lds], "bad listener") {
+		t.Fatalf("Replies: %v", nacked)
+	}
+	// An unknown nonce changes nothing.
+	tr.Replied("p1", lds, "n-unknown", "")
+	if _, synced, _ := count(ms, 3); synced != 0 {
+		t.Fatal("an ACK of an unknown nonce counted")
+	}
+	tr.Sent("p1", lds, "n3", "2")
+	tr.Replied("p1", lds, "n3", "")
+	if _, synced, rejected := count(ms, 3); synced != 1 || rejected != "" {
+		t.Fatalf("after the next ACK: synced %d, rejected %q", synced, rejected)
+	}
+
+	// Drain the change signal, then disconnect: signalled, and gone.
+	select {
+	case <-tr.Changes():
+	default:
+	}
+	tr.Disconnect("p1")
+	select {
+	case <-tr.Changes():
+	default:
+		t.Fatal("a disconnect did not signal a change")
+	}
+	if total, _, _ := count(ms, 3); total != 0 {
+		t.Fatalf("a disconnected proxy still counts: %d", total)
+	}
+}

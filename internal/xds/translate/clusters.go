@@ -1,0 +1,49 @@
+package translate
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
+)
+
+// addClusters adds a service port's EDS clusters and endpoints: one for all
+// endpoints and one per subset.
+func addClusters(r *Resources, s *mesh.Service, p mesh.Port) {
+	subsets := []string{""}
+	for _, sub := range s.Subsets {
+		subsets = append(subsets, sub.Name)
+	}
+	// Each endpoint is made once and shared by every subset it is in.
+	lbs := lbEndpoints(s, p)
+	for _, sub := range subsets {
+		cn := ClusterName(s, p, sub)
+		r.Clusters = append(r.Clusters, edsCluster(cn, p))
+		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, sub, lbs))
+	}
+}
+
+// http2Options is every HTTP/2 cluster's protocol options: one map, shared
+// and never changed.
+var http2Options = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Upstream}
+
+func edsCluster(name string, p mesh.Port) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource, ServiceName: name},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	setUpstreamProtocol(c, p)
+	return c
+}
+
+// setUpstreamProtocol makes Envoy speak HTTP/2 to endpoints of grpc and
+// http2 ports (it speaks HTTP/1.1 otherwise). grpc-go ignores the option.
+func setUpstreamProtocol(c *clusterv3.Cluster, p mesh.Port) {
+	if p.Protocol != meshv1.ProtocolGRPC && p.Protocol != meshv1.ProtocolHTTP2 {
+		return
+	}
+	c.TypedExtensionProtocolOptions = http2Options
+}
