@@ -8,6 +8,7 @@ K8S_VERSION ?= v1.37.2
 BIN := $(CURDIR)/bin
 ASSETS := $(BIN)/k8s/$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen
+BENCHSTAT := $(BIN)/benchstat
 HELM := $(BIN)/helm
 KUBECTL := $(ASSETS)/kubectl
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -70,6 +71,16 @@ test: tools verify vet test-binaries ## Run every test against a real kube-apise
 .PHONY: test-binaries
 test-binaries: ## Build the binaries the tests run (weft, the demo) into bin/test, with go test's flags.
 	$(call timed,test-binaries,go build -o $(TEST_BIN)/weft . && go build -o $(TEST_BIN)/demo ./hack/demo)
+
+BASE ?= HEAD~1
+BENCH_COUNT ?= 6
+
+.PHONY: bench-compare
+bench-compare: $(BENCHSTAT) ## Compare the translation, model and endpoint-change benchmarks at BASE (default HEAD~1) with the working tree (benchstat).
+	hack/bench-compare.sh $(BASE) $(BENCH_COUNT)
+
+$(BENCHSTAT):
+	hack/build-tools.sh benchstat
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no API server).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned tools weft needs into bin/ from the Go module proxy, each
 # only when the pinned version is not there yet. Usage:
-#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|all]...
+#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|benchstat|all]...
 # Binaries land in bin/k8s/<version>/ (the KUBEBUILDER_ASSETS directory for
 # envtest) and bin/ (helm, controller-gen). Builds run one at a time: the
 # machines this runs on have two cores.
@@ -20,6 +20,7 @@ pinned() {
 ETCD_VERSION=$(pinned go.etcd.io/etcd/server/v3 "$tools/etcd/go.mod")
 HELM_VERSION=$(pinned helm.sh/helm/v3 "$tools/helm/go.mod")
 GEN_VERSION=$(pinned sigs.k8s.io/controller-tools "$tools/gen/go.mod")
+PERF_VERSION=$(pinned golang.org/x/perf "$tools/perf/go.mod")
 
 assets="$root/bin/k8s/$K8S_VERSION"
 mkdir -p "$assets"
@@ -64,6 +65,11 @@ one() {
 		build "$tools/gen" "$root/bin/controller-gen-$GEN_VERSION" sigs.k8s.io/controller-tools/cmd/controller-gen \
 			"-X sigs.k8s.io/controller-tools/pkg/version.version=$GEN_VERSION"
 		ln -sf "controller-gen-$GEN_VERSION" "$root/bin/controller-gen"
+		;;
+	benchstat)
+		# Only for make bench-compare; make test does not need it.
+		build "$tools/perf" "$root/bin/benchstat-$PERF_VERSION" golang.org/x/perf/cmd/benchstat
+		ln -sf "benchstat-$PERF_VERSION" "$root/bin/benchstat"
 		;;
 	assets)
 		one etcd

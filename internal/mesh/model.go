@@ -145,7 +145,8 @@ func Build(in Input) *Model {
 	meshNamespace := cmp.Or(in.MeshNamespace, "weft-system")
 	trustDomain := cmp.Or(in.TrustDomain, "cluster.local")
 	ix := newIndex(in)
-	m := &Model{Services: map[string]*Service{}, Verdicts: map[Ref]Verdict{}, Shaping: map[Ref]int64{},
+	m := &Model{Services: make(map[string]*Service, len(in.MeshServices)),
+		Verdicts: make(map[Ref]Verdict, len(in.MeshServices)+len(in.TrafficPolicies)+len(in.PeerAuthentications)), Shaping: map[Ref]int64{},
 		Applied: Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}}}
 
 	pods := newPodIndex(in.Pods, in.Namespaces, wire.LabelInject, wire.InjectEnabled)
@@ -243,16 +244,17 @@ type index struct {
 	// naming each Service, by "<namespace>/<Service name>"; rivals, the
 	// TrafficPolicies on each MeshService, by "<namespace>/<name>".
 	meshServices map[string]*meshv1.MeshService
-	claimants    map[string][]meshv1.MeshService
-	rivals       map[string][]meshv1.TrafficPolicy
+	claimants    map[string][]*meshv1.MeshService
+	rivals       map[string][]*meshv1.TrafficPolicy
 	// peerAuths by namespace.
-	peerAuths map[string][]meshv1.PeerAuthentication
+	peerAuths map[string][]*meshv1.PeerAuthentication
 }
 
 func newIndex(in Input) index {
-	ix := index{services: map[string]*corev1.Service{}, slices: map[string][]*discoveryv1.EndpointSlice{}, pods: map[string]*corev1.Pod{},
-		meshServices: map[string]*meshv1.MeshService{}, claimants: map[string][]meshv1.MeshService{},
-		rivals: map[string][]meshv1.TrafficPolicy{}, peerAuths: map[string][]meshv1.PeerAuthentication{}}
+	ix := index{services: make(map[string]*corev1.Service, len(in.Services)), slices: make(map[string][]*discoveryv1.EndpointSlice, len(in.Services)),
+		pods:         make(map[string]*corev1.Pod, len(in.Pods)),
+		meshServices: make(map[string]*meshv1.MeshService, len(in.MeshServices)), claimants: make(map[string][]*meshv1.MeshService, len(in.MeshServices)),
+		rivals: map[string][]*meshv1.TrafficPolicy{}, peerAuths: map[string][]*meshv1.PeerAuthentication{}}
 	for i := range in.Services {
 		s := &in.Services[i]
 		ix.services[Key(s.Namespace, s.Name)] = s
@@ -272,13 +274,15 @@ func newIndex(in Input) index {
 		ms := &in.MeshServices[i]
 		ix.meshServices[Key(ms.Namespace, ms.Name)] = ms
 		k := Key(ms.Namespace, ms.Spec.ServiceName)
-		ix.claimants[k] = append(ix.claimants[k], *ms)
+		ix.claimants[k] = append(ix.claimants[k], ms)
 	}
-	for _, tp := range in.TrafficPolicies {
+	for i := range in.TrafficPolicies {
+		tp := &in.TrafficPolicies[i]
 		k := Key(tp.Namespace, tp.Spec.TargetRef.Name)
 		ix.rivals[k] = append(ix.rivals[k], tp)
 	}
-	for _, pa := range in.PeerAuthentications {
+	for i := range in.PeerAuthentications {
+		pa := &in.PeerAuthentications[i]
 		ix.peerAuths[pa.Namespace] = append(ix.peerAuths[pa.Namespace], pa)
 	}
 	return ix

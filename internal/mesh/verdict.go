@@ -58,6 +58,9 @@ type Check struct {
 }
 
 func pass(reason, format string, args ...any) Check {
+	if len(args) == 0 {
+		return Check{OK: true, Reason: reason, Message: format}
+	}
 	return Check{OK: true, Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -77,15 +80,13 @@ func Older(a, b metav1.Object) int {
 	return cmp.Compare(a.GetName(), b.GetName())
 }
 
-// OldestFirst orders objects by Older.
-func OldestFirst[T any, P interface {
-	*T
-	metav1.Object
-}](items []T) []P {
-	out := make([]P, 0, len(items))
-	for i := range items {
-		out = append(out, P(&items[i]))
+// OldestFirst orders objects by Older, in a copy (items itself when
+// there is nothing to order).
+func OldestFirst[P metav1.Object](items []P) []P {
+	if len(items) < 2 {
+		return items
 	}
+	out := slices.Clone(items)
 	slices.SortStableFunc(out, func(a, b P) int { return Older(a, b) })
 	return out
 }

@@ -20,7 +20,7 @@ type meshServiceScope struct {
 	slices []*discoveryv1.EndpointSlice
 	// claimants are the MeshServices of the namespace (this one included)
 	// that name the same Service.
-	claimants []meshv1.MeshService
+	claimants []*meshv1.MeshService
 }
 
 func judgeMeshService(s meshServiceScope) Verdict {
@@ -60,12 +60,12 @@ func meshServiceResolvedRefs(s meshServiceScope) Check {
 			"spec.serviceName: Service %q does not exist in namespace %q; create it or correct spec.serviceName",
 			ms.Spec.ServiceName, ms.Namespace)
 	}
-	have := make([]string, 0, len(s.svc.Spec.Ports))
-	for _, p := range s.svc.Spec.Ports {
-		have = append(have, strconv.Itoa(int(p.Port)))
-	}
 	for i, p := range ms.Spec.Ports {
 		if !slices.ContainsFunc(s.svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == p.Port }) {
+			have := make([]string, 0, len(s.svc.Spec.Ports))
+			for _, p := range s.svc.Spec.Ports {
+				have = append(have, strconv.Itoa(int(p.Port)))
+			}
 			field := fieldf("spec.ports[%d].port", i)
 			return fail(field, meshv1.ReasonPortNotFound, "%s: Service %q has no port %d (its ports: %s)",
 				field, ms.Spec.ServiceName, p.Port, strings.Join(have, ", "))
@@ -79,12 +79,16 @@ func meshServiceResolvedRefs(s meshServiceScope) Check {
 // once. An endpoint without a ready condition counts as ready, as the
 // EndpointSlice API says.
 func countEndpoints(slices []*discoveryv1.EndpointSlice) meshv1.EndpointCounts {
-	seen := map[string]bool{}
+	n := 0
+	for _, sl := range slices {
+		n += len(sl.Endpoints)
+	}
+	seen := make(map[endpointID]bool, n)
 	var c meshv1.EndpointCounts
 	for _, sl := range slices {
 		for _, ep := range sl.Endpoints {
 			key := endpointKey(ep)
-			if key == "" || seen[key] {
+			if key == (endpointID{}) || seen[key] {
 				continue
 			}
 			seen[key] = true
@@ -97,12 +101,18 @@ func countEndpoints(slices []*discoveryv1.EndpointSlice) meshv1.EndpointCounts {
 	return c
 }
 
-func endpointKey(ep discoveryv1.Endpoint) string {
+// endpointID is what makes two endpoints one: the pod behind them, or
+// their first address.
+type endpointID struct {
+	uid, address string
+}
+
+func endpointKey(ep discoveryv1.Endpoint) endpointID {
 	if ep.TargetRef != nil && ep.TargetRef.UID != "" {
-		return "uid/" + string(ep.TargetRef.UID)
+		return endpointID{uid: string(ep.TargetRef.UID)}
 	}
 	if len(ep.Addresses) > 0 {
-		return "addr/" + ep.Addresses[0]
+		return endpointID{address: ep.Addresses[0]}
 	}
-	return ""
+	return endpointID{}
 }

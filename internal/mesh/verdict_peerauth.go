@@ -20,7 +20,7 @@ type peerAuthScope struct {
 	// pods are the pods the policy covers.
 	pods []*corev1.Pod
 	// peers are the namespace's PeerAuthentications, this one included.
-	peers []meshv1.PeerAuthentication
+	peers []*meshv1.PeerAuthentication
 	// covers says which pods a selector-based peer covers.
 	covers func(*meshv1.PeerAuthentication) []*corev1.Pod
 }
@@ -134,7 +134,7 @@ func (ix podIndex) selecting(namespace string, sel labels.Selector) []*corev1.Po
 }
 
 // peerAuthScopeOf gathers what a PeerAuthentication's verdict depends on.
-func peerAuthScopeOf(pa *meshv1.PeerAuthentication, peers []meshv1.PeerAuthentication, ix podIndex, meshNamespace string) peerAuthScope {
+func peerAuthScopeOf(pa *meshv1.PeerAuthentication, peers []*meshv1.PeerAuthentication, ix podIndex, meshNamespace string) peerAuthScope {
 	s := peerAuthScope{pa: pa, scope: scopeOf(pa, meshNamespace), peers: peers}
 	s.covers = func(peer *meshv1.PeerAuthentication) []*corev1.Pod {
 		sel, err := metav1.LabelSelectorAsSelector(peer.Spec.Selector)

@@ -25,10 +25,10 @@ func ptrs[T any](items []T) []*T {
 
 func TestOldestFirst(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ms := func(name string, at time.Time) meshv1.MeshService {
-		return meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(at)}}
+	ms := func(name string, at time.Time) *meshv1.MeshService {
+		return &meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(at)}}
 	}
-	got := OldestFirst([]meshv1.MeshService{ms("c", t0.Add(time.Second)), ms("b", t0), ms("a", t0.Add(time.Second)), ms("z", t0)})
+	got := OldestFirst([]*meshv1.MeshService{ms("c", t0.Add(time.Second)), ms("b", t0), ms("a", t0.Add(time.Second)), ms("z", t0)})
 	var names []string
 	for _, o := range got {
 		names = append(names, o.Name)

@@ -18,7 +18,7 @@ type trafficPolicyScope struct {
 	mirrors map[string]*meshv1.MeshService
 	// rivals are the TrafficPolicies of the namespace (this one included)
 	// that target the same MeshService.
-	rivals []meshv1.TrafficPolicy
+	rivals []*meshv1.TrafficPolicy
 }
 
 func judgeTrafficPolicy(s trafficPolicyScope) Verdict {

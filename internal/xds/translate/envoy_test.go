@@ -12,7 +12,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -44,18 +43,6 @@ func bookinfo() mesh.Input {
 	add("ratings", 9090, meshv1.ProtocolGRPC, "10.96.0.11", "10.1.0.3")
 	add("mongodb", 27017, meshv1.ProtocolTCP, "10.96.0.12", "10.1.0.4")
 	return in
-}
-
-// TestEnvoyGolden pins what the sidecar of pod reviews-v1 receives: the
-// outbound listener with a chain per service port (HTTP through RDS, TCP
-// through tcp_proxy, everything else passed through), the inbound listener
-// with a chain for its own port 9080, the routes, and the clusters.
-func TestEnvoyGolden(t *testing.T) {
-	r, err := Translate(mesh.Build(bookinfo()), Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden.Check(t, "bookinfo-envoy.golden", render(t, r))
 }
 
 // Both flavours share the resources they have in common, byte for byte,

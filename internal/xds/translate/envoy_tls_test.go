@@ -8,7 +8,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -25,23 +24,6 @@ func mtlsBookinfo() mesh.Input {
 	v2.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"version": "v2"}}
 	in.PeerAuthentications = append(in.PeerAuthentications, strict, v2)
 	return in
-}
-
-// TestEnvoyMTLSGolden pins what sidecars get under PeerAuthentication with
-// SDS certificates: outbound clusters to STRICT endpoints in TLS checking
-// their SPIFFE IDs (the SDS secrets default and ROOTCA), reviews-v1's
-// inbound port mTLS only, reviews-v2's (PERMISSIVE) mTLS or plain text
-// plain text only (weft's clients speak mTLS only to STRICT endpoints).
-func TestEnvoyMTLSGolden(t *testing.T) {
-	m := mesh.Build(mtlsBookinfo())
-	opts := Options{EnvoyCerts: EnvoyCertsSDS}
-	for _, pod := range []string{"reviews-v1", "reviews-v2"} {
-		r, err := TranslateWith(m, Proxy{ID: pod + ".bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/" + pod}, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		golden.Check(t, "bookinfo-envoy-mtls-"+pod+".golden", render(t, r))
-	}
 }
 
 // TestEnvoyMTLSFromFiles: with pod certificates, sidecars read the files

@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/weftmesh/weft/internal/golden"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -47,22 +46,6 @@ func toMsgs[T proto.Message](xs []T) []proto.Message {
 		out[i] = x
 	}
 	return out
-}
-
-// TestTranslateGolden pins the resources of a representative mesh: a gRPC
-// service with two subsets, a header route and a 90/10 split, a ready
-// endpoint per subset and one draining. Regenerate with -update.
-func TestTranslateGolden(t *testing.T) {
-	m := mesh.Build(xdstest.ReviewsInput(
-		xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080),
-		xdstest.Ready("reviews-v2", "v2", "10.1.0.2", 9080),
-		xdstest.Draining("reviews-v2-old", "v2", "10.1.0.3", 9080),
-	))
-	r, err := Translate(m, Proxy{ID: "client.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourGRPC})
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden.Check(t, "reviews-grpc.golden", render(t, r))
 }
 
 // A route that names a cluster that is not there is caught before
