@@ -211,7 +211,7 @@ func waitSettled(ctx context.Context, srv *server.Server, n int, since time.Time
 // changed, serialized once: the same resources, as the same delta
 // response.
 func floorResponse(m *mesh.Model) ([]byte, error) {
-	sh, err := translate.BuildShared(m, nil)
+	sh, err := translate.BuildShared(m, nil, translate.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
-	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/cache"
 	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -33,10 +32,11 @@ const target = "reviews.bookinfo.svc.cluster.local:9080"
 
 func translated(t *testing.T, node string, backends ...xdstest.Backend) *translate.Resources {
 	t.Helper()
-	r, err := translate.Translate(mesh.Build(xdstest.ReviewsInput(backends...)), translate.Proxy{ID: node, Flavour: wire.FlavourGRPC})
+	sh, err := translate.BuildShared(mesh.Build(xdstest.ReviewsInput(backends...)), nil, translate.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := sh.GRPC // a proxyless client serving nothing has the shared set alone
 	return r
 }
 

@@ -147,7 +147,7 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("configuring the xDS server: %w", err)
 	}
 	empty := mesh.Build(mesh.Input{})
-	shared, _ := translate.BuildShared(empty, nil) // an empty model always translates
+	shared, _ := translate.BuildShared(empty, nil, translate.Options{}) // an empty model always translates
 	c := cache.New()
 	s := &Server{Options: o, cache: c, model: empty, shared: shared, stamp: acks.StampOf(empty), acks: acks.New(c.Versions, o.Log),
 		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, ownSecrets: map[string][]*tlsv3.Secret{}, proxyIdentity: map[string]auth.Identity{}, leaves: map[string]*leaf{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, ready: make(chan string, 1), statusReady: make(chan string, 1)}
@@ -219,7 +219,7 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	shared, err := translate.BuildSharedWith(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts, TrustDomain: s.TrustDomain, Observe: s.Observe})
+	shared, err := translate.BuildShared(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts, TrustDomain: s.TrustDomain, Observe: s.Observe})
 	if err != nil {
 		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for id := range s.proxies {

@@ -70,7 +70,7 @@ func TestAllowOnInboundListeners(t *testing.T) {
 		in.MeshServices[i].Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "shop"}}}}
 	}
 	m := mesh.Build(in)
-	sh, err := BuildShared(m, nil)
+	sh, err := BuildShared(m, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

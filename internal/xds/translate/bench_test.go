@@ -40,14 +40,14 @@ func BenchmarkTranslate(b *testing.B) {
 				var sh *Shared
 				for b.Loop() {
 					var err error
-					if sh, err = BuildShared(m, nil); err != nil {
+					if sh, err = BuildShared(m, nil, Options{}); err != nil {
 						b.Fatal(err)
 					}
 					if _, err := Own(sh, proxy); err != nil {
 						b.Fatal(err)
 					}
 				}
-				r, err := ForProxy(sh, proxy)
+				r, err := forProxy(sh, proxy)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -71,13 +71,13 @@ func BenchmarkTranslateChange(b *testing.B) {
 			flip := xdstest.ScaleInput(n)
 			flip.EndpointSlices[0].Endpoints[0].Conditions.Ready = new(bool)
 			models := []*mesh.Model{mesh.Build(flip), mesh.Build(base)}
-			sh, err := BuildShared(models[1], nil)
+			sh, err := BuildShared(models[1], nil, Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			i := 0
 			for b.Loop() {
-				if sh, err = BuildShared(models[i%2], sh); err != nil {
+				if sh, err = BuildShared(models[i%2], sh, Options{}); err != nil {
 					b.Fatal(err)
 				}
 				i++

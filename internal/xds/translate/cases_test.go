@@ -49,7 +49,7 @@ func TestGoldenCases(t *testing.T) {
 			var c goldenCase
 			readYAML(t, filepath.Join(dir, "case.yaml"), &c)
 			in := readObjects(t, filepath.Join(dir, "input.yaml"))
-			r, err := TranslateWith(mesh.Build(in), Proxy{ID: c.Proxy.ID, Flavour: c.Proxy.Flavour, Pod: c.Proxy.Pod},
+			r, err := translateFor(mesh.Build(in), Proxy{ID: c.Proxy.ID, Flavour: c.Proxy.Flavour, Pod: c.Proxy.Pod},
 				Options{EnvoyCerts: c.EnvoyCerts, ProxylessMTLS: c.ProxylessMTLS})
 			if err != nil {
 				t.Fatal(err)

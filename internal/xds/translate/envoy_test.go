@@ -49,11 +49,11 @@ func bookinfo() mesh.Input {
 // so the cache keeps one copy of each.
 func TestFlavoursShareResources(t *testing.T) {
 	m := mesh.Build(bookinfo())
-	e, err := Translate(m, Proxy{ID: "e", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	e, err := translateFor(m, Proxy{ID: "e", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := Translate(m, Proxy{ID: "g", Flavour: wire.FlavourGRPC})
+	g, err := translateFor(m, Proxy{ID: "g", Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestFlavoursShareResources(t *testing.T) {
 // A filter chain that names a route configuration that is not there is
 // caught.
 func TestValidateFollowsFilterChains(t *testing.T) {
-	r, err := Translate(mesh.Build(bookinfo()), Proxy{ID: "e", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	r, err := translateFor(mesh.Build(bookinfo()), Proxy{ID: "e", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,13 +88,13 @@ func TestValidateFollowsFilterChains(t *testing.T) {
 // without comparing), and with the changed ones new.
 func TestUnchangedResourcesKeepTheirObjects(t *testing.T) {
 	base := xdstest.ScaleInput(20)
-	prev, err := BuildShared(mesh.Build(base), nil)
+	prev, err := BuildShared(mesh.Build(base), nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	flip := xdstest.ScaleInput(20)
 	flip.EndpointSlices[3].Endpoints[0].Conditions.Ready = new(bool) // svc-3's v1 subset
-	next, err := BuildShared(mesh.Build(flip), prev)
+	next, err := BuildShared(mesh.Build(flip), prev, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func mtlsBookinfo() mesh.Input {
 // at all, nothing is TLS.
 func TestEnvoyMTLSFromFiles(t *testing.T) {
 	m := mesh.Build(mtlsBookinfo())
-	r, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
+	r, err := translateFor(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
 		Options{EnvoyCerts: EnvoyCertsFiles})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestEnvoyMTLSFromFiles(t *testing.T) {
 	if strings.Contains(out, `"name": "default"`) {
 		t.Error("a sidecar with pod certificates is sent to SDS")
 	}
-	plain, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, Options{})
+	plain, err := translateFor(m, Proxy{ID: "reviews-v1.bookinfo", Namespace: "bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

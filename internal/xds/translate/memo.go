@@ -70,13 +70,7 @@ type serviceOut struct {
 // version in prev keeps prev's resources, and a changed one keeps prev's
 // object for every resource that came out equal, so that a model change
 // costs, and touches, only what changed.
-func BuildShared(m *mesh.Model, prev *Shared) (*Shared, error) {
-	return BuildSharedWith(m, prev, Options{})
-}
-
-// BuildSharedWith is BuildShared with options; prev is reused only when it
-// was built with the same ones.
-func BuildSharedWith(m *mesh.Model, prev *Shared, opts Options) (*Shared, error) {
+func BuildShared(m *mesh.Model, prev *Shared, opts Options) (*Shared, error) {
 	if prev != nil && prev.opts != opts {
 		prev = nil
 	}

@@ -20,7 +20,7 @@ import (
 func TestObservability(t *testing.T) {
 	opts := Options{Observe: Observability{AccessLogFormat: "json", TracingEndpoint: "otel-collector.observability.svc:4317", TracingSampling: 10}}
 	m := mesh.Build(bookinfo())
-	r, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, opts)
+	r, err := translateFor(m, Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestObservability(t *testing.T) {
 	if hcms < 3 || tcps < 2 {
 		t.Errorf("checked %d HTTP connection managers and %d TCP proxies", hcms, tcps)
 	}
-	grpc, err := TranslateWith(m, Proxy{ID: "client.bookinfo", Flavour: wire.FlavourGRPC}, opts)
+	grpc, err := translateFor(m, Proxy{ID: "client.bookinfo", Flavour: wire.FlavourGRPC}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestObservability(t *testing.T) {
 			t.Error("proxyless gRPC got the tracing cluster")
 		}
 	}
-	text, err := TranslateWith(m, Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
+	text, err := translateFor(m, Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
 		Options{Observe: Observability{AccessLogFormat: "%START_TIME% %REQ(:PATH)% %RESPONSE_CODE%"}})
 	if err != nil || text.Validate() != nil {
 		t.Fatalf("a text access log format: %v", err)

@@ -51,7 +51,7 @@ func TestProxylessMTLS(t *testing.T) {
 	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080), xdstest.Ready("reviews-v2", "v2", "10.1.0.2", 9080))
 	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
 	m := mesh.Build(in)
-	sh, err := BuildSharedWith(m, nil, Options{ProxylessMTLS: true})
+	sh, err := BuildShared(m, nil, Options{ProxylessMTLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +79,12 @@ func TestProxylessMTLS(t *testing.T) {
 
 	// Plain text: the option off (certificates over SDS, which grpc-go
 	// cannot read), or no STRICT policy.
-	plain, err := BuildSharedWith(m, sh, Options{})
+	plain, err := BuildShared(m, sh, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	permissive := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080)))
-	permissiveSh, err := BuildSharedWith(permissive, nil, Options{ProxylessMTLS: true})
+	permissiveSh, err := BuildShared(permissive, nil, Options{ProxylessMTLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestProxylessMTLS(t *testing.T) {
 	}
 
 	// An unchanged service keeps its TLS clusters' objects.
-	again, err := BuildSharedWith(mesh.Build(in), sh, Options{ProxylessMTLS: true})
+	again, err := BuildShared(mesh.Build(in), sh, Options{ProxylessMTLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}

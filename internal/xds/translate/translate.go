@@ -7,9 +7,8 @@
 // endpoints.go hold the pure functions from model to each resource type
 // (envoy*.go and proxyless_tls.go the flavour-specific ones), refs.go the
 // reference checks, memo.go the reuse memo that makes translation
-// incremental. The entry points: BuildSharedWith for what every proxy of a
-// flavour shares, Own for one proxy's own resources (Translate and
-// ForProxy put the two together, for tests and tools).
+// incremental. Two entry points: BuildShared for what every proxy of a
+// flavour shares, Own for one proxy's own resources.
 package translate
 
 import (
@@ -99,40 +98,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 	return nil, fmt.Errorf("proxy %s: unknown flavour %q", proxy.ID, proxy.Flavour)
 }
 
-// ForProxy returns all of one proxy's resources, shared and its own, each
-// list sorted by name. The shared objects must not be changed.
-func ForProxy(sh *Shared, proxy Proxy) (*Resources, error) {
-	own, err := Own(sh, proxy)
-	if err != nil {
-		return nil, err
-	}
-	base := sh.GRPC
-	if proxy.Flavour == wire.FlavourEnvoy {
-		base = sh.Envoy
-	}
-	return &Resources{
-		Listeners: sortedBy(append(slices.Clone(base.Listeners), own.Listeners...), (*listenerv3.Listener).GetName),
-		Routes:    sortedBy(append(slices.Clone(base.Routes), own.Routes...), (*routev3.RouteConfiguration).GetName),
-		Clusters:  sortedBy(append(slices.Clone(base.Clusters), own.Clusters...), (*clusterv3.Cluster).GetName),
-		Endpoints: sortedBy(append(slices.Clone(base.Endpoints), own.Endpoints...), (*endpointv3.ClusterLoadAssignment).GetClusterName),
-	}, nil
-}
-
 func sortedBy[T any](xs []T, name func(T) string) []T {
 	slices.SortStableFunc(xs, func(a, b T) int { return strings.Compare(name(a), name(b)) })
 	return xs
-}
-
-// Translate builds the resources of one proxy from scratch.
-func Translate(m *mesh.Model, proxy Proxy) (*Resources, error) {
-	return TranslateWith(m, proxy, Options{})
-}
-
-// TranslateWith is Translate with options.
-func TranslateWith(m *mesh.Model, proxy Proxy, opts Options) (*Resources, error) {
-	sh, err := BuildSharedWith(m, nil, opts)
-	if err != nil {
-		return nil, err
-	}
-	return ForProxy(sh, proxy)
 }

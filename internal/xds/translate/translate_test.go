@@ -52,7 +52,7 @@ func toMsgs[T proto.Message](xs []T) []proto.Message {
 // anything is served.
 func TestValidateCatchesDanglingReferences(t *testing.T) {
 	m := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080)))
-	r, err := Translate(m, Proxy{ID: "c", Flavour: wire.FlavourGRPC})
+	r, err := translateFor(m, Proxy{ID: "c", Flavour: wire.FlavourGRPC})
 	if err != nil {
 		t.Fatal(err)
 	}
