@@ -23,8 +23,8 @@ const (
 	FieldOwnerMeshService        = "weft-meshservice"
 	FieldOwnerTrafficPolicy      = "weft-trafficpolicy"
 	FieldOwnerPeerAuthentication = "weft-peerauthentication"
-	// FieldOwnerReadiness writes Ready. Until proxies are fed it says
-	// Pending; the xDS acknowledgement tracker takes this role over.
+	// FieldOwnerReadiness writes Ready (and status.proxies) from what the
+	// proxies acknowledged (ProxyView); with none connected, Synced.
 	FieldOwnerReadiness = "weft-readiness"
 )
 
