@@ -108,6 +108,18 @@ func plural(n int, one, many string) string {
 	return many
 }
 
+// applyVerdict writes the conditions a verdict decides (and the kind's
+// other status fields it owns) under the kind's field manager.
+func applyVerdict(ctx context.Context, w status.Writer, obj client.Object, current, conds []metav1.Condition,
+	currentFields, fields map[string]any) error {
+	_, err := w.Apply(ctx, obj, current, currentFields, status.Update{
+		OwnedTypes: reconcilerConditions,
+		Conditions: conds,
+		Fields:     fields,
+	})
+	return err
+}
+
 // applyReady writes Ready (and, when fields is set, the proxy counts)
 // under the readiness writer's field manager.
 func applyReady(ctx context.Context, w status.Writer, obj client.Object, current []metav1.Condition,

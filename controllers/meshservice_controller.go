@@ -42,13 +42,9 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 	conds := conditionsOf(v)
-	if _, err := r.Status.Apply(ctx, ms, ms.Status.Conditions,
+	if err := applyVerdict(ctx, r.Status, ms, ms.Status.Conditions, conds,
 		map[string]any{"observedGeneration": ms.Status.ObservedGeneration, "endpoints": ms.Status.Endpoints},
-		status.Update{
-			OwnedTypes: reconcilerConditions,
-			Conditions: conds,
-			Fields:     map[string]any{"observedGeneration": ms.Generation, "endpoints": v.Endpoints},
-		}); err != nil {
+		map[string]any{"observedGeneration": ms.Generation, "endpoints": v.Endpoints}); err != nil {
 		return ctrl.Result{}, err
 	}
 	p := countProxies(r.Proxies, mesh.KindMeshService, ms)

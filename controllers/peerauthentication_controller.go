@@ -36,13 +36,9 @@ func (r *PeerAuthenticationReconciler) Reconcile(ctx context.Context, req ctrl.R
 		return ctrl.Result{}, err
 	}
 	conds := conditionsOf(v)
-	if _, err := r.Status.Apply(ctx, pa, pa.Status.Conditions,
+	if err := applyVerdict(ctx, r.Status, pa, pa.Status.Conditions, conds,
 		map[string]any{"observedGeneration": pa.Status.ObservedGeneration, "scope": pa.Status.Scope, "workloads": pa.Status.Workloads},
-		status.Update{
-			OwnedTypes: reconcilerConditions,
-			Conditions: conds,
-			Fields:     map[string]any{"observedGeneration": pa.Generation, "scope": v.Scope, "workloads": v.Workloads},
-		}); err != nil {
+		map[string]any{"observedGeneration": pa.Generation, "scope": v.Scope, "workloads": v.Workloads}); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, applyReady(ctx, r.Readiness, pa, pa.Status.Conditions,

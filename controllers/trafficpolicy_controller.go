@@ -35,13 +35,9 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	conds := conditionsOf(v)
-	if _, err := r.Status.Apply(ctx, tp, tp.Status.Conditions,
+	if err := applyVerdict(ctx, r.Status, tp, tp.Status.Conditions, conds,
 		map[string]any{"observedGeneration": tp.Status.ObservedGeneration},
-		status.Update{
-			OwnedTypes: reconcilerConditions,
-			Conditions: conds,
-			Fields:     map[string]any{"observedGeneration": tp.Generation},
-		}); err != nil {
+		map[string]any{"observedGeneration": tp.Generation}); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, applyReady(ctx, r.Readiness, tp, tp.Status.Conditions,

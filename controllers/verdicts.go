@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"reflect"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,7 +33,7 @@ func (b *verdictBoard) publish(m *mesh.Model) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for ref, v := range m.Verdicts {
-		if old, ok := b.verdicts[ref]; !ok || !reflect.DeepEqual(old, v) {
+		if old, ok := b.verdicts[ref]; !ok || old != v {
 			b.pending[ref] = struct{}{}
 		}
 	}

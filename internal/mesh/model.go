@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/wire"
@@ -149,17 +151,16 @@ func Build(in Input) *Model {
 		Verdicts: make(map[Ref]Verdict, len(in.MeshServices)+len(in.TrafficPolicies)+len(in.PeerAuthentications)), Shaping: map[Ref]int64{},
 		Applied: Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}}}
 
-	pods := newPodIndex(in.Pods, in.Namespaces, wire.LabelInject, wire.InjectEnabled)
 	var inForcePAs []*meshv1.PeerAuthentication
 	for i := range in.PeerAuthentications {
 		pa := &in.PeerAuthentications[i]
-		v := judgePeerAuth(peerAuthScopeOf(pa, ix.peerAuths[pa.Namespace], pods, meshNamespace))
+		v := judgePeerAuth(ix.peerAuthScope(pa, meshNamespace))
 		m.Verdicts[Ref{KindPeerAuthentication, pa.Namespace, pa.Name}] = v
 		if v.InForce() {
 			inForcePAs = append(inForcePAs, pa)
 		}
 	}
-	pa := newPeerAuth(inForcePAs, meshNamespace)
+	pa := newPeerAuth(inForcePAs, func(p *meshv1.PeerAuthentication) labels.Selector { return ix.selectors[p].sel }, meshNamespace)
 
 	for i := range in.MeshServices {
 		ms := &in.MeshServices[i]
@@ -236,23 +237,28 @@ func Build(in Input) *Model {
 // index finds the input's objects by the names others use for them.
 type index struct {
 	// services and slices by "<namespace>/<Service name>"; pods by
-	// "<namespace>/<name>".
+	// "<namespace>/<name>", and by namespace in podsIn; meshed are the
+	// namespaces that opted into the mesh.
 	services map[string]*corev1.Service
 	slices   map[string][]*discoveryv1.EndpointSlice
 	pods     map[string]*corev1.Pod
+	podsIn   map[string][]*corev1.Pod
+	meshed   []string
 	// meshServices by "<namespace>/<name>"; claimants, the MeshServices
 	// naming each Service, by "<namespace>/<Service name>"; rivals, the
 	// TrafficPolicies on each MeshService, by "<namespace>/<name>".
 	meshServices map[string]*meshv1.MeshService
 	claimants    map[string][]*meshv1.MeshService
 	rivals       map[string][]*meshv1.TrafficPolicy
-	// peerAuths by namespace.
+	// peerAuths by namespace, and their selectors (workload scope).
 	peerAuths map[string][]*meshv1.PeerAuthentication
+	selectors map[*meshv1.PeerAuthentication]parsedSelector
 }
 
 func newIndex(in Input) index {
 	ix := index{services: make(map[string]*corev1.Service, len(in.Services)), slices: make(map[string][]*discoveryv1.EndpointSlice, len(in.Services)),
-		pods:         make(map[string]*corev1.Pod, len(in.Pods)),
+		pods: make(map[string]*corev1.Pod, len(in.Pods)), podsIn: map[string][]*corev1.Pod{},
+		selectors:    map[*meshv1.PeerAuthentication]parsedSelector{},
 		meshServices: make(map[string]*meshv1.MeshService, len(in.MeshServices)), claimants: make(map[string][]*meshv1.MeshService, len(in.MeshServices)),
 		rivals: map[string][]*meshv1.TrafficPolicy{}, peerAuths: map[string][]*meshv1.PeerAuthentication{}}
 	for i := range in.Services {
@@ -262,6 +268,12 @@ func newIndex(in Input) index {
 	for i := range in.Pods {
 		p := &in.Pods[i]
 		ix.pods[Key(p.Namespace, p.Name)] = p
+		ix.podsIn[p.Namespace] = append(ix.podsIn[p.Namespace], p)
+	}
+	for _, ns := range in.Namespaces {
+		if ns.Labels[wire.LabelInject] == wire.InjectEnabled {
+			ix.meshed = append(ix.meshed, ns.Name)
+		}
 	}
 	for i := range in.EndpointSlices {
 		sl := &in.EndpointSlices[i]
@@ -284,6 +296,10 @@ func newIndex(in Input) index {
 	for i := range in.PeerAuthentications {
 		pa := &in.PeerAuthentications[i]
 		ix.peerAuths[pa.Namespace] = append(ix.peerAuths[pa.Namespace], pa)
+		if pa.Spec.Selector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
+			ix.selectors[pa] = parsedSelector{sel: sel, err: err}
+		}
 	}
 	return ix
 }

@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -31,15 +30,13 @@ type selected struct {
 }
 
 // newPeerAuth indexes the PeerAuthentications whose current generation
-// the verdicts accepted.
-func newPeerAuth(pas []*meshv1.PeerAuthentication, meshNamespace string) *peerAuth {
+// the verdicts accepted; selectorOf gives a workload policy's parsed
+// selector (the verdicts refuse those that do not parse).
+func newPeerAuth(pas []*meshv1.PeerAuthentication, selectorOf func(*meshv1.PeerAuthentication) labels.Selector, meshNamespace string) *peerAuth {
 	p := &peerAuth{meshNamespace: meshNamespace, namespace: map[string]*meshv1.PeerAuthentication{}, workload: map[string][]selected{}}
 	for _, pa := range pas {
 		if pa.Spec.Selector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
-			if err != nil {
-				continue // its verdict refuses it
-			}
+			sel := selectorOf(pa)
 			p.workload[pa.Namespace] = append(p.workload[pa.Namespace], selected{pa: pa, sel: sel})
 			continue
 		}

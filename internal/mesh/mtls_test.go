@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 )
@@ -14,6 +15,18 @@ func inForcePA(ns, name string, created time.Time, spec meshv1.PeerAuthenticatio
 	return &meshv1.PeerAuthentication{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, CreationTimestamp: metav1.NewTime(created)},
 		Spec:       spec,
+	}
+}
+
+// parseSelector parses a PeerAuthentication's selector as the model's
+// index does, failing the test when it does not parse.
+func parseSelector(t *testing.T) func(*meshv1.PeerAuthentication) labels.Selector {
+	return func(pa *meshv1.PeerAuthentication) labels.Selector {
+		sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sel
 	}
 }
 
@@ -34,7 +47,7 @@ func TestModeOf(t *testing.T) {
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Mode: strict,
 		}),
 	}
-	p := newPeerAuth(pas, "weft-system")
+	p := newPeerAuth(pas, parseSelector(t), "weft-system")
 	pod := func(ns string, lbls map[string]string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p", Labels: lbls}}
 	}
@@ -55,10 +68,10 @@ func TestModeOf(t *testing.T) {
 			t.Errorf("%s: %s %v, want %s %v", c.name, mode, ports, c.mode, c.ports)
 		}
 	}
-	if got := newPeerAuth(nil, "weft-system"); got.mesh != nil {
+	if got := newPeerAuth(nil, parseSelector(t), "weft-system"); got.mesh != nil {
 		t.Error("a mesh-wide policy from nothing")
 	}
-	if mode, _, by := newPeerAuth(nil, "weft-system").modeOf(pod("shop", nil)); mode != DefaultMTLS || len(by) != 0 {
+	if mode, _, by := newPeerAuth(nil, parseSelector(t), "weft-system").modeOf(pod("shop", nil)); mode != DefaultMTLS || len(by) != 0 {
 		t.Errorf("no policy: %s, want %s", mode, DefaultMTLS)
 	}
 	e := Endpoint{MTLS: strict, PortMTLS: map[int32]meshv1.MTLSMode{5432: disable}}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,7 +44,7 @@ func meshServiceAccepted(s meshServiceScope) Check {
 	}
 	for i, rule := range ms.Spec.Allow {
 		for j := range rule.Paths {
-			if c, ok := checkPathMatch(fieldf("spec.allow[%d].paths[%d]", i, j), &rule.Paths[j]); !ok {
+			if c, ok := checkPathMatch(fmt.Sprintf("spec.allow[%d].paths[%d]", i, j), &rule.Paths[j]); !ok {
 				return c
 			}
 		}
@@ -66,7 +67,7 @@ func meshServiceResolvedRefs(s meshServiceScope) Check {
 			for _, p := range s.svc.Spec.Ports {
 				have = append(have, strconv.Itoa(int(p.Port)))
 			}
-			field := fieldf("spec.ports[%d].port", i)
+			field := fmt.Sprintf("spec.ports[%d].port", i)
 			return fail(field, meshv1.ReasonPortNotFound, "%s: Service %q has no port %d (its ports: %s)",
 				field, ms.Spec.ServiceName, p.Port, strings.Join(have, ", "))
 		}

@@ -5,7 +5,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -102,30 +101,10 @@ func sharedPod(a, b []*corev1.Pod) string {
 	return ""
 }
 
-// podIndex finds the pods a PeerAuthentication covers.
-type podIndex struct {
-	byNamespace map[string][]*corev1.Pod
-	// meshed are the namespaces that opted into the mesh.
-	meshed []string
-}
-
-func newPodIndex(pods []corev1.Pod, namespaces []corev1.Namespace, meshedLabel, meshedValue string) podIndex {
-	ix := podIndex{byNamespace: map[string][]*corev1.Pod{}}
-	for i := range pods {
-		p := &pods[i]
-		ix.byNamespace[p.Namespace] = append(ix.byNamespace[p.Namespace], p)
-	}
-	for _, ns := range namespaces {
-		if ns.Labels[meshedLabel] == meshedValue {
-			ix.meshed = append(ix.meshed, ns.Name)
-		}
-	}
-	return ix
-}
-
-func (ix podIndex) selecting(namespace string, sel labels.Selector) []*corev1.Pod {
+// selecting returns the pods of a namespace that a selector selects.
+func (ix index) selecting(namespace string, sel labels.Selector) []*corev1.Pod {
 	var out []*corev1.Pod
-	for _, p := range ix.byNamespace[namespace] {
+	for _, p := range ix.podsIn[namespace] {
 		if sel.Matches(labels.Set(p.Labels)) {
 			out = append(out, p)
 		}
@@ -133,30 +112,36 @@ func (ix podIndex) selecting(namespace string, sel labels.Selector) []*corev1.Po
 	return out
 }
 
-// peerAuthScopeOf gathers what a PeerAuthentication's verdict depends on.
-func peerAuthScopeOf(pa *meshv1.PeerAuthentication, peers []*meshv1.PeerAuthentication, ix podIndex, meshNamespace string) peerAuthScope {
-	s := peerAuthScope{pa: pa, scope: scopeOf(pa, meshNamespace), peers: peers}
+// peerAuthScope gathers what a PeerAuthentication's verdict depends on.
+func (ix index) peerAuthScope(pa *meshv1.PeerAuthentication, meshNamespace string) peerAuthScope {
+	s := peerAuthScope{pa: pa, scope: scopeOf(pa, meshNamespace), peers: ix.peerAuths[pa.Namespace]}
 	s.covers = func(peer *meshv1.PeerAuthentication) []*corev1.Pod {
-		sel, err := metav1.LabelSelectorAsSelector(peer.Spec.Selector)
-		if err != nil {
+		sel := ix.selectors[peer]
+		if sel.err != nil {
 			return nil
 		}
-		return ix.selecting(peer.Namespace, sel)
+		return ix.selecting(peer.Namespace, sel.sel)
 	}
 	switch s.scope {
 	case meshv1.ScopeMesh:
 		for _, ns := range ix.meshed {
-			s.pods = append(s.pods, ix.byNamespace[ns]...)
+			s.pods = append(s.pods, ix.podsIn[ns]...)
 		}
 	case meshv1.ScopeNamespace:
-		s.pods = ix.byNamespace[pa.Namespace]
+		s.pods = ix.podsIn[pa.Namespace]
 	case meshv1.ScopeWorkload:
-		sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
-		if err != nil {
-			s.selectorErr = err
+		sel := ix.selectors[pa]
+		if sel.err != nil {
+			s.selectorErr = sel.err
 			return s
 		}
-		s.pods = ix.selecting(pa.Namespace, sel)
+		s.pods = ix.selecting(pa.Namespace, sel.sel)
 	}
 	return s
+}
+
+// parsedSelector is a PeerAuthentication's spec.selector, parsed once.
+type parsedSelector struct {
+	sel labels.Selector
+	err error
 }

@@ -72,7 +72,7 @@ func trafficPolicyResolvedRefs(s trafficPolicyScope) Check {
 	for i, route := range tp.Spec.HTTP {
 		for j, b := range route.Backends {
 			if b.Subset != "" && !hasSubset(target, b.Subset) {
-				field := fieldf("spec.http[%d].backends[%d].subset", i, j)
+				field := fmt.Sprintf("spec.http[%d].backends[%d].subset", i, j)
 				return fail(field, meshv1.ReasonSubsetNotFound, "%s: MeshService %q has no subset %q (its subsets: %s)",
 					field, target.Name, b.Subset, subsetList(target))
 			}
@@ -83,17 +83,17 @@ func trafficPolicyResolvedRefs(s trafficPolicyScope) Check {
 		m := s.mirrors[route.Mirror.Name]
 		switch {
 		case m == nil:
-			field := fieldf("spec.http[%d].mirror.name", i)
+			field := fmt.Sprintf("spec.http[%d].mirror.name", i)
 			return fail(field, meshv1.ReasonMirrorNotFound, "%s: MeshService %q does not exist in namespace %q",
 				field, route.Mirror.Name, tp.Namespace)
 		case route.Mirror.Subset != "" && !hasSubset(m, route.Mirror.Subset):
-			field := fieldf("spec.http[%d].mirror.subset", i)
+			field := fmt.Sprintf("spec.http[%d].mirror.subset", i)
 			return fail(field, meshv1.ReasonSubsetNotFound, "%s: MeshService %q has no subset %q (its subsets: %s)",
 				field, m.Name, route.Mirror.Subset, subsetList(m))
 		}
 		for _, p := range ports {
 			if p.Protocol.IsHTTP() && !slices.ContainsFunc(m.Spec.Ports, func(mp meshv1.MeshServicePort) bool { return mp.Port == p.Port }) {
-				field := fieldf("spec.http[%d].mirror.name", i)
+				field := fmt.Sprintf("spec.http[%d].mirror.name", i)
 				return fail(field, meshv1.ReasonPortNotFound, "%s: MeshService %q has no port %d to mirror to (its ports: %s)",
 					field, m.Name, p.Port, portList(m.Spec.Ports))
 			}
@@ -126,7 +126,7 @@ func httpOnlyField(tp *meshv1.TrafficPolicy) string {
 func checkTrafficPolicyRegexes(tp *meshv1.TrafficPolicy) (Check, bool) {
 	for i, route := range tp.Spec.HTTP {
 		for j, m := range route.Matches {
-			field := fieldf("spec.http[%d].matches[%d]", i, j)
+			field := fmt.Sprintf("spec.http[%d].matches[%d]", i, j)
 			if c, ok := checkPathMatch(field+".path", m.Path); !ok {
 				return c, false
 			}
@@ -176,5 +176,3 @@ func subsetList(ms *meshv1.MeshService) string {
 	}
 	return strings.Join(names, ", ")
 }
-
-func fieldf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
