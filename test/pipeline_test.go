@@ -16,7 +16,7 @@ var stages = [][]string{
 	{"internal/xds/translate"},
 	{"internal/xds/cache"},
 	{"internal/xds/acks"},
-	{"internal/xds/auth", "internal/xds/server"},
+	{"internal/xds/auth", "internal/xds/sds", "internal/xds/server"},
 	{"controllers"},
 }
 
@@ -49,7 +49,7 @@ func TestStagesImportInOrder(t *testing.T) {
 }
 
 // sameGroupAllowed: within the server stage, the server uses the
-// authenticator (one stage, two packages).
+// authenticator and the SDS issuer (one stage, three packages).
 func sameGroupAllowed(p, d string) bool {
-	return p == "internal/xds/server" && d == "internal/xds/auth"
+	return p == "internal/xds/server" && (d == "internal/xds/auth" || d == "internal/xds/sds")
 }

@@ -18,10 +18,7 @@ func (s *Server) onDeltaResponse(stream int64, _ *discovery.DeltaDiscoveryReques
 }
 
 func (s *Server) noteResponse(stream int64, nonce, typeURL, version string) {
-	s.mu.Lock()
-	id, ok := s.streams[stream]
-	s.mu.Unlock()
-	if ok {
+	if id, ok := s.streams.proxyOf(stream); ok {
 		s.acks.Sent(id, typeURL, nonce, version)
 	}
 }

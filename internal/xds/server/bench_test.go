@@ -9,6 +9,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -27,9 +28,7 @@ func BenchmarkEndpointChange(b *testing.B) {
 			s.OnModel(context.Background(), mesh.Build(base))
 			for i := range tc.proxies {
 				id := fmt.Sprintf("proxy-%d", i)
-				s.proxies[id] = translate.Proxy{ID: id, Flavour: wire.FlavourGRPC}
-				s.acks.Connect(id)
-				s.pushLocked(id, s.proxies[id])
+				s.sched.connect(translate.Proxy{ID: id, Flavour: wire.FlavourGRPC}, auth.Identity{}, false)
 			}
 			// Two models that differ in one endpoint's readiness.
 			flip := xdstest.ScaleInput(tc.services)

@@ -14,6 +14,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -32,11 +33,11 @@ func (c *csds) FetchClientStatus(ctx context.Context, _ *statusv3.ClientStatusRe
 	return c.s.clientStatus(ctx), nil
 }
 
-// clientStatus takes what the server knows of each proxy under its lock,
-// then looks up pod certificates outside it (an API read per namespace,
+// clientStatus takes what the server's stages know of each proxy, then
+// looks up pod certificates outside every lock (an API read per namespace,
 // which must not stall the streams).
 func (s *Server) clientStatus(ctx context.Context) *statusv3.ClientStatusResponse {
-	out, pending := s.clientStatusLocked()
+	out, pending := s.proxiesStatus()
 	lists := map[string][]certificatesv1.PodCertificateRequest{}
 	for _, pd := range pending {
 		if pc, ok := s.podCertificate(ctx, pd.proxy, lists); ok {
@@ -55,22 +56,28 @@ type podCertPending struct {
 	meta  map[string]*structpb.Value
 }
 
-func (s *Server) clientStatusLocked() (*statusv3.ClientStatusResponse, []podCertPending) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// proxiesStatus reads each proxy's state from the stage that holds it
+// (scheduler, SDS issuer, tracker, cache), one lock at a time.
+func (s *Server) proxiesStatus() (*statusv3.ClientStatusResponse, []podCertPending) {
 	out := &statusv3.ClientStatusResponse{}
 	var pending []podCertPending
-	for _, id := range s.proxyIDsLocked() {
-		p := s.proxies[id]
+	for _, v := range s.sched.snapshot() {
+		id, p := v.proxy.ID, v.proxy
 		acked, nacked := s.acks.Replies(id)
 		meta := map[string]*structpb.Value{wire.MetaFlavour: structpb.NewStringValue(string(p.Flavour))}
 		// What the proxy proved, and the certificate weft serves it, if any.
-		if who, ok := s.proxyIdentity[id]; ok {
-			meta[wire.MetaIdentity] = structpb.NewStringValue("system:serviceaccount:" + who.Namespace + ":" + who.ServiceAccount)
+		if v.proved {
+			meta[wire.MetaIdentity] = structpb.NewStringValue("system:serviceaccount:" + v.who.Namespace + ":" + v.who.ServiceAccount)
 		}
-		if l := s.leaves[id]; l != nil {
-			meta[wire.MetaIdentity] = structpb.NewStringValue(l.id.String())
-			meta[wire.MetaCertExpiry] = structpb.NewStringValue(l.notAfter.UTC().Format(time.RFC3339))
+		var leafID identity.ID
+		var notAfter time.Time
+		hasLeaf := false
+		if s.sds != nil {
+			leafID, notAfter, hasLeaf = s.sds.Leaf(id)
+		}
+		if hasLeaf {
+			meta[wire.MetaIdentity] = structpb.NewStringValue(leafID.String())
+			meta[wire.MetaCertExpiry] = structpb.NewStringValue(notAfter.UTC().Format(time.RFC3339))
 			meta[wire.MetaCertDelivery] = structpb.NewStringValue(string(wire.DeliverySDS))
 		} else if s.PodCertificates != nil && p.Pod != "" {
 			pending = append(pending, podCertPending{proxy: p, meta: meta})

@@ -9,12 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
@@ -33,6 +30,7 @@ import (
 	"github.com/weftmesh/weft/internal/xds/acks"
 	"github.com/weftmesh/weft/internal/xds/auth"
 	"github.com/weftmesh/weft/internal/xds/cache"
+	"github.com/weftmesh/weft/internal/xds/sds"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -106,36 +104,19 @@ func (o Options) Validate() error {
 }
 
 // Server is the ADS server. It is a manager runnable that needs no leader
-// election: every replica serves proxies.
+// election: every replica serves proxies. Its concerns each keep their own
+// state under their own lock: the streams and what they proved
+// (streamTable), translation and what each proxy is sent (scheduler), the
+// sidecars' certificates (sds.Issuer) and what each proxy acknowledged
+// (acks.Tracker). The server itself holds no lock.
 type Server struct {
 	Options
 
-	cache *cache.Cache
-
-	mu    sync.Mutex
-	model *mesh.Model
-	// shared is what the model translates to for every proxy, and stamp
-	// the generations it was made from; both are built once per model.
-	shared  *translate.Shared
-	stamp   acks.Stamp
-	proxies map[string]translate.Proxy
-	// inbound is what each sidecar's own resources were made from, and
-	// ownSecrets the secrets last given them; proxyIdentity is what each
-	// proxy proved, and leaves its certificate.
-	inbound       map[string][]translate.PodPort
-	ownSecrets    map[string][]*tlsv3.Secret
-	proxyIdentity map[string]auth.Identity
-	leaves        map[string]*leaf
-	// failed is the last translation error per proxy; the proxy keeps its
-	// last good resources meanwhile.
-	failed map[string]error
-
-	// streams maps each stream to its proxy; a proxy with no stream left
-	// is forgotten. identities holds what each stream proved (with Auth).
-	streams    map[int64]string
-	identities map[int64]auth.Identity
-	// acks tracks what each proxy acknowledged, under its own lock.
-	acks *acks.Tracker
+	cache   *cache.Cache
+	acks    *acks.Tracker
+	sds     *sds.Issuer
+	sched   *scheduler
+	streams *streamTable
 
 	ready, statusReady chan string
 }
@@ -146,12 +127,14 @@ func New(o Options) (*Server, error) {
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("configuring the xDS server: %w", err)
 	}
-	empty := mesh.Build(mesh.Input{})
-	shared, _ := translate.BuildShared(empty, nil, translate.Options{}) // an empty model always translates
 	c := cache.New()
-	s := &Server{Options: o, cache: c, model: empty, shared: shared, stamp: acks.StampOf(empty), acks: acks.New(c.Versions, o.Log),
-		proxies: map[string]translate.Proxy{}, inbound: map[string][]translate.PodPort{}, ownSecrets: map[string][]*tlsv3.Secret{}, proxyIdentity: map[string]auth.Identity{}, leaves: map[string]*leaf{}, failed: map[string]error{}, streams: map[int64]string{}, identities: map[int64]auth.Identity{}, ready: make(chan string, 1), statusReady: make(chan string, 1)}
-	_ = s.setShared(shared) // nor does it fail to cache
+	s := &Server{Options: o, cache: c, acks: acks.New(c.Versions, o.Log), streams: newStreamTable(),
+		ready: make(chan string, 1), statusReady: make(chan string, 1)}
+	if o.Signer != nil {
+		s.sds = sds.New(o.Signer, o.TrustDomain, o.LeafTTL)
+	}
+	topts := translate.Options{ProxylessMTLS: o.ProxylessMTLS, EnvoyCerts: o.EnvoyCerts, TrustDomain: o.TrustDomain, Observe: o.Observe}
+	s.sched = newScheduler(o.Log, topts, o.EnvoyCerts, c, s.acks, s.sds)
 	return s, nil
 }
 
@@ -169,34 +152,16 @@ func (s *Server) Addr(ctx context.Context) (string, error) {
 	}
 }
 
-// Names of the cache's resource sets that every proxy of a flavour shares.
-const (
-	grpcSet  = "flavour/grpc"
-	envoySet = "flavour/envoy"
-)
-
 // renewLeaves replaces sidecars' certificates at half-life.
 func (s *Server) renewLeaves(ctx context.Context) {
-	every := 10 * time.Second
-	if s.LeafTTL > 0 && s.LeafTTL/20 < every {
-		every = max(s.LeafTTL/20, time.Second)
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(sds.RenewEvery(s.LeafTTL))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			s.mu.Lock()
-			for id, p := range s.proxies {
-				// Renew what is due, and retry what failed (the CA may
-				// have been loading).
-				if p.Flavour == wire.FlavourEnvoy && (s.renewalDueLocked(id, now) || s.failed[id] != nil) {
-					s.pushLocked(id, p)
-				}
-			}
-			s.mu.Unlock()
+			s.sched.renew(now)
 		}
 	}
 }
@@ -216,101 +181,7 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 // OnModel takes a new model and updates every connected proxy. A model
 // whose shared resources fail validation is not used: every proxy keeps
 // its last good configuration.
-func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	shared, err := translate.BuildShared(m, s.shared, translate.Options{ProxylessMTLS: s.ProxylessMTLS, EnvoyCerts: s.EnvoyCerts, TrustDomain: s.TrustDomain, Observe: s.Observe})
-	if err != nil {
-		s.Log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
-		for id := range s.proxies {
-			s.failed[id] = err
-		}
-		return
-	}
-	if err := s.setShared(shared); err != nil {
-		s.Log.Error(err, "Caching the mesh failed; every proxy keeps its last configuration")
-		for id := range s.proxies {
-			s.failed[id] = err
-		}
-		return
-	}
-	s.model, s.shared, s.stamp = m, shared, acks.StampOf(m)
-	for id, p := range s.proxies {
-		s.pushLocked(id, p)
-	}
-}
-
-// setShared hands the flavours' shared sets to the cache.
-func (s *Server) setShared(sh *translate.Shared) error {
-	return errors.Join(s.cache.SetResources(grpcSet, sh.GRPC.ByType()), s.cache.SetResources(envoySet, sh.Envoy.ByType()))
-}
-
-// pushLocked gives one proxy its flavour's shared set and, for a sidecar,
-// its own resources. A proxy whose translation fails keeps what it had.
-func (s *Server) pushLocked(id string, p translate.Proxy) {
-	err := s.assignLocked(id, p)
-	if err == nil {
-		s.acks.Pushed(id, s.stamp)
-		delete(s.failed, id)
-		return
-	}
-	if s.failed[id] == nil || s.failed[id].Error() != err.Error() {
-		s.Log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
-	}
-	s.failed[id] = err
-}
-
-func (s *Server) assignLocked(id string, p translate.Proxy) error {
-	if p.Flavour != wire.FlavourEnvoy {
-		return s.assignGRPCLocked(id, p)
-	}
-	// A sidecar's own resources change only with its pod's ports and its
-	// certificate.
-	ports := s.shared.InboundPorts(p.Pod)
-	secrets, err := s.secretsLocked(id, time.Now())
-	if err != nil {
-		return err
-	}
-	if s.EnvoyCerts == translate.EnvoyCertsSDS && len(secrets) == 0 {
-		// Its TLS contexts name SDS secrets that would never come.
-		return fmt.Errorf("proxy %s: its configuration names the SDS secrets %s and %s, and weft has no certificate for it (it proved no identity)",
-			id, translate.SecretCertificate, translate.SecretRoots)
-	}
-	prev, ok := s.inbound[id]
-	if !ok || !slices.Equal(prev, ports) || !slices.Equal(s.ownSecrets[id], secrets) {
-		own, err := translate.Own(s.shared, p)
-		if err != nil {
-			return err
-		}
-		own.Secrets = secrets
-		if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
-			return err
-		}
-		s.inbound[id], s.ownSecrets[id] = ports, secrets
-	}
-	return s.cache.Assign(id, envoySet, cache.ProxySet(id))
-}
-
-// assignGRPCLocked gives a proxyless gRPC proxy the shared set and, when
-// its pod serves mesh ports, its servers' Listeners (a set of its own).
-func (s *Server) assignGRPCLocked(id string, p translate.Proxy) error {
-	ports := s.shared.InboundPorts(p.Pod)
-	prev, had := s.inbound[id]
-	if len(ports) == 0 && !had {
-		return s.cache.Assign(id, grpcSet)
-	}
-	if !had || !slices.Equal(prev, ports) {
-		own, err := translate.Own(s.shared, p)
-		if err != nil {
-			return err
-		}
-		if err := s.cache.SetResources(cache.ProxySet(id), own.ByType()); err != nil {
-			return err
-		}
-		s.inbound[id] = ports
-	}
-	return s.cache.Assign(id, grpcSet, cache.ProxySet(id))
-}
+func (s *Server) OnModel(_ context.Context, m *mesh.Model) { s.sched.onModel(m) }
 
 // onRequest and onDeltaRequest register a proxy the first time it asks
 // for anything, before the cache sees its request, and record ACKs and
@@ -324,52 +195,47 @@ func (s *Server) onDeltaRequest(stream int64, req *discovery.DeltaDiscoveryReque
 }
 
 func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, nack string) error {
-	if err := s.register(stream, node); err != nil {
+	id, err := s.register(stream, node)
+	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	id := s.streams[stream]
-	s.mu.Unlock()
 	s.acks.Replied(id, typeURL, nonce, nack)
 	return nil
 }
 
-func (s *Server) register(stream int64, node *corev3.Node) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// register binds a stream to the proxy its node names, the first time it
+// names one: with Auth, only to the node id of the pod it proved (checked
+// outside every lock: it may read the pod). It returns the proxy's id.
+func (s *Server) register(stream int64, node *corev3.Node) (string, error) {
 	id := node.GetId()
-	if id == "" {
-		if _, known := s.streams[stream]; known {
-			return nil
-		}
-		return errors.New("the first request of a stream names no node")
+	if bound, ok := s.streams.proxyOf(stream); ok && (id == "" || id == bound) {
+		return bound, nil
 	}
+	if id == "" {
+		return "", errors.New("the first request of a stream names no node")
+	}
+	st, _ := s.streams.get(stream)
+	who, proved := st.who, st.proved
 	if s.Auth != nil {
-		who, ok := s.identities[stream]
-		if !ok {
-			return status.Error(codes.Unauthenticated, "the stream proved no identity")
+		if !proved {
+			return "", status.Error(codes.Unauthenticated, "the stream proved no identity")
 		}
-		bound, err := s.Auth.BindNode(context.Background(), who, id)
+		bound, err := s.Auth.BindNode(st.ctx, who, id)
 		if err != nil {
 			s.Log.Info("A proxy used a node id that is not its own", "proxy", id, "namespace", who.Namespace,
 				"serviceAccount", who.ServiceAccount, "pod", who.Pod, "reason", err.Error())
-			return err
+			return "", err
 		}
-		s.identities[stream] = bound
+		who = bound
 	}
-	s.streams[stream] = id
-	if who, ok := s.identities[stream]; ok {
-		s.proxyIdentity[id] = who
+	first, err := s.streams.bind(stream, id, who, proved)
+	if err != nil {
+		return "", err
 	}
-	if _, known := s.proxies[id]; known {
-		return nil
+	if first {
+		s.sched.connect(ProxyFor(node), who, proved)
 	}
-	p := ProxyFor(node)
-	s.proxies[id] = p
-	s.acks.Connect(id)
-	s.Log.Info("A proxy connected", "proxy", id)
-	s.pushLocked(id, p)
-	return nil
+	return id, nil
 }
 
 // ProxyFor describes the proxy behind a node: its flavour from the node
@@ -387,60 +253,35 @@ func ProxyFor(node *corev3.Node) translate.Proxy {
 	return p
 }
 
-// onOpen records what a stream proved, when streams authenticate.
+// onOpen records each stream, and what it proved when streams
+// authenticate.
 func (s *Server) onOpen(ctx context.Context, stream int64, _ string) error {
 	if s.Auth == nil {
+		s.streams.opened(ctx, stream, auth.Identity{}, false)
 		return nil
 	}
 	who, ok := auth.FromContext(ctx)
 	if !ok {
 		return status.Error(codes.Unauthenticated, "the stream proved no identity")
 	}
-	s.mu.Lock()
-	s.identities[stream] = who
-	s.mu.Unlock()
+	s.streams.opened(ctx, stream, who, true)
 	return nil
 }
 
-// onClosed forgets a proxy when its last stream ends.
+// onClosed forgets a stream, and its proxy with its last stream.
 func (s *Server) onClosed(stream int64, _ *corev3.Node) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.identities, stream)
-	id, ok := s.streams[stream]
-	if !ok {
-		return
+	if id, ok := s.streams.closed(stream); ok {
+		s.sched.disconnect(id)
 	}
-	delete(s.streams, stream)
-	for _, other := range s.streams {
-		if other == id {
-			return
-		}
-	}
-	delete(s.proxies, id)
-	delete(s.inbound, id)
-	delete(s.ownSecrets, id)
-	delete(s.proxyIdentity, id)
-	delete(s.leaves, id)
-	delete(s.failed, id)
-	s.acks.Disconnect(id)
-	s.cache.RemoveProxy(id)
-	s.Log.Info("A proxy disconnected", "proxy", id)
 }
 
 // Proxies lists the connected proxies' ids.
 func (s *Server) Proxies() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proxyIDsLocked()
-}
-
-func (s *Server) proxyIDsLocked() []string {
-	out := make([]string, 0, len(s.proxies))
-	for id := range s.proxies {
-		out = append(out, id)
+	views := s.sched.snapshot()
+	out := make([]string, len(views))
+	for i, v := range views {
+		out[i] = v.proxy.ID
 	}
-	slices.Sort(out)
 	return out
 }
 

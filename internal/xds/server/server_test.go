@@ -107,9 +107,7 @@ func TestInvalidTranslationIsNotPushed(t *testing.T) {
 	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "127.0.0.2", v1), xdstest.Ready("reviews-v2", "v2", "127.0.0.3", v2))
 	in.TrafficPolicies[0].Spec.HTTP[0].Matches[0].Headers[0].Name = ""
 	s.OnModel(context.Background(), mesh.Build(in))
-	s.mu.Lock()
-	failure := s.failed["client-1"]
-	s.mu.Unlock()
+	failure := s.sched.failure("client-1")
 	if failure == nil {
 		t.Fatal("an invalid translation was not reported")
 	}
