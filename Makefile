@@ -10,6 +10,8 @@ ASSETS := $(BIN)/k8s/$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen
 BENCHSTAT := $(BIN)/benchstat
 HELM := $(BIN)/helm
+GOLANGCI_LINT := $(BIN)/golangci-lint
+LOGCHECK := $(BIN)/logcheck
 KUBECTL := $(ASSETS)/kubectl
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/weftmesh/weft/internal/version.version=$(VERSION)
@@ -64,8 +66,12 @@ vet: ## Run go vet.
 verify: $(CONTROLLER_GEN) ## Fail when 'make generate manifests' would change files, or gofmt would.
 	$(call timed,verify,hack/verify-generated.sh)
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) $(LOGCHECK) ## Lint the code: golangci-lint (.golangci.yml) and logcheck (logr calls), both pinned in hack/tools/lint.
+	$(call timed,lint,$(GOLANGCI_LINT) run ./... && $(LOGCHECK) -check-value ./...)
+
 .PHONY: test
-test: tools verify vet test-binaries ## Run every test against a real kube-apiserver and etcd (builds them the first time).
+test: tools verify vet lint test-binaries ## Run every test against a real kube-apiserver and etcd (builds them the first time).
 	$(call timed,go-test,WEFT_TEST_BINARIES=$(TEST_BIN) go test -p $(TEST_P) -timeout 20m $(TEST_FLAGS) ./...)
 
 .PHONY: test-binaries
@@ -126,7 +132,7 @@ docker-build: ## Build the image IMG with the version stamped (needs Docker or C
 ##@ Tools
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm and controller-gen into bin/.
+tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm, controller-gen, the linters and cert-manager's controllers into bin/.
 	$(call timed,tools,hack/build-tools.sh all)
 
 $(CONTROLLER_GEN):
@@ -134,3 +140,9 @@ $(CONTROLLER_GEN):
 
 $(HELM):
 	hack/build-tools.sh helm
+
+$(GOLANGCI_LINT):
+	hack/build-tools.sh golangci-lint
+
+$(LOGCHECK):
+	hack/build-tools.sh logcheck

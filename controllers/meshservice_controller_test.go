@@ -184,7 +184,7 @@ func TestStatusSettlesAndHasOneWriterPerCondition(t *testing.T) {
 			continue
 		}
 		for _, c := range []string{meshv1.ConditionAccepted, meshv1.ConditionResolvedRefs, meshv1.ConditionReady} {
-			if containsKey(mf.FieldsV1.Raw, `k:{\"type\":\"`+c+`\"}`) {
+			if containsKey(mf.FieldsV1.GetRawBytes(), `k:{\"type\":\"`+c+`\"}`) {
 				if prev, ok := owners[c]; ok {
 					t.Errorf("condition %s has two writers: %s and %s", c, prev, mf.Manager)
 				}

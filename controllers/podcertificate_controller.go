@@ -135,7 +135,7 @@ func (r *PodCertificateSigner) check(ctx context.Context, pcr *certificatesv1.Po
 	}
 	id := identity.ID{TrustDomain: r.TrustDomain, Namespace: pod.Namespace, ServiceAccount: pcr.Spec.ServiceAccountName}
 	if err := id.Validate(); err != nil {
-		return identity.ID{}, ReasonPodMismatch, err.Error(), nil
+		return identity.ID{}, ReasonPodMismatch, err.Error(), nil //nolint:nilerr // an identity that cannot be certified is a verdict on the request, not a failure to reconcile
 	}
 	return id, "", "", nil
 }

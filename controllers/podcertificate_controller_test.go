@@ -135,7 +135,7 @@ func TestPodCertificateIssued(t *testing.T) {
 	if life < time.Hour || life > time.Hour+2*time.Minute {
 		t.Errorf("lifetime %v, want the hour asked for", life)
 	}
-	if !pcr.Status.BeginRefreshAt.After(pcr.Status.NotBefore.Time.Add(29*time.Minute)) || !pcr.Status.BeginRefreshAt.Time.Before(pcr.Status.NotAfter.Time) {
+	if !pcr.Status.BeginRefreshAt.After(pcr.Status.NotBefore.Add(29*time.Minute)) || !pcr.Status.BeginRefreshAt.Time.Before(pcr.Status.NotAfter.Time) {
 		t.Errorf("refresh at %v for %v..%v", pcr.Status.BeginRefreshAt, pcr.Status.NotBefore, pcr.Status.NotAfter)
 	}
 }

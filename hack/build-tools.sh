@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned tools weft needs into bin/ from the Go module proxy, each
 # only when the pinned version is not there yet. Usage:
-#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|benchstat|all]...
+#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|golangci-lint|logcheck|benchstat|all]...
 # Binaries land in bin/k8s/<version>/ (the KUBEBUILDER_ASSETS directory for
 # envtest) and bin/ (helm, controller-gen). Builds run one at a time: the
 # machines this runs on have two cores.
@@ -21,6 +21,8 @@ ETCD_VERSION=$(pinned go.etcd.io/etcd/server/v3 "$tools/etcd/go.mod")
 HELM_VERSION=$(pinned helm.sh/helm/v3 "$tools/helm/go.mod")
 GEN_VERSION=$(pinned sigs.k8s.io/controller-tools "$tools/gen/go.mod")
 PERF_VERSION=$(pinned golang.org/x/perf "$tools/perf/go.mod")
+LINT_VERSION=$(pinned github.com/golangci/golangci-lint/v2 "$tools/lint/go.mod")
+LOGCHECK_VERSION=$(pinned sigs.k8s.io/logtools "$tools/lint/go.mod")
 
 assets="$root/bin/k8s/$K8S_VERSION"
 mkdir -p "$assets"
@@ -66,6 +68,15 @@ one() {
 			"-X sigs.k8s.io/controller-tools/pkg/version.version=$GEN_VERSION"
 		ln -sf "controller-gen-$GEN_VERSION" "$root/bin/controller-gen"
 		;;
+	golangci-lint)
+		build "$tools/lint" "$root/bin/golangci-lint-$LINT_VERSION" github.com/golangci/golangci-lint/v2/cmd/golangci-lint \
+			"-X main.version=${LINT_VERSION#v} -X main.commit=none -X main.date=unknown"
+		ln -sf "golangci-lint-$LINT_VERSION" "$root/bin/golangci-lint"
+		;;
+	logcheck)
+		build "$tools/lint" "$root/bin/logcheck-$LOGCHECK_VERSION" sigs.k8s.io/logtools/logcheck
+		ln -sf "logcheck-$LOGCHECK_VERSION" "$root/bin/logcheck"
+		;;
 	benchstat)
 		# Only for make bench-compare; make test does not need it.
 		build "$tools/perf" "$root/bin/benchstat-$PERF_VERSION" golang.org/x/perf/cmd/benchstat
@@ -81,6 +92,8 @@ one() {
 		one controller-gen
 		one assets
 		one helm
+		one golangci-lint
+		one logcheck
 		"$tools/certmanager/build.sh"
 		;;
 	*)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs .ci/run as CI runs it on a new machine: in a fresh clone of a
-# commit, with GOCACHE and GOMODCACHE pointed at new empty directories and
-# no bin/, and reports the time of each phase and of the slowest test
+# commit, with GOCACHE, GOMODCACHE and golangci-lint's cache pointed at new
+# empty directories and no bin/, and reports the time of each phase and of the slowest test
 # packages. Usage:
 #   hack/ci-cold.sh [-r REV] [-b] [-k] [-o DIR]
 #     -r REV  the commit to clone (default HEAD; uncommitted work is not run)
@@ -55,7 +55,7 @@ if [[ -d "$root/../shared" && ! -e "$out/shared" ]]; then
 	cp -r "$root/../shared" "$out/shared"
 fi
 
-export GOCACHE="$out/gocache" GOMODCACHE="$out/gomodcache" CI=true
+export GOCACHE="$out/gocache" GOMODCACHE="$out/gomodcache" GOLANGCI_LINT_CACHE="$out/lintcache" CI=true
 unset GOFLAGS KUBEBUILDER_ASSETS WEFT_TEST_BINARIES
 mkdir -p "$GOCACHE" "$GOMODCACHE"
 

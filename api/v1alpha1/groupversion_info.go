@@ -6,8 +6,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -15,8 +16,20 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "mesh.weft.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers weft's kinds with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds weft's kinds to a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+// addKnownTypes registers each kind and its list. The package imports only
+// apimachinery, so that importing weft's API pulls in no controller code.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion,
+		&MeshService{}, &MeshServiceList{},
+		&TrafficPolicy{}, &TrafficPolicyList{},
+		&PeerAuthentication{}, &PeerAuthenticationList{},
+	)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

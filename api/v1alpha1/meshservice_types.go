@@ -229,7 +229,3 @@ type MeshServiceList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MeshService `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MeshService{}, &MeshServiceList{})
-}

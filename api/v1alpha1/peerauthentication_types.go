@@ -120,7 +120,3 @@ type PeerAuthenticationList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PeerAuthentication `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&PeerAuthentication{}, &PeerAuthenticationList{})
-}

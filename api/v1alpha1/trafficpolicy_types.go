@@ -579,7 +579,3 @@ type TrafficPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TrafficPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&TrafficPolicy{}, &TrafficPolicyList{})
-}

@@ -157,7 +157,7 @@ func waitChild(ctx context.Context, cmd *exec.Cmd) error {
 		return childErr(err)
 	case <-time.After(time.Minute):
 		_ = cmd.Process.Kill()
-		<-done
+		<-done //nolint:errcheck // killed: its exit status says nothing more
 		return errors.New("the demo did not stop within a minute of Ctrl-C: killed it and everything it started")
 	}
 }

@@ -131,7 +131,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer ch.stop()
+	defer func() { _ = ch.stop() }() // run's own error is the one to report
 	fmt.Fprintf(out, "xdsload: %d services, %d delta clients, server process %d (xDS %s, floor %s)\n", o.services, o.clients, ch.cmd.Process.Pid, h.XDS, h.Floor)
 
 	var idle memory

@@ -11,22 +11,22 @@ import (
 )
 
 // Run calls fire after events arrive on in: when no event has come for
-// quiet, or when max has passed since the first event not yet fired for.
+// quiet, or when maxWait has passed since the first event not yet fired for.
 // It returns when ctx ends.
-func Run(ctx context.Context, clk clock.Clock, in <-chan struct{}, quiet, max time.Duration, fire func()) {
-	run(ctx, clk, in, quiet, max, fire, func() {})
+func Run(ctx context.Context, clk clock.Clock, in <-chan struct{}, quiet, maxWait time.Duration, fire func()) {
+	run(ctx, clk, in, quiet, maxWait, fire, func() {})
 }
 
 // run is Run with a hook called once each event has been handled, which
 // lets a test move a fake clock only when the timers are set.
-func run(ctx context.Context, clk clock.Clock, in <-chan struct{}, quiet, max time.Duration, fire, handled func()) {
+func run(ctx context.Context, clk clock.Clock, in <-chan struct{}, quiet, maxWait time.Duration, fire, handled func()) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-in:
 		}
-		quietT, maxT := clk.NewTimer(quiet), clk.NewTimer(max)
+		quietT, maxT := clk.NewTimer(quiet), clk.NewTimer(maxWait)
 		handled()
 	burst:
 		for {

@@ -16,13 +16,13 @@ type harness struct {
 	fired   chan struct{}
 }
 
-func start(t *testing.T, quiet, max time.Duration) *harness {
+func start(t *testing.T, quiet, maxWait time.Duration) *harness {
 	t.Helper()
 	h := &harness{clk: clocktesting.NewFakeClock(time.Unix(0, 0)), in: make(chan struct{}),
 		handled: make(chan struct{}, 1000), fired: make(chan struct{}, 100)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go run(ctx, h.clk, h.in, quiet, max, func() { h.fired <- struct{}{} }, func() { h.handled <- struct{}{} })
+	go run(ctx, h.clk, h.in, quiet, maxWait, func() { h.fired <- struct{}{} }, func() { h.handled <- struct{}{} })
 	return h
 }
 
@@ -71,7 +71,7 @@ func TestBurstFiresOnceAfterQuiet(t *testing.T) {
 
 func TestSteadyEventsFireAtMax(t *testing.T) {
 	h := start(t, 100*time.Millisecond, time.Second)
-	// An event every 50 ms never lets the quiet period pass; the max delay
+	// An event every 50 ms never lets the quiet period pass; the maximum delay
 	// bounds how long the first one waits.
 	h.event()
 	for range 19 {
@@ -79,11 +79,11 @@ func TestSteadyEventsFireAtMax(t *testing.T) {
 		h.event()
 	}
 	if n := h.fires(0); n != 0 {
-		t.Fatalf("fired %d times before the max delay", n)
+		t.Fatalf("fired %d times before the maximum delay", n)
 	}
 	h.step(50 * time.Millisecond) // 1 s since the first event
 	if n := h.fires(1); n != 1 {
-		t.Fatalf("fired %d times within the max delay, want 1", n)
+		t.Fatalf("fired %d times within the maximum delay, want 1", n)
 	}
 	// The events after that are a new burst.
 	h.event()

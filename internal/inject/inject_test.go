@@ -21,12 +21,12 @@ func testPod() *corev1.Pod {
 // The same pod injected twice gives byte-identical specs, and the rendered
 // bootstrap passes Envoy's own validation (ValidateAll).
 func TestInjectIsDeterministic(t *testing.T) {
-	a, b := testPod(), testPod()
+	a := testPod()
 	if err := Inject(a, DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	for range 20 {
-		b = testPod()
+		b := testPod()
 		if err := Inject(b, DefaultConfig()); err != nil {
 			t.Fatal(err)
 		}

@@ -57,10 +57,10 @@ const (
 type CertDelivery string
 
 const (
-	// DeliverySDS: the controller serves certificates over SDS on the
+	// DeliverySDS means the controller serves certificates over SDS on the
 	// authenticated xDS stream.
 	DeliverySDS CertDelivery = "sds"
-	// DeliveryPodCertificate: the kubelet writes them into a podCertificate
+	// DeliveryPodCertificate means the kubelet writes them into a podCertificate
 	// projected volume, signed by weft.
 	DeliveryPodCertificate CertDelivery = "podCertificate"
 )

@@ -85,14 +85,6 @@ func (tl *tools) kubectl(stdin io.Reader, args ...string) (string, error) {
 	return tl.exec(tl.kubectlPath(), stdin, append([]string{"--kubeconfig", tl.kubeconfig}, args...)...)
 }
 
-func must(t testing.TB, out string, err error) string {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // render runs helm template with the given --set values.
 func (tl *tools) render(set ...string) (string, error) {
 	args := []string{"template", "weft", tl.chartDir(), "--namespace", releaseNamespace}

@@ -259,7 +259,7 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 	checkWebhook(t, objs)
 	w := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, find(objs, "MutatingWebhookConfiguration", "weft-injector"))
 	if _, ok := w.Annotations["cert-manager.io/inject-ca-from"]; ok || len(w.Webhooks[0].ClientConfig.CABundle) != 0 {
-		t.Errorf("the default injector's configuration %+v: want no cert-manager annotation and an empty caBundle for weft to fill", w.ObjectMeta.Annotations)
+		t.Errorf("the default injector's configuration %+v: want no cert-manager annotation and an empty caBundle for weft to fill", w.Annotations)
 	}
 	if find(objs, "Certificate", "weft-webhook") != nil || find(objs, "Issuer", "weft-selfsigned") != nil {
 		t.Error("cert-manager objects are rendered by default")

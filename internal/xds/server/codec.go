@@ -43,7 +43,7 @@ const (
 	sharedTotal  = 64 << 20
 )
 
-var resourcesField = protowire.Number((&discovery.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor().Fields().ByName("resources").Number())
+var resourcesField = (&discovery.DeltaDiscoveryResponse{}).ProtoReflect().Descriptor().Fields().ByName("resources").Number()
 
 func newSharedCodec() *sharedCodec {
 	return &sharedCodec{proto: encoding.GetCodecV2(proto.Name)}

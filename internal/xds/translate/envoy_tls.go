@@ -19,12 +19,12 @@ import (
 type EnvoyCerts string
 
 const (
-	// EnvoyCertsNone: sidecars have no certificate; all traffic is plain.
+	// EnvoyCertsNone means sidecars have no certificate; all traffic is plain.
 	EnvoyCertsNone EnvoyCerts = ""
-	// EnvoyCertsSDS: the SDS secrets SecretCertificate and SecretRoots on
+	// EnvoyCertsSDS means the SDS secrets SecretCertificate and SecretRoots on
 	// the sidecar's own xDS stream.
 	EnvoyCertsSDS EnvoyCerts = "sds"
-	// EnvoyCertsFiles: the pod certificate and the root bundle as files
+	// EnvoyCertsFiles means the pod certificate and the root bundle as files
 	// (wire.CertsDir, wire.RootsFile), reloaded when their directories
 	// change.
 	EnvoyCertsFiles EnvoyCerts = "files"

@@ -35,7 +35,7 @@ func upstreamSANs(t *testing.T, c *clusterv3.Cluster) []string {
 		t.Errorf("cluster %s: TLS without the workload's certificate provider: %v", c.Name, &ctx)
 	}
 	var sans []string
-	for _, m := range ctx.CommonTlsContext.GetValidationContext().GetMatchSubjectAltNames() {
+	for _, m := range ctx.CommonTlsContext.GetValidationContext().GetMatchSubjectAltNames() { //nolint:staticcheck // the field grpc-go reads
 		sans = append(sans, m.GetExact())
 	}
 	return sans

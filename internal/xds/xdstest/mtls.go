@@ -26,9 +26,13 @@ import (
 // them out for a pod certificate: the chain, the key and the mesh roots.
 type Certs struct{ Dir string }
 
-// Chain, Key and Roots are the files' paths.
+// Chain is the certificate chain file's path.
 func (c Certs) Chain() string { return filepath.Join(c.Dir, wire.CertChainFileName) }
-func (c Certs) Key() string   { return filepath.Join(c.Dir, wire.KeyFileName) }
+
+// Key is the private key file's path.
+func (c Certs) Key() string { return filepath.Join(c.Dir, wire.KeyFileName) }
+
+// Roots is the mesh roots file's path.
 func (c Certs) Roots() string { return filepath.Join(c.Dir, wire.RootsFileName) }
 
 // bootstrap is grpc-go's xDS bootstrap for a workload of weft: the ADS
