@@ -14,6 +14,8 @@ import (
 	"math/big"
 	"net/url"
 	"time"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Leaf lifetimes: the default, and the most a request may ask for.
@@ -56,7 +58,7 @@ func NewRoot(trustDomain string, now time.Time, ttl time.Duration) (*CA, error) 
 		BasicConstraintsValid: true,
 		MaxPathLen:            1, // one intermediate (cert-manager's) may sit below
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		URIs:                  []*url.URL{{Scheme: "spiffe", Host: trustDomain}},
+		URIs:                  []*url.URL{{Scheme: wire.SPIFFEScheme, Host: trustDomain}},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {

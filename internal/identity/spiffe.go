@@ -10,10 +10,13 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // ID is a workload's SPIFFE identity:
-// spiffe://<trust domain>/ns/<namespace>/sa/<service account>.
+// spiffe://<trust domain>/ns/<namespace>/sa/<service account> (its form is
+// wire.SPIFFEID's).
 type ID struct {
 	TrustDomain    string
 	Namespace      string
@@ -36,7 +39,7 @@ func (id ID) Validate() error {
 
 // URI is the identity as the URI SAN of a certificate.
 func (id ID) URI() *url.URL {
-	return &url.URL{Scheme: "spiffe", Host: id.TrustDomain, Path: "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount}
+	return &url.URL{Scheme: wire.SPIFFEScheme, Host: id.TrustDomain, Path: wire.SPIFFEPath(id.Namespace, id.ServiceAccount)}
 }
 
 func (id ID) String() string { return id.URI().String() }
@@ -47,12 +50,11 @@ func ParseID(s string) (ID, error) {
 	if err != nil {
 		return ID{}, fmt.Errorf("SPIFFE ID %q: %w", s, err)
 	}
-	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-	if u.Scheme != "spiffe" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Port() != "" ||
-		len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" {
+	ns, sa, ok := wire.ParseSPIFFEPath(u.Path)
+	if !ok || u.Scheme != wire.SPIFFEScheme || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Port() != "" {
 		return ID{}, fmt.Errorf("SPIFFE ID %q is not of the form spiffe://<trust domain>/ns/<namespace>/sa/<service account>", s)
 	}
-	id := ID{TrustDomain: u.Host, Namespace: parts[1], ServiceAccount: parts[3]}
+	id := ID{TrustDomain: u.Host, Namespace: ns, ServiceAccount: sa}
 	if err := id.Validate(); err != nil {
 		return ID{}, fmt.Errorf("SPIFFE ID %q: %w", s, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -31,7 +32,12 @@ func BenchmarkWebhookRoundTrip(b *testing.B) {
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	url := fmt.Sprintf("https://%s:%d%s", host, port, inject.WebhookPath)
 
-	p := cases()[1].pod.DeepCopy() // the pod with probes and named ports
+	var p *corev1.Pod
+	for _, c := range cases(b) {
+		if c.name == "probes" { // the pod with probes and named ports
+			p = c.pod
+		}
+	}
 	raw, err := json.Marshal(p)
 	if err != nil {
 		b.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -122,57 +121,42 @@ func pod(name string) *corev1.Pod {
 	}
 }
 
-// cases are the golden pod specs: each pod is created through the API
-// server, which calls the webhook; the stored pod is compared with
-// testdata/<name>.golden.yaml.
-func cases() []struct {
-	name     string
-	pod      *corev1.Pod
-	injected string
-} {
-	probes := pod("probes")
-	probes.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-		Path: "/ready?full=1", Port: intstr.FromString("http"), HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "1"}},
-	}}}
-	probes.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-		Path: "/live", Port: intstr.FromInt32(8081),
-	}}}
-	probes.Spec.Containers[0].StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{
-		Port: intstr.FromString("http"),
-	}}}
-	probes.Spec.Containers[0].Ports = append(probes.Spec.Containers[0].Ports, corev1.ContainerPort{Name: "grpc", ContainerPort: 9090})
+// injectionCase is a golden case: testdata/cases/<name>/ holds the pod as
+// a user writes it (pod.yaml), what the injector must record on it
+// (case.yaml) and the pod the API server stores (injected.yaml, the
+// output).
+type injectionCase struct {
+	name string
+	pod  *corev1.Pod
+	// Injected is the flavour the injected annotation must name; empty
+	// when the pod is left alone.
+	Injected string `json:"injected"`
+}
 
-	job := pod("job")
-	job.Labels["batch.kubernetes.io/job-name"] = "backup"
-	job.Spec.RestartPolicy = corev1.RestartPolicyNever
-	job.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "registry.example/migrate:1.0"}}
-	job.Annotations = map[string]string{
-		inject.AnnotationExcludeOutboundPorts: "5432",
-		inject.AnnotationExcludeOutboundCIDRs: "169.254.169.254/32",
-		inject.AnnotationProxyMemoryLimit:     "256Mi",
+func cases(t testing.TB) []injectionCase {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join("testdata", "cases", "*"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no golden cases under testdata/cases: %v", err)
 	}
-
-	optedOut := pod("opted-out")
-	optedOut.Labels[wire.LabelInject] = "false"
-
-	host := pod("host-network")
-	host.Spec.HostNetwork = true
-
-	grpc := pod("proxyless-grpc")
-	grpc.Annotations = map[string]string{inject.AnnotationProxy: "grpc"}
-
-	return []struct {
-		name     string
-		pod      *corev1.Pod
-		injected string
-	}{
-		{"plain", pod("plain"), "envoy"},
-		{"probes", probes, "envoy"},
-		{"job", job, "envoy"},
-		{"opted-out", optedOut, ""},
-		{"host-network", host, ""},
-		{"proxyless-grpc", grpc, "grpc"},
+	var out []injectionCase
+	for _, dir := range dirs {
+		c := injectionCase{name: filepath.Base(dir), pod: &corev1.Pod{}}
+		for file, into := range map[string]any{"case.yaml": &c, "pod.yaml": c.pod} {
+			b, err := os.ReadFile(filepath.Join(dir, file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.UnmarshalStrict(b, into); err != nil {
+				t.Fatalf("%s/%s: %v", dir, file, err)
+			}
+		}
+		if c.pod.Name != c.name || c.pod.Namespace != meshed {
+			t.Fatalf("%s/pod.yaml: the pod must be %s/%s", dir, meshed, c.name)
+		}
+		out = append(out, c)
 	}
+	return out
 }
 
 // normalized keeps what a golden file compares: labels, annotations, spec.
@@ -191,7 +175,7 @@ func normalized(p *corev1.Pod) []byte {
 
 func TestInjectionThroughTheAPIServer(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range cases() {
+	for _, tc := range cases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := env.Client.Create(ctx, tc.pod); err != nil {
 				t.Fatal(err)
@@ -201,10 +185,10 @@ func TestInjectionThroughTheAPIServer(t *testing.T) {
 			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(tc.pod), stored); err != nil {
 				t.Fatal(err)
 			}
-			if got := stored.Annotations[inject.AnnotationInjected]; got != tc.injected {
-				t.Fatalf("injected %q, want %q", got, tc.injected)
+			if got := stored.Annotations[inject.AnnotationInjected]; got != tc.Injected {
+				t.Fatalf("injected %q, want %q", got, tc.Injected)
 			}
-			golden.Check(t, tc.name+".golden.yaml", normalized(stored))
+			golden.Dir(t, filepath.Join("testdata", "cases", tc.name), map[string][]byte{"injected.yaml": normalized(stored)}, "case.yaml", "pod.yaml")
 
 			// Sent again (server-side dry run), an injected pod comes back
 			// unchanged: the injector is idempotent and reinvocation-safe.

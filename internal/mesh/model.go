@@ -348,7 +348,7 @@ func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa
 				e.Pod = Key(ep.TargetRef.Namespace, ep.TargetRef.Name)
 				if pod := pods[e.Pod]; pod != nil {
 					e.Labels = pod.Labels
-					e.Identity = SPIFFEID(trustDomain, pod.Namespace, pod.Spec.ServiceAccountName)
+					e.Identity = wire.SPIFFEID(trustDomain, pod.Namespace, cmp.Or(pod.Spec.ServiceAccountName, wire.DefaultServiceAccount))
 					var by []*meshv1.PeerAuthentication
 					e.MTLS, e.PortMTLS, by = pa.modeOf(pod)
 					for _, p := range by {

@@ -96,8 +96,3 @@ func (e Endpoint) ModeFor(port int32) meshv1.MTLSMode {
 	}
 	return cmp.Or(e.MTLS, DefaultMTLS)
 }
-
-// SPIFFEID is a pod's identity, spiffe://<trust domain>/ns/<ns>/sa/<sa>.
-func SPIFFEID(trustDomain, namespace, serviceAccount string) string {
-	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + cmp.Or(serviceAccount, "default")
-}

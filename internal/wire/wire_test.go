@@ -44,3 +44,30 @@ func TestImportsOnlyTheStandardLibrary(t *testing.T) {
 		}
 	}
 }
+
+func TestSPIFFEIDForms(t *testing.T) {
+	id := SPIFFEID("cluster.local", "shop", "checkout")
+	if id != "spiffe://cluster.local/ns/shop/sa/checkout" {
+		t.Errorf("SPIFFEID = %q", id)
+	}
+	for _, prefix := range []string{SPIFFEDomainPrefix("cluster.local"), SPIFFENamespacePrefix("cluster.local", "shop")} {
+		if !strings.HasPrefix(id, prefix) {
+			t.Errorf("%q does not start with %q", id, prefix)
+		}
+	}
+	if strings.HasPrefix(SPIFFEID("cluster.local", "shopping", "x"), SPIFFENamespacePrefix("cluster.local", "shop")) {
+		t.Error("the namespace prefix of shop matches an identity of shopping")
+	}
+	if strings.HasPrefix(SPIFFEID("cluster.local.evil", "shop", "x"), SPIFFEDomainPrefix("cluster.local")) {
+		t.Error("the trust domain prefix of cluster.local matches an identity of cluster.local.evil")
+	}
+	ns, sa, ok := ParseSPIFFEPath(SPIFFEPath("shop", "checkout"))
+	if !ok || ns != "shop" || sa != "checkout" {
+		t.Errorf("ParseSPIFFEPath(SPIFFEPath(shop, checkout)) = %q, %q, %v", ns, sa, ok)
+	}
+	for _, bad := range []string{"", "/", "ns/shop/sa/checkout", "/ns/shop/sa", "/ns//sa/x", "/ns/shop/sa/", "/ns/shop/sa/x/y", "/namespace/shop/sa/x", "/ns/shop/serviceaccount/x"} {
+		if _, _, ok := ParseSPIFFEPath(bad); ok {
+			t.Errorf("ParseSPIFFEPath(%q) accepted it", bad)
+		}
+	}
+}

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/identity"
-	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -135,7 +134,7 @@ func (s *Server) podCertificate(ctx context.Context, p translate.Proxy, lists ma
 			continue
 		}
 		if na := pcr.Status.NotAfter.Time; na.After(best.notAfter) {
-			best = podCert{identity: mesh.SPIFFEID(cmp.Or(s.TrustDomain, "cluster.local"), ns, pcr.Spec.ServiceAccountName), notAfter: na}
+			best = podCert{identity: wire.SPIFFEID(cmp.Or(s.TrustDomain, wire.DefaultTrustDomain), ns, pcr.Spec.ServiceAccountName), notAfter: na}
 		}
 	}
 	return best, !best.notAfter.IsZero()

@@ -13,6 +13,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // allowRules turns a MeshService's allow rules into RBAC for one of its
@@ -95,11 +96,11 @@ func principals(from []meshv1.Source, trustDomain string) []*rbacv3.Principal {
 		case src.Identity != "":
 			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: src.Identity}}
 		case src.Namespace == "*":
-			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + trustDomain + "/"}}
+			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: wire.SPIFFEDomainPrefix(trustDomain)}}
 		case src.ServiceAccount != "":
-			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: mesh.SPIFFEID(trustDomain, src.Namespace, src.ServiceAccount)}}
+			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: wire.SPIFFEID(trustDomain, src.Namespace, src.ServiceAccount)}}
 		default:
-			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + trustDomain + "/ns/" + src.Namespace + "/sa/"}}
+			sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: wire.SPIFFENamespacePrefix(trustDomain, src.Namespace)}}
 		}
 		out = append(out, &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: sm}}})
 	}
