@@ -174,7 +174,7 @@ func TestModelFollowsTheWorld(t *testing.T) {
 	create(t, tp)
 	waitFor(t, tp, want{meshv1.ConditionResolvedRefs, metav1.ConditionFalse, meshv1.ReasonSubsetNotFound, ""})
 	time.Sleep(300 * time.Millisecond)
-	if m, _ := models.get(); len(m.Services[mesh.Key(ns, "catalog")].Routes) != 0 {
+	if m, _ := models.get(); len(m.Services[mesh.Key(ns, "catalog")].Policies) != 0 {
 		t.Error("an unresolved TrafficPolicy reached the mesh model")
 	}
 }

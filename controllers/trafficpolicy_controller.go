@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -12,6 +15,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // TrafficPolicyReconciler writes a TrafficPolicy's status: the mesh
@@ -40,8 +44,15 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		map[string]any{"observedGeneration": tp.Generation}); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, applyReady(ctx, r.Readiness, tp, tp.Status.Conditions,
-		readyCondition(tp.Generation, conds, countProxies(r.Proxies, mesh.KindTrafficPolicy, tp)), nil, nil)
+	ready := readyCondition(tp.Generation, conds, countProxies(r.Proxies, mesh.KindTrafficPolicy, tp))
+	if missing := translate.NotTranslated(&tp.Spec); len(missing) > 0 &&
+		(ready.Status == metav1.ConditionTrue || ready.Reason == meshv1.ReasonProgressing) {
+		// Never Ready for what no proxy applies.
+		ready = falseCondition(meshv1.ConditionReady, meshv1.ReasonNotApplied, fmt.Sprintf(
+			"%s: not translated for any proxy yet, so not in force; the rest of the policy is (%s)",
+			strings.Join(missing, ", "), ready.Message), tp.Generation)
+	}
+	return ctrl.Result{}, applyReady(ctx, r.Readiness, tp, tp.Status.Conditions, ready, nil, nil)
 }
 
 // SetupWithManager registers the reconciler and what it watches.

@@ -129,3 +129,23 @@ func TestTrafficPolicyUnresolvable(t *testing.T) {
 	create(t, meshService(ns, "shadow", 80))
 	waitFor(t, regex, want{meshv1.ConditionResolvedRefs, metav1.ConditionTrue, meshv1.ReasonResolvedRefs, ""})
 }
+
+// A policy that sets fields no proxy is sent yet is not Ready, and says
+// which; once they are removed, it is.
+func TestTrafficPolicyNotAppliedFieldsAreNamed(t *testing.T) {
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "reviews", 9080))
+	create(t, meshService(ns, "reviews", 9080))
+	tp := split(ns, "faulty", "reviews", meshv1.WeightedBackend{Subset: "v1", Weight: 100})
+	tp.Spec.HTTP[0].Fault = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{HTTPStatus: ptr.To[int32](503), Percentage: 10}}
+	tp.Spec.RateLimit = &meshv1.LocalRateLimit{Requests: 100}
+	create(t, tp)
+	waitFor(t, tp,
+		want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""},
+		want{meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotApplied, "spec.rateLimit, spec.http[0].fault: not translated for any proxy yet"},
+	)
+	update(t, tp, func(tp *meshv1.TrafficPolicy) {
+		tp.Spec.HTTP[0].Fault, tp.Spec.RateLimit = nil, nil
+	})
+	waitFor(t, tp, synced)
+}

@@ -58,6 +58,10 @@ const (
 	// ReasonRejected: a proxy refused the configuration made from the
 	// resource; it keeps its previous configuration.
 	ReasonRejected = "Rejected"
+	// ReasonNotApplied: the resource sets fields that weft does not
+	// translate for any proxy yet; the message names them. The rest of it
+	// is in force.
+	ReasonNotApplied = "NotApplied"
 )
 
 // Status is the part of status that every weft kind shares.

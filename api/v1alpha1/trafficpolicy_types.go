@@ -344,6 +344,14 @@ type OutlierDetection struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10000
 	MinimumHosts *int32 `json:"minimumHosts,omitempty"`
+
+	// minimumRequests is the fewest requests an endpoint must have served
+	// in an interval for failurePercentage to judge it: below that, its
+	// failures are too few to tell. Default: 50.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MinimumRequests *int32 `json:"minimumRequests,omitempty"`
 }
 
 // FaultInjection delays or fails a share of requests.

@@ -16,11 +16,11 @@ func (s *Service) Equal(o *Service) bool {
 		return false
 	}
 	return s.Namespace == o.Namespace && s.Name == o.Name && s.Host == o.Host && s.ServiceName == o.ServiceName &&
-		s.Generation == o.Generation && s.Policy == o.Policy && s.PolicyGeneration == o.PolicyGeneration &&
+		s.Generation == o.Generation &&
 		slices.Equal(s.ClusterIPs, o.ClusterIPs) && slices.Equal(s.Ports, o.Ports) &&
 		slices.EqualFunc(s.Endpoints, o.Endpoints, Endpoint.Equal) &&
-		// Subsets and routes are small API values with pointers inside.
-		reflect.DeepEqual(s.Subsets, o.Subsets) && reflect.DeepEqual(s.Routes, o.Routes) &&
+		// Subsets and policies are small API values with pointers inside.
+		reflect.DeepEqual(s.Subsets, o.Subsets) && reflect.DeepEqual(s.Policies, o.Policies) &&
 		reflect.DeepEqual(s.Allow, o.Allow)
 }
 

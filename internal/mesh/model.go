@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/wire"
@@ -86,14 +87,34 @@ type Service struct {
 	// Endpoints are the Service's endpoints that are ready or
 	// terminating, sorted by address.
 	Endpoints []Endpoint
-	// Routes come from the accepted TrafficPolicy; nil routes means all
-	// traffic goes to all endpoints.
-	Routes []Route
-	// Generation is the MeshService's metadata.generation in the model;
-	// Policy and PolicyGeneration name the TrafficPolicy in force, if any.
-	Generation       int64
-	Policy           string
-	PolicyGeneration int64
+	// Policies are the TrafficPolicies in force on the service, sorted by
+	// name: at most one shapes each port (the verdicts refuse overlaps).
+	// A port without one sends all traffic to all endpoints.
+	Policies []Policy
+	// Generation is the MeshService's metadata.generation in the model.
+	Generation int64
+}
+
+// Policy is a TrafficPolicy in force on a service: the generation in
+// force (the current one, or the last good one) and what it asks for.
+type Policy struct {
+	Name       string
+	Generation int64
+	// Port is the service port the policy shapes (spec.targetRef.port);
+	// 0 means every port.
+	Port int32
+	// Spec is the generation's spec, a copy the model owns.
+	Spec meshv1.TrafficPolicySpec
+}
+
+// PolicyFor returns the policy that shapes a port, or nil.
+func (s *Service) PolicyFor(port int32) *Policy {
+	for i := range s.Policies {
+		if p := &s.Policies[i]; p.Port == 0 || p.Port == port {
+			return p
+		}
+	}
+	return nil
 }
 
 // Port is a mesh port of a service.
@@ -124,13 +145,6 @@ type Endpoint struct {
 	// Ready endpoints take new traffic; terminating ones only drain.
 	Ready       bool
 	Terminating bool
-}
-
-// Route is one HTTP route of the service's policy.
-type Route struct {
-	Name     string
-	Matches  []meshv1.HTTPMatch
-	Backends []meshv1.WeightedBackend
 }
 
 // Key is a service's map key.
@@ -221,11 +235,12 @@ func Build(in Input) *Model {
 		if s == nil {
 			continue
 		}
-		m.Applied.TrafficPolicies[Key(tp.Namespace, tp.Name)] = *tp.DeepCopy()
-		s.Policy, s.PolicyGeneration = tp.Name, tp.Generation
-		for _, r := range tp.Spec.HTTP {
-			s.Routes = append(s.Routes, Route{Name: r.Name, Matches: r.Matches, Backends: r.Backends})
-		}
+		kept := tp.DeepCopy()
+		m.Applied.TrafficPolicies[Key(tp.Namespace, tp.Name)] = *kept
+		s.Policies = append(s.Policies, Policy{Name: tp.Name, Generation: tp.Generation, Port: ptr.Deref(tp.Spec.TargetRef.Port, 0), Spec: kept.Spec})
+	}
+	for _, s := range m.Services {
+		slices.SortFunc(s.Policies, func(a, b Policy) int { return cmp.Compare(a.Name, b.Name) })
 	}
 	for k := range m.Services {
 		m.Order = append(m.Order, k)

@@ -151,8 +151,15 @@ func FuzzBuild(f *testing.F) {
 			if !v.InForce() {
 				t.Errorf("MeshService %s is in the model though its verdict refuses it: %+v", key, v)
 			}
-			if s.Policy != "" && !m.Verdicts[Ref{KindTrafficPolicy, s.Namespace, s.Policy}].InForce() {
-				t.Errorf("TrafficPolicy %s is in the model though its verdict refuses it", s.Policy)
+			for i, p := range s.Policies {
+				if !m.Verdicts[Ref{KindTrafficPolicy, s.Namespace, p.Name}].InForce() {
+					t.Errorf("TrafficPolicy %s is in the model though its verdict refuses it", p.Name)
+				}
+				for _, q := range s.Policies[i+1:] {
+					if p.Port == 0 || q.Port == 0 || p.Port == q.Port {
+						t.Errorf("TrafficPolicies %s and %s both shape a port of %s", p.Name, q.Name, key)
+					}
+				}
 			}
 		}
 		in.LastGood = m.Applied

@@ -40,8 +40,9 @@ func StampOf(m *mesh.Model) Stamp {
 	for _, key := range m.Order {
 		s := m.Services[key]
 		st[mesh.Ref{Kind: mesh.KindMeshService, Namespace: s.Namespace, Name: s.Name}] = s.Generation
-		if s.Policy != "" {
-			st[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: s.Namespace, Name: s.Policy}] = s.PolicyGeneration
+		// Every policy in force, one per port at most.
+		for _, p := range s.Policies {
+			st[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: s.Namespace, Name: p.Name}] = p.Generation
 		}
 	}
 	// The PeerAuthentications that set an endpoint's mode shape the TLS of

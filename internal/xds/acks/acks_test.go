@@ -89,3 +89,21 @@ func TestTracker(t *testing.T) {
 		t.Fatalf("a disconnected proxy still counts: %d", total)
 	}
 }
+
+// Policies on different ports of one service are both tracked.
+func TestStampHoldsEveryPolicy(t *testing.T) {
+	m := &mesh.Model{Order: []string{"ns/web"}, Services: map[string]*mesh.Service{"ns/web": {
+		Namespace: "ns", Name: "web", Generation: 4,
+		Policies: []mesh.Policy{{Name: "http", Generation: 2, Port: 80}, {Name: "grpc", Generation: 7, Port: 9090}},
+	}}}
+	st := StampOf(m)
+	for ref, want := range map[mesh.Ref]int64{
+		{Kind: mesh.KindMeshService, Namespace: "ns", Name: "web"}:    4,
+		{Kind: mesh.KindTrafficPolicy, Namespace: "ns", Name: "http"}: 2,
+		{Kind: mesh.KindTrafficPolicy, Namespace: "ns", Name: "grpc"}: 7,
+	} {
+		if st[ref] != want {
+			t.Errorf("stamp of %v = %d, want %d", ref, st[ref], want)
+		}
+	}
+}

@@ -10,18 +10,24 @@ import (
 
 // addClusters adds a service port's EDS clusters and endpoints: one for all
 // endpoints and one per subset.
-func addClusters(r *Resources, s *mesh.Service, p mesh.Port) {
+func addClusters(r *Resources, s *mesh.Service, p mesh.Port) error {
 	subsets := []string{""}
 	for _, sub := range s.Subsets {
 		subsets = append(subsets, sub.Name)
 	}
+	pol := s.PolicyFor(p.Number)
 	// Each endpoint is made once and shared by every subset it is in.
 	lbs := lbEndpoints(s, p)
 	for _, sub := range subsets {
 		cn := ClusterName(s, p, sub)
-		r.Clusters = append(r.Clusters, edsCluster(cn, p))
+		c := edsCluster(cn, p)
+		if err := clusterResilience(c, pol, p); err != nil {
+			return err
+		}
+		r.Clusters = append(r.Clusters, c)
 		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, sub, lbs))
 	}
+	return nil
 }
 
 // http2Options is every HTTP/2 cluster's protocol options: one map, shared

@@ -132,14 +132,19 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 		r := &out.tcp
 		if p.Protocol.IsHTTP() {
 			r = &out.http
-			rc := routeConfig(ListenerName(s, p), s, p)
+			rc, err := routeConfig(ListenerName(s, p), s, p)
+			if err != nil {
+				return nil, fmt.Errorf("port %d: TrafficPolicy %s: %w", p.Number, s.PolicyFor(p.Number).Name, err)
+			}
 			lis, err := apiListener(ListenerName(s, p), out.decoded)
 			if err != nil {
 				return nil, fmt.Errorf("port %d: %w", p.Number, err)
 			}
 			r.Routes, out.api.Listeners = append(r.Routes, rc), append(out.api.Listeners, lis)
 		}
-		addClusters(r, s, p)
+		if err := addClusters(r, s, p); err != nil {
+			return nil, fmt.Errorf("port %d: TrafficPolicy %s: %w", p.Number, s.PolicyFor(p.Number).Name, err)
+		}
 		if len(s.ClusterIPs) > 0 {
 			chain, err := outboundChain(s, p, opts.Observe, out.decoded)
 			if err != nil {
@@ -159,9 +164,10 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 		}
 	}
 	out.grpcHTTP, out.envoyHTTP, out.envoyTCP = out.http, out.http, out.tcp
+	out.grpcHTTP.Clusters = forProxyless(out.http.Clusters)
 	if tls := clusterTLS(s); tls != nil {
 		if opts.ProxylessMTLS {
-			out.grpcHTTP.Clusters = withTLS(out.http.Clusters, tls, upstreamTLS)
+			out.grpcHTTP.Clusters = withTLS(out.grpcHTTP.Clusters, tls, upstreamTLS)
 		}
 		if opts.EnvoyCerts != EnvoyCertsNone {
 			socket := func(ids []string) *corev3.TransportSocket { return envoyUpstreamTLS(opts.EnvoyCerts, ids) }

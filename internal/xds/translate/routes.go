@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"slices"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -11,22 +12,35 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 )
 
-func routeConfig(name string, s *mesh.Service, p mesh.Port) *routev3.RouteConfiguration {
+// routeConfig is a port's routes: the spec.http routes of the policy in
+// force on the port, in order, then one for what no route matches, to all
+// endpoints; each carries the policy's timeouts, retries and hashing.
+func routeConfig(name string, s *mesh.Service, p mesh.Port) (*routev3.RouteConfiguration, error) {
+	pol := s.PolicyFor(p.Number)
 	var routes []*routev3.Route
-	for _, rt := range s.Routes {
-		action := weighted(s, p, rt.Backends)
-		matches := rt.Matches
-		if len(matches) == 0 {
-			matches = []meshv1.HTTPMatch{{}}
-		}
-		for _, m := range matches {
-			routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action})
+	if pol != nil {
+		for i := range pol.Spec.HTTP {
+			rt := &pol.Spec.HTTP[i]
+			action := weighted(s, p, rt.Backends)
+			if err := routeResilience(action.Route, pol, rt, p); err != nil {
+				return nil, fmt.Errorf("spec.http[%d]: %w", i, err)
+			}
+			matches := rt.Matches
+			if len(matches) == 0 {
+				matches = []meshv1.HTTPMatch{{}}
+			}
+			for _, m := range matches {
+				routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action})
+			}
 		}
 	}
-	// What no route matches goes to all endpoints.
+	all := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p, "")}}
+	if err := routeResilience(all, pol, nil, p); err != nil {
+		return nil, err
+	}
 	routes = append(routes, &routev3.Route{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p, "")}}},
+		Action: &routev3.Route_Route{Route: all},
 	})
 	return &routev3.RouteConfiguration{
 		Name: name,
@@ -35,7 +49,7 @@ func routeConfig(name string, s *mesh.Service, p mesh.Port) *routev3.RouteConfig
 			Domains: domains(s, p),
 			Routes:  routes,
 		}},
-	}
+	}, nil
 }
 
 func weighted(s *mesh.Service, p mesh.Port, backends []meshv1.WeightedBackend) *routev3.Route_Route {

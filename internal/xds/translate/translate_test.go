@@ -68,7 +68,7 @@ func TestModelKeepsOnlyWhatIsInForce(t *testing.T) {
 	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080))
 	in.TrafficPolicies[0].Spec.HTTP[0].Backends[0].Subset = "v9" // no such subset
 	m := mesh.Build(in)
-	if s := m.Services["bookinfo/reviews"]; s == nil || len(s.Routes) != 0 {
+	if s := m.Services["bookinfo/reviews"]; s == nil || len(s.Policies) != 0 {
 		t.Fatalf("a refused policy made it into the model: %+v", s)
 	}
 	in.Services = nil
