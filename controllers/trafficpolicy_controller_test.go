@@ -131,7 +131,8 @@ func TestTrafficPolicyUnresolvable(t *testing.T) {
 }
 
 // A policy that sets fields no proxy is sent yet is not Ready, and says
-// which; once they are removed, it is.
+// which (a fault, which is translated, is not named); once they are
+// removed, it is.
 func TestTrafficPolicyNotAppliedFieldsAreNamed(t *testing.T) {
 	ns := newNamespace(t, nil)
 	create(t, service(ns, "reviews", 9080))
@@ -142,7 +143,7 @@ func TestTrafficPolicyNotAppliedFieldsAreNamed(t *testing.T) {
 	create(t, tp)
 	waitFor(t, tp,
 		want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""},
-		want{meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotApplied, "spec.rateLimit, spec.http[0].fault: not translated for any proxy yet"},
+		want{meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotApplied, "spec.rateLimit: not translated for any proxy yet"},
 	)
 	update(t, tp, func(tp *meshv1.TrafficPolicy) {
 		tp.Spec.HTTP[0].Fault, tp.Spec.RateLimit = nil, nil

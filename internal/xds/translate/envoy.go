@@ -152,7 +152,7 @@ func outboundChain(s *mesh.Service, p mesh.Port, obs Observability, reg decoded)
 	var filter *listenerv3.Filter
 	var err error
 	if p.Protocol.IsHTTP() {
-		filter, err = rdsHTTP(ListenerName(s, p), obs, reg)
+		filter, err = rdsHTTP(ListenerName(s, p), hasFault(s, p), obs, reg)
 	} else {
 		filter, err = tcpProxy(ClusterName(s, p, ""), ClusterName(s, p, ""), obs, reg)
 	}
@@ -191,9 +191,10 @@ func hcm(m *hcmv3.HttpConnectionManager, reg decoded) (*listenerv3.Filter, error
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-func rdsHTTP(route string, obs Observability, reg decoded) (*listenerv3.Filter, error) {
+func rdsHTTP(route string, fault bool, obs Observability, reg decoded) (*listenerv3.Filter, error) {
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix:     route,
+		HttpFilters:    clientFilters(fault),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: adsSource, RouteConfigName: route}},
 	}
 	obs.observe(m, route)

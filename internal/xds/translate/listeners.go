@@ -35,13 +35,15 @@ func mustAny(m proto.Message) *anypb.Any {
 	return a
 }
 
-func apiListener(name string, reg decoded) (*listenerv3.Listener, error) {
+// apiListener is a proxyless client's listener for a port; fault says
+// whether the port's routes inject faults.
+func apiListener(name string, fault bool, reg decoded) (*listenerv3.Listener, error) {
 	hcm, err := reg.pack(&hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: adsSource, RouteConfigName: name,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}},
+		HttpFilters: clientFilters(fault),
 	})
 	if err != nil {
 		return nil, err

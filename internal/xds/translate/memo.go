@@ -136,7 +136,7 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 			if err != nil {
 				return nil, fmt.Errorf("port %d: TrafficPolicy %s: %w", p.Number, s.PolicyFor(p.Number).Name, err)
 			}
-			lis, err := apiListener(ListenerName(s, p), out.decoded)
+			lis, err := apiListener(ListenerName(s, p), hasFault(s, p), out.decoded)
 			if err != nil {
 				return nil, fmt.Errorf("port %d: %w", p.Number, err)
 			}

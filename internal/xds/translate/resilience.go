@@ -389,9 +389,6 @@ func NotTranslated(spec *meshv1.TrafficPolicySpec) []string {
 		out = append(out, "spec.rateLimit")
 	}
 	for i, rt := range spec.HTTP {
-		if rt.Fault != nil {
-			out = append(out, fmt.Sprintf("spec.http[%d].fault", i))
-		}
 		if rt.Mirror != nil {
 			out = append(out, fmt.Sprintf("spec.http[%d].mirror", i))
 		}

@@ -25,12 +25,16 @@ func routeConfig(name string, s *mesh.Service, p mesh.Port) (*routev3.RouteConfi
 			if err := routeResilience(action.Route, pol, rt, p); err != nil {
 				return nil, fmt.Errorf("spec.http[%d]: %w", i, err)
 			}
+			fault, err := routeFault(rt.Fault)
+			if err != nil {
+				return nil, fmt.Errorf("spec.http[%d]: %w", i, err)
+			}
 			matches := rt.Matches
 			if len(matches) == 0 {
 				matches = []meshv1.HTTPMatch{{}}
 			}
 			for _, m := range matches {
-				routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action})
+				routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action, TypedPerFilterConfig: fault})
 			}
 		}
 	}
