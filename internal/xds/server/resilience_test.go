@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"k8s.io/utils/ptr"
@@ -19,33 +21,56 @@ import (
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
-// startFaulty serves any method on addr: it waits delay, then fails every
-// failEvery-th call (0: none) with UNAVAILABLE. It returns the port.
+// faulty is a backend whose behaviour a test changes while it runs.
+type faulty struct {
+	// failEvery fails every n-th call with UNAVAILABLE (0: none).
+	failEvery atomic.Int64
+	calls     atomic.Int64
+	inFlight  atomic.Int64
+}
+
+// startFaulty serves any method on addr as backend name (the response
+// header "backend"): it waits delay, then fails every failEvery-th call
+// (0: none) with UNAVAILABLE. It returns the port.
 func startFaulty(t *testing.T, addr string, delay time.Duration, failEvery int64) int32 {
+	t.Helper()
+	port, _ := startNamed(t, addr, "", delay, failEvery)
+	return port
+}
+
+func startNamed(t *testing.T, addr, name string, delay time.Duration, failEvery int64) (int32, *faulty) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n atomic.Int64
+	f := &faulty{}
+	f.failEvery.Store(failEvery)
 	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		f.inFlight.Add(1)
+		defer f.inFlight.Add(-1)
 		var in emptypb.Empty
 		if err := stream.RecvMsg(&in); err != nil {
 			return err
+		}
+		if name != "" {
+			if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-time.After(delay):
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}
-		if failEvery > 0 && n.Add(1)%failEvery == 0 {
+		if every := f.failEvery.Load(); every > 0 && f.calls.Add(1)%every == 0 {
 			return status.Error(codes.Unavailable, "failing on purpose")
 		}
 		return stream.SendMsg(&emptypb.Empty{})
 	}))
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return int32(lis.Addr().(*net.TCPAddr).Port)
+	return int32(lis.Addr().(*net.TCPAddr).Port), f
 }
 
 // policyInput is the reviews fixture with both endpoints behind the given
@@ -228,5 +253,133 @@ func TestFaultInjection(t *testing.T) {
 		if took := time.Since(start); took < delay {
 			t.Errorf("a call under a 1 s fault delay took %v", took)
 		}
+	}
+}
+
+// Ring hash on a header keeps each value on one backend: 1,000 calls of
+// one user all reach the same backend, and users as a whole reach both.
+func TestRingHashKeepsAHeaderOnOneBackend(t *testing.T) {
+	v1, _ := startNamed(t, "127.0.0.2:0", "v1", 0, 0)
+	v2, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	s, addr, ctx := serving(t)
+	s.OnModel(ctx, mesh.Build(policyInput(v1, v2, meshv1.TrafficPolicySpec{LoadBalancer: &meshv1.LoadBalancer{
+		Algorithm: meshv1.LoadBalancerRingHash, RingHash: &meshv1.RingHash{Header: "x-user"}}})))
+	client := xdstest.NewClient(t, addr, "client-1", target)
+	as := func(user string) context.Context { return metadata.AppendToOutgoingContext(ctx, "x-user", user) }
+	// Wait until both backends are known and hashing is in force: one
+	// user's calls stick while users spread.
+	seen := map[string]bool{}
+	if err := testenv.Eventually(ctx, 60*time.Second, func(context.Context) error {
+		for i := range 50 {
+			b, err := client.Call(as(fmt.Sprintf("user-%d", i)), grpc.WaitForReady(true))
+			if err != nil {
+				return err
+			}
+			seen[b] = true
+		}
+		if len(seen) < 2 {
+			return fmt.Errorf("50 users reached only %v", seen)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"alice", "bob", "carol"} {
+		got := map[string]int{}
+		for range 1000 {
+			b, err := client.Call(as(user))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[b]++
+		}
+		if len(got) != 1 {
+			t.Errorf("user %s's 1,000 calls reached %v, want one backend", user, got)
+		}
+	}
+}
+
+// A connection pool of one request in flight: of five concurrent calls to
+// a slow backend one goes through and the others fail at once with
+// UNAVAILABLE instead of queueing.
+func TestMaxRequestsRejectsTheExcess(t *testing.T) {
+	v1 := startFaulty(t, "127.0.0.2:0", time.Second, 0)
+	v2 := startFaulty(t, "127.0.0.3:0", time.Second, 0)
+	s, addr, ctx := serving(t)
+	s.OnModel(ctx, mesh.Build(policyInput(v1, v2, meshv1.TrafficPolicySpec{ConnectionPool: &meshv1.ConnectionPool{MaxRequests: ptr.To[int32](1)}})))
+	client := xdstest.NewClient(t, addr, "client-1", target)
+	if _, err := client.Call(ctx, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 5)
+	for range 5 {
+		go func() {
+			start := time.Now()
+			_, err := client.Call(ctx)
+			results <- result{err, time.Since(start)}
+		}()
+	}
+	var ok, rejected int
+	for range 5 {
+		r := <-results
+		switch {
+		case r.err == nil:
+			ok++
+		case status.Code(r.err) == codes.Unavailable && r.took < 500*time.Millisecond:
+			rejected++
+		default:
+			t.Errorf("a call ended with %v after %v: neither through nor rejected at once", r.err, r.took)
+		}
+	}
+	if ok != 1 || rejected != 4 {
+		t.Errorf("%d calls went through and %d were rejected at once, want 1 and 4", ok, rejected)
+	}
+}
+
+// Outlier detection by failure percentage: a backend that fails every call
+// is ejected within a few intervals (calls then all succeed), and taken
+// back after the ejection time once it recovers.
+func TestOutlierDetectionEjectsAndReadmits(t *testing.T) {
+	v1, bad := startNamed(t, "127.0.0.2:0", "v1", 0, 1)
+	v2, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	s, addr, ctx := serving(t)
+	s.OnModel(ctx, mesh.Build(policyInput(v1, v2, meshv1.TrafficPolicySpec{OutlierDetection: &meshv1.OutlierDetection{
+		FailurePercentage: ptr.To[meshv1.Percentage](50), MinimumHosts: ptr.To[int32](2), MinimumRequests: ptr.To[int32](5),
+		Interval: ptr.To[meshv1.Duration]("100ms"), BaseEjectionTime: ptr.To[meshv1.Duration]("2s"),
+		MaxEjectionPercent: ptr.To[meshv1.Percentage](50),
+	}})))
+	client := xdstest.NewClient(t, addr, "client-1", target)
+	_, _ = client.Call(ctx, grpc.WaitForReady(true))
+
+	// Ejected: a run of 50 calls with no failure, within a few seconds.
+	start := time.Now()
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		if f := calls(ctx, t, client, 50); f > 0 {
+			return fmt.Errorf("%d of 50 calls failed", f)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the failing backend was never ejected: %v", err)
+	}
+	t.Logf("ejected within %v", time.Since(start))
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("ejection took %v with a 100 ms interval", took)
+	}
+
+	// Recovered and readmitted after the ejection time: it answers again.
+	bad.failEvery.Store(0)
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		for range 20 {
+			if b, err := client.Call(ctx); err == nil && b == "v1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("v1 answers no call")
+	}); err != nil {
+		t.Fatalf("the recovered backend was never taken back: %v", err)
 	}
 }
