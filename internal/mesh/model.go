@@ -105,6 +105,9 @@ type Policy struct {
 	Port int32
 	// Spec is the generation's spec, a copy the model owns.
 	Spec meshv1.TrafficPolicySpec
+	// MirrorHosts are, by index of spec.http, the host of the Service
+	// behind each route's mirror ("" where a route mirrors nothing).
+	MirrorHosts []string
 }
 
 // PolicyFor returns the policy that shapes a port, or nil.
@@ -237,7 +240,8 @@ func Build(in Input) *Model {
 		}
 		kept := tp.DeepCopy()
 		m.Applied.TrafficPolicies[Key(tp.Namespace, tp.Name)] = *kept
-		s.Policies = append(s.Policies, Policy{Name: tp.Name, Generation: tp.Generation, Port: ptr.Deref(tp.Spec.TargetRef.Port, 0), Spec: kept.Spec})
+		s.Policies = append(s.Policies, Policy{Name: tp.Name, Generation: tp.Generation, Port: ptr.Deref(tp.Spec.TargetRef.Port, 0), Spec: kept.Spec,
+			MirrorHosts: mirrorHosts(ix, tp, domain)})
 	}
 	for _, s := range m.Services {
 		slices.SortFunc(s.Policies, func(a, b Policy) int { return cmp.Compare(a.Name, b.Name) })
@@ -422,4 +426,24 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// mirrorHosts resolves each route's mirror to the host of the Service
+// behind the MeshService it names.
+func mirrorHosts(ix index, tp *meshv1.TrafficPolicy, domain string) []string {
+	var out []string
+	for i, r := range tp.Spec.HTTP {
+		if r.Mirror == nil {
+			continue
+		}
+		ms := ix.meshServices[Key(tp.Namespace, r.Mirror.Name)]
+		if ms == nil {
+			continue
+		}
+		if out == nil {
+			out = make([]string, len(tp.Spec.HTTP))
+		}
+		out[i] = fmt.Sprintf("%s.%s.svc.%s", ms.Spec.ServiceName, tp.Namespace, domain)
+	}
+	return out
 }

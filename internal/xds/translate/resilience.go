@@ -388,10 +388,5 @@ func NotTranslated(spec *meshv1.TrafficPolicySpec) []string {
 	if spec.RateLimit != nil {
 		out = append(out, "spec.rateLimit")
 	}
-	for i, rt := range spec.HTTP {
-		if rt.Mirror != nil {
-			out = append(out, fmt.Sprintf("spec.http[%d].mirror", i))
-		}
-	}
 	return out
 }

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"slices"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -25,6 +27,7 @@ func routeConfig(name string, s *mesh.Service, p mesh.Port) (*routev3.RouteConfi
 			if err := routeResilience(action.Route, pol, rt, p); err != nil {
 				return nil, fmt.Errorf("spec.http[%d]: %w", i, err)
 			}
+			action.Route.RequestMirrorPolicies = mirror(pol, i, p)
 			fault, err := routeFault(rt.Fault)
 			if err != nil {
 				return nil, fmt.Errorf("spec.http[%d]: %w", i, err)
@@ -119,4 +122,20 @@ func routeClusters(rt *routev3.Route) []string {
 		out = append(out, w.Name)
 	}
 	return slices.Compact(out)
+}
+
+// mirror is a route's request mirroring (Envoy only: grpc-go does not read
+// it): a copy of the share of requests asked for, to the mirror
+// service's subset on the same port, its answer dropped.
+func mirror(pol *mesh.Policy, i int, p mesh.Port) []*routev3.RouteAction_RequestMirrorPolicy {
+	m := pol.Spec.HTTP[i].Mirror
+	if m == nil || i >= len(pol.MirrorHosts) || pol.MirrorHosts[i] == "" {
+		return nil
+	}
+	mp := &routev3.RouteAction_RequestMirrorPolicy{Cluster: ClusterName(&mesh.Service{Host: pol.MirrorHosts[i]}, p, m.Subset)}
+	if m.Percentage != nil {
+		mp.RuntimeFraction = &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
+			Numerator: uint32(*m.Percentage), Denominator: typev3.FractionalPercent_HUNDRED}}
+	}
+	return []*routev3.RouteAction_RequestMirrorPolicy{mp}
 }
