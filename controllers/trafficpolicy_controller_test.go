@@ -139,14 +139,14 @@ func TestTrafficPolicyNotAppliedFieldsAreNamed(t *testing.T) {
 	create(t, meshService(ns, "reviews", 9080))
 	tp := split(ns, "faulty", "reviews", meshv1.WeightedBackend{Subset: "v1", Weight: 100})
 	tp.Spec.HTTP[0].Fault = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{HTTPStatus: ptr.To[int32](503), Percentage: 10}}
-	tp.Spec.RateLimit = &meshv1.LocalRateLimit{Requests: 100}
+	tp.Spec.Locality = &meshv1.LocalityPolicy{Mode: meshv1.LocalityPreferZone}
 	create(t, tp)
 	waitFor(t, tp,
 		want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""},
-		want{meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotApplied, "spec.rateLimit: not translated for any proxy yet"},
+		want{meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotApplied, "spec.locality: not translated for any proxy yet"},
 	)
 	update(t, tp, func(tp *meshv1.TrafficPolicy) {
-		tp.Spec.HTTP[0].Fault, tp.Spec.RateLimit = nil, nil
+		tp.Spec.HTTP[0].Fault, tp.Spec.Locality = nil, nil
 	})
 	waitFor(t, tp, synced)
 }

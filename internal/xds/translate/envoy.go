@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 )
@@ -98,7 +99,7 @@ func addInbound(sh *Shared, inPorts []PodPort, r *Resources, reg decoded) error 
 		r.Clusters = append(r.Clusters, local)
 		var filters []*listenerv3.Filter
 		if p.Protocol.IsHTTP() {
-			filter, err := inboundHTTP(cluster, sh.allowFor(ip, true), sh.opts.Observe, reg)
+			filter, err := inboundHTTP(cluster, sh.allowFor(ip, true), sh.rateLimitFor(ip), sh.opts.Observe, reg)
 			if err != nil {
 				return err
 			}
@@ -201,11 +202,21 @@ func rdsHTTP(route string, fault bool, obs Observability, reg decoded) (*listene
 	return hcm(m, reg)
 }
 
-// inboundHTTP hands every request for a port to the application.
-func inboundHTTP(cluster string, rules *rbacv3.RBAC, obs Observability, reg decoded) (*listenerv3.Filter, error) {
+// inboundHTTP hands every request for a port to the application: after
+// the allow rules, when there are any, and the rate limit, when rl is set
+// (so that callers the rules refuse spend none of the bucket).
+func inboundHTTP(cluster string, rules *rbacv3.RBAC, rl *meshv1.LocalRateLimit, obs Observability, reg decoded) (*listenerv3.Filter, error) {
+	filters := httpFilters(rules)
+	if rl != nil {
+		f, err := rateLimitFilter(cluster, rl, reg)
+		if err != nil {
+			return nil, err
+		}
+		filters = slices.Insert(filters, len(filters)-1, f)
+	}
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix:  cluster,
-		HttpFilters: httpFilters(rules),
+		HttpFilters: filters,
 		// Allow rules match paths: compare and forward the path the
 		// application will see ("/a/../b" is "/b", "//" is "/", an escaped
 		// slash is refused).

@@ -234,9 +234,13 @@ type PodPort struct {
 	Address string
 	MTLS    meshv1.MTLSMode
 	// Owner is the key of the service whose port this is, and Generation
-	// that MeshService's (its allow rules are translated from it).
-	Owner      string
-	Generation int64
+	// that MeshService's (its allow rules are translated from it); Policy
+	// and PolicyGeneration name the TrafficPolicy in force on the port, if
+	// any (its rate limit is translated from it).
+	Owner            string
+	Generation       int64
+	Policy           string
+	PolicyGeneration int64
 }
 
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
@@ -257,8 +261,11 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 					ports := sh.inbound[e.Pod]
 					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
 					if !found {
-						sh.inbound[e.Pod] = slices.Insert(ports, i, PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port),
-							Owner: key, Generation: s.Generation})
+						pp := PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port), Owner: key, Generation: s.Generation}
+						if pol := s.PolicyFor(p.Number); pol != nil {
+							pp.Policy, pp.PolicyGeneration = pol.Name, pol.Generation
+						}
+						sh.inbound[e.Pod] = slices.Insert(ports, i, pp)
 					}
 				}
 			}

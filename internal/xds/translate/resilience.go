@@ -385,8 +385,5 @@ func NotTranslated(spec *meshv1.TrafficPolicySpec) []string {
 	if spec.Locality != nil {
 		out = append(out, "spec.locality")
 	}
-	if spec.RateLimit != nil {
-		out = append(out, "spec.rateLimit")
-	}
 	return out
 }
