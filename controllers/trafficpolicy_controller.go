@@ -15,6 +15,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -52,7 +53,50 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			"%s: not translated for any proxy yet, so not in force; the rest of the policy is (%s)",
 			strings.Join(missing, ", "), ready.Message), tp.Generation)
 	}
-	return ctrl.Result{}, applyReady(ctx, r.Readiness, tp, tp.Status.Conditions, ready, nil, nil)
+	_, err = r.Readiness.Apply(ctx, tp, tp.Status.Conditions, nil, status.Update{
+		OwnedTypes: []string{meshv1.ConditionReady, meshv1.ConditionHonoured},
+		Conditions: []metav1.Condition{ready, honouredCondition(tp, r.Proxies)},
+	})
+	return ctrl.Result{}, err
+}
+
+// FlavourView counts, by proxy flavour, the connected proxies whose
+// configuration a resource shapes (the acknowledgement tracker).
+type FlavourView interface {
+	Flavours(kind, namespace, name string) map[string]int
+}
+
+// honouredCondition names the fields of a policy that connected proxies
+// of some flavour ignore (translate.Unhonoured), with how many of them.
+func honouredCondition(tp *meshv1.TrafficPolicy, proxies ProxyView) metav1.Condition {
+	var counts map[string]int
+	if fv, ok := proxies.(FlavourView); ok {
+		counts = fv.Flavours(mesh.KindTrafficPolicy, tp.Namespace, tp.Name)
+	}
+	var gaps []string
+	for _, f := range []wire.Flavour{wire.FlavourEnvoy, wire.FlavourGRPC} {
+		n := counts[string(f)]
+		if n == 0 {
+			continue
+		}
+		if fields := translate.Unhonoured(&tp.Spec, f); len(fields) > 0 {
+			gaps = append(gaps, fmt.Sprintf("%s (%s) ignore%s %s", plural(n, "1 "+flavourName(f)+" proxy", fmt.Sprintf("%%d %s proxies", flavourName(f))),
+				f, plural(n, "s", ""), strings.Join(fields, ", ")))
+		}
+	}
+	if len(gaps) == 0 {
+		return trueCondition(meshv1.ConditionHonoured, meshv1.ReasonHonoured,
+			"Every connected proxy the policy shapes acts on every field it sets", tp.Generation)
+	}
+	return falseCondition(meshv1.ConditionHonoured, meshv1.ReasonPartiallyHonoured,
+		strings.Join(gaps, "; ")+"; they apply the rest (docs/traffic.md)", tp.Generation)
+}
+
+func flavourName(f wire.Flavour) string {
+	if f == wire.FlavourGRPC {
+		return "proxyless gRPC"
+	}
+	return "Envoy sidecar"
 }
 
 // SetupWithManager registers the reconciler and what it watches.

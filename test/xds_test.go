@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,6 +186,25 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	if pct < 88 || pct > 92 {
 		t.Errorf("v1 got %.2f%%, want 90 ± 2", pct)
 	}
+
+	// Every field the policy sets is honoured by the grpc-go client; one it
+	// ignores is named on the policy with the flavour and the count.
+	honoured := func(status metav1.ConditionStatus, msg string) error {
+		return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(tp), tp); err != nil {
+				return err
+			}
+			h := meta.FindStatusCondition(tp.Status.Conditions, meshv1.ConditionHonoured)
+			if h == nil || h.Status != status || h.ObservedGeneration != tp.Generation || !strings.Contains(h.Message, msg) {
+				return fmt.Errorf("Honoured %+v", h)
+			}
+			return nil
+		})
+	}
+	must(honoured(metav1.ConditionTrue, "Every connected proxy"))
+	tp.Spec.ConnectionPool = &meshv1.ConnectionPool{MaxRequests: ptr.To[int32](100), MaxConnections: ptr.To[int32](10)}
+	must(c.Update(ctx, tp))
+	must(honoured(metav1.ConditionFalse, "1 proxyless gRPC proxy (grpc) ignores spec.connectionPool.maxConnections; they apply the rest"))
 
 	// Scale v1 up: the new endpoint gets traffic within a second of its
 	// EndpointSlice (the bound of the wait only reports a miss).

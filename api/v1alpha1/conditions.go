@@ -18,6 +18,11 @@ const (
 	// ConditionStalled is True when weft cannot make progress until somebody
 	// changes something (kstatus reads it as Failed).
 	ConditionStalled = "Stalled"
+	// ConditionHonoured (TrafficPolicy) says whether every connected proxy
+	// the policy shapes acts on every field it sets: False, naming the
+	// fields, the proxy flavour and how many of its proxies, when some
+	// flavour ignores fields it is sent (docs/traffic.md lists them).
+	ConditionHonoured = "Honoured"
 )
 
 // Condition reasons. A reason says what happened in one CamelCase word; the
@@ -62,6 +67,12 @@ const (
 	// translate for any proxy yet; the message names them. The rest of it
 	// is in force.
 	ReasonNotApplied = "NotApplied"
+	// ReasonHonoured: every connected proxy the resource shapes acts on
+	// every field it sets.
+	ReasonHonoured = "Honoured"
+	// ReasonPartiallyHonoured: some connected proxies ignore fields they
+	// are sent; the message names them.
+	ReasonPartiallyHonoured = "PartiallyHonoured"
 )
 
 // Status is the part of status that every weft kind shares.

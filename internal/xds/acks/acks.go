@@ -80,6 +80,8 @@ type state struct {
 	// type it must hold, and settledAt when it last came to.
 	settled   bool
 	settledAt time.Time
+	// flavour is the proxy's ("envoy" or "grpc").
+	flavour string
 }
 
 // New returns a tracker that reads the cache's versions per proxy from
@@ -89,12 +91,27 @@ func New(versions func(proxy string) map[string]string, log logr.Logger) *Tracke
 }
 
 // Connect starts tracking a proxy.
-func (t *Tracker) Connect(id string) {
+func (t *Tracker) Connect(id, flavour string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.proxies[id] == nil {
-		t.proxies[id] = &state{ackedVersions: map[string]string{}, nonces: map[string]string{}, nacks: map[string]string{}}
+		t.proxies[id] = &state{ackedVersions: map[string]string{}, nonces: map[string]string{}, nacks: map[string]string{}, flavour: flavour}
 	}
+}
+
+// Flavours counts, by flavour, the connected proxies whose configuration
+// a resource shapes.
+func (t *Tracker) Flavours(kind, namespace, name string) map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	key := mesh.Ref{Kind: kind, Namespace: namespace, Name: name}
+	out := map[string]int{}
+	for _, a := range t.proxies {
+		if _, in := a.pushed[key]; in {
+			out[a.flavour]++
+		}
+	}
+	return out
 }
 
 // Disconnect forgets a proxy.

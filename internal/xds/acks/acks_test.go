@@ -26,7 +26,7 @@ func TestTracker(t *testing.T) {
 
 	// A proxy that has asked for nothing yet holds nothing.
 	versions = map[string]string{}
-	tr.Connect("p1")
+	tr.Connect("p1", "grpc")
 	tr.Pushed("p1", Stamp{ms: 2, pa: 1})
 	if total, synced, _ := count(ms, 2); total != 1 || synced != 0 {
 		t.Fatalf("before it asked: %d of %d synced", synced, total)

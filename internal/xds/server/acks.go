@@ -35,3 +35,8 @@ func (s *Server) Settled() (total, settled int, last time.Time) { return s.acks.
 func (s *Server) ProxiesFor(kind, namespace, name string, generation int64) (total, synced int, rejected string) {
 	return s.acks.ProxiesFor(kind, namespace, name, generation)
 }
+
+// Flavours counts, by flavour, the connected proxies a resource shapes.
+func (s *Server) Flavours(kind, namespace, name string) map[string]int {
+	return s.acks.Flavours(kind, namespace, name)
+}

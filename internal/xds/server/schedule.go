@@ -119,7 +119,7 @@ func (s *scheduler) connect(p translate.Proxy, who auth.Identity, proved bool) {
 	}
 	st := &proxyState{proxy: p, streams: 1, who: who, proved: proved}
 	s.proxies[p.ID] = st
-	s.acks.Connect(p.ID)
+	s.acks.Connect(p.ID, string(p.Flavour))
 	s.log.Info("A proxy connected", "proxy", p.ID)
 	s.pushLocked(p.ID, st)
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/utils/ptr"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
@@ -74,5 +78,23 @@ func TestModelKeepsOnlyWhatIsInForce(t *testing.T) {
 	in.Services = nil
 	if m := mesh.Build(in); len(m.Services) != 0 {
 		t.Fatal("an unresolved MeshService made it into the model")
+	}
+}
+
+// Unhonoured names what proxyless gRPC ignores and nothing for sidecars.
+func TestUnhonoured(t *testing.T) {
+	spec := &meshv1.TrafficPolicySpec{
+		Timeouts:       &meshv1.Timeouts{Request: ptr.To[meshv1.Duration]("1s"), Connect: ptr.To[meshv1.Duration]("1s")},
+		Retries:        &meshv1.RetryPolicy{Attempts: ptr.To[int32](2)},
+		ConnectionPool: &meshv1.ConnectionPool{MaxRequests: ptr.To[int32](5), MaxConnections: ptr.To[int32](5)},
+		LoadBalancer:   &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRingHash, RingHash: &meshv1.RingHash{Cookie: &meshv1.HashCookie{Name: "s"}}},
+		HTTP:           []meshv1.HTTPRoute{{Mirror: &meshv1.Mirror{Name: "m"}}},
+	}
+	want := []string{"spec.timeouts.connect", "spec.connectionPool.maxConnections", "spec.loadBalancer.ringHash.cookie", "spec.http[0].mirror"}
+	if got := Unhonoured(spec, wire.FlavourGRPC); !slices.Equal(got, want) {
+		t.Errorf("Unhonoured(grpc) = %v, want %v", got, want)
+	}
+	if got := Unhonoured(spec, wire.FlavourEnvoy); got != nil {
+		t.Errorf("Unhonoured(envoy) = %v, want nothing", got)
 	}
 }

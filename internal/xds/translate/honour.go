@@ -1,0 +1,58 @@
+package translate
+
+import (
+	"fmt"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/wire"
+)
+
+// Unhonoured names, by field path, the fields of a TrafficPolicy that are
+// set and that proxies of a flavour are sent but do not act on (or, for
+// Random, get in a form they accept): what docs/traffic.md lists per
+// flavour. Sidecars honour every field weft translates.
+func Unhonoured(spec *meshv1.TrafficPolicySpec, flavour wire.Flavour) []string {
+	if flavour != wire.FlavourGRPC {
+		return nil
+	}
+	var out []string
+	add := func(set bool, field string) {
+		if set {
+			out = append(out, field)
+		}
+	}
+	if t := spec.Timeouts; t != nil {
+		add(t.Connect != nil, "spec.timeouts.connect")
+		add(t.Idle != nil, "spec.timeouts.idle")
+	}
+	retries := func(prefix string, r *meshv1.RetryPolicy) {
+		if r != nil {
+			add(r.PerTryTimeout != nil, prefix+".perTryTimeout")
+			add(r.Budget != nil, prefix+".budget")
+		}
+	}
+	retries("spec.retries", spec.Retries)
+	if cp := spec.ConnectionPool; cp != nil {
+		add(cp.MaxConnections != nil, "spec.connectionPool.maxConnections")
+		add(cp.MaxPendingRequests != nil, "spec.connectionPool.maxPendingRequests")
+		add(cp.MaxRetries != nil, "spec.connectionPool.maxRetries")
+		add(cp.MaxRequestsPerConnection != nil, "spec.connectionPool.maxRequestsPerConnection")
+	}
+	if od := spec.OutlierDetection; od != nil {
+		add(od.Consecutive5xxErrors != nil, "spec.outlierDetection.consecutive5xxErrors")
+		add(od.ConsecutiveGatewayErrors != nil, "spec.outlierDetection.consecutiveGatewayErrors")
+	}
+	if lb := spec.LoadBalancer; lb != nil {
+		add(lb.Algorithm == meshv1.LoadBalancerRandom, "spec.loadBalancer.algorithm (Random: round robin instead)")
+		if rh := lb.RingHash; rh != nil {
+			add(rh.Cookie != nil, "spec.loadBalancer.ringHash.cookie")
+			add(rh.SourceIP, "spec.loadBalancer.ringHash.sourceIP")
+		}
+	}
+	for i, rt := range spec.HTTP {
+		retries(fmt.Sprintf("spec.http[%d].retries", i), rt.Retries)
+		add(rt.Mirror != nil, fmt.Sprintf("spec.http[%d].mirror", i))
+	}
+	add(spec.RateLimit != nil, "spec.rateLimit")
+	return out
+}
