@@ -32,8 +32,18 @@ func size(r *Resources) (resources int, bytes int) {
 // shared set from scratch and the proxy's own resources, per flavour and
 // size, and reports the time per cluster and the size of the result.
 func BenchmarkTranslate(b *testing.B) {
-	for _, n := range []int{100, 1000, 10000} {
-		m := mesh.Build(xdstest.ScaleInput(n))
+	benchTranslate(b, []int{100, 1000, 10000}, xdstest.ScaleInput)
+}
+
+// BenchmarkTranslateAllFeatures is BenchmarkTranslate with every field
+// weft translates set on every tenth service's policy.
+func BenchmarkTranslateAllFeatures(b *testing.B) {
+	benchTranslate(b, []int{100, 1000}, xdstest.ScaleInputAllFeatures)
+}
+
+func benchTranslate(b *testing.B, sizes []int, input func(int) mesh.Input) {
+	for _, n := range sizes {
+		m := mesh.Build(input(n))
 		for _, f := range []wire.Flavour{wire.FlavourGRPC, wire.FlavourEnvoy} {
 			b.Run(fmt.Sprintf("%s/services=%d", f, n), func(b *testing.B) {
 				proxy := Proxy{ID: "p", Flavour: f, Pod: "ns-0/svc-0-0"}

@@ -91,6 +91,31 @@ func ScaleInput(n int) mesh.Input {
 	return in
 }
 
+// ScaleInputAllFeatures is ScaleInput with every tenth service's policy
+// setting every field weft translates: timeouts, retries with backoff and
+// budget, connection limits, outlier detection, ring hash on a header, a
+// fault on its route and a rate limit.
+func ScaleInputAllFeatures(n int) mesh.Input {
+	in := ScaleInput(n)
+	for i := range in.TrafficPolicies {
+		spec := &in.TrafficPolicies[i].Spec
+		d := func(s string) *meshv1.Duration { v := meshv1.Duration(s); return &v }
+		spec.Timeouts = &meshv1.Timeouts{Request: d("2s"), Connect: d("250ms"), Idle: d("10m")}
+		spec.Retries = &meshv1.RetryPolicy{Attempts: ptr.To[int32](3), PerTryTimeout: d("500ms"),
+			RetryOn: []meshv1.RetryCondition{"unavailable", "5xx", "reset"},
+			Backoff: &meshv1.Backoff{BaseInterval: "20ms", MaxInterval: d("200ms")},
+			Budget:  &meshv1.RetryBudget{Percent: ptr.To[meshv1.Percentage](25), MinConcurrency: ptr.To[int32](5)}}
+		spec.ConnectionPool = &meshv1.ConnectionPool{MaxConnections: ptr.To[int32](100), MaxPendingRequests: ptr.To[int32](50),
+			MaxRequests: ptr.To[int32](200), MaxRetries: ptr.To[int32](10), MaxRequestsPerConnection: ptr.To[int32](1000)}
+		spec.OutlierDetection = &meshv1.OutlierDetection{Consecutive5xxErrors: ptr.To[int32](5), FailurePercentage: ptr.To[meshv1.Percentage](50),
+			Interval: d("5s"), BaseEjectionTime: d("30s"), MaxEjectionPercent: ptr.To[meshv1.Percentage](50)}
+		spec.LoadBalancer = &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRingHash, RingHash: &meshv1.RingHash{Header: "x-user"}}
+		spec.RateLimit = &meshv1.LocalRateLimit{Requests: 100, Interval: "1s"}
+		spec.HTTP[0].Fault = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{GRPCStatus: ptr.To[int32](14), Percentage: 1}}
+	}
+	return in
+}
+
 // AddScaleService adds the i-th service of ScaleInput to in.
 func AddScaleService(in *mesh.Input, i int) {
 	ns, name := fmt.Sprintf("ns-%d", i%50), fmt.Sprintf("svc-%d", i)
