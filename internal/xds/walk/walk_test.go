@@ -1,0 +1,184 @@
+package walk_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"k8s.io/utils/ptr"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/translate"
+	"github.com/weftmesh/weft/internal/xds/walk"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+const (
+	host      = "reviews.bookinfo.svc.cluster.local"
+	target    = host + ":9080"
+	clusterIP = "10.96.0.10"
+)
+
+// reviews is the reviews fixture with a cluster IP, its backends at the
+// given addresses, and the policy's spec replaced by spec.
+func reviews(v1, v2 string, p1, p2 int32, spec meshv1.TrafficPolicySpec) mesh.Input {
+	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", v1, p1), xdstest.Ready("reviews-v2", "v2", v2, p2))
+	in.Services[0].Spec.ClusterIPs = []string{clusterIP}
+	spec.TargetRef = in.TrafficPolicies[0].Spec.TargetRef
+	in.TrafficPolicies[0].Spec = spec
+	return in
+}
+
+// byHeader routes marked calls to v2, the rest to v1, and calls to a
+// method path of their own to v2.
+var byHeader = meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{
+	{Name: "testers", Matches: []meshv1.HTTPMatch{{Headers: []meshv1.HeaderMatch{{Name: "x-canary", Value: ptr.To("true")}}}},
+		Backends: []meshv1.WeightedBackend{{Subset: "v2", Weight: 100}}},
+	{Name: "new-method", Matches: []meshv1.HTTPMatch{{Path: &meshv1.PathMatch{Type: meshv1.MatchExact, Value: "/weft.test.Reviews/New"}}},
+		Backends: []meshv1.WeightedBackend{{Subset: "v2", Weight: 100}}},
+	{Name: "everyone", Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}}},
+}}
+
+// The walk agrees with grpc-go's own routing: for each request, the walk
+// through the proxyless configuration, the walk through the sidecar's,
+// and a real call by grpc-go's xDS client reach the same backend.
+func TestWalkAgreesWithGRPC(t *testing.T) {
+	p1 := xdstest.StartBackend(t, "127.0.0.2:0", "reviews-v1")
+	p2 := xdstest.StartBackend(t, "127.0.0.3:0", "reviews-v2")
+	model := mesh.Build(reviews("127.0.0.2", "127.0.0.3", p1, p2, byHeader))
+	sh, err := translate.BuildShared(model, nil, translate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcWalk, envoyWalk := walk.New(sh.GRPC), walk.New(sh.Envoy)
+	backend := map[string]string{net.JoinHostPort("127.0.0.2", fmt.Sprint(p1)): "reviews-v1", net.JoinHostPort("127.0.0.3", fmt.Sprint(p2)): "reviews-v2"}
+
+	s, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	s.OnModel(ctx, model)
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := xdstest.NewClient(t, addr, "client-1", target)
+
+	for _, c := range []struct {
+		name    string
+		method  string
+		headers map[string]string
+		want    string
+	}{
+		{"unmarked", "/weft.test.Reviews/Get", nil, "reviews-v1"},
+		{"marked", "/weft.test.Reviews/Get", map[string]string{"x-canary": "true"}, "reviews-v2"},
+		{"marked otherwise", "/weft.test.Reviews/Get", map[string]string{"x-canary": "false"}, "reviews-v1"},
+		{"new method", "/weft.test.Reviews/New", nil, "reviews-v2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := walk.Request{Target: target, DestinationIP: clusterIP, DestinationPort: 9080, Authority: target,
+				Method: "POST", Path: c.method, Headers: c.headers}
+			var walked []string
+			for flavour, w := range map[wire.Flavour]func(walk.Request) (*walk.Result, error){wire.FlavourGRPC: grpcWalk.Proxyless, wire.FlavourEnvoy: envoyWalk.Sidecar} {
+				res, err := w(req)
+				if err != nil {
+					t.Fatalf("%s walk: %v", flavour, err)
+				}
+				if len(res.Clusters) != 1 || len(res.Clusters[0].Endpoints) != 1 {
+					t.Fatalf("%s walk: clusters %+v, want one with one endpoint", flavour, res.Clusters)
+				}
+				walked = append(walked, backend[res.Clusters[0].Endpoints[0]])
+			}
+			md := metadata.MD{}
+			for k, v := range c.headers {
+				md.Set(k, v)
+			}
+			var hdr metadata.MD
+			err := client.Invoke(metadata.NewOutgoingContext(ctx, md), c.method, &emptypb.Empty{}, &emptypb.Empty{}, grpc.WaitForReady(true), grpc.Header(&hdr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			called := first(hdr.Get("backend"))
+			if walked[0] != c.want || walked[1] != c.want || called != c.want {
+				t.Errorf("walks reached %v, grpc-go reached %q; want %s", walked, called, c.want)
+			}
+		})
+	}
+}
+
+// The walk shows what only a sidecar acts on: the mirror, the cookie hash,
+// the per-try timeout, the fault, and the cluster's algorithm, limits and
+// outlier settings.
+func TestWalkShowsSidecarOnlyFeatures(t *testing.T) {
+	spec := meshv1.TrafficPolicySpec{
+		HTTP: []meshv1.HTTPRoute{{Name: "shadowed", Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}},
+			Mirror: &meshv1.Mirror{Name: "reviews", Subset: "v2", Percentage: ptr.To[meshv1.Percentage](10)},
+			Fault:  &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{HTTPStatus: ptr.To[int32](503), Percentage: 5}}}},
+		Retries:          &meshv1.RetryPolicy{PerTryTimeout: ptr.To[meshv1.Duration]("1s")},
+		ConnectionPool:   &meshv1.ConnectionPool{MaxConnections: ptr.To[int32](7)},
+		OutlierDetection: &meshv1.OutlierDetection{Consecutive5xxErrors: ptr.To[int32](3)},
+		LoadBalancer:     &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRingHash, RingHash: &meshv1.RingHash{Cookie: &meshv1.HashCookie{Name: "session"}}},
+	}
+	sh, err := translate.BuildShared(mesh.Build(reviews("10.1.0.1", "10.1.0.2", 9080, 9080, spec)), nil, translate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := walk.New(sh.Envoy).Sidecar(walk.Request{DestinationIP: clusterIP, DestinationPort: 9080, Authority: "reviews.bookinfo:9080", Method: "GET", Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := res.Action
+	if res.Route != "shadowed" || len(a.GetRequestMirrorPolicies()) != 1 ||
+		a.GetRequestMirrorPolicies()[0].GetCluster() != "outbound|9080|v2|"+host {
+		t.Errorf("route %q mirrors %v, want shadowed mirroring to v2", res.Route, a.GetRequestMirrorPolicies())
+	}
+	if len(a.GetHashPolicy()) != 1 || a.GetHashPolicy()[0].GetCookie().GetName() != "session" {
+		t.Errorf("hash policy %v, want the session cookie", a.GetHashPolicy())
+	}
+	if a.GetRetryPolicy().GetPerTryTimeout().AsDuration() != time.Second {
+		t.Errorf("retry policy %v, want a 1 s per-try timeout", a.GetRetryPolicy())
+	}
+	if res.Fault.GetAbort().GetHttpStatus() != 503 || res.Fault.GetAbort().GetPercentage().GetNumerator() != 5 {
+		t.Errorf("fault %v, want 503 on 5%%", res.Fault)
+	}
+	if got := res.Names(); !slices.Equal(got, []string{"outbound|9080|v1|" + host}) {
+		t.Fatalf("clusters %v", got)
+	}
+	c := res.Clusters[0].Config
+	if c.GetLbPolicy() != clusterv3.Cluster_RING_HASH || c.GetCircuitBreakers().GetThresholds()[0].GetMaxConnections().GetValue() != 7 ||
+		c.GetOutlierDetection().GetConsecutive_5Xx().GetValue() != 3 {
+		t.Errorf("cluster %s: lb %v, breakers %v, outlier %v", c.GetName(), c.GetLbPolicy(), c.GetCircuitBreakers(), c.GetOutlierDetection())
+	}
+	if got := res.Clusters[0].Endpoints; !slices.Equal(got, []string{"10.1.0.1:9080"}) {
+		t.Errorf("endpoints %v, want v1's", got)
+	}
+
+	// A destination no service owns takes the passthrough chain.
+	res, err = walk.New(sh.Envoy).Sidecar(walk.Request{DestinationIP: "192.0.2.1", DestinationPort: 443})
+	if err != nil || !res.TCP || res.Clusters[0].Name != translate.PassthroughCluster {
+		t.Errorf("an unknown destination: %+v, %v; want the passthrough TCP proxy", res, err)
+	}
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
