@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -27,6 +30,8 @@ type faulty struct {
 	failEvery atomic.Int64
 	calls     atomic.Int64
 	inFlight  atomic.Int64
+	// served counts the calls it received.
+	served atomic.Int64
 }
 
 // startFaulty serves any method on addr as backend name (the response
@@ -47,6 +52,7 @@ func startNamed(t *testing.T, addr, name string, delay time.Duration, failEvery 
 	f := &faulty{}
 	f.failEvery.Store(failEvery)
 	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		f.served.Add(1)
 		f.inFlight.Add(1)
 		defer f.inFlight.Add(-1)
 		var in emptypb.Empty
@@ -381,5 +387,99 @@ func TestOutlierDetectionEjectsAndReadmits(t *testing.T) {
 		return fmt.Errorf("v1 answers no call")
 	}); err != nil {
 		t.Fatalf("the recovered backend was never taken back: %v", err)
+	}
+}
+
+// A policy on one port of a service leaves its other port alone: with
+// every call on 9080 sent to v2, calls on 9081 still reach both subsets.
+func TestPolicyOnOnePortLeavesTheOther(t *testing.T) {
+	v1a, _ := startNamed(t, "127.0.0.2:0", "v1", 0, 0)
+	v1b, _ := startNamed(t, "127.0.0.2:0", "v1", 0, 0)
+	v2a, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	v2b, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	in := policyInput(v1a, v2a, meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{{Name: "all-v2",
+		Backends: []meshv1.WeightedBackend{{Subset: "v2", Weight: 100}}}}})
+	in.TrafficPolicies[0].Spec.TargetRef.Port = ptr.To[int32](9080)
+	in.Services[0].Spec.Ports = append(in.Services[0].Spec.Ports, corev1.ServicePort{Name: "grpc2", Port: 9081})
+	in.MeshServices[0].Spec.Ports = append(in.MeshServices[0].Spec.Ports, meshv1.MeshServicePort{Port: 9081, Protocol: meshv1.ProtocolGRPC})
+	for i, port := range []int32{v1b, v2b} {
+		in.EndpointSlices[i].Ports = append(in.EndpointSlices[i].Ports, discoveryv1.EndpointPort{Name: ptr.To("grpc2"), Port: ptr.To(port)})
+	}
+	s, addr, ctx := serving(t)
+	model := mesh.Build(in)
+	if v := model.Verdicts[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: "bookinfo", Name: "canary"}]; !v.InForce() {
+		t.Fatalf("the policy is not in force: %+v", v)
+	}
+	s.OnModel(ctx, model)
+	reach := func(target string) map[string]int {
+		t.Helper()
+		client := xdstest.NewClient(t, addr, "client-"+target, target)
+		got := map[string]int{}
+		for range 200 {
+			b, err := client.Call(ctx, grpc.WaitForReady(true))
+			if err != nil {
+				t.Fatalf("%s: %v", target, err)
+			}
+			got[b]++
+		}
+		return got
+	}
+	if got := reach("reviews.bookinfo.svc.cluster.local:9080"); got["v2"] != 200 {
+		t.Errorf("port 9080, under the policy: %v, want every call on v2", got)
+	}
+	if got := reach("reviews.bookinfo.svc.cluster.local:9081"); got["v1"] == 0 || got["v2"] == 0 {
+		t.Errorf("port 9081, without a policy: %v, want both subsets", got)
+	}
+}
+
+// Least request prefers the idle backend: with one backend slow (calls pile
+// up on it) and one fast, eight callers send the slow one about half of
+// their calls under round robin, and clearly fewer under least request.
+func TestLeastRequestPrefersTheIdleBackend(t *testing.T) {
+	share := func(algorithm meshv1.LoadBalancerAlgorithm) float64 {
+		t.Helper()
+		slowPort, slow := startNamed(t, "127.0.0.2:0", "v1", 50*time.Millisecond, 0)
+		fastPort, fast := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+		s, addr, ctx := serving(t)
+		s.OnModel(ctx, mesh.Build(policyInput(slowPort, fastPort, meshv1.TrafficPolicySpec{LoadBalancer: &meshv1.LoadBalancer{Algorithm: algorithm}})))
+		client := xdstest.NewClient(t, addr, "client-"+string(algorithm), target)
+		// Both backends in use before counting.
+		if err := testenv.Eventually(ctx, 60*time.Second, func(context.Context) error {
+			_, _ = client.Call(ctx, grpc.WaitForReady(true))
+			if slow.served.Load() == 0 || fast.served.Load() == 0 {
+				return fmt.Errorf("not both backends reached yet")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		slow0, fast0 := slow.served.Load(), fast.served.Load()
+		deadline := time.Now().Add(1500 * time.Millisecond)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for time.Now().Before(deadline) {
+					if _, err := client.Call(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		s1, f1 := slow.served.Load()-slow0, fast.served.Load()-fast0
+		pct := 100 * float64(s1) / float64(s1+f1)
+		t.Logf("%s: the slow backend got %d of %d calls (%.1f%%)", algorithm, s1, s1+f1, pct)
+		return pct
+	}
+	rr := share(meshv1.LoadBalancerRoundRobin)
+	lr := share(meshv1.LoadBalancerLeastRequest)
+	if rr < 40 {
+		t.Fatalf("round robin sent the slow backend %.1f%% of calls; the comparison needs about half", rr)
+	}
+	// grpc-go samples two endpoints with replacement, so the busy one is
+	// still picked when both samples fall on it: about a quarter of calls.
+	if lr > 0.7*rr {
+		t.Errorf("least request sent the slow backend %.1f%% of calls, round robin %.1f%%: want clearly fewer", lr, rr)
 	}
 }
