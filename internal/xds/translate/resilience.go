@@ -91,7 +91,11 @@ func routeResilience(a *routev3.RouteAction, pol *mesh.Policy, rt *meshv1.HTTPRo
 	}
 	a.RetryPolicy = rp
 	if pol != nil {
-		a.HashPolicy = hashPolicy(pol.Spec.LoadBalancer)
+		hp, err := hashPolicy(pol.Spec.LoadBalancer)
+		if err != nil {
+			return err
+		}
+		a.HashPolicy = hp
 	}
 	return nil
 }
@@ -180,28 +184,30 @@ func retryOn(conds []meshv1.RetryCondition, p mesh.Port) string {
 }
 
 // hashPolicy is what RingHash hashes, on every route of the port.
-func hashPolicy(lb *meshv1.LoadBalancer) []*routev3.RouteAction_HashPolicy {
+func hashPolicy(lb *meshv1.LoadBalancer) ([]*routev3.RouteAction_HashPolicy, error) {
 	if lb == nil || lb.Algorithm != meshv1.LoadBalancerRingHash || lb.RingHash == nil {
-		return nil
+		return nil, nil
 	}
 	rh := lb.RingHash
 	switch {
 	case rh.Header != "":
 		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
-			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(rh.Header)}}}}
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(rh.Header)}}}}, nil
 	case rh.Cookie != nil:
 		c := &routev3.RouteAction_HashPolicy_Cookie{Name: rh.Cookie.Name}
 		if rh.Cookie.TTL != nil {
-			if d, err := time.ParseDuration(string(*rh.Cookie.TTL)); err == nil {
-				c.Ttl = durationpb.New(d)
+			ttl, err := duration("loadBalancer.ringHash.cookie.ttl", *rh.Cookie.TTL)
+			if err != nil {
+				return nil, err
 			}
+			c.Ttl = ttl
 		}
-		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}}
+		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}}, nil
 	case rh.SourceIP:
 		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
-			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}
+			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}}, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // clusterResilience sets a cluster's connect timeout, balancing,

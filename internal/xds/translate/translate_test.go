@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -96,5 +97,17 @@ func TestUnhonoured(t *testing.T) {
 	}
 	if got := Unhonoured(spec, wire.FlavourEnvoy); got != nil {
 		t.Errorf("Unhonoured(envoy) = %v, want nothing", got)
+	}
+}
+
+// A duration that admission should have refused fails the translation of
+// its service with the policy and field named, so that the last good
+// configuration stays in force.
+func TestBadDurationNamesTheField(t *testing.T) {
+	in := xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080))
+	in.TrafficPolicies[0].Spec.Timeouts = &meshv1.Timeouts{Request: ptr.To[meshv1.Duration]("soon")}
+	_, err := BuildShared(mesh.Build(in), nil, Options{})
+	if err == nil || !strings.Contains(err.Error(), "TrafficPolicy canary") || !strings.Contains(err.Error(), "timeouts.request") {
+		t.Fatalf("BuildShared with a bad duration: %v, want an error naming the policy and timeouts.request", err)
 	}
 }
