@@ -29,6 +29,7 @@ func Unhonoured(spec *meshv1.TrafficPolicySpec, flavour wire.Flavour) []string {
 		if r != nil {
 			add(r.PerTryTimeout != nil, prefix+".perTryTimeout")
 			add(r.Budget != nil, prefix+".budget")
+			add(!retriesGRPCCodes(r), prefix+".retryOn (no gRPC status code among them: grpc-go retries nothing)")
 		}
 	}
 	retries("spec.retries", spec.Retries)
@@ -55,4 +56,19 @@ func Unhonoured(spec *meshv1.TrafficPolicySpec, flavour wire.Flavour) []string {
 	}
 	add(spec.RateLimit != nil, "spec.rateLimit")
 	return out
+}
+
+// retriesGRPCCodes says whether retries that are on name a condition that
+// grpc-go retries (a gRPC status code, or 5xx and gateway-error, which
+// weft maps to codes on gRPC ports); off retries ask nothing of it.
+func retriesGRPCCodes(r *meshv1.RetryPolicy) bool {
+	if (r.Attempts != nil && *r.Attempts == 0) || len(r.RetryOn) == 0 {
+		return true // off, or the default, which holds unavailable
+	}
+	for _, c := range r.RetryOn {
+		if grpcStatusConditions[c] || c == "5xx" || c == "gateway-error" {
+			return true
+		}
+	}
+	return false
 }

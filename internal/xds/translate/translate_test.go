@@ -98,6 +98,10 @@ func TestUnhonoured(t *testing.T) {
 	if got := Unhonoured(spec, wire.FlavourEnvoy); got != nil {
 		t.Errorf("Unhonoured(envoy) = %v, want nothing", got)
 	}
+	transportOnly := &meshv1.TrafficPolicySpec{Retries: &meshv1.RetryPolicy{RetryOn: []meshv1.RetryCondition{"reset", "connect-failure"}}}
+	if got := Unhonoured(transportOnly, wire.FlavourGRPC); len(got) != 1 || !strings.HasPrefix(got[0], "spec.retries.retryOn") {
+		t.Errorf("Unhonoured(retries on transport failures only) = %v, want spec.retries.retryOn", got)
+	}
 }
 
 // A duration that admission should have refused fails the translation of
