@@ -1,0 +1,66 @@
+package walk_test
+
+import (
+	"strings"
+	"testing"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/translate"
+	"github.com/weftmesh/weft/internal/xds/walk"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
+)
+
+// The inbound walk of a STRICT port with an allow rule (productpage may
+// GET /reviews...): only that caller over mTLS, with that method and path,
+// reaches the application.
+func TestWalkInboundAllowRules(t *testing.T) {
+	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
+	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{
+		From:    []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
+		Paths:   []meshv1.PathMatch{{Type: meshv1.MatchPrefix, Value: "/reviews"}},
+		Methods: []meshv1.HTTPMethod{"GET"},
+	}}
+	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	sh, err := translate.BuildShared(mesh.Build(in), nil, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := walk.New(sh.Envoy, own)
+	productpage := walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "productpage")}
+	for _, c := range []struct {
+		name    string
+		caller  walk.Caller
+		method  string
+		path    string
+		allowed bool
+	}{
+		{"productpage GET /reviews/1", productpage, "GET", "/reviews/1", true},
+		{"productpage POST", productpage, "POST", "/reviews/1", false},
+		{"productpage elsewhere", productpage, "GET", "/ratings", false},
+		{"another identity", walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "details")}, "GET", "/reviews/1", false},
+		{"another namespace's productpage", walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "shop", "productpage")}, "GET", "/reviews/1", false},
+		{"plain text", walk.Caller{}, "GET", "/reviews/1", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := w.SidecarInbound(9080, c.caller, walk.Request{Method: c.method, Path: c.path, Authority: "reviews"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Allowed != c.allowed {
+				t.Errorf("allowed %v (%s), want %v", res.Allowed, res.Refused, c.allowed)
+			}
+			if !c.caller.MTLS && !strings.Contains(res.Refused, "mTLS only") {
+				t.Errorf("a plain-text caller refused for %q, want the STRICT port's handshake", res.Refused)
+			}
+			if res.Allowed && (res.Policy == "" || res.Cluster != translate.InboundClusterName(9080)) {
+				t.Errorf("let in by %q to %q, want an allow rule and the inbound cluster", res.Policy, res.Cluster)
+			}
+		})
+	}
+}
