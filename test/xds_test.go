@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,7 +39,7 @@ import (
 // splits traffic 90/10; scaling endpoints moves traffic within a second;
 // a deleted MeshService fails fast with UNAVAILABLE.
 func TestMeshFromKubernetesObjects(t *testing.T) {
-	if !testenv.InOwnNetworkNamespace(t, "192.0.2.11", "192.0.2.12", "192.0.2.13") {
+	if !testenv.InOwnNetworkNamespace(t, "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14") {
 		return
 	}
 	env, err := testenv.Start()
@@ -77,6 +78,17 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Status writers update these objects too: edit the latest version.
+	edit := func(o client.Object, change func()) {
+		t.Helper()
+		must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+				return err
+			}
+			change()
+			return c.Update(ctx, o)
+		}))
+	}
 	ns := "shop"
 	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	must(c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: corev1.ServiceSpec{
@@ -97,9 +109,9 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	// addresses), published as pods and EndpointSlices: the test plays the
 	// kubelet and the endpoints controller.
 	// addBackend returns when the EndpointSlice was created.
-	addBackend := func(name, version, ip string) time.Time {
+	addBackend := func(name, version, ip string, failEvery int64) time.Time {
 		t.Helper()
-		port := xdstest.StartBackend(t, ip+":0", name)
+		port := xdstest.StartFlakyBackend(t, ip+":0", name, failEvery)
 		must(c.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
 			Labels: map[string]string{"app": "reviews", "version": version}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}))
@@ -112,8 +124,8 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		}))
 		return time.Now()
 	}
-	addBackend("reviews-v1", "v1", "192.0.2.11")
-	addBackend("reviews-v2", "v2", "192.0.2.12")
+	addBackend("reviews-v1", "v1", "192.0.2.11", 0)
+	addBackend("reviews-v2", "v2", "192.0.2.12", 0)
 
 	cl := xdstest.NewClient(t, ads, "client-1.shop", "reviews.shop.svc.cluster.local:9080")
 	if _, err := cl.Call(ctx, grpc.WaitForReady(true)); err != nil {
@@ -202,13 +214,14 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		})
 	}
 	must(honoured(metav1.ConditionTrue, "Every connected proxy"))
-	tp.Spec.ConnectionPool = &meshv1.ConnectionPool{MaxRequests: ptr.To[int32](100), MaxConnections: ptr.To[int32](10)}
-	must(c.Update(ctx, tp))
+	edit(tp, func() {
+		tp.Spec.ConnectionPool = &meshv1.ConnectionPool{MaxRequests: ptr.To[int32](100), MaxConnections: ptr.To[int32](10)}
+	})
 	must(honoured(metav1.ConditionFalse, "1 proxyless gRPC proxy (grpc) ignores spec.connectionPool.maxConnections; they apply the rest"))
 
 	// Scale v1 up: the new endpoint gets traffic within a second of its
 	// EndpointSlice (the bound of the wait only reports a miss).
-	start := addBackend("reviews-v1b", "v1", "192.0.2.13")
+	start := addBackend("reviews-v1b", "v1", "192.0.2.13", 0)
 	must(testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		got, err := cl.Call(ctx)
 		if err != nil || got != "reviews-v1b" {
@@ -220,6 +233,61 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		t.Errorf("the new endpoint took %v to get traffic, want under 1s", d)
 	} else {
 		t.Logf("the new endpoint got traffic after %v", d)
+	}
+
+	// Retries from the TrafficPolicy, through the API server to grpc-go: a
+	// version that fails a third of its calls with UNAVAILABLE shows those
+	// failures until the policy retries them, then none.
+	edit(ms, func() {
+		ms.Spec.Subsets = append(ms.Spec.Subsets, meshv1.Subset{Name: "v3", Labels: map[string]string{"version": "v3"}})
+	})
+	addBackend("reviews-v3", "v3", "192.0.2.14", 3)
+	failures := func(n int) (failed int) {
+		for range n {
+			if _, err := cl.Call(ctx); err != nil {
+				failed++
+			}
+		}
+		return failed
+	}
+	readyAt := func(gen int64) error {
+		return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(tp), tp); err != nil {
+				return err
+			}
+			ready := meta.FindStatusCondition(tp.Status.Conditions, meshv1.ConditionReady)
+			if ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != gen {
+				return fmt.Errorf("Ready %+v", ready)
+			}
+			return nil
+		})
+	}
+	edit(tp, func() {
+		tp.Spec.HTTP = []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v3", Weight: 100}}}}
+	})
+	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		got, err := cl.Call(ctx)
+		if got != "reviews-v3" {
+			return fmt.Errorf("went to %q (%v)", got, err)
+		}
+		return nil
+	}))
+	must(readyAt(tp.Generation))
+	if f := failures(300); f < 60 {
+		t.Fatalf("without retries %d of 300 calls to a backend failing a third failed", f)
+	} else {
+		t.Logf("without retries: %d of 300 calls failed", f)
+	}
+	edit(tp, func() {
+		tp.Spec.Retries = &meshv1.RetryPolicy{Attempts: ptr.To[int32](3), RetryOn: []meshv1.RetryCondition{"unavailable"}}
+	})
+	must(readyAt(tp.Generation))
+	// Ready means the proxy acknowledged the retries: from now on none
+	// may fail.
+	if f := failures(300); f > 3 {
+		t.Errorf("with retries %d of 300 calls failed, want at most 1%%", f)
+	} else {
+		t.Logf("with retries: %d of 300 calls failed", f)
 	}
 
 	// Delete the MeshService: calls fail fast with UNAVAILABLE instead of

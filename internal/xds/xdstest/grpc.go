@@ -12,8 +12,10 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -24,6 +26,14 @@ import (
 // response header "backend". It returns the port.
 func StartBackend(t testing.TB, addr, name string) int32 {
 	t.Helper()
+	return StartFlakyBackend(t, addr, name, 0)
+}
+
+// StartFlakyBackend is StartBackend failing every failEvery-th call with
+// UNAVAILABLE (none when 0).
+func StartFlakyBackend(t testing.TB, addr, name string, failEvery int64) int32 {
+	t.Helper()
+	var calls atomic.Int64
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +42,11 @@ func StartBackend(t testing.TB, addr, name string) int32 {
 		var in emptypb.Empty
 		if err := stream.RecvMsg(&in); err != nil {
 			return err
+		}
+		// A failure comes before any header: a client retries only calls
+		// that received no response headers yet.
+		if failEvery > 0 && calls.Add(1)%failEvery == 0 {
+			return status.Error(codes.Unavailable, "failing on purpose")
 		}
 		if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
 			return err
