@@ -110,12 +110,11 @@ func principals(from []meshv1.Source, trustDomain string) []*rbacv3.Principal {
 // httpFilters are an inbound HCM's filters: RBAC when the port has allow
 // rules, then the router.
 func httpFilters(rules *rbacv3.RBAC) []*hcmv3.HttpFilter {
-	router := &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}
 	if rules == nil {
-		return []*hcmv3.HttpFilter{router}
+		return []*hcmv3.HttpFilter{routerHTTPFilter}
 	}
 	return []*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac", ConfigType: &hcmv3.HttpFilter_TypedConfig{
-		TypedConfig: mustAny(&rbachttpv3.RBAC{Rules: rules})}}, router}
+		TypedConfig: mustAny(&rbachttpv3.RBAC{Rules: rules})}}, routerHTTPFilter}
 }
 
 // networkRBAC is the TCP form: a network filter ahead of tcp_proxy.

@@ -32,7 +32,10 @@ func addClusters(r *Resources, s *mesh.Service, p mesh.Port) error {
 
 // http2Options is every HTTP/2 cluster's protocol options: one map, shared
 // and never changed.
-var http2Options = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Upstream}
+var http2Options = map[string]*anypb.Any{httpProtocolOptionsKey: http2Upstream}
+
+// httpProtocolOptionsKey is where a cluster's upstream HTTP options go.
+const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 func edsCluster(name string, p mesh.Port) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
@@ -48,8 +51,13 @@ func edsCluster(name string, p mesh.Port) *clusterv3.Cluster {
 // setUpstreamProtocol makes Envoy speak HTTP/2 to endpoints of grpc and
 // http2 ports (it speaks HTTP/1.1 otherwise). grpc-go ignores the option.
 func setUpstreamProtocol(c *clusterv3.Cluster, p mesh.Port) {
-	if p.Protocol != meshv1.ProtocolGRPC && p.Protocol != meshv1.ProtocolHTTP2 {
+	if !speaksHTTP2(p) {
 		return
 	}
 	c.TypedExtensionProtocolOptions = http2Options
+}
+
+// speaksHTTP2 says whether Envoy speaks HTTP/2 to a port's endpoints.
+func speaksHTTP2(p mesh.Port) bool {
+	return p.Protocol == meshv1.ProtocolGRPC || p.Protocol == meshv1.ProtocolHTTP2
 }

@@ -21,11 +21,8 @@ import (
 // configuration.
 const faultFilterName = "envoy.filters.http.fault"
 
-var (
-	// faultFilter injects nothing of its own: only routes with a fault do.
-	faultFilter      = &hcmv3.HttpFilter{Name: faultFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&faultv3.HTTPFault{})}}
-	routerHTTPFilter = &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}
-)
+// faultFilter injects nothing of its own: only routes with a fault do.
+var faultFilter = &hcmv3.HttpFilter{Name: faultFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&faultv3.HTTPFault{})}}
 
 // hasFault says whether the policy in force on a port injects faults on
 // any route.

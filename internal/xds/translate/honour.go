@@ -2,8 +2,10 @@ package translate
 
 import (
 	"fmt"
+	"strings"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 )
 
@@ -58,15 +60,15 @@ func Unhonoured(spec *meshv1.TrafficPolicySpec, flavour wire.Flavour) []string {
 	return out
 }
 
-// retriesGRPCCodes says whether retries that are on name a condition that
-// grpc-go retries (a gRPC status code, or 5xx and gateway-error, which
-// weft maps to codes on gRPC ports); off retries ask nothing of it.
+// retriesGRPCCodes says whether retries that are on send grpc-go a
+// condition it retries: a gRPC status code in what retryOn makes of them
+// on a gRPC port. Off retries ask nothing of it.
 func retriesGRPCCodes(r *meshv1.RetryPolicy) bool {
-	if (r.Attempts != nil && *r.Attempts == 0) || len(r.RetryOn) == 0 {
-		return true // off, or the default, which holds unavailable
+	if r.Attempts != nil && *r.Attempts == 0 {
+		return true
 	}
-	for _, c := range r.RetryOn {
-		if grpcStatusConditions[c] || c == "5xx" || c == "gateway-error" {
+	for c := range strings.SplitSeq(retryOn(r.RetryOn, mesh.Port{Protocol: meshv1.ProtocolGRPC}), ",") {
+		if grpcStatusConditions[meshv1.RetryCondition(c)] {
 			return true
 		}
 	}

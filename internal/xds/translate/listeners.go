@@ -18,12 +18,17 @@ var adsSource = &corev3.ConfigSource{
 // Fixed configuration, marshaled once. Resources share these objects, which
 // must not be changed.
 var (
-	routerFilter  = mustAny(&routerv3.Router{})
-	http2Upstream = mustAny(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		}},
-	})
+	routerFilter     = mustAny(&routerv3.Router{})
+	routerHTTPFilter = &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerFilter}}
+	// explicitHTTP2 and explicitHTTP1 name the protocol Envoy speaks to
+	// endpoints (see setUpstreamProtocol).
+	explicitHTTP2 = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+		ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+	}}
+	explicitHTTP1 = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+		ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+	}}
+	http2Upstream = mustAny(&httpv3.HttpProtocolOptions{UpstreamProtocolOptions: explicitHTTP2})
 )
 
 // mustAny wraps a fixed message, which always marshals.

@@ -48,7 +48,7 @@ func rateLimitFilter(statPrefix string, rl *meshv1.LocalRateLimit, reg decoded) 
 	if rl.Burst != nil {
 		burst = *rl.Burst
 	}
-	all := &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}}
+	all := &corev3.RuntimeFractionalPercent{DefaultValue: percent(100)}
 	cfg, err := reg.pack(&localratelimitv3.LocalRateLimit{
 		StatPrefix: statPrefix + "_ratelimit",
 		TokenBucket: &typev3.TokenBucket{MaxTokens: uint32(burst), TokensPerFill: wrapperspb.UInt32(uint32(rl.Requests)),

@@ -155,12 +155,9 @@ func retryOn(conds []meshv1.RetryCondition, p mesh.Port) string {
 	}
 	var out []string
 	add := func(c string) {
-		for _, o := range out {
-			if o == c {
-				return
-			}
+		if !slices.Contains(out, c) {
+			out = append(out, c)
 		}
-		out = append(out, c)
 	}
 	for _, c := range conds {
 		switch {
@@ -346,20 +343,15 @@ func httpOptions(c *clusterv3.Cluster, spec *meshv1.TrafficPolicySpec, p mesh.Po
 	if common == nil || !p.Protocol.IsHTTP() {
 		return nil
 	}
-	opts := &httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: common,
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
-		}}}
-	if p.Protocol == meshv1.ProtocolGRPC || p.Protocol == meshv1.ProtocolHTTP2 {
-		opts.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-		}}
+	upstream := explicitHTTP1
+	if speaksHTTP2(p) {
+		upstream = explicitHTTP2
 	}
-	a, err := anypb.New(opts)
+	a, err := anypb.New(&httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: common, UpstreamProtocolOptions: upstream})
 	if err != nil {
 		return fmt.Errorf("encoding the upstream HTTP options: %w", err)
 	}
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": a}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
 	return nil
 }
 

@@ -7,7 +7,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -134,8 +133,7 @@ func mirror(pol *mesh.Policy, i int, p mesh.Port) []*routev3.RouteAction_Request
 	}
 	mp := &routev3.RouteAction_RequestMirrorPolicy{Cluster: ClusterName(&mesh.Service{Host: pol.MirrorHosts[i]}, p, m.Subset)}
 	if m.Percentage != nil {
-		mp.RuntimeFraction = &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
-			Numerator: uint32(*m.Percentage), Denominator: typev3.FractionalPercent_HUNDRED}}
+		mp.RuntimeFraction = &corev3.RuntimeFractionalPercent{DefaultValue: percent(*m.Percentage)}
 	}
 	return []*routev3.RouteAction_RequestMirrorPolicy{mp}
 }
