@@ -3,9 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/emptypb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
@@ -24,59 +21,10 @@ import (
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
-// faulty is a backend whose behaviour a test changes while it runs.
-type faulty struct {
-	// failEvery fails every n-th call with UNAVAILABLE (0: none).
-	failEvery atomic.Int64
-	calls     atomic.Int64
-	inFlight  atomic.Int64
-	// served counts the calls it received.
-	served atomic.Int64
-}
-
-// startFaulty serves any method on addr as backend name (the response
-// header "backend"): it waits delay, then fails every failEvery-th call
-// (0: none) with UNAVAILABLE. It returns the port.
+// startFaulty starts an unnamed xdstest.FaultyBackend and returns its port.
 func startFaulty(t *testing.T, addr string, delay time.Duration, failEvery int64) int32 {
 	t.Helper()
-	port, _ := startNamed(t, addr, "", delay, failEvery)
-	return port
-}
-
-func startNamed(t *testing.T, addr, name string, delay time.Duration, failEvery int64) (int32, *faulty) {
-	t.Helper()
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &faulty{}
-	f.failEvery.Store(failEvery)
-	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
-		f.served.Add(1)
-		f.inFlight.Add(1)
-		defer f.inFlight.Add(-1)
-		var in emptypb.Empty
-		if err := stream.RecvMsg(&in); err != nil {
-			return err
-		}
-		if name != "" {
-			if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
-				return err
-			}
-		}
-		select {
-		case <-time.After(delay):
-		case <-stream.Context().Done():
-			return stream.Context().Err()
-		}
-		if every := f.failEvery.Load(); every > 0 && f.calls.Add(1)%every == 0 {
-			return status.Error(codes.Unavailable, "failing on purpose")
-		}
-		return stream.SendMsg(&emptypb.Empty{})
-	}))
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return int32(lis.Addr().(*net.TCPAddr).Port), f
+	return xdstest.StartFaultyBackend(t, addr, "", delay, failEvery).Port
 }
 
 // policyInput is the reviews fixture with both endpoints behind the given
@@ -265,8 +213,8 @@ func TestFaultInjection(t *testing.T) {
 // Ring hash on a header keeps each value on one backend: 1,000 calls of
 // one user all reach the same backend, and users as a whole reach both.
 func TestRingHashKeepsAHeaderOnOneBackend(t *testing.T) {
-	v1, _ := startNamed(t, "127.0.0.2:0", "v1", 0, 0)
-	v2, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	v1 := xdstest.StartFaultyBackend(t, "127.0.0.2:0", "v1", 0, 0).Port
+	v2 := xdstest.StartFaultyBackend(t, "127.0.0.3:0", "v2", 0, 0).Port
 	s, addr, ctx := serving(t)
 	s.OnModel(ctx, mesh.Build(policyInput(v1, v2, meshv1.TrafficPolicySpec{LoadBalancer: &meshv1.LoadBalancer{
 		Algorithm: meshv1.LoadBalancerRingHash, RingHash: &meshv1.RingHash{Header: "x-user"}}})))
@@ -350,10 +298,10 @@ func TestMaxRequestsRejectsTheExcess(t *testing.T) {
 // is ejected within a few intervals (calls then all succeed), and taken
 // back after the ejection time once it recovers.
 func TestOutlierDetectionEjectsAndReadmits(t *testing.T) {
-	v1, bad := startNamed(t, "127.0.0.2:0", "v1", 0, 1)
-	v2, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	bad := xdstest.StartFaultyBackend(t, "127.0.0.2:0", "v1", 0, 1)
+	v2 := xdstest.StartFaultyBackend(t, "127.0.0.3:0", "v2", 0, 0).Port
 	s, addr, ctx := serving(t)
-	s.OnModel(ctx, mesh.Build(policyInput(v1, v2, meshv1.TrafficPolicySpec{OutlierDetection: &meshv1.OutlierDetection{
+	s.OnModel(ctx, mesh.Build(policyInput(bad.Port, v2, meshv1.TrafficPolicySpec{OutlierDetection: &meshv1.OutlierDetection{
 		FailurePercentage: ptr.To[meshv1.Percentage](50), MinimumHosts: ptr.To[int32](2), MinimumRequests: ptr.To[int32](5),
 		Interval: ptr.To[meshv1.Duration]("100ms"), BaseEjectionTime: ptr.To[meshv1.Duration]("2s"),
 		MaxEjectionPercent: ptr.To[meshv1.Percentage](50),
@@ -377,7 +325,7 @@ func TestOutlierDetectionEjectsAndReadmits(t *testing.T) {
 	}
 
 	// Recovered and readmitted after the ejection time: it answers again.
-	bad.failEvery.Store(0)
+	bad.FailEvery.Store(0)
 	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
 		for range 20 {
 			if b, err := client.Call(ctx); err == nil && b == "v1" {
@@ -393,10 +341,10 @@ func TestOutlierDetectionEjectsAndReadmits(t *testing.T) {
 // A policy on one port of a service leaves its other port alone: with
 // every call on 9080 sent to v2, calls on 9081 still reach both subsets.
 func TestPolicyOnOnePortLeavesTheOther(t *testing.T) {
-	v1a, _ := startNamed(t, "127.0.0.2:0", "v1", 0, 0)
-	v1b, _ := startNamed(t, "127.0.0.2:0", "v1", 0, 0)
-	v2a, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
-	v2b, _ := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+	v1a := xdstest.StartFaultyBackend(t, "127.0.0.2:0", "v1", 0, 0).Port
+	v1b := xdstest.StartFaultyBackend(t, "127.0.0.2:0", "v1", 0, 0).Port
+	v2a := xdstest.StartFaultyBackend(t, "127.0.0.3:0", "v2", 0, 0).Port
+	v2b := xdstest.StartFaultyBackend(t, "127.0.0.3:0", "v2", 0, 0).Port
 	in := policyInput(v1a, v2a, meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{{Name: "all-v2",
 		Backends: []meshv1.WeightedBackend{{Subset: "v2", Weight: 100}}}}})
 	in.TrafficPolicies[0].Spec.TargetRef.Port = ptr.To[int32](9080)
@@ -438,22 +386,22 @@ func TestPolicyOnOnePortLeavesTheOther(t *testing.T) {
 func TestLeastRequestPrefersTheIdleBackend(t *testing.T) {
 	share := func(algorithm meshv1.LoadBalancerAlgorithm) float64 {
 		t.Helper()
-		slowPort, slow := startNamed(t, "127.0.0.2:0", "v1", 50*time.Millisecond, 0)
-		fastPort, fast := startNamed(t, "127.0.0.3:0", "v2", 0, 0)
+		slow := xdstest.StartFaultyBackend(t, "127.0.0.2:0", "v1", 50*time.Millisecond, 0)
+		fast := xdstest.StartFaultyBackend(t, "127.0.0.3:0", "v2", 0, 0)
 		s, addr, ctx := serving(t)
-		s.OnModel(ctx, mesh.Build(policyInput(slowPort, fastPort, meshv1.TrafficPolicySpec{LoadBalancer: &meshv1.LoadBalancer{Algorithm: algorithm}})))
+		s.OnModel(ctx, mesh.Build(policyInput(slow.Port, fast.Port, meshv1.TrafficPolicySpec{LoadBalancer: &meshv1.LoadBalancer{Algorithm: algorithm}})))
 		client := xdstest.NewClient(t, addr, "client-"+string(algorithm), target)
 		// Both backends in use before counting.
 		if err := testenv.Eventually(ctx, 60*time.Second, func(context.Context) error {
 			_, _ = client.Call(ctx, grpc.WaitForReady(true))
-			if slow.served.Load() == 0 || fast.served.Load() == 0 {
+			if slow.Served.Load() == 0 || fast.Served.Load() == 0 {
 				return fmt.Errorf("not both backends reached yet")
 			}
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		slow0, fast0 := slow.served.Load(), fast.served.Load()
+		slow0, fast0 := slow.Served.Load(), fast.Served.Load()
 		deadline := time.Now().Add(1500 * time.Millisecond)
 		var wg sync.WaitGroup
 		for range 8 {
@@ -467,7 +415,7 @@ func TestLeastRequestPrefersTheIdleBackend(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		s1, f1 := slow.served.Load()-slow0, fast.served.Load()-fast0
+		s1, f1 := slow.Served.Load()-slow0, fast.Served.Load()-fast0
 		pct := 100 * float64(s1) / float64(s1+f1)
 		t.Logf("%s: the slow backend got %d of %d calls (%.1f%%)", algorithm, s1, s1+f1, pct)
 		return pct

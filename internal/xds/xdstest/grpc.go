@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -33,29 +34,59 @@ func StartBackend(t testing.TB, addr, name string) int32 {
 // UNAVAILABLE (none when 0).
 func StartFlakyBackend(t testing.TB, addr, name string, failEvery int64) int32 {
 	t.Helper()
-	var calls atomic.Int64
+	return StartFaultyBackend(t, addr, name, 0, failEvery).Port
+}
+
+// FaultyBackend is a test backend whose behaviour a test may change while
+// it runs.
+type FaultyBackend struct {
+	Port int32
+	// FailEvery fails every n-th call with UNAVAILABLE (0: none).
+	FailEvery atomic.Int64
+	// Served counts the calls received.
+	Served atomic.Int64
+	calls  atomic.Int64
+}
+
+// StartFaultyBackend serves any gRPC method on addr as backend name (the
+// response header "backend", when name is set): it waits delay, then
+// fails every failEvery-th call with UNAVAILABLE.
+func StartFaultyBackend(t testing.TB, addr, name string, delay time.Duration, failEvery int64) *FaultyBackend {
+	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := &FaultyBackend{Port: int32(lis.Addr().(*net.TCPAddr).Port)}
+	b.FailEvery.Store(failEvery)
 	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		b.Served.Add(1)
 		var in emptypb.Empty
 		if err := stream.RecvMsg(&in); err != nil {
 			return err
 		}
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-stream.Context().Done():
+				return stream.Context().Err()
+			}
+		}
 		// A failure comes before any header: a client retries only calls
 		// that received no response headers yet.
-		if failEvery > 0 && calls.Add(1)%failEvery == 0 {
+		if every := b.FailEvery.Load(); every > 0 && b.calls.Add(1)%every == 0 {
 			return status.Error(codes.Unavailable, "failing on purpose")
 		}
-		if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
-			return err
+		if name != "" {
+			if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
+				return err
+			}
 		}
 		return stream.SendMsg(&emptypb.Empty{})
 	}))
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return int32(lis.Addr().(*net.TCPAddr).Port)
+	return b
 }
 
 // ServeADS serves a cache over ADS on 127.0.0.1 and returns the address.
