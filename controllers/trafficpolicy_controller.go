@@ -46,13 +46,6 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	ready := readyCondition(tp.Generation, conds, countProxies(r.Proxies, mesh.KindTrafficPolicy, tp))
-	if missing := translate.NotTranslated(&tp.Spec); len(missing) > 0 &&
-		(ready.Status == metav1.ConditionTrue || ready.Reason == meshv1.ReasonProgressing) {
-		// Never Ready for what no proxy applies.
-		ready = falseCondition(meshv1.ConditionReady, meshv1.ReasonNotApplied, fmt.Sprintf(
-			"%s: not translated for any proxy yet, so not in force; the rest of the policy is (%s)",
-			strings.Join(missing, ", "), ready.Message), tp.Generation)
-	}
 	_, err = r.Readiness.Apply(ctx, tp, tp.Status.Conditions, nil, status.Update{
 		OwnedTypes: []string{meshv1.ConditionReady, meshv1.ConditionHonoured},
 		Conditions: []metav1.Condition{ready, honouredCondition(tp, r.Proxies)},

@@ -130,10 +130,9 @@ func TestTrafficPolicyUnresolvable(t *testing.T) {
 	waitFor(t, regex, want{meshv1.ConditionResolvedRefs, metav1.ConditionTrue, meshv1.ReasonResolvedRefs, ""})
 }
 
-// A policy that sets fields no proxy is sent yet is not Ready, and says
-// which (a fault, which is translated, is not named); once they are
-// removed, it is.
-func TestTrafficPolicyNotAppliedFieldsAreNamed(t *testing.T) {
+// Every field of a policy is translated: one that sets a fault and a
+// locality preference is Ready like any other.
+func TestTrafficPolicyEveryFieldIsApplied(t *testing.T) {
 	ns := newNamespace(t, nil)
 	create(t, service(ns, "reviews", 9080))
 	create(t, meshService(ns, "reviews", 9080))
@@ -141,12 +140,5 @@ func TestTrafficPolicyNotAppliedFieldsAreNamed(t *testing.T) {
 	tp.Spec.HTTP[0].Fault = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{HTTPStatus: ptr.To[int32](503), Percentage: 10}}
 	tp.Spec.Locality = &meshv1.LocalityPolicy{Mode: meshv1.LocalityPreferZone}
 	create(t, tp)
-	waitFor(t, tp,
-		want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""},
-		want{meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotApplied, "spec.locality: not translated for any proxy yet"},
-	)
-	update(t, tp, func(tp *meshv1.TrafficPolicy) {
-		tp.Spec.HTTP[0].Fault, tp.Spec.Locality = nil, nil
-	})
-	waitFor(t, tp, synced)
+	waitFor(t, tp, want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""}, synced)
 }

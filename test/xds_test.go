@@ -42,34 +42,9 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 	if !testenv.InOwnNetworkNamespace(t, "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14") {
 		return
 	}
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-
-	log := zap.New(zap.UseDevMode(false))
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mgr.Add(xs); err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel, Proxies: xs}); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	ads, err := xs.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, ads := startController(ctx, t)
 
 	c := env.Client
 	must := func(err error) {
@@ -306,6 +281,44 @@ func TestMeshFromKubernetesObjects(t *testing.T) {
 		}
 		return nil
 	}))
+}
+
+// startController starts an API server and the controller against it
+// (reconcilers, model watcher, xDS server) until ctx ends, and returns the
+// environment and the xDS server's address.
+func startController(ctx context.Context, t *testing.T) (*testenv.Env, string) {
+	t.Helper()
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The controller stops before the API server.
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(func() {
+		cancel()
+		_ = env.Stop()
+	})
+	log := zap.New(zap.UseDevMode(false))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Add(xs); err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel, Proxies: xs}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	ads, err := xs.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, ads
 }
 
 // waitStatus waits until `weft status`, run against the xDS server's

@@ -63,10 +63,6 @@ const (
 	// ReasonRejected: a proxy refused the configuration made from the
 	// resource; it keeps its previous configuration.
 	ReasonRejected = "Rejected"
-	// ReasonNotApplied: the resource sets fields that weft does not
-	// translate for any proxy yet; the message names them. The rest of it
-	// is in force.
-	ReasonNotApplied = "NotApplied"
 	// ReasonHonoured: every connected proxy the resource shapes acts on
 	// every field it sets.
 	ReasonHonoured = "Honoured"

@@ -385,12 +385,6 @@ func (d *demo) waitSettled(ctx context.Context) error {
 			return err
 		}
 		for _, tp := range tps.Items {
-			// A policy whose fields weft does not translate yet says so
-			// (Ready=False, NotApplied) and is as settled as it gets.
-			if c := meta.FindStatusCondition(tp.Status.Conditions, meshv1.ConditionReady); c != nil &&
-				c.Reason == meshv1.ReasonNotApplied && c.ObservedGeneration == tp.Generation {
-				continue
-			}
 			if err := readyAt(tp.Status.Conditions, tp.Generation); err != nil {
 				return fmt.Errorf("TrafficPolicy %s: %w", tp.Name, err)
 			}

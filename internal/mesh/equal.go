@@ -26,7 +26,7 @@ func (s *Service) Equal(o *Service) bool {
 
 // Equal says whether two endpoints are the same.
 func (e Endpoint) Equal(o Endpoint) bool {
-	return e.Address == o.Address && e.Pod == o.Pod && e.Zone == o.Zone && e.Ready == o.Ready &&
+	return e.Address == o.Address && e.Pod == o.Pod && e.Zone == o.Zone && e.Region == o.Region && e.Ready == o.Ready &&
 		e.Terminating == o.Terminating && maps.Equal(e.Ports, o.Ports) && maps.Equal(e.Labels, o.Labels) &&
 		e.Identity == o.Identity && e.MTLS == o.MTLS && maps.Equal(e.PortMTLS, o.PortMTLS)
 }

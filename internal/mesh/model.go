@@ -26,6 +26,9 @@ type Input struct {
 	Services       []corev1.Service
 	EndpointSlices []discoveryv1.EndpointSlice
 	Pods           []corev1.Pod
+	// Nodes are the nodes' metadata: their topology labels place pods and
+	// endpoints (Locality).
+	Nodes []metav1.PartialObjectMetadata
 	// Namespaces say which namespaces opted into the mesh (the
 	// PeerAuthentications of the mesh namespace cover their pods).
 	Namespaces      []corev1.Namespace
@@ -64,11 +67,24 @@ type Model struct {
 	// Verdicts judge every MeshService, TrafficPolicy and
 	// PeerAuthentication of the input, in its current generation.
 	Verdicts map[Ref]Verdict
+	// Localities place pods, by "<namespace>/<name>": the zone and region
+	// of the node each runs on (pods on unlabelled nodes are absent).
+	Localities map[string]Locality
 	// Shaping are the PeerAuthentications that set the mTLS mode of at
 	// least one endpoint in the model, with the generation in force: the
 	// ones whose acknowledgement proxies owe.
 	Shaping map[Ref]int64
 }
+
+// Locality is where a pod runs: its node's topology.kubernetes.io region
+// and zone labels ("" where a label is missing).
+type Locality struct {
+	Region, Zone string
+}
+
+// LocalityOf returns where a pod ("<namespace>/<name>") runs; the zero
+// Locality when that is not known.
+func (m *Model) LocalityOf(pod string) Locality { return m.Localities[pod] }
 
 // Service is one MeshService that resolved.
 type Service struct {
@@ -139,7 +155,8 @@ type Endpoint struct {
 	Ports map[string]int32
 	// Labels are the pod's labels (subset membership).
 	Labels map[string]string
-	Zone   string
+	// Zone is the EndpointSlice's zone (or its node's), Region its node's.
+	Zone, Region string
 	// Identity is the pod's SPIFFE ID ("" without a pod); MTLS its mTLS
 	// mode and PortMTLS the overrides per pod port (see ModeFor).
 	Identity string
@@ -166,7 +183,8 @@ func Build(in Input) *Model {
 	ix := newIndex(in)
 	m := &Model{Services: make(map[string]*Service, len(in.MeshServices)),
 		Verdicts: make(map[Ref]Verdict, len(in.MeshServices)+len(in.TrafficPolicies)+len(in.PeerAuthentications)), Shaping: map[Ref]int64{},
-		Applied: Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}}}
+		Applied:    Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}},
+		Localities: ix.localities()}
 
 	var inForcePAs []*meshv1.PeerAuthentication
 	for i := range in.PeerAuthentications {
@@ -217,7 +235,7 @@ func Build(in Input) *Model {
 					TargetName: sp.Name, TargetNumber: sp.TargetPort.IntVal})
 			}
 		}
-		s.Endpoints = endpoints(ix.slices[Key(svc.Namespace, svc.Name)], ix.pods, pa, trustDomain, m.Shaping)
+		s.Endpoints = endpoints(ix, ix.slices[Key(svc.Namespace, svc.Name)], pa, trustDomain, m.Shaping)
 		m.Services[Key(s.Namespace, s.Name)] = s
 		// A copy: the next build must see this generation whatever becomes of
 		// the input.
@@ -263,6 +281,8 @@ type index struct {
 	pods     map[string]*corev1.Pod
 	podsIn   map[string][]*corev1.Pod
 	meshed   []string
+	// nodes places each node by name.
+	nodes map[string]Locality
 	// meshServices by "<namespace>/<name>"; claimants, the MeshServices
 	// naming each Service, by "<namespace>/<Service name>"; rivals, the
 	// TrafficPolicies on each MeshService, by "<namespace>/<name>".
@@ -279,7 +299,12 @@ func newIndex(in Input) index {
 		pods: make(map[string]*corev1.Pod, len(in.Pods)), podsIn: map[string][]*corev1.Pod{},
 		selectors:    map[*meshv1.PeerAuthentication]parsedSelector{},
 		meshServices: make(map[string]*meshv1.MeshService, len(in.MeshServices)), claimants: make(map[string][]*meshv1.MeshService, len(in.MeshServices)),
-		rivals: map[string][]*meshv1.TrafficPolicy{}, peerAuths: map[string][]*meshv1.PeerAuthentication{}}
+		rivals: map[string][]*meshv1.TrafficPolicy{}, peerAuths: map[string][]*meshv1.PeerAuthentication{}, nodes: make(map[string]Locality, len(in.Nodes))}
+	for _, n := range in.Nodes {
+		if l := (Locality{Region: n.Labels[corev1.LabelTopologyRegion], Zone: n.Labels[corev1.LabelTopologyZone]}); l != (Locality{}) {
+			ix.nodes[n.Name] = l
+		}
+	}
 	for i := range in.Services {
 		s := &in.Services[i]
 		ix.services[Key(s.Namespace, s.Name)] = s
@@ -323,6 +348,17 @@ func newIndex(in Input) index {
 	return ix
 }
 
+// localities places every pod on a node whose topology is known.
+func (ix index) localities() map[string]Locality {
+	out := map[string]Locality{}
+	for key, p := range ix.pods {
+		if l, ok := ix.nodes[p.Spec.NodeName]; ok {
+			out[key] = l
+		}
+	}
+	return out
+}
+
 // policyScope gathers what a TrafficPolicy's verdict depends on.
 func (ix index) policyScope(tp *meshv1.TrafficPolicy) trafficPolicyScope {
 	s := trafficPolicyScope{tp: tp, target: ix.meshServices[Key(tp.Namespace, tp.Spec.TargetRef.Name)],
@@ -341,7 +377,7 @@ func (ix index) policyScope(tp *meshv1.TrafficPolicy) trafficPolicyScope {
 // ones that still serve (so connections drain instead of being cut). An
 // address in two slices appears once.
 // The PeerAuthentications that set a mode are added to shaping.
-func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa *peerAuth, trustDomain string, shaping map[Ref]int64) []Endpoint {
+func endpoints(ix index, sls []*discoveryv1.EndpointSlice, pa *peerAuth, trustDomain string, shaping map[Ref]int64) []Endpoint {
 	seen := map[string]bool{}
 	var out []Endpoint
 	for _, sl := range sls {
@@ -363,9 +399,11 @@ func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa
 			}
 			seen[ep.Addresses[0]] = true
 			e := Endpoint{Address: ep.Addresses[0], Ports: ports, Ready: ready && !terminating, Terminating: terminating, Zone: deref(ep.Zone)}
+			node := deref(ep.NodeName)
 			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
 				e.Pod = Key(ep.TargetRef.Namespace, ep.TargetRef.Name)
-				if pod := pods[e.Pod]; pod != nil {
+				if pod := ix.pods[e.Pod]; pod != nil {
+					node = cmp.Or(node, pod.Spec.NodeName)
 					e.Labels = pod.Labels
 					e.Identity = wire.SPIFFEID(trustDomain, pod.Namespace, cmp.Or(pod.Spec.ServiceAccountName, wire.DefaultServiceAccount))
 					var by []*meshv1.PeerAuthentication
@@ -374,6 +412,9 @@ func endpoints(sls []*discoveryv1.EndpointSlice, pods map[string]*corev1.Pod, pa
 						shaping[Ref{KindPeerAuthentication, p.Namespace, p.Name}] = p.Generation
 					}
 				}
+			}
+			if l, ok := ix.nodes[node]; ok {
+				e.Zone, e.Region = cmp.Or(e.Zone, l.Zone), l.Region
 			}
 			out = append(out, e)
 		}

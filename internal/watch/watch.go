@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,7 +25,7 @@ import (
 
 // What the model is built from, read from the cache on every replica.
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices;trafficpolicies;peerauthentications,verbs=list;watch
-// +kubebuilder:rbac:groups="",resources=services;pods;namespaces,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=services;pods;namespaces;nodes,verbs=list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list;watch
 
 // Watcher rebuilds the mesh model whenever something it is built from
@@ -77,9 +78,16 @@ func (w *Watcher) Start(ctx context.Context) error {
 	}
 	everyChange := pokeWhen(nil)
 	// Pods matter only for their labels (subset membership, what a
-	// PeerAuthentication selects) and namespaces for theirs (meshed or
-	// not); the rest of them changes all the time.
+	// PeerAuthentication selects) and their node (locality), namespaces
+	// and nodes for their labels (meshed or not; zone and region); the
+	// rest of them changes all the time. Nodes are watched as metadata
+	// alone.
 	labelsOnly := pokeWhen(func(o, n client.Object) bool { return !maps.Equal(o.GetLabels(), n.GetLabels()) })
+	podChange := pokeWhen(func(o, n client.Object) bool {
+		op, ok1 := o.(*corev1.Pod)
+		np, ok2 := n.(*corev1.Pod)
+		return !maps.Equal(o.GetLabels(), n.GetLabels()) || !ok1 || !ok2 || op.Spec.NodeName != np.Spec.NodeName
+	})
 	// weft's own kinds matter for their spec: their status is what the
 	// model's verdicts become, and must not rebuild it.
 	specOnly := pokeWhen(func(o, n client.Object) bool {
@@ -89,7 +97,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 		obj     client.Object
 		handler toolscache.ResourceEventHandler
 	}{
-		{&corev1.Service{}, everyChange}, {&discoveryv1.EndpointSlice{}, everyChange}, {&corev1.Pod{}, labelsOnly}, {&corev1.Namespace{}, labelsOnly},
+		{&corev1.Service{}, everyChange}, {&discoveryv1.EndpointSlice{}, everyChange}, {&corev1.Pod{}, podChange}, {&corev1.Namespace{}, labelsOnly}, {nodeMetadata(), labelsOnly},
 		{&meshv1.MeshService{}, specOnly}, {&meshv1.TrafficPolicy{}, specOnly}, {&meshv1.PeerAuthentication{}, specOnly},
 	} {
 		inf, err := w.Cache.GetInformer(ctx, watch.obj)
@@ -117,6 +125,12 @@ func (w *Watcher) Start(ctx context.Context) error {
 	return nil
 }
 
+// nodeMetadata is the object nodes are watched as: their metadata, all
+// the model needs of them.
+func nodeMetadata() *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"}}
+}
+
 func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
 	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, LastGood: w.lastGood}
 	var (
@@ -127,13 +141,14 @@ func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
 		mss    meshv1.MeshServiceList
 		tps    meshv1.TrafficPolicyList
 		pas    meshv1.PeerAuthenticationList
+		nodes  = metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"}}
 	)
-	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &nss, &mss, &tps, &pas} {
+	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &nss, &mss, &tps, &pas, &nodes} {
 		if err := w.Reader.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.MeshServices, in.TrafficPolicies = svcs.Items, slices.Items, pods.Items, mss.Items, tps.Items
-	in.Namespaces, in.PeerAuthentications = nss.Items, pas.Items
+	in.Namespaces, in.PeerAuthentications, in.Nodes = nss.Items, pas.Items, nodes.Items
 	return mesh.Build(in), nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 
 	"github.com/weftmesh/weft/internal/mesh"
@@ -47,6 +49,10 @@ type scheduler struct {
 	shared  *translate.Shared
 	stamp   acks.Stamp
 	proxies map[string]*proxyState
+	// local are the cache's sets of endpoints ordered by caller locality
+	// (translate.Shared.Local), by set name: the Shared each was last
+	// made from.
+	local map[string]*translate.Shared
 }
 
 // proxyState is what the scheduler knows of one connected proxy.
@@ -63,6 +69,8 @@ type proxyState struct {
 	inbound []translate.PodPort
 	ownMade bool
 	secrets []*tlsv3.Secret
+	// local is the set of endpoints by locality it was last assigned.
+	local string
 	// failed is its last translation error; it keeps its last good
 	// resources meanwhile.
 	failed error
@@ -72,7 +80,7 @@ func newScheduler(log logr.Logger, o translate.Options, envoyCerts translate.Env
 	empty := mesh.Build(mesh.Input{})
 	shared, _ := translate.BuildShared(empty, nil, translate.Options{}) // an empty model always translates
 	s := &scheduler{log: log, options: o, envoyCerts: envoyCerts, cache: c, acks: t, sds: issuer,
-		shared: shared, stamp: acks.StampOf(empty), proxies: map[string]*proxyState{}}
+		shared: shared, stamp: acks.StampOf(empty), proxies: map[string]*proxyState{}, local: map[string]*translate.Shared{}}
 	_ = s.setShared(shared) // nor does it fail to cache
 	return s
 }
@@ -98,6 +106,40 @@ func (s *scheduler) onModel(m *mesh.Model) {
 	for id, st := range s.proxies {
 		s.pushLocked(id, st)
 	}
+	// Sets of localities where no proxy is any more go.
+	inUse := map[string]bool{}
+	for _, st := range s.proxies {
+		inUse[st.local] = true
+	}
+	for name, made := range s.local {
+		if made != shared && !inUse[name] {
+			s.cache.RemoveResources(name)
+			delete(s.local, name)
+		}
+	}
+}
+
+// localSetLocked returns the name of the cache's set that holds the
+// endpoints a proxy gets by its locality, made from the current model
+// ("" when its flavour has none).
+func (s *scheduler) localSetLocked(p translate.Proxy) (string, error) {
+	if !s.shared.HasLocal(p.Flavour) {
+		return "", nil
+	}
+	at := s.shared.LocalityOf(p.Pod)
+	name := "local/" + string(p.Flavour) + "/" + at.Region + "/" + at.Zone
+	if s.local[name] == s.shared {
+		return name, nil
+	}
+	r, err := s.shared.Local(p.Flavour, at)
+	if err != nil {
+		return "", err
+	}
+	if err := s.cache.SetResources(name, map[string][]types.Resource{resource.EndpointType: r.ByType()[resource.EndpointType]}); err != nil {
+		return "", err
+	}
+	s.local[name] = s.shared
+	return name, nil
 }
 
 // setShared hands the flavours' shared sets to the cache.
@@ -174,18 +216,36 @@ func (s *scheduler) pushLocked(id string, st *proxyState) {
 
 func (s *scheduler) assignLocked(id string, st *proxyState) error {
 	ports := s.shared.InboundPorts(st.proxy.Pod)
+	local, err := s.localSetLocked(st.proxy)
+	if err != nil {
+		return err
+	}
+	assign := func(flavourSet string, own bool) error {
+		sets := []string{flavourSet}
+		if local != "" {
+			sets = append(sets, local)
+		}
+		if own {
+			sets = append(sets, cache.ProxySet(id))
+		}
+		if err := s.cache.Assign(id, sets...); err != nil {
+			return err
+		}
+		st.local = local
+		return nil
+	}
 	if st.proxy.Flavour != wire.FlavourEnvoy {
 		// A proxyless proxy has a set of its own only when its pod
 		// serves mesh ports (its servers' Listeners).
 		if len(ports) == 0 && !st.ownMade {
-			return s.cache.Assign(id, grpcSet)
+			return assign(grpcSet, false)
 		}
 		if !st.ownMade || !slices.Equal(st.inbound, ports) {
 			if err := s.setOwnLocked(id, st, ports, nil); err != nil {
 				return err
 			}
 		}
-		return s.cache.Assign(id, grpcSet, cache.ProxySet(id))
+		return assign(grpcSet, true)
 	}
 	// A sidecar's own resources change only with its pod's ports and its
 	// certificate.
@@ -206,7 +266,7 @@ func (s *scheduler) assignLocked(id string, st *proxyState) error {
 			return err
 		}
 	}
-	return s.cache.Assign(id, envoySet, cache.ProxySet(id))
+	return assign(envoySet, true)
 }
 
 // setOwnLocked translates and caches a proxy's own resources.

@@ -114,6 +114,8 @@ func readObjects(t *testing.T, path string) mesh.Input {
 			err = appendObject(doc, &in.TrafficPolicies)
 		case "PeerAuthentication":
 			err = appendObject(doc, &in.PeerAuthentications)
+		case "Node":
+			err = appendObject(doc, &in.Nodes)
 		default:
 			err = fmt.Errorf("kind %q is not one the model is built from", head.Kind)
 		}

@@ -9,8 +9,10 @@ import (
 )
 
 // addClusters adds a service port's EDS clusters and endpoints: one for all
-// endpoints and one per subset.
-func addClusters(r *Resources, s *mesh.Service, p mesh.Port) error {
+// endpoints and one per subset. When the port's policy prefers nearby
+// endpoints, the clusters name endpoints resources made per caller
+// locality (locality.go), added to local instead.
+func addClusters(r *Resources, local *[]*localCluster, s *mesh.Service, p mesh.Port) error {
 	subsets := []string{""}
 	for _, sub := range s.Subsets {
 		subsets = append(subsets, sub.Name)
@@ -25,7 +27,12 @@ func addClusters(r *Resources, s *mesh.Service, p mesh.Port) error {
 			return err
 		}
 		r.Clusters = append(r.Clusters, c)
-		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, sub, lbs))
+		if loc := localityOf(pol); loc != nil {
+			c.EdsClusterConfig.ServiceName = LocalEndpointsName(cn)
+			*local = append(*local, &localCluster{name: cn, svc: s, subset: sub, lbs: lbs, policy: *loc, http: p.Protocol.IsHTTP()})
+			continue
+		}
+		r.Endpoints = append(r.Endpoints, loadAssignment(cn, s, sub, lbs, nil))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 
@@ -51,8 +52,10 @@ func lbEndpoints(s *mesh.Service, p mesh.Port) []*endpointv3.LbEndpoint {
 // endpoint index; nil where an endpoint lacks the port), grouped into one
 // locality per zone, weighted by its number of endpoints, so that load
 // stays even per endpoint. (grpc-go refuses a locality without an ID and
-// ignores one without a weight.)
-func loadAssignment(name string, s *mesh.Service, subset string, lbs []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
+// ignores one without a weight.) ranks, by endpoint index, put endpoints
+// into priorities, lowest first, numbered from 0 without gaps; nil puts
+// every endpoint into priority 0.
+func loadAssignment(name string, s *mesh.Service, subset string, lbs []*endpointv3.LbEndpoint, ranks []int) *endpointv3.ClusterLoadAssignment {
 	picked := make([]int, 0, len(s.Endpoints))
 	for i, e := range s.Endpoints {
 		if lbs[i] != nil && s.InSubset(e, subset) {
@@ -63,16 +66,32 @@ func loadAssignment(name string, s *mesh.Service, subset string, lbs []*endpoint
 	if len(picked) == 0 {
 		return cla
 	}
-	// Endpoints are sorted by address; keep that order within each zone
-	// (most services have one zone, and need no sorting).
-	zone := s.Endpoints[picked[0]].Zone
-	if slices.ContainsFunc(picked, func(i int) bool { return s.Endpoints[i].Zone != zone }) {
-		slices.SortStableFunc(picked, func(a, b int) int { return strings.Compare(s.Endpoints[a].Zone, s.Endpoints[b].Zone) })
+	rankOf := func(i int) int {
+		if ranks == nil {
+			return 0
+		}
+		return ranks[i]
 	}
+	// Endpoints are sorted by address; keep that order within each zone
+	// (most services have one zone and one rank, and need no sorting).
+	first := s.Endpoints[picked[0]]
+	if slices.ContainsFunc(picked, func(i int) bool {
+		return s.Endpoints[i].Zone != first.Zone || s.Endpoints[i].Region != first.Region || rankOf(i) != rankOf(picked[0])
+	}) {
+		slices.SortStableFunc(picked, func(a, b int) int {
+			ea, eb := s.Endpoints[a], s.Endpoints[b]
+			return cmp.Or(cmp.Compare(rankOf(a), rankOf(b)), strings.Compare(ea.Region, eb.Region), strings.Compare(ea.Zone, eb.Zone))
+		})
+	}
+	priority, lastRank := uint32(0), rankOf(picked[0])
 	for start := 0; start < len(picked); {
-		zone := s.Endpoints[picked[start]].Zone
+		at := s.Endpoints[picked[start]]
+		r := rankOf(picked[start])
+		if r != lastRank {
+			priority, lastRank = priority+1, r
+		}
 		end := start
-		for end < len(picked) && s.Endpoints[picked[end]].Zone == zone {
+		for end < len(picked) && rankOf(picked[end]) == r && s.Endpoints[picked[end]].Zone == at.Zone && s.Endpoints[picked[end]].Region == at.Region {
 			end++
 		}
 		group := make([]*endpointv3.LbEndpoint, 0, end-start)
@@ -80,9 +99,10 @@ func loadAssignment(name string, s *mesh.Service, subset string, lbs []*endpoint
 			group = append(group, lbs[i])
 		}
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Zone: zone},
+			Locality:            &corev3.Locality{Region: at.Region, Zone: at.Zone},
 			LbEndpoints:         group,
 			LoadBalancingWeight: wrapperspb.UInt32(uint32(len(group))),
+			Priority:            priority,
 		})
 		start = end
 	}

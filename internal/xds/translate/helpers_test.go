@@ -37,6 +37,13 @@ func forProxy(sh *Shared, proxy Proxy) (*Resources, error) {
 	if proxy.Flavour == wire.FlavourEnvoy {
 		base = sh.Envoy
 	}
+	if sh.HasLocal(proxy.Flavour) {
+		local, err := sh.Local(proxy.Flavour, sh.LocalityOf(proxy.Pod))
+		if err != nil {
+			return nil, err
+		}
+		own.Endpoints = append(own.Endpoints, local.Endpoints...)
+	}
 	return &Resources{
 		Listeners: sortedBy(append(slices.Clone(base.Listeners), own.Listeners...), (*listenerv3.Listener).GetName),
 		Routes:    sortedBy(append(slices.Clone(base.Routes), own.Routes...), (*routev3.RouteConfiguration).GetName),

@@ -57,6 +57,9 @@ func Unhonoured(spec *meshv1.TrafficPolicySpec, flavour wire.Flavour) []string {
 		add(rt.Mirror != nil, fmt.Sprintf("spec.http[%d].mirror", i))
 	}
 	add(spec.RateLimit != nil, "spec.rateLimit")
+	if l := spec.Locality; l != nil && l.Mode != meshv1.LocalityNone {
+		add(true, "spec.locality.minHealthyPercent (grpc-go moves to the next locality only when none of the nearer endpoints can be reached)")
+	}
 	return out
 }
 

@@ -47,6 +47,8 @@ type Shared struct {
 	// services keeps what each service translated to, for the next model.
 	services map[string]*serviceOut
 	opts     Options
+	// local holds the endpoints made per caller locality (Local).
+	local localSets
 }
 
 // serviceOut is what one service translates to.
@@ -62,6 +64,9 @@ type serviceOut struct {
 	// the clusters whose endpoints take mTLS.
 	grpcHTTP, envoyHTTP, envoyTCP Resources
 	chains                        []*listenerv3.FilterChain
+	// local are its clusters whose endpoints depend on the caller's
+	// locality.
+	local []*localCluster
 	// decoded keeps the messages behind its filters' configuration.
 	decoded decoded
 }
@@ -142,7 +147,7 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 			}
 			r.Routes, out.api.Listeners = append(r.Routes, rc), append(out.api.Listeners, lis)
 		}
-		if err := addClusters(r, s, p); err != nil {
+		if err := addClusters(r, &out.local, s, p); err != nil {
 			return nil, fmt.Errorf("port %d: TrafficPolicy %s: %w", p.Number, s.PolicyFor(p.Number).Name, err)
 		}
 		if len(s.ClusterIPs) > 0 {
@@ -193,6 +198,10 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 	all.add(&out.api)
 	all.add(&out.http)
 	all.add(&out.tcp)
+	// Endpoints made per locality have the same names at every locality.
+	for _, lc := range out.local {
+		all.Endpoints = append(all.Endpoints, lc.assignment(mesh.Locality{}))
+	}
 	if err := all.checkRefs(nil, out.decoded); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -99,8 +100,8 @@ func (r *Resources) checkRefs(also *names, reg decoded) error {
 		checkRouteConfig("route configuration "+rc.Name, rc)
 	}
 	for _, c := range r.Clusters {
-		if c.GetType() == clusterv3.Cluster_EDS && !own.clas[c.Name] && !also.clas[c.Name] {
-			errs = append(errs, fmt.Errorf("%w: cluster %s has no endpoints resource", ErrDangling, c.Name))
+		if eds := cmp.Or(c.GetEdsClusterConfig().GetServiceName(), c.Name); c.GetType() == clusterv3.Cluster_EDS && !own.clas[eds] && !also.clas[eds] {
+			errs = append(errs, fmt.Errorf("%w: cluster %s has no endpoints resource %s", ErrDangling, c.Name, eds))
 		}
 	}
 	return errors.Join(errs...)

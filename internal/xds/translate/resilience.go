@@ -373,15 +373,3 @@ func forProxyless(clusters []*clusterv3.Cluster) []*clusterv3.Cluster {
 	}
 	return out
 }
-
-// NotTranslated names the fields of a TrafficPolicy that are set and that
-// no proxy is sent yet, by field path: its Ready condition says so rather
-// than claim them in force. A field leaves this list when its translation
-// lands.
-func NotTranslated(spec *meshv1.TrafficPolicySpec) []string {
-	var out []string
-	if spec.Locality != nil {
-		out = append(out, "spec.locality")
-	}
-	return out
-}

@@ -11,6 +11,7 @@
 package walk
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"regexp"
@@ -47,9 +48,12 @@ type Request struct {
 type Cluster struct {
 	Name   string
 	Weight uint32
-	// Config is the cluster as sent; Endpoints its addresses ("ip:port").
+	// Config is the cluster as sent; Endpoints its addresses ("ip:port")
+	// in the priority that takes traffic while it is healthy (0), and
+	// Failover those of each next priority, in order.
 	Config    *clusterv3.Cluster
 	Endpoints []string
+	Failover  [][]string
 }
 
 // Result is what applies to a request.
@@ -77,13 +81,14 @@ type Walker struct {
 	listeners map[string]*listenerv3.Listener
 	routes    map[string]*routev3.RouteConfiguration
 	clusters  map[string]*clusterv3.Cluster
-	endpoints map[string][]string
+	// endpoints are each endpoints resource's addresses, by priority.
+	endpoints map[string][][]string
 }
 
 // New indexes the sets a proxy holds (its flavour's shared set and its own).
 func New(sets ...*translate.Resources) *Walker {
 	w := &Walker{listeners: map[string]*listenerv3.Listener{}, routes: map[string]*routev3.RouteConfiguration{},
-		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string][]string{}}
+		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string][][]string{}}
 	for _, r := range sets {
 		for _, l := range r.Listeners {
 			w.listeners[l.GetName()] = l
@@ -95,11 +100,14 @@ func New(sets ...*translate.Resources) *Walker {
 			w.clusters[c.GetName()] = c
 		}
 		for _, cla := range r.Endpoints {
-			var addrs []string
+			var addrs [][]string
 			for _, loc := range cla.GetEndpoints() {
+				for int(loc.GetPriority()) >= len(addrs) {
+					addrs = append(addrs, nil)
+				}
 				for _, lb := range loc.GetLbEndpoints() {
 					sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
-					addrs = append(addrs, net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
+					addrs[loc.GetPriority()] = append(addrs[loc.GetPriority()], net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
 				}
 			}
 			w.endpoints[cla.GetClusterName()] = addrs
@@ -239,7 +247,16 @@ func (w *Walker) http(res *Result, m *hcmv3.HttpConnectionManager, req Request) 
 }
 
 func (w *Walker) cluster(name string, weight uint32) Cluster {
-	return Cluster{Name: name, Weight: weight, Config: w.clusters[name], Endpoints: w.endpoints[name]}
+	c := Cluster{Name: name, Weight: weight, Config: w.clusters[name]}
+	// A cluster's endpoints resource is its EDS service name, or its own.
+	byPriority := w.endpoints[cmp.Or(c.Config.GetEdsClusterConfig().GetServiceName(), name)]
+	if len(byPriority) > 0 {
+		c.Endpoints = byPriority[0]
+	}
+	if len(byPriority) > 1 {
+		c.Failover = byPriority[1:]
+	}
+	return c
 }
 
 // matchVirtualHost picks by authority: an exact domain first, then the

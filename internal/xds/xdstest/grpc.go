@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,7 +39,7 @@ func StartFlakyBackend(t testing.TB, addr, name string, failEvery int64) int32 {
 }
 
 // FaultyBackend is a test backend whose behaviour a test may change while
-// it runs.
+// it runs, and which it may stop and start again on the same address.
 type FaultyBackend struct {
 	Port int32
 	// FailEvery fails every n-th call with UNAVAILABLE (0: none).
@@ -46,6 +47,13 @@ type FaultyBackend struct {
 	// Served counts the calls received.
 	Served atomic.Int64
 	calls  atomic.Int64
+
+	t     testing.TB
+	addr  string
+	name  string
+	delay time.Duration
+	mu    sync.Mutex
+	srv   *grpc.Server
 }
 
 // StartFaultyBackend serves any gRPC method on addr as backend name (the
@@ -53,40 +61,70 @@ type FaultyBackend struct {
 // fails every failEvery-th call with UNAVAILABLE.
 func StartFaultyBackend(t testing.TB, addr, name string, delay time.Duration, failEvery int64) *FaultyBackend {
 	t.Helper()
+	b := &FaultyBackend{t: t, addr: addr, name: name, delay: delay}
+	b.FailEvery.Store(failEvery)
+	b.Start()
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// Start serves again after Stop, on the same address and port.
+func (b *FaultyBackend) Start() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	addr := b.addr
+	if b.Port != 0 {
+		host, _, err := net.SplitHostPort(b.addr)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		addr = net.JoinHostPort(host, strconv.Itoa(int(b.Port)))
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
-	b := &FaultyBackend{Port: int32(lis.Addr().(*net.TCPAddr).Port)}
-	b.FailEvery.Store(failEvery)
-	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
-		b.Served.Add(1)
-		var in emptypb.Empty
-		if err := stream.RecvMsg(&in); err != nil {
+	b.Port = int32(lis.Addr().(*net.TCPAddr).Port)
+	b.srv = grpc.NewServer(grpc.UnknownServiceHandler(b.handle))
+	go func() { _ = b.srv.Serve(lis) }()
+}
+
+// Stop closes the listener and every connection: clients see the backend
+// gone (connection refused) until Start.
+func (b *FaultyBackend) Stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv != nil {
+		b.srv.Stop()
+		b.srv = nil
+	}
+}
+
+func (b *FaultyBackend) handle(_ any, stream grpc.ServerStream) error {
+	b.Served.Add(1)
+	var in emptypb.Empty
+	if err := stream.RecvMsg(&in); err != nil {
+		return err
+	}
+	if b.delay > 0 {
+		select {
+		case <-time.After(b.delay):
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+	// A failure comes before any header: a client retries only calls
+	// that received no response headers yet.
+	if every := b.FailEvery.Load(); every > 0 && b.calls.Add(1)%every == 0 {
+		return status.Error(codes.Unavailable, "failing on purpose")
+	}
+	if b.name != "" {
+		if err := stream.SetHeader(metadata.Pairs("backend", b.name)); err != nil {
 			return err
 		}
-		if delay > 0 {
-			select {
-			case <-time.After(delay):
-			case <-stream.Context().Done():
-				return stream.Context().Err()
-			}
-		}
-		// A failure comes before any header: a client retries only calls
-		// that received no response headers yet.
-		if every := b.FailEvery.Load(); every > 0 && b.calls.Add(1)%every == 0 {
-			return status.Error(codes.Unavailable, "failing on purpose")
-		}
-		if name != "" {
-			if err := stream.SetHeader(metadata.Pairs("backend", name)); err != nil {
-				return err
-			}
-		}
-		return stream.SendMsg(&emptypb.Empty{})
-	}))
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return b
+	}
+	return stream.SendMsg(&emptypb.Empty{})
 }
 
 // ServeADS serves a cache over ADS on 127.0.0.1 and returns the address.
