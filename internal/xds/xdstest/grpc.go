@@ -42,17 +42,18 @@ func StartFlakyBackend(t testing.TB, addr, name string, failEvery int64) int32 {
 // it runs, and which it may stop and start again on the same address.
 type FaultyBackend struct {
 	Port int32
-	// FailEvery fails every n-th call with UNAVAILABLE (0: none).
+	// FailEvery fails every n-th call with UNAVAILABLE (0: none); Delay
+	// is how long each call waits first, in nanoseconds.
 	FailEvery atomic.Int64
+	Delay     atomic.Int64
 	// Served counts the calls received.
 	Served atomic.Int64
 	calls  atomic.Int64
 
-	t     testing.TB
-	addr  string
-	name  string
-	delay time.Duration
-	mu    sync.Mutex
+	t    testing.TB
+	addr string
+	name string
+	mu   sync.Mutex
 	srv   *grpc.Server
 }
 
@@ -61,8 +62,9 @@ type FaultyBackend struct {
 // fails every failEvery-th call with UNAVAILABLE.
 func StartFaultyBackend(t testing.TB, addr, name string, delay time.Duration, failEvery int64) *FaultyBackend {
 	t.Helper()
-	b := &FaultyBackend{t: t, addr: addr, name: name, delay: delay}
+	b := &FaultyBackend{t: t, addr: addr, name: name}
 	b.FailEvery.Store(failEvery)
+	b.Delay.Store(int64(delay))
 	b.Start()
 	t.Cleanup(b.Stop)
 	return b
@@ -107,9 +109,9 @@ func (b *FaultyBackend) handle(_ any, stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&in); err != nil {
 		return err
 	}
-	if b.delay > 0 {
+	if delay := time.Duration(b.Delay.Load()); delay > 0 {
 		select {
-		case <-time.After(b.delay):
+		case <-time.After(delay):
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}
