@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -173,6 +175,74 @@ func TestWalkShowsSidecarOnlyFeatures(t *testing.T) {
 	res, err = walk.New(sh.Envoy).Sidecar(walk.Request{DestinationIP: "192.0.2.1", DestinationPort: 443})
 	if err != nil || !res.TCP || res.Clusters[0].Name != translate.PassthroughCluster {
 		t.Errorf("an unknown destination: %+v, %v; want the passthrough TCP proxy", res, err)
+	}
+}
+
+// With a locality preference the walk shows the caller's zone first and
+// the other zone as failover, for both flavours, and grpc-go's real calls
+// from a pod in that zone reach only its zone's backend.
+func TestWalkAgreesWithGRPCOnLocality(t *testing.T) {
+	pa := xdstest.StartBackend(t, "127.0.0.2:0", "reviews-v1")
+	pb := xdstest.StartBackend(t, "127.0.0.3:0", "reviews-v2")
+	in := reviews("127.0.0.2", "127.0.0.3", pa, pb, meshv1.TrafficPolicySpec{Locality: &meshv1.LocalityPolicy{Mode: meshv1.LocalityPreferZone}})
+	for i, zone := range []string{"a", "b"} {
+		in.Nodes = append(in.Nodes, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "node-" + zone,
+			Labels: map[string]string{corev1.LabelTopologyZone: "zone-" + zone}}})
+		in.Pods[i].Spec.NodeName = "node-" + zone
+	}
+	in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: "client-1"}, Spec: corev1.PodSpec{NodeName: "node-a"}})
+	model := mesh.Build(in)
+	sh, err := translate.BuildShared(model, nil, translate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := sh.LocalityOf("bookinfo/client-1")
+	zoneA, zoneB := net.JoinHostPort("127.0.0.2", fmt.Sprint(pa)), net.JoinHostPort("127.0.0.3", fmt.Sprint(pb))
+	req := walk.Request{Target: target, DestinationIP: clusterIP, DestinationPort: 9080, Authority: target, Method: "POST", Path: "/weft.test.Reviews/Get"}
+	for _, f := range []wire.Flavour{wire.FlavourGRPC, wire.FlavourEnvoy} {
+		local, err := sh.Local(f, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, walkOf := sh.GRPC, (*walk.Walker).Proxyless
+		if f == wire.FlavourEnvoy {
+			base, walkOf = sh.Envoy, (*walk.Walker).Sidecar
+		}
+		res, err := walkOf(walk.New(base, local), req)
+		if err != nil {
+			t.Fatalf("%s walk: %v", f, err)
+		}
+		if len(res.Clusters) != 1 || !slices.Equal(res.Clusters[0].Endpoints, []string{zoneA}) ||
+			len(res.Clusters[0].Failover) != 1 || !slices.Equal(res.Clusters[0].Failover[0], []string{zoneB}) {
+			t.Errorf("%s walk: clusters %+v, want %s first and %s as failover", f, res.Clusters, zoneA, zoneB)
+		}
+	}
+
+	s, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	s.OnModel(ctx, model)
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := xdstest.NewClient(t, addr, wire.NodeID("client-1", "bookinfo"), target)
+	got := map[string]int{}
+	for range 200 {
+		b, err := client.Call(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[b]++
+	}
+	if got["reviews-v1"] != 200 {
+		t.Errorf("grpc-go's calls from zone-a went %v, want all to zone-a's backend", got)
 	}
 }
 
