@@ -56,6 +56,11 @@ func benchTranslate(b *testing.B, sizes []int, input func(int) mesh.Input) {
 					if _, err := Own(sh, proxy); err != nil {
 						b.Fatal(err)
 					}
+					if sh.HasLocal(f) {
+						if _, err := sh.Local(f, sh.LocalityOf(proxy.Pod)); err != nil {
+							b.Fatal(err)
+						}
+					}
 				}
 				r, err := forProxy(sh, proxy)
 				if err != nil {

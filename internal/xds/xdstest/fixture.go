@@ -94,9 +94,26 @@ func ScaleInput(n int) mesh.Input {
 // ScaleInputAllFeatures is ScaleInput with every tenth service's policy
 // setting every field weft translates: timeouts, retries with backoff and
 // budget, connection limits, outlier detection, ring hash on a header, a
-// fault on its route and a rate limit.
+// fault on its route, a rate limit and a zone preference. Endpoints are
+// spread over three zones of one region, and the pod ns-0/svc-0-0 runs in
+// the first.
 func ScaleInputAllFeatures(n int) mesh.Input {
 	in := ScaleInput(n)
+	zones := []string{"zone-a", "zone-b", "zone-c"}
+	for _, z := range zones {
+		in.Nodes = append(in.Nodes, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "node-" + z,
+			Labels: map[string]string{corev1.LabelTopologyRegion: "region-1", corev1.LabelTopologyZone: z}}})
+	}
+	for i := range in.EndpointSlices {
+		for e := range in.EndpointSlices[i].Endpoints {
+			in.EndpointSlices[i].Endpoints[e].NodeName = ptr.To("node-" + zones[e%len(zones)])
+		}
+	}
+	for i := range in.Pods {
+		if in.Pods[i].Namespace == "ns-0" && in.Pods[i].Name == "svc-0-0" {
+			in.Pods[i].Spec.NodeName = "node-zone-a"
+		}
+	}
 	for i := range in.TrafficPolicies {
 		spec := &in.TrafficPolicies[i].Spec
 		d := func(s string) *meshv1.Duration { v := meshv1.Duration(s); return &v }
@@ -112,6 +129,7 @@ func ScaleInputAllFeatures(n int) mesh.Input {
 		spec.LoadBalancer = &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRingHash, RingHash: &meshv1.RingHash{Header: "x-user"}}
 		spec.RateLimit = &meshv1.LocalRateLimit{Requests: 100, Interval: "1s"}
 		spec.HTTP[0].Fault = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{GRPCStatus: ptr.To[int32](14), Percentage: 1}}
+		spec.Locality = &meshv1.LocalityPolicy{Mode: meshv1.LocalityPreferZone, MinHealthyPercent: ptr.To[meshv1.Percentage](70)}
 	}
 	return in
 }
