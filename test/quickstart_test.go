@@ -114,7 +114,8 @@ func checkTour(t *testing.T, text string) {
 const tolerance = 6
 
 // checkSplits compares the splits the demo measured with what the policy
-// asked for at each step of the tour.
+// asked for at each step of the tour, and the failure-recovery tour's
+// figures with what each step should do to failures and latency.
 func checkSplits(t *testing.T, text string) {
 	t.Helper()
 	want := []map[string]float64{
@@ -124,12 +125,25 @@ func checkSplits(t *testing.T, text string) {
 		{"reviews-v1": 50, "reviews-v2": 50}, // unresolved edit: the last good generation stays
 		{"reviews-v1": 50, "reviews-v4": 50}, // subset v4 defined
 	}
-	re := regexp.MustCompile(`==> Measured over (\d+) calls: (.*) \((\d+) failed\)`)
-	got := re.FindAllStringSubmatch(text, -1)
-	if len(got) != len(want) {
-		t.Fatalf("the quick start measured %d splits, want %d", len(got), len(want))
+	// The failure-recovery tour, on ratings behind both reviews versions.
+	recovery := []struct {
+		step                 string
+		minFailed, maxFailed float64 // percent of the calls
+		minSlowest, maxSlow  time.Duration
+	}{
+		{"ratings-v2 fails a third of its calls, half of them", 5, 30, 0, time.Second},
+		{"retries", 0, 0, 0, time.Second},
+		{"outlier detection ejected ratings-v2", 0, 0, 0, time.Second},
+		{"ratings-v3 answers after 1.5 s", 0, 0, 1400 * time.Millisecond, 2 * time.Second},
+		{"a 500 ms timeout cuts it", 10, 90, 400 * time.Millisecond, 900 * time.Millisecond},
+		{"ratings-v3 rolled back", 0, 0, 0, time.Second},
 	}
-	for i, m := range got {
+	re := regexp.MustCompile(`==> Measured over (\d+) calls: (.*?) \((\d+) failed\)(?:, last error: .*)?; slowest call (\S+)`)
+	got := re.FindAllStringSubmatch(text, -1)
+	if len(got) != len(want)+len(recovery) {
+		t.Fatalf("the quick start measured %d figures, want %d", len(got), len(want)+len(recovery))
+	}
+	for i, m := range got[:len(want)] {
 		if n, _ := strconv.Atoi(m[1]); n < 1000 {
 			t.Errorf("split %d was measured over %d calls, want at least 1000", i+1, n)
 		}
@@ -140,6 +154,24 @@ func checkSplits(t *testing.T, text string) {
 			t.Errorf("split %d (%s): %v", i+1, m[2], err)
 		} else {
 			t.Logf("split %d: %s", i+1, m[2])
+		}
+	}
+	for i, m := range got[len(want):] {
+		r := recovery[i]
+		n, _ := strconv.Atoi(m[1])
+		failed, _ := strconv.Atoi(m[3])
+		slowest, err := time.ParseDuration(m[4])
+		if err != nil {
+			t.Errorf("%s: slowest call %q: %v", r.step, m[4], err)
+			continue
+		}
+		share := 100 * float64(failed) / float64(n)
+		t.Logf("%s: %d of %d calls failed (%.1f%%), slowest %v", r.step, failed, n, share, slowest)
+		if share < r.minFailed || share > r.maxFailed {
+			t.Errorf("%s: %.1f%% of %d calls failed, want %.0f to %.0f%%", r.step, share, n, r.minFailed, r.maxFailed)
+		}
+		if slowest < r.minSlowest || slowest > r.maxSlow {
+			t.Errorf("%s: the slowest call took %v, want %v to %v", r.step, slowest, r.minSlowest, r.maxSlow)
 		}
 	}
 }
@@ -218,7 +250,7 @@ func checkFromHost(ctx context.Context, t *testing.T, out *output, kubectl, weft
 func waitLiveSplit(ctx context.Context, t *testing.T, out *output, from int, want map[string]float64) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	re := regexp.MustCompile(`^\s+\d\d:\d\d:\d\d  reviews: (.*) \((\d+) failed\), \d+ calls$`)
+	re := regexp.MustCompile(`^\s+\d\d:\d\d:\d\d  reviews: (.*) \((\d+) failed\), \d+ calls, slowest \S+$`)
 	inRow := 0
 	for i := from; ; i++ {
 		next, err := out.wait(ctx, i, re)

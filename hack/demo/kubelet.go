@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -47,6 +49,8 @@ const (
 	withWorkloads stage = iota // before the samples are applied
 	withClient                 // once they are in force
 	duringTour                 // a new version rolled out during the tour
+	forRecovery                // a failing ratings version, for the failure-recovery tour
+	forTimeout                 // a slow ratings version, for the timeout
 )
 
 // pod is one of the pods the demo plays the kubelet for.
@@ -55,17 +59,21 @@ type pod struct {
 	role                                   role
 	calls                                  string // what a server calls for every call it serves
 	stage                                  stage
+	// misbehave are a server's flags that make it fail or slow.
+	misbehave []string
 }
 
 // demoPods have documentation-range addresses, which exist only on the
 // loopback interface of the demo's network namespace.
 var demoPods = []pod{
-	{"ratings-v1", "ratings", "v1", "192.0.2.21", "ratings", server, "", withWorkloads},
-	{"reviews-v1", "reviews", "v1", "192.0.2.11", "reviews", server, ratingsHost, withWorkloads},
-	{"reviews-v2", "reviews", "v2", "192.0.2.12", "reviews", server, ratingsHost, withWorkloads},
-	{"mongodb-0", "mongodb", "v1", "192.0.2.31", "default", placeholder, "", withWorkloads},
-	{"productpage-v1", "productpage", "v1", "192.0.2.10", "productpage", caller, reviewsHost, withClient},
-	{"reviews-v4", "reviews", "v4", "192.0.2.14", "reviews", server, ratingsHost, duringTour},
+	{"ratings-v1", "ratings", "v1", "192.0.2.21", "ratings", server, "", withWorkloads, nil},
+	{"reviews-v1", "reviews", "v1", "192.0.2.11", "reviews", server, ratingsHost, withWorkloads, nil},
+	{"reviews-v2", "reviews", "v2", "192.0.2.12", "reviews", server, ratingsHost, withWorkloads, nil},
+	{"mongodb-0", "mongodb", "v1", "192.0.2.31", "default", placeholder, "", withWorkloads, nil},
+	{"productpage-v1", "productpage", "v1", "192.0.2.10", "productpage", caller, reviewsHost, withClient, nil},
+	{"reviews-v4", "reviews", "v4", "192.0.2.14", "reviews", server, ratingsHost, duringTour, nil},
+	{"ratings-v2", "ratings", "v2", "192.0.2.22", "ratings", server, "", forRecovery, []string{"-fail-every", "3"}},
+	{"ratings-v3", "ratings", "v3", "192.0.2.23", "ratings", server, "", forTimeout, []string{"-delay", "1500ms"}},
 }
 
 func podAddresses() []string {
@@ -138,6 +146,7 @@ func (d *demo) runPod(ctx context.Context, p pod, uid types.UID) error {
 	if p.calls != "" {
 		args = append(args, "-calls", p.calls)
 	}
+	args = append(args, p.misbehave...)
 	if p.role == caller {
 		args = []string{"client", "-target", p.calls, "-rate", fmt.Sprint(callsPerSecond)}
 	}
@@ -223,6 +232,39 @@ func (d *demo) createPod(ctx context.Context, p pod) (types.UID, error) {
 		return "", fmt.Errorf("creating pod %s: %w", p.name, err)
 	}
 	return obj.UID, nil
+}
+
+// removePod deletes a pod as a kubelet whose pod stopped would have it
+// gone (at once, no grace period: nothing is left to drain), and stops its
+// process once its endpoint is gone from the EndpointSlices.
+func (d *demo) removePod(ctx context.Context, name string) error {
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: name}}
+	if err := d.env.Client.Delete(ctx, obj, client.GracePeriodSeconds(0)); err != nil {
+		return fmt.Errorf("deleting pod %s: %w", name, err)
+	}
+	err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		var list discoveryv1.EndpointSliceList
+		if err := d.env.Client.List(ctx, &list, client.InNamespace("bookinfo")); err != nil {
+			return err
+		}
+		for _, sl := range list.Items {
+			for _, ep := range sl.Endpoints {
+				if ep.TargetRef != nil && ep.TargetRef.Name == name {
+					return fmt.Errorf("pod %s is still an endpoint of %s", name, sl.Labels[discoveryv1.LabelServiceName])
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if cmd := d.byName[name]; cmd != nil {
+		stopProcess(cmd)
+		d.procs = slices.DeleteFunc(d.procs, func(c *exec.Cmd) bool { return c == cmd })
+		delete(d.byName, name)
+	}
+	return nil
 }
 
 // markReady marks a pod Running and Ready with its address.

@@ -89,6 +89,7 @@ type demo struct {
 	traffic    *traffic  // the client's reports; nil: no live traffic
 	routes     string    // the route version the client last acknowledged
 	procs      []*exec.Cmd
+	byName     map[string]*exec.Cmd // procs, by the name they were started as
 	creds      credentials // the pods' tokens
 }
 
@@ -287,6 +288,10 @@ func (d *demo) start(name string, cmd *exec.Cmd) error {
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
 	d.procs = append(d.procs, cmd)
+	if d.byName == nil {
+		d.byName = map[string]*exec.Cmd{}
+	}
+	d.byName[name] = cmd
 	return nil
 }
 

@@ -30,7 +30,7 @@ func weightsPatch(first, second int) string {
 
 // tour shows the mesh at work: the live split and its edits, then what
 // kubectl says about weft's resources, then a canary moved to a new
-// version.
+// version, then failure recovery.
 func (d *demo) tour(ctx context.Context) error {
 	if d.traffic != nil {
 		d.say("Commands are shown as you would type them in another shell (see the end of the tour);\n" +
@@ -42,7 +42,10 @@ func (d *demo) tour(ctx context.Context) error {
 		return err
 	}
 	d.tourStatus(ctx)
-	return d.tourCanary(ctx)
+	if err := d.tourCanary(ctx); err != nil {
+		return err
+	}
+	return d.tourRecovery(ctx)
 }
 
 // tourSplit starts the client, measures the 90/10 split of the sample

@@ -94,10 +94,10 @@ func (t *traffic) measure(ctx context.Context, out io.Writer, from time.Time, ca
 		for b, c := range w.Backends {
 			sum.Backends[b] += c
 		}
-		sum.Failed += w.Failed
+		sum.Failed, sum.Slowest = sum.Failed+w.Failed, max(sum.Slowest, w.Slowest)
 		from = w.To
 	}
-	fmt.Fprintf(out, "\n==> Measured over %d calls: %s\n", sum.total(), sum.split())
+	fmt.Fprintf(out, "\n==> Measured over %d calls: %s; slowest call %v\n", sum.total(), sum.split(), sum.Slowest.Round(time.Millisecond))
 	return nil
 }
 
@@ -145,7 +145,7 @@ func (w window) split() string {
 
 // line is how a window is shown as it arrives.
 func (w window) line() string {
-	return fmt.Sprintf("    %s  reviews: %s, %d calls", w.To.Format("15:04:05"), w.split(), w.total())
+	return fmt.Sprintf("    %s  reviews: %s, %d calls, slowest %v", w.To.Format("15:04:05"), w.split(), w.total(), w.Slowest.Round(time.Millisecond))
 }
 
 // proxyStatus asks weft's xDS server (Client Status Discovery Service)

@@ -10,11 +10,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -25,11 +28,12 @@ import (
 // The demo's workloads are this binary run again with a subcommand, one
 // process per pod:
 //
-//	demo serve -name reviews-v1 -listen 192.0.2.11:9080 [-calls ratings.bookinfo.svc.cluster.local:9080]
+//	demo serve -name reviews-v1 -listen 192.0.2.11:9080 [-calls ratings.bookinfo.svc.cluster.local:9080] [-fail-every 3] [-delay 3s]
 //	demo client -target reviews.bookinfo.svc.cluster.local:9080 [-rate 250] [-window 2s]
 //
 // A server answers Get with its own name, after calling -calls through the
-// mesh when given. The client calls its target at a steady rate and prints
+// mesh when given; -fail-every n fails every n-th call with UNAVAILABLE,
+// -delay waits before answering. The client calls its target at a steady rate and prints
 // one JSON line (a window) per -window: how many calls each backend
 // answered and how many failed. Every xds:/// channel is a proxyless gRPC
 // client of weft's xDS server, bootstrapped from $GRPC_XDS_BOOTSTRAP.
@@ -46,6 +50,8 @@ type window struct {
 	Backends map[string]int `json:"backends"`
 	Failed   int            `json:"failed"`
 	LastErr  string         `json:"lastError,omitempty"`
+	// Slowest is the longest call of the window, failed or not.
+	Slowest time.Duration `json:"slowest"`
 }
 
 // runWorkload runs the serve or client subcommand until SIGINT or SIGTERM.
@@ -66,9 +72,12 @@ func runServe(ctx context.Context, args []string) error {
 	name := fs.String("name", "", "the pod's name, which every answer carries")
 	listen := fs.String("listen", "", "address to serve on")
 	calls := fs.String("calls", "", "a service (host:port) to call through the mesh for every call served")
+	failEvery := fs.Int64("fail-every", 0, "fail every n-th call with UNAVAILABLE (0: none)")
+	delay := fs.Duration("delay", 0, "how long to wait before answering")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var served atomic.Int64
 	var upstream *grpc.ClientConn
 	if *calls != "" {
 		cc, err := dialMesh(*calls)
@@ -85,6 +94,16 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	srv := grpc.NewServer()
 	srv.RegisterService(serviceDesc(func(ctx context.Context) (string, error) {
+		if n := served.Add(1); *failEvery > 0 && n%*failEvery == 0 {
+			return "", status.Errorf(codes.Unavailable, "%s fails every %d-th call", *name, *failEvery)
+		}
+		if *delay > 0 {
+			select {
+			case <-time.After(*delay):
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
 		if upstream != nil {
 			if _, err := get(ctx, upstream); err != nil {
 				return "", fmt.Errorf("%s calling %s: %w", *name, *calls, err)
@@ -180,7 +199,9 @@ func callSteadily(ctx context.Context, cc *grpc.ClientConn, tick, every time.Dur
 			}
 			w = window{From: now, Backends: map[string]int{}}
 		case <-ticker.C:
+			start := time.Now()
 			name, err := get(ctx, cc)
+			w.Slowest = max(w.Slowest, time.Since(start))
 			if err != nil {
 				w.Failed, w.LastErr = w.Failed+1, err.Error()
 				continue
