@@ -90,7 +90,7 @@ type demo struct {
 	routes     string    // the route version the client last acknowledged
 	procs      []*exec.Cmd
 	byName     map[string]*exec.Cmd // procs, by the name they were started as
-	creds      credentials // the pods' tokens
+	creds      credentials          // the pods' tokens
 }
 
 // run starts everything and shows the tour. With forwards, it runs in the
