@@ -49,7 +49,7 @@ func TestTrafficPolicyUnknownSubset(t *testing.T) {
 }
 
 // A policy whose target is missing says TargetNotFound and resolves when
-// the MeshService is created.
+// the MeshService is created (with its Service: in force).
 func TestTrafficPolicyTargetAppears(t *testing.T) {
 	ns := newNamespace(t, nil)
 	tp := split(ns, "split", "details", meshv1.WeightedBackend{Weight: 100})
@@ -58,6 +58,7 @@ func TestTrafficPolicyTargetAppears(t *testing.T) {
 		want{meshv1.ConditionAccepted, metav1.ConditionFalse, meshv1.ReasonTargetNotFound, `MeshService "details" does not exist`},
 		want{meshv1.ConditionResolvedRefs, metav1.ConditionFalse, meshv1.ReasonTargetNotFound, "spec.targetRef.name"},
 	)
+	create(t, service(ns, "details", 80))
 	create(t, meshService(ns, "details", 80))
 	waitFor(t, tp,
 		want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""},
@@ -94,6 +95,7 @@ func TestTrafficPolicyUnresolvable(t *testing.T) {
 	db := meshService(ns, "db", 5432)
 	db.Spec.Ports[0].Protocol = meshv1.ProtocolTCP
 	create(t, db)
+	create(t, service(ns, "web", 80))
 	create(t, meshService(ns, "web", 80))
 
 	tcp := split(ns, "tcp", "db", meshv1.WeightedBackend{Weight: 100})
@@ -125,8 +127,13 @@ func TestTrafficPolicyUnresolvable(t *testing.T) {
 		want{meshv1.ConditionAccepted, metav1.ConditionTrue, meshv1.ReasonAccepted, ""},
 		want{meshv1.ConditionResolvedRefs, metav1.ConditionFalse, meshv1.ReasonMirrorNotFound, `spec.http[0].mirror.name: MeshService "shadow" does not exist`},
 	)
-	// The mirror appearing resolves it.
+	// A mirror MeshService that is not in force (its Service is missing)
+	// resolves nothing: nowhere to send copies to.
 	create(t, meshService(ns, "shadow", 80))
+	waitFor(t, regex, want{meshv1.ConditionResolvedRefs, metav1.ConditionFalse, meshv1.ReasonRefNotInForce,
+		`spec.http[0].mirror.name: MeshService "shadow" exists but is not in force`})
+	// Its Service appearing puts it in force, and resolves the policy.
+	create(t, service(ns, "shadow", 80))
 	waitFor(t, regex, want{meshv1.ConditionResolvedRefs, metav1.ConditionTrue, meshv1.ReasonResolvedRefs, ""})
 }
 

@@ -52,6 +52,11 @@ const (
 	ReasonProtocolMismatch = "ProtocolMismatch"
 	// ReasonMirrorNotFound: a mirror's MeshService does not exist.
 	ReasonMirrorNotFound = "MirrorNotFound"
+	// ReasonRefNotInForce: a MeshService the resource names exists but is
+	// not in force (its own Accepted or ResolvedRefs is False and no
+	// earlier generation of it was applied): there is nothing to shape or
+	// to send copies to until it is.
+	ReasonRefNotInForce = "RefNotInForce"
 
 	// ReasonSynced: every proxy the resource affects has acknowledged
 	// configuration that includes its current generation (true, too, when

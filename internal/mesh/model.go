@@ -243,7 +243,9 @@ func Build(in Input) *Model {
 	}
 	for i := range in.TrafficPolicies {
 		tp := &in.TrafficPolicies[i]
-		v := judgeTrafficPolicy(ix.policyScope(tp))
+		scope := ix.policyScope(tp)
+		scope.inForce = func(name string) bool { return m.Services[Key(tp.Namespace, name)] != nil }
+		v := judgeTrafficPolicy(scope)
 		m.Verdicts[Ref{KindTrafficPolicy, tp.Namespace, tp.Name}] = v
 		if !v.InForce() {
 			last, ok := in.LastGood.TrafficPolicies[Key(tp.Namespace, tp.Name)]
@@ -259,7 +261,7 @@ func Build(in Input) *Model {
 		kept := tp.DeepCopy()
 		m.Applied.TrafficPolicies[Key(tp.Namespace, tp.Name)] = *kept
 		s.Policies = append(s.Policies, Policy{Name: tp.Name, Generation: tp.Generation, Port: ptr.Deref(tp.Spec.TargetRef.Port, 0), Spec: kept.Spec,
-			MirrorHosts: mirrorHosts(ix, tp, domain)})
+			MirrorHosts: mirrorHosts(m, tp)})
 	}
 	for _, s := range m.Services {
 		slices.SortFunc(s.Policies, func(a, b Policy) int { return cmp.Compare(a.Name, b.Name) })
@@ -469,22 +471,22 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-// mirrorHosts resolves each route's mirror to the host of the Service
-// behind the MeshService it names.
-func mirrorHosts(ix index, tp *meshv1.TrafficPolicy, domain string) []string {
+// mirrorHosts resolves each route's mirror to the host of the service in
+// force behind the MeshService it names.
+func mirrorHosts(m *Model, tp *meshv1.TrafficPolicy) []string {
 	var out []string
 	for i, r := range tp.Spec.HTTP {
 		if r.Mirror == nil {
 			continue
 		}
-		ms := ix.meshServices[Key(tp.Namespace, r.Mirror.Name)]
-		if ms == nil {
+		s := m.Services[Key(tp.Namespace, r.Mirror.Name)]
+		if s == nil {
 			continue
 		}
 		if out == nil {
 			out = make([]string, len(tp.Spec.HTTP))
 		}
-		out[i] = fmt.Sprintf("%s.%s.svc.%s", ms.Spec.ServiceName, tp.Namespace, domain)
+		out[i] = s.Host
 	}
 	return out
 }

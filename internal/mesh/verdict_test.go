@@ -75,6 +75,50 @@ var knownReasons = map[string]bool{
 	meshv1.ReasonAccepted: true, meshv1.ReasonInvalid: true, meshv1.ReasonConflicted: true, meshv1.ReasonTargetNotFound: true,
 	meshv1.ReasonResolvedRefs: true, meshv1.ReasonServiceNotFound: true, meshv1.ReasonPortNotFound: true,
 	meshv1.ReasonSubsetNotFound: true, meshv1.ReasonProtocolMismatch: true, meshv1.ReasonMirrorNotFound: true,
+	meshv1.ReasonRefNotInForce: true,
+}
+
+// A TrafficPolicy whose target or mirror MeshService exists but is not in
+// force does not resolve, and mirrors nowhere; once both are in force it
+// resolves and its route mirrors to the mirror's host.
+func TestTrafficPolicyNeedsItsReferencesInForce(t *testing.T) {
+	ms := func(name string) meshv1.MeshService {
+		return meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(name), Generation: 1},
+			Spec: meshv1.MeshServiceSpec{ServiceName: name, Ports: []meshv1.MeshServicePort{{Port: 80, Protocol: meshv1.ProtocolHTTP}}}}
+	}
+	svc := func(name string) corev1.Service {
+		return corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+	}
+	tp := meshv1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "p", Generation: 1}, Spec: meshv1.TrafficPolicySpec{
+		TargetRef: meshv1.TargetRef{Name: "web"},
+		HTTP:      []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Weight: 100}}, Mirror: &meshv1.Mirror{Name: "shadow"}}},
+	}}
+	ref := Ref{KindTrafficPolicy, "ns", "p"}
+	for _, tc := range []struct {
+		name     string
+		services []corev1.Service
+		field    string
+	}{
+		{"target without its Service", []corev1.Service{svc("shadow")}, "spec.targetRef.name"},
+		{"mirror without its Service", []corev1.Service{svc("web")}, "spec.http[0].mirror.name"},
+	} {
+		m := Build(Input{Services: tc.services, MeshServices: []meshv1.MeshService{ms("web"), ms("shadow")}, TrafficPolicies: []meshv1.TrafficPolicy{tp}})
+		c := m.Verdicts[ref].ResolvedRefs
+		if c.OK || c.Reason != meshv1.ReasonRefNotInForce || c.Field != tc.field {
+			t.Errorf("%s: ResolvedRefs %+v, want RefNotInForce on %s", tc.name, c, tc.field)
+		}
+		if s := m.Services["ns/web"]; s != nil && len(s.Policies) > 0 {
+			t.Errorf("%s: the policy is in force: %+v", tc.name, s.Policies)
+		}
+	}
+	m := Build(Input{Services: []corev1.Service{svc("web"), svc("shadow")}, MeshServices: []meshv1.MeshService{ms("web"), ms("shadow")},
+		TrafficPolicies: []meshv1.TrafficPolicy{tp}})
+	if c := m.Verdicts[ref].ResolvedRefs; !c.OK {
+		t.Fatalf("with both in force: %+v", c)
+	}
+	if got := m.Services["ns/web"].Policies[0].MirrorHosts; len(got) != 1 || got[0] != "shadow.ns.svc.cluster.local" {
+		t.Errorf("mirror hosts %v", got)
+	}
 }
 
 // FuzzBuild feeds arbitrary objects of every kind to Build: it must never

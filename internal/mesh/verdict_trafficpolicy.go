@@ -19,7 +19,12 @@ type trafficPolicyScope struct {
 	// rivals are the TrafficPolicies of the namespace (this one included)
 	// that target the same MeshService.
 	rivals []*meshv1.TrafficPolicy
+	// inForce says whether a MeshService of the namespace, by name, is in
+	// force in the model (nil: every one that exists is).
+	inForce func(name string) bool
 }
+
+func (s trafficPolicyScope) refInForce(name string) bool { return s.inForce == nil || s.inForce(name) }
 
 func judgeTrafficPolicy(s trafficPolicyScope) Verdict {
 	return Verdict{Generation: s.tp.Generation, Accepted: trafficPolicyAccepted(s), ResolvedRefs: trafficPolicyResolvedRefs(s)}
@@ -99,7 +104,20 @@ func trafficPolicyResolvedRefs(s trafficPolicyScope) Check {
 			}
 		}
 	}
-	return pass(meshv1.ReasonResolvedRefs, "MeshService %q and every subset and mirror the policy names exist", target.Name)
+	// What the policy names exists and fits; what it names must also be in
+	// force, or there is nothing to shape or to mirror to.
+	if !s.refInForce(target.Name) {
+		return fail("spec.targetRef.name", meshv1.ReasonRefNotInForce,
+			"spec.targetRef.name: MeshService %q exists but is not in force (its own status says why); the policy applies once it is", target.Name)
+	}
+	for i, route := range tp.Spec.HTTP {
+		if route.Mirror != nil && !s.refInForce(route.Mirror.Name) {
+			field := fmt.Sprintf("spec.http[%d].mirror.name", i)
+			return fail(field, meshv1.ReasonRefNotInForce, "%s: MeshService %q exists but is not in force (its own status says why), "+
+				"so there is nowhere to send copies", field, route.Mirror.Name)
+		}
+	}
+	return pass(meshv1.ReasonResolvedRefs, "MeshService %q and every subset and mirror the policy names exist and are in force", target.Name)
 }
 
 func targetNotFound(tp *meshv1.TrafficPolicy) string {
