@@ -54,7 +54,7 @@ type FaultyBackend struct {
 	addr string
 	name string
 	mu   sync.Mutex
-	srv   *grpc.Server
+	srv  *grpc.Server
 }
 
 // StartFaultyBackend serves any gRPC method on addr as backend name (the
