@@ -7,6 +7,8 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -85,7 +87,36 @@ func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbou
 		out.Allowed = true
 		return out, nil
 	}
-	// A TCP port: no HTTP to judge; network RBAC is not walked.
+	// A TCP port: the allow rules' network RBAC judges the connection by
+	// the caller alone, then the TCP proxy carries it.
+	for _, f := range chain.GetFilters() {
+		switch cfg := f.GetTypedConfig(); {
+		case cfg.MessageIs(&rbacnetv3.RBAC{}):
+			r := &rbacnetv3.RBAC{}
+			if err := cfg.UnmarshalTo(r); err != nil {
+				return nil, err
+			}
+			principal := ""
+			if caller.MTLS {
+				principal = caller.Principal
+			}
+			policy, err := decide(r.GetRules(), principal, Request{})
+			if err != nil {
+				return nil, err
+			}
+			if policy == "" {
+				out.Refused = "no allow rule of the port lets this caller in (network RBAC: the connection is closed)"
+				return out, nil
+			}
+			out.Policy = policy
+		case cfg.MessageIs(&tcpproxyv3.TcpProxy{}):
+			tp := &tcpproxyv3.TcpProxy{}
+			if err := cfg.UnmarshalTo(tp); err != nil {
+				return nil, err
+			}
+			out.Cluster = tp.GetCluster()
+		}
+	}
 	out.Allowed = true
 	return out, nil
 }

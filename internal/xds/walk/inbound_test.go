@@ -64,3 +64,46 @@ func TestWalkInboundAllowRules(t *testing.T) {
 		})
 	}
 }
+
+// On a TCP port the allow rules judge the connection by the caller alone
+// (network RBAC ahead of the TCP proxy): the allowed identity reaches the
+// inbound cluster, another one, or a plain-text caller, does not.
+func TestWalkInboundTCPAllowRules(t *testing.T) {
+	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
+	in.TrafficPolicies = nil
+	in.MeshServices[0].Spec.Ports[0].Protocol = meshv1.ProtocolTCP
+	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}}}
+	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	sh, err := translate.BuildShared(mesh.Build(in), nil, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := walk.New(sh.Envoy, own)
+	for _, c := range []struct {
+		name    string
+		caller  walk.Caller
+		allowed bool
+	}{
+		{"productpage", walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "productpage")}, true},
+		{"details", walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "details")}, false},
+		{"plain text", walk.Caller{}, false},
+	} {
+		res, err := w.SidecarInbound(9080, c.caller, walk.Request{})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if res.Allowed != c.allowed {
+			t.Errorf("%s: allowed %v (%s), want %v", c.name, res.Allowed, res.Refused, c.allowed)
+		}
+		if res.Allowed && (res.Policy == "" || res.Cluster != translate.InboundClusterName(9080)) {
+			t.Errorf("%s: let in by %q to %q, want an allow rule and the inbound cluster", c.name, res.Policy, res.Cluster)
+		}
+		if !res.Allowed && c.caller.MTLS && !strings.Contains(res.Refused, "network RBAC") {
+			t.Errorf("%s: refused for %q, want the network RBAC", c.name, res.Refused)
+		}
+	}
+}

@@ -54,6 +54,10 @@ type Cluster struct {
 	Config    *clusterv3.Cluster
 	Endpoints []string
 	Failover  [][]string
+	// TLS is how the proxy speaks to the endpoints over mTLS (nil: plain
+	// text); TLSError says why it could not be read.
+	TLS      *UpstreamTLS
+	TLSError error
 }
 
 // Result is what applies to a request.
@@ -248,6 +252,7 @@ func (w *Walker) http(res *Result, m *hcmv3.HttpConnectionManager, req Request) 
 
 func (w *Walker) cluster(name string, weight uint32) Cluster {
 	c := Cluster{Name: name, Weight: weight, Config: w.clusters[name]}
+	c.TLS, c.TLSError = upstreamTLS(c.Config)
 	// A cluster's endpoints resource is its EDS service name, or its own.
 	byPriority := w.endpoints[cmp.Or(c.Config.GetEdsClusterConfig().GetServiceName(), name)]
 	if len(byPriority) > 0 {

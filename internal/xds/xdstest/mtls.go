@@ -3,8 +3,10 @@ package xdstest
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/wire"
 )
 
@@ -147,4 +150,37 @@ func StartXDSBackend(t testing.TB, lis net.Listener, ads, node, name string, cer
 	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
+}
+
+// IssueCerts writes, under dir, a workload's certificate files for id
+// signed by ca (a fresh key, a day's lifetime) and the roots (ca's own
+// certificate), as StartXDSBackend and NewMTLSClient read them.
+func IssueCerts(t testing.TB, ca *identity.CA, dir string, id identity.ID) Certs {
+	t.Helper()
+	certs := Certs{Dir: dir}
+	key, err := identity.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := ca.Issue(identity.LeafRequest{ID: id, PublicKey: key.Public(), TTL: identity.DefaultLeafTTL}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for path, data := range map[string][]byte{
+		certs.Key():   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		certs.Chain(): identity.EncodeCerts(chain),
+		certs.Roots(): identity.EncodeCerts([][]byte{ca.Cert.Raw}),
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certs
 }
