@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -30,6 +31,9 @@ type Inbound struct {
 	Policy  string
 	Refused string
 	Cluster string
+	// RateLimit is the port's token bucket (sidecars only), if any: what
+	// lets requests in beyond the allow rules.
+	RateLimit *localratelimitv3.LocalRateLimit
 }
 
 // SidecarInbound walks a request that reaches a sidecar's own pod on port
@@ -56,6 +60,14 @@ func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbou
 			return nil, err
 		}
 		for _, hf := range m.GetHttpFilters() {
+			if hf.GetTypedConfig().MessageIs(&localratelimitv3.LocalRateLimit{}) {
+				rl := &localratelimitv3.LocalRateLimit{}
+				if err := hf.GetTypedConfig().UnmarshalTo(rl); err != nil {
+					return nil, err
+				}
+				out.RateLimit = rl
+				continue
+			}
 			if !hf.GetTypedConfig().MessageIs(&rbachttpv3.RBAC{}) {
 				continue
 			}

@@ -125,8 +125,8 @@ func TestWalkAgreesWithGRPC(t *testing.T) {
 }
 
 // The walk shows what only a sidecar acts on: the mirror, the cookie hash,
-// the per-try timeout, the fault, and the cluster's algorithm, limits and
-// outlier settings.
+// the per-try timeout, the fault, the cluster's algorithm, limits and
+// outlier settings, the serving side's rate limit, and Random.
 func TestWalkShowsSidecarOnlyFeatures(t *testing.T) {
 	spec := meshv1.TrafficPolicySpec{
 		HTTP: []meshv1.HTTPRoute{{Name: "shadowed", Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}},
@@ -175,6 +175,38 @@ func TestWalkShowsSidecarOnlyFeatures(t *testing.T) {
 	res, err = walk.New(sh.Envoy).Sidecar(walk.Request{DestinationIP: "192.0.2.1", DestinationPort: 443})
 	if err != nil || !res.TCP || res.Clusters[0].Name != translate.PassthroughCluster {
 		t.Errorf("an unknown destination: %+v, %v; want the passthrough TCP proxy", res, err)
+	}
+
+	// A rate limit is in the serving sidecar's inbound chain; Random goes
+	// to sidecars as it is and to proxyless clients as round robin.
+	spec = meshv1.TrafficPolicySpec{RateLimit: &meshv1.LocalRateLimit{Requests: 50, Interval: "1s", Burst: ptr.To[int32](80)},
+		LoadBalancer: &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRandom}}
+	sh, err = translate.BuildShared(mesh.Build(reviews("10.1.0.1", "10.1.0.2", 9080, 9080, spec)), nil, translate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := walk.New(sh.Envoy, own).SidecarInbound(9080, walk.Caller{}, walk.Request{Method: "POST", Path: "/weft.test.Reviews/Get", Authority: "reviews"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := in.RateLimit.GetTokenBucket(); !in.Allowed || b.GetMaxTokens() != 80 || b.GetTokensPerFill().GetValue() != 50 || b.GetFillInterval().AsDuration() != time.Second {
+		t.Errorf("inbound: allowed %v, rate limit %v; want a bucket of 80 filled with 50 a second", in.Allowed, in.RateLimit)
+	}
+	req := walk.Request{Target: target, DestinationIP: clusterIP, DestinationPort: 9080, Authority: target, Method: "POST", Path: "/weft.test.Reviews/Get"}
+	envoyRes, err := walk.New(sh.Envoy).Sidecar(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcRes, err := walk.New(sh.GRPC).Proxyless(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, g := envoyRes.Clusters[0].Config.GetLbPolicy(), grpcRes.Clusters[0].Config.GetLbPolicy(); e != clusterv3.Cluster_RANDOM || g != clusterv3.Cluster_ROUND_ROBIN {
+		t.Errorf("Random: sidecars get %v, proxyless clients %v; want RANDOM and ROUND_ROBIN", e, g)
 	}
 }
 
