@@ -355,7 +355,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	if err := o.observe.Validate(); err != nil {
-		return fmt.Errorf("--tracing-endpoint/--tracing-sampling: %w", err)
+		return err
 	}
 	cfg, err := o.restConfig()
 	if err != nil {

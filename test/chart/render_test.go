@@ -378,6 +378,8 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"mesh.ca.source=vault", "/mesh/ca/source"},
 		{"mesh.tracing.endpoint=collector", "/mesh/tracing/endpoint"},
 		{"mesh.tracing.samplingPercent=150", "/mesh/tracing/samplingPercent"},
+		{"mesh.accessLog.format=%RESPONSE_CODES%", "/mesh/accessLog/format"},
+		{"mesh.accessLog.format=%REQ%", "/mesh/accessLog/format"},
 		{"mesh.proxy.resources.limits.memory=lots", "/mesh/proxy/resources/limits/memory"},
 	} {
 		out, err := tl.render(tc.set)

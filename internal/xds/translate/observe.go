@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -54,19 +55,28 @@ var JSONAccessLogFields = map[string]string{
 	"request_id":     "%REQ(X-REQUEST-ID)%",
 }
 
-// Validate checks the options, naming the one that is wrong.
+// Validate checks the options, naming the flag of the one that is wrong:
+// a value a sidecar would refuse is refused here, before any is sent.
 func (o Observability) Validate() error {
 	if o.TracingEndpoint != "" {
 		host, port, err := net.SplitHostPort(o.TracingEndpoint)
 		if err != nil || host == "" {
-			return fmt.Errorf("tracing endpoint %q: want host:port", o.TracingEndpoint)
+			return fmt.Errorf("--tracing-endpoint %q: want host:port", o.TracingEndpoint)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("tracing endpoint %q: bad port", o.TracingEndpoint)
+			return fmt.Errorf("--tracing-endpoint %q: bad port", o.TracingEndpoint)
 		}
 	}
 	if o.TracingSampling < 0 || o.TracingSampling > 100 {
-		return fmt.Errorf("tracing sampling %v: want a percentage, 0-100", o.TracingSampling)
+		return fmt.Errorf("--tracing-sampling %v: want a percentage, 0-100", o.TracingSampling)
+	}
+	if o.AccessLogFormat != "" && o.AccessLogFormat != "json" {
+		if strings.ContainsAny(o.AccessLogFormat, "\n") {
+			return fmt.Errorf("--access-log-format: one line, please: weft ends each entry with a newline")
+		}
+		if err := CheckAccessLogFormat(o.AccessLogFormat); err != nil {
+			return fmt.Errorf("--access-log-format %q: %w", o.AccessLogFormat, err)
+		}
 	}
 	return nil
 }

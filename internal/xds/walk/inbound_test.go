@@ -23,15 +23,7 @@ func TestWalkInboundAllowRules(t *testing.T) {
 		Methods: []meshv1.HTTPMethod{"GET"},
 	}}
 	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
-	sh, err := translate.BuildShared(mesh.Build(in), nil, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := walk.New(sh.Envoy, own)
+	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
 	productpage := walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "productpage")}
 	for _, c := range []struct {
 		name    string
@@ -74,15 +66,7 @@ func TestWalkInboundTCPAllowRules(t *testing.T) {
 	in.MeshServices[0].Spec.Ports[0].Protocol = meshv1.ProtocolTCP
 	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}}}
 	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
-	sh, err := translate.BuildShared(mesh.Build(in), nil, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := walk.New(sh.Envoy, own)
+	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
 	for _, c := range []struct {
 		name    string
 		caller  walk.Caller
@@ -106,4 +90,20 @@ func TestWalkInboundTCPAllowRules(t *testing.T) {
 			t.Errorf("%s: refused for %q, want the network RBAC", c.name, res.Refused)
 		}
 	}
+}
+
+// reviewsSidecar translates a model for the sidecar of pod
+// bookinfo/reviews-v1 and returns the shared resources and a walker of
+// the sidecar's whole configuration.
+func reviewsSidecar(t *testing.T, m *mesh.Model, opts translate.Options) (*translate.Shared, *walk.Walker) {
+	t.Helper()
+	sh, err := translate.BuildShared(m, nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sh, walk.New(sh.Envoy, own)
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -32,19 +31,7 @@ import (
 func TestWalkAgreesWithGRPCOnPolicies(t *testing.T) {
 	v1 := xdstest.StartFaultyBackend(t, "127.0.0.2:0", "reviews-v1", 0, 0)
 	v2 := xdstest.StartFaultyBackend(t, "127.0.0.3:0", "reviews-v2", 0, 0)
-	s, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	addr, err := s.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, addr, ctx := serve(t, server.Options{}, nil)
 	client := xdstest.NewClient(t, addr, "client-1", target)
 	req := walk.Request{Target: target, DestinationIP: clusterIP, DestinationPort: 9080, Authority: target, Method: "POST", Path: "/weft.test.Reviews/Get"}
 	v1Only := []meshv1.HTTPRoute{{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}}}}

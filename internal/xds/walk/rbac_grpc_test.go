@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,15 +47,7 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 	model := mesh.Build(in)
 
 	// The sidecars' view of the same mesh and pod.
-	sh, err := translate.BuildShared(model, nil, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS, ProxylessMTLS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sidecar := walk.New(sh.Envoy, own)
+	sh, sidecar := reviewsSidecar(t, model, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS, ProxylessMTLS: true})
 
 	ca, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
 	if err != nil {
@@ -66,20 +57,7 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 	certsOf := func(ns, sa string) xdstest.Certs {
 		return xdstest.IssueCerts(t, ca, filepath.Join(dir, ns+"-"+sa), identity.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa})
 	}
-	s, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard(), ProxylessMTLS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s.OnModel(ctx, model)
-	ads, err := s.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ads, ctx := serve(t, server.Options{ProxylessMTLS: true}, model)
 	xdstest.StartXDSBackend(t, lis, ads, "reviews-v1.bookinfo", "reviews-v1", certsOf("bookinfo", "reviews-v1"), 0)
 
 	clients := map[string]*xdstest.Client{}

@@ -66,20 +66,7 @@ func TestWalkAgreesWithGRPC(t *testing.T) {
 	grpcWalk, envoyWalk := walk.New(sh.GRPC), walk.New(sh.Envoy)
 	backend := map[string]string{net.JoinHostPort("127.0.0.2", fmt.Sprint(p1)): "reviews-v1", net.JoinHostPort("127.0.0.3", fmt.Sprint(p2)): "reviews-v2"}
 
-	s, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s.OnModel(ctx, model)
-	addr, err := s.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, addr, ctx := serve(t, server.Options{}, model)
 	client := xdstest.NewClient(t, addr, "client-1", target)
 
 	for _, c := range []struct {
@@ -181,15 +168,8 @@ func TestWalkShowsSidecarOnlyFeatures(t *testing.T) {
 	// to sidecars as it is and to proxyless clients as round robin.
 	spec = meshv1.TrafficPolicySpec{RateLimit: &meshv1.LocalRateLimit{Requests: 50, Interval: "1s", Burst: ptr.To[int32](80)},
 		LoadBalancer: &meshv1.LoadBalancer{Algorithm: meshv1.LoadBalancerRandom}}
-	sh, err = translate.BuildShared(mesh.Build(reviews("10.1.0.1", "10.1.0.2", 9080, 9080, spec)), nil, translate.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := walk.New(sh.Envoy, own).SidecarInbound(9080, walk.Caller{}, walk.Request{Method: "POST", Path: "/weft.test.Reviews/Get", Authority: "reviews"})
+	sh, sidecar := reviewsSidecar(t, mesh.Build(reviews("10.1.0.1", "10.1.0.2", 9080, 9080, spec)), translate.Options{})
+	in, err := sidecar.SidecarInbound(9080, walk.Caller{}, walk.Request{Method: "POST", Path: "/weft.test.Reviews/Get", Authority: "reviews"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,20 +230,7 @@ func TestWalkAgreesWithGRPCOnLocality(t *testing.T) {
 		}
 	}
 
-	s, err := server.New(server.Options{Address: "127.0.0.1:0", Log: logr.Discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s.OnModel(ctx, model)
-	addr, err := s.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, addr, ctx := serve(t, server.Options{}, model)
 	client := xdstest.NewClient(t, addr, wire.NodeID("client-1", "bookinfo"), target)
 	got := map[string]int{}
 	for range 200 {
@@ -276,6 +243,30 @@ func TestWalkAgreesWithGRPCOnLocality(t *testing.T) {
 	if got["reviews-v1"] != 200 {
 		t.Errorf("grpc-go's calls from zone-a went %v, want all to zone-a's backend", got)
 	}
+}
+
+// serve starts weft's xDS server on loopback with opts, gives it model
+// (when not nil), and returns it, its address and a context that bounds
+// the test.
+func serve(t *testing.T, opts server.Options, model *mesh.Model) (*server.Server, string, context.Context) {
+	t.Helper()
+	opts.Address, opts.Log = "127.0.0.1:0", logr.Discard()
+	s, err := server.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if model != nil {
+		s.OnModel(ctx, model)
+	}
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, addr, ctx
 }
 
 func first(v []string) string {
