@@ -114,6 +114,7 @@ type controllerOptions struct {
 	leaderElect      bool
 	leaderElectionNS string
 	meshNamespace    string
+	defaultInbound   wire.DefaultInbound
 	logLevel         string
 	logFormat        string
 	xdsAddr          string
@@ -165,6 +166,12 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"MutatingWebhookConfiguration whose caBundle weft keeps equal to the mesh roots when it signs the webhook's certificate itself; empty: none")
 	o.inject = inject.DefaultConfig()
 	fs.StringVar(&o.inject.TrustDomain, "trust-domain", o.inject.TrustDomain, "SPIFFE trust domain of the mesh")
+	fs.Func("default-inbound", "who may call a MeshService without allow rules, unless its namespace's label "+wire.LabelDefaultInbound+
+		" says: all (default), namespace (the mesh identities of its own namespace) or deny (nobody)", func(v string) error {
+		d, err := wire.ParseDefaultInbound(v)
+		o.defaultInbound = d
+		return err
+	})
 	fs.StringVar(&o.inject.ProxyImage, "proxy-image", o.inject.ProxyImage, "stock Envoy image injected as the sidecar (pin it)")
 	fs.StringVar(&o.inject.InitImage, "init-image", o.inject.InitImage, "weft image whose init-redirect command installs the capture rules")
 	fs.StringVar(&o.inject.XDSHost, "xds-host", o.inject.XDSHost, "host name proxies use to reach the xDS server")
@@ -438,7 +445,8 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("adding the caBundle writer: %w", err)
 		}
 	}
-	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Bundle: root.Bundle, BundleChanged: bundleChanged}
+	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, DefaultInbound: o.defaultInbound,
+		Bundle: root.Bundle, BundleChanged: bundleChanged}
 	// Pod certificates, where the API server serves them.
 	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
 	if pcrErr == nil {

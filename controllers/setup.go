@@ -16,6 +16,7 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/watch"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Field managers of the status writers. Each condition has one writer.
@@ -36,6 +37,9 @@ type Options struct {
 	ClusterDomain string
 	// TrustDomain is the SPIFFE trust domain (cluster.local).
 	TrustDomain string
+	// DefaultInbound is who may call a MeshService without allow rules,
+	// where its namespace's label does not say (default all).
+	DefaultInbound wire.DefaultInbound
 	// ModelQuiet and ModelMaxDelay bound the mesh model's debounce
 	// (defaults 100 ms and 1 s).
 	ModelQuiet, ModelMaxDelay time.Duration
@@ -111,7 +115,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			onModel(ctx, m)
 			board.publish(m)
 		},
-		MeshNamespace: o.MeshNamespace, TrustDomain: cmp.Or(o.TrustDomain, "cluster.local"),
+		MeshNamespace: o.MeshNamespace, TrustDomain: cmp.Or(o.TrustDomain, "cluster.local"), DefaultInbound: o.DefaultInbound,
 	}); err != nil {
 		return fmt.Errorf("adding the mesh model watcher: %w", err)
 	}

@@ -41,6 +41,9 @@ type Input struct {
 	// weft-system); TrustDomain names identities (default cluster.local).
 	MeshNamespace string
 	TrustDomain   string
+	// DefaultInbound is who may call a MeshService without allow rules
+	// (default all); a namespace's wire.LabelDefaultInbound overrides it.
+	DefaultInbound wire.DefaultInbound
 	// LastGood is what the previous model applied (its Applied): a
 	// MeshService or TrafficPolicy whose current generation is refused
 	// keeps its last good generation in force.
@@ -98,8 +101,11 @@ type Service struct {
 	ClusterIPs  []string
 	Ports       []Port
 	Subsets     []meshv1.Subset
-	// Allow is who may call the service (empty: every caller).
-	Allow []meshv1.AllowRule
+	// Allow is who may call the service; without rules, DefaultInbound
+	// says (the namespace's label, else the mesh's setting; a label that
+	// names no policy denies, failing closed).
+	Allow          []meshv1.AllowRule
+	DefaultInbound wire.DefaultInbound
 	// Endpoints are the Service's endpoints that are ready or
 	// terminating, sorted by address.
 	Endpoints []Endpoint
@@ -215,11 +221,12 @@ func Build(in Input) *Model {
 		}
 		s := &Service{
 			Namespace: ms.Namespace, Name: ms.Name,
-			Host:        fmt.Sprintf("%s.%s.svc.%s", svc.Name, svc.Namespace, domain),
-			ServiceName: svc.Name,
-			Subsets:     ms.Spec.Subsets,
-			Allow:       ms.Spec.Allow,
-			Generation:  ms.Generation,
+			Host:           fmt.Sprintf("%s.%s.svc.%s", svc.Name, svc.Namespace, domain),
+			ServiceName:    svc.Name,
+			Subsets:        ms.Spec.Subsets,
+			Allow:          ms.Spec.Allow,
+			DefaultInbound: ix.defaultInbound(ms.Namespace, in.DefaultInbound),
+			Generation:     ms.Generation,
 		}
 		for _, ip := range svc.Spec.ClusterIPs {
 			if ip != corev1.ClusterIPNone && ip != "" {
@@ -283,6 +290,8 @@ type index struct {
 	pods     map[string]*corev1.Pod
 	podsIn   map[string][]*corev1.Pod
 	meshed   []string
+	// namespaces by name.
+	namespaces map[string]*corev1.Namespace
 	// nodes places each node by name.
 	nodes map[string]Locality
 	// meshServices by "<namespace>/<name>"; claimants, the MeshServices
@@ -316,7 +325,10 @@ func newIndex(in Input) index {
 		ix.pods[Key(p.Namespace, p.Name)] = p
 		ix.podsIn[p.Namespace] = append(ix.podsIn[p.Namespace], p)
 	}
-	for _, ns := range in.Namespaces {
+	ix.namespaces = make(map[string]*corev1.Namespace, len(in.Namespaces))
+	for i := range in.Namespaces {
+		ns := &in.Namespaces[i]
+		ix.namespaces[ns.Name] = ns
 		if ns.Labels[wire.LabelInject] == wire.InjectEnabled {
 			ix.meshed = append(ix.meshed, ns.Name)
 		}
@@ -348,6 +360,21 @@ func newIndex(in Input) index {
 		}
 	}
 	return ix
+}
+
+// defaultInbound is the default inbound policy of a namespace's services:
+// its label's, or the mesh's. A label that names no policy denies.
+func (ix index) defaultInbound(namespace string, mesh wire.DefaultInbound) wire.DefaultInbound {
+	if ns := ix.namespaces[namespace]; ns != nil {
+		if v, ok := ns.Labels[wire.LabelDefaultInbound]; ok {
+			d, err := wire.ParseDefaultInbound(v)
+			if err != nil {
+				return wire.DefaultInboundDeny
+			}
+			return d
+		}
+	}
+	return cmp.Or(mesh, wire.DefaultInboundAll)
 }
 
 // localities places every pod on a node whose topology is known.

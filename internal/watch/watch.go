@@ -21,6 +21,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/debounce"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // What the model is built from, read from the cache on every replica.
@@ -41,8 +42,11 @@ type Watcher struct {
 	// MeshNamespace holds the mesh-wide PeerAuthentication; TrustDomain
 	// names the workloads' identities.
 	MeshNamespace, TrustDomain string
-	Clock                      clock.Clock
-	Publish                    func(context.Context, *mesh.Model)
+	// DefaultInbound is who may call a MeshService without allow rules,
+	// where its namespace's label does not say.
+	DefaultInbound wire.DefaultInbound
+	Clock          clock.Clock
+	Publish        func(context.Context, *mesh.Model)
 
 	// lastGood is what the last model applied (touched only by the
 	// debouncer's one goroutine).
@@ -132,7 +136,8 @@ func nodeMetadata() *metav1.PartialObjectMetadata {
 }
 
 func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
-	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, LastGood: w.lastGood}
+	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, DefaultInbound: w.DefaultInbound,
+		LastGood: w.lastGood}
 	var (
 		svcs   corev1.ServiceList
 		slices discoveryv1.EndpointSliceList

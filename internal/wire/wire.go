@@ -9,7 +9,10 @@
 // import it without a cycle.
 package wire
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // NodeID is the xDS node id of a pod's proxy: "<pod>.<namespace>". The
 // injector builds it from the downward API; the server and the
@@ -145,7 +148,36 @@ const (
 	LabelInject    = "mesh.weft.dev/inject"
 	InjectEnabled  = "enabled"
 	InjectDisabled = "false"
+	// LabelDefaultInbound on a namespace sets who may call its
+	// MeshServices that have no allow rules, in place of the mesh-wide
+	// --default-inbound: a DefaultInbound.
+	LabelDefaultInbound = "mesh.weft.dev/default-inbound"
 )
+
+// DefaultInbound says who may call a MeshService that has no allow rules.
+type DefaultInbound string
+
+// The default inbound policies.
+const (
+	// DefaultInboundAll lets every caller in (no authorization).
+	DefaultInboundAll DefaultInbound = "all"
+	// DefaultInboundNamespace lets in only the mesh identities of the
+	// service's own namespace.
+	DefaultInboundNamespace DefaultInbound = "namespace"
+	// DefaultInboundDeny lets nobody in: only allow rules grant access.
+	DefaultInboundDeny DefaultInbound = "deny"
+)
+
+// ParseDefaultInbound reads a default inbound policy ("" is all).
+func ParseDefaultInbound(s string) (DefaultInbound, error) {
+	switch d := DefaultInbound(s); d {
+	case "":
+		return DefaultInboundAll, nil
+	case DefaultInboundAll, DefaultInboundNamespace, DefaultInboundDeny:
+		return d, nil
+	}
+	return "", fmt.Errorf("%q is not a default inbound policy: want all, namespace or deny", s)
+}
 
 // Defaults of the mesh.
 const (

@@ -17,16 +17,26 @@ import (
 )
 
 // allowRules turns a MeshService's allow rules into RBAC for one of its
-// ports: nil when the service lets every caller in (no rules), else an
-// ALLOW policy per rule that applies to the port. A caller is known only
-// by the SPIFFE ID of its mTLS certificate, so plain-text callers match no
-// rule. On a TCP port (http = false) a rule with paths or methods never
-// matches: there is no request to compare them with.
+// ports: an ALLOW policy per rule that applies to the port. A service
+// without rules follows its default inbound policy: nil (every caller in)
+// for all, one policy for the identities of its namespace, none at all
+// (nobody in) for deny. A caller is known only by the SPIFFE ID of its
+// mTLS certificate, so plain-text callers match no rule. On a TCP port
+// (http = false) a rule with paths or methods never matches: there is no
+// request to compare them with.
 func allowRules(s *mesh.Service, p mesh.Port, trustDomain string, http bool) *rbacv3.RBAC {
+	out := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
 	if len(s.Allow) == 0 {
+		switch s.DefaultInbound {
+		case wire.DefaultInboundNamespace:
+			out.Policies["default-namespace"] = &rbacv3.Policy{Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+				Principals: principals([]meshv1.Source{{Namespace: s.Namespace}}, trustDomain)}
+			return out
+		case wire.DefaultInboundDeny:
+			return out
+		}
 		return nil
 	}
-	out := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
 	for i, r := range s.Allow {
 		if len(r.Ports) > 0 && !slices.Contains(r.Ports, p.Number) {
 			continue

@@ -9,6 +9,8 @@ import (
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
@@ -58,6 +60,54 @@ func TestAllowRules(t *testing.T) {
 	}
 	if open := allowRules(&mesh.Service{}, mesh.Port{Number: 9080}, "corp.example", true); open != nil {
 		t.Errorf("no allow rules: %v", open)
+	}
+}
+
+// A service without allow rules follows its default inbound policy: no
+// RBAC for all, one policy for its namespace's identities, RBAC without
+// policies (nobody) for deny; a service with rules ignores the default.
+func TestDefaultInboundRules(t *testing.T) {
+	p := mesh.Port{Number: 9080}
+	if r := allowRules(&mesh.Service{Namespace: "shop", DefaultInbound: wire.DefaultInboundAll}, p, "corp.example", true); r != nil {
+		t.Errorf("all: %v, want no RBAC", r)
+	}
+	ns := allowRules(&mesh.Service{Namespace: "shop", DefaultInbound: wire.DefaultInboundNamespace}, p, "corp.example", false)
+	if got := policyNames(ns); !slices.Equal(got, []string{"default-namespace"}) ||
+		ns.Policies["default-namespace"].Principals[0].GetAuthenticated().GetPrincipalName().GetPrefix() != "spiffe://corp.example/ns/shop/sa/" {
+		t.Errorf("namespace: %v, want one policy for spiffe://corp.example/ns/shop/sa/...", ns)
+	}
+	if deny := allowRules(&mesh.Service{Namespace: "shop", DefaultInbound: wire.DefaultInboundDeny}, p, "corp.example", true); deny == nil || len(deny.Policies) != 0 {
+		t.Errorf("deny: %v, want RBAC without policies", deny)
+	}
+	withRules := &mesh.Service{Namespace: "shop", DefaultInbound: wire.DefaultInboundDeny,
+		Allow: []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "ops"}}}}}
+	if got := policyNames(allowRules(withRules, p, "corp.example", true)); !slices.Equal(got, []string{"allow-0"}) {
+		t.Errorf("a service with rules: %v, want its rule alone", got)
+	}
+}
+
+// The model gives each service its namespace's default inbound policy,
+// else the mesh's; a label that names no policy denies.
+func TestModelDefaultInbound(t *testing.T) {
+	in := bookinfo()
+	in.DefaultInbound = wire.DefaultInboundNamespace
+	for _, tc := range []struct {
+		label string
+		want  wire.DefaultInbound
+	}{{"", wire.DefaultInboundNamespace}, {"all", wire.DefaultInboundAll}, {"deny", wire.DefaultInboundDeny}, {"nobody", wire.DefaultInboundDeny}} {
+		in.Namespaces = []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo"}}}
+		if tc.label != "" {
+			in.Namespaces[0].Labels = map[string]string{wire.LabelDefaultInbound: tc.label}
+		}
+		m := mesh.Build(in)
+		if len(m.Services) == 0 {
+			t.Fatal("no services in the model")
+		}
+		for key, s := range m.Services {
+			if s.DefaultInbound != tc.want {
+				t.Errorf("label %q: %s follows %q, want %q", tc.label, key, s.DefaultInbound, tc.want)
+			}
+		}
 	}
 }
 

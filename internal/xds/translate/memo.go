@@ -24,6 +24,7 @@ import (
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Shared holds what every proxy of one flavour gets from a model. It is
@@ -250,6 +251,9 @@ type PodPort struct {
 	Generation       int64
 	Policy           string
 	PolicyGeneration int64
+	// DefaultInbound is the owner's default inbound policy (its
+	// namespace's label may change it without a new generation).
+	DefaultInbound wire.DefaultInbound
 }
 
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
@@ -270,7 +274,8 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 					ports := sh.inbound[e.Pod]
 					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
 					if !found {
-						pp := PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port), Owner: key, Generation: s.Generation}
+						pp := PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port), Owner: key, Generation: s.Generation,
+							DefaultInbound: s.DefaultInbound}
 						if pol := s.PolicyFor(p.Number); pol != nil {
 							pp.Policy, pp.PolicyGeneration = pol.Name, pol.Generation
 						}

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/identity"
@@ -31,39 +33,21 @@ import (
 // in or refuse the same calls. Outbound: the identity grpc-go's client
 // verified on the server is the one identity both walks' clusters accept.
 func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := int32(lis.Addr().(*net.TCPAddr).Port)
-	in := reviews("127.0.0.2", "127.0.0.3", port, port, meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{
-		{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}}}}})
-	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{
-		{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
-			Paths: []meshv1.PathMatch{{Type: meshv1.MatchExact, Value: "/weft.test.Reviews/Get"}}, Methods: []meshv1.HTTPMethod{"POST"}},
-		{From: []meshv1.Source{{Namespace: "ops"}}},
-	}
-	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
-	model := mesh.Build(in)
-
+	var model *mesh.Model
+	m := startMTLSReviews(t, func(port int32) mesh.Input {
+		in := strictReviews(port)
+		in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{
+			{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
+				Paths: []meshv1.PathMatch{{Type: meshv1.MatchExact, Value: "/weft.test.Reviews/Get"}}, Methods: []meshv1.HTTPMethod{"POST"}},
+			{From: []meshv1.Source{{Namespace: "ops"}}},
+		}
+		model = mesh.Build(in)
+		return in
+	})
+	ctx, clients, port := m.ctx, m.clients, m.port
 	// The sidecars' view of the same mesh and pod.
-	sh, sidecar := reviewsSidecar(t, model, translate.Options{EnvoyCerts: translate.EnvoyCertsSDS, ProxylessMTLS: true})
+	sh, sidecar := reviewsSidecar(t, model, mtlsOptions)
 
-	ca, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certsOf := func(ns, sa string) xdstest.Certs {
-		return xdstest.IssueCerts(t, ca, filepath.Join(dir, ns+"-"+sa), identity.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa})
-	}
-	_, ads, ctx := serve(t, server.Options{ProxylessMTLS: true}, model)
-	xdstest.StartXDSBackend(t, lis, ads, "reviews-v1.bookinfo", "reviews-v1", certsOf("bookinfo", "reviews-v1"), 0)
-
-	clients := map[string]*xdstest.Client{}
-	for _, c := range [][2]string{{"bookinfo", "productpage"}, {"bookinfo", "details"}, {"ops", "debugger"}} {
-		clients[c[0]+"/"+c[1]] = xdstest.NewMTLSClient(t, ads, c[1]+"."+c[0], target, certsOf(c[0], c[1]))
-	}
 	// Outbound: what the client checked on the server.
 	answer, err := clients["bookinfo/productpage"].Ask(ctx, grpc.WaitForReady(true))
 	if err != nil {
@@ -99,16 +83,122 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			err = clients[c.caller].Invoke(callCtx, c.method, &emptypb.Empty{}, &emptypb.Empty{}, grpc.WaitForReady(true))
-			called := err == nil
-			if err != nil && status.Code(err) != codes.PermissionDenied {
-				t.Fatalf("grpc-go's call failed otherwise than by its RBAC: %v", err)
-			}
+			called := m.invoke(t, c.caller, c.method)
 			if walked.Allowed != c.allowed || called != c.allowed {
-				t.Errorf("the walk let it in: %v (%s); grpc-go: %v (%v); want %v", walked.Allowed, walked.Refused, called, err, c.allowed)
+				t.Errorf("the walk let it in: %v (%s); grpc-go: %v; want %v", walked.Allowed, walked.Refused, called, c.allowed)
 			}
 		})
 	}
+}
+
+// A service without allow rules follows the default inbound policy of its
+// namespace's label: all lets both callers in, namespace only the one of
+// the service's own namespace, deny neither. The walk through the
+// sidecar's inbound configuration and a grpc-go xDS server enforcing
+// weft's server Listener decide alike.
+func TestDefaultInboundAgreesWithGRPC(t *testing.T) {
+	var base mesh.Input
+	m := startMTLSReviews(t, func(port int32) mesh.Input {
+		base = strictReviews(port)
+		return base
+	})
+	for _, tc := range []struct {
+		policy       wire.DefaultInbound
+		own, otherNs bool
+	}{
+		{wire.DefaultInboundAll, true, true},
+		{wire.DefaultInboundNamespace, true, false},
+		{wire.DefaultInboundDeny, false, false},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			in := base
+			in.Namespaces = []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Labels: map[string]string{wire.LabelDefaultInbound: string(tc.policy)}}}}
+			model := mesh.Build(in)
+			_, sidecar := reviewsSidecar(t, model, mtlsOptions)
+			m.server.OnModel(m.ctx, model)
+			for caller, want := range map[string]bool{"bookinfo/productpage": tc.own, "ops/debugger": tc.otherNs} {
+				ns, sa, _ := strings.Cut(caller, "/")
+				walked, err := sidecar.SidecarInbound(uint32(m.port), walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", ns, sa)},
+					walk.Request{Method: "POST", Path: "/weft.test.Reviews/Get", Authority: target})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if walked.Allowed != want {
+					t.Errorf("%s: the walk let it in: %v (%s), want %v", caller, walked.Allowed, walked.Refused, want)
+				}
+				// The server takes the new Listener for new connections and
+				// drains the old ones: wait for its decision to settle.
+				deadline := time.Now().Add(20 * time.Second)
+				for m.invoke(t, caller, "/weft.test.Reviews/Get") != want {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: grpc-go never decided %v", caller, want)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+	}
+}
+
+// mtlsOptions are the options of a mesh on mTLS: sidecars with SDS
+// certificates, proxyless workloads with their pod certificates.
+var mtlsOptions = translate.Options{EnvoyCerts: translate.EnvoyCertsSDS, ProxylessMTLS: true}
+
+// strictReviews is the reviews fixture with both subsets' endpoints on
+// one port of 127.0.0.2, STRICT mTLS in bookinfo, and every call to v1.
+func strictReviews(port int32) mesh.Input {
+	in := reviews("127.0.0.2", "127.0.0.3", port, port, meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{
+		{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}}}}})
+	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	return in
+}
+
+// mtlsMesh is reviews-v1 as a grpc-go xDS server on mTLS, configured by
+// weft's xDS server, and grpc-go xDS clients with the certificates of
+// bookinfo/productpage, bookinfo/details and ops/debugger.
+type mtlsMesh struct {
+	ctx     context.Context
+	port    int32
+	server  *server.Server
+	clients map[string]*xdstest.Client
+}
+
+// startMTLSReviews starts an mtlsMesh serving the model of input (given
+// the backend's port), with certificates from a CA of the test's own.
+func startMTLSReviews(t *testing.T, input func(port int32) mesh.Input) *mtlsMesh {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mtlsMesh{port: int32(lis.Addr().(*net.TCPAddr).Port), clients: map[string]*xdstest.Client{}}
+	ca, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certsOf := func(ns, sa string) xdstest.Certs {
+		return xdstest.IssueCerts(t, ca, filepath.Join(dir, ns+"-"+sa), identity.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa})
+	}
+	var ads string
+	m.server, ads, m.ctx = serve(t, server.Options{ProxylessMTLS: true}, mesh.Build(input(m.port)))
+	xdstest.StartXDSBackend(t, lis, ads, "reviews-v1.bookinfo", "reviews-v1", certsOf("bookinfo", "reviews-v1"), 0)
+	for _, c := range [][2]string{{"bookinfo", "productpage"}, {"bookinfo", "details"}, {"ops", "debugger"}} {
+		m.clients[c[0]+"/"+c[1]] = xdstest.NewMTLSClient(t, ads, c[1]+"."+c[0], target, certsOf(c[0], c[1]))
+	}
+	return m
+}
+
+// invoke calls a method as a caller ("<namespace>/<service account>") and
+// says whether the call went through; a failure other than the server's
+// RBAC refusing it fails the test.
+func (m *mtlsMesh) invoke(t *testing.T, caller, method string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	defer cancel()
+	err := m.clients[caller].Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{}, grpc.WaitForReady(true))
+	if err != nil && status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("%s: grpc-go's call failed otherwise than by its RBAC: %v", caller, err)
+	}
+	return err == nil
 }
