@@ -2,6 +2,7 @@ package chart_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,7 +58,8 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		}
 	}
 	for _, kind := range []string{"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "ClusterRole",
-		"ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget", "MutatingWebhookConfiguration"} {
+		"ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget", "MutatingWebhookConfiguration",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		if !containsKind(installed, kind) {
 			t.Errorf("the release has no %s", kind)
 		}
@@ -83,6 +85,24 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		t.Fatalf("applying the custom resources: %v", err)
 	}
 	userObjects := decode(t, userYAML)
+
+	// The namespace label of the default inbound policy is checked at
+	// admission by the chart's ValidatingAdmissionPolicy.
+	if err := testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		out, err := tl.kubectl(nil, "label", "namespace", shop, "--overwrite", "mesh.weft.dev/default-inbound=nobody")
+		if err == nil {
+			return fmt.Errorf("a default inbound policy that names nothing was accepted: %s", out)
+		}
+		if !strings.Contains(out+err.Error(), `metadata.labels[mesh.weft.dev/default-inbound]: "nobody" is not a default inbound policy`) {
+			return fmt.Errorf("refused otherwise: %s %v", out, err)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if out, err := tl.kubectl(nil, "label", "namespace", shop, "--overwrite", "mesh.weft.dev/default-inbound=namespace"); err != nil {
+		t.Errorf("a valid default inbound policy was refused: %s %v", out, err)
+	}
 
 	t.Run("the controller with the chart's RBAC", func(t *testing.T) {
 		runControllerAsChart(ctx, t, e, shop, userObjects)
