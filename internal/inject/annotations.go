@@ -77,11 +77,15 @@ func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
 		}
 		(*r.list)[r.name] = q
 	}
-	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-		req, hasReq := o.resources.Requests[name]
-		lim, hasLim := o.resources.Limits[name]
+	for _, r := range []struct {
+		name       corev1.ResourceName
+		req, limit string
+	}{{corev1.ResourceCPU, AnnotationProxyCPURequest, AnnotationProxyCPULimit}, {corev1.ResourceMemory, AnnotationProxyMemoryRequest, AnnotationProxyMemoryLimit}} {
+		req, hasReq := o.resources.Requests[r.name]
+		lim, hasLim := o.resources.Limits[r.name]
 		if hasReq && hasLim && req.Cmp(lim) > 0 {
-			errs = append(errs, fmt.Errorf("annotations: the proxy's %s request %s exceeds its limit %s", name, req.String(), lim.String()))
+			errs = append(errs, fmt.Errorf("annotations %s and %s (or their defaults): the proxy's %s request %s exceeds its limit %s",
+				r.req, r.limit, r.name, req.String(), lim.String()))
 		}
 	}
 	return o, errors.Join(errs...)

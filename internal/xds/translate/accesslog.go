@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // commandSyntax is what a command operator of Envoy's format strings
@@ -91,11 +92,15 @@ var envoyCommands = map[string]commandSyntax{
 // a length.
 var commandToken = regexp.MustCompile(`^%([A-Z0-9_]+)(?:\((.*?)\))?(?::([0-9]+))?%`)
 
-// CheckAccessLogFormat checks a text access-log format: every '%' begins
+// CheckAccessLogFormat checks a text access-log format: valid UTF-8 (a
+// proto string), and every '%' begins
 // "%%" (a literal '%') or a command operator Envoy knows, with the
 // parameters and length that command takes. The error names the position
 // and what is wrong.
 func CheckAccessLogFormat(format string) error {
+	if !utf8.ValidString(format) {
+		return fmt.Errorf("not valid UTF-8")
+	}
 	for i := 0; i < len(format); {
 		if format[i] != '%' {
 			i++
@@ -157,9 +162,9 @@ func AccessLogFormatPattern() string {
 		params := `(\(\))?`
 		switch {
 		case syntax&paramsRequired != 0:
-			params = `\([^)]+\)`
+			params = `\([^)\n]+\)`
 		case syntax&paramsOptional != 0:
-			params = `(\([^)]*\))?`
+			params = `(\([^)\n]*\))?`
 		}
 		length := ""
 		if syntax&lengthAllowed != 0 {
