@@ -21,6 +21,15 @@ type Caller struct {
 	Principal string
 }
 
+// proven is the identity the caller proves: its principal over mTLS,
+// none in plain text.
+func (c Caller) proven() string {
+	if !c.MTLS {
+		return ""
+	}
+	return c.Principal
+}
+
 // Inbound is what a sidecar's inbound listener decides for a request.
 type Inbound struct {
 	FilterChain string
@@ -75,11 +84,7 @@ func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbou
 			if err := hf.GetTypedConfig().UnmarshalTo(r); err != nil {
 				return nil, err
 			}
-			principal := ""
-			if caller.MTLS {
-				principal = caller.Principal
-			}
-			policy, err := decide(r.GetRules(), principal, req)
+			policy, err := decide(r.GetRules(), caller.proven(), req)
 			if err != nil {
 				return nil, err
 			}
@@ -108,11 +113,7 @@ func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbou
 			if err := cfg.UnmarshalTo(r); err != nil {
 				return nil, err
 			}
-			principal := ""
-			if caller.MTLS {
-				principal = caller.Principal
-			}
-			policy, err := decide(r.GetRules(), principal, Request{})
+			policy, err := decide(r.GetRules(), caller.proven(), Request{})
 			if err != nil {
 				return nil, err
 			}
