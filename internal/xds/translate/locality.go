@@ -102,8 +102,12 @@ func (lc *localCluster) assignment(caller mesh.Locality) *endpointv3.ClusterLoad
 // localSets remembers the endpoints made for each caller locality and
 // flavour from one Shared.
 type localSets struct {
-	mu   sync.Mutex
-	sets map[localKey]*Resources
+	// grpc and envoy say whether the flavour has clusters whose endpoints
+	// depend on the caller's locality (proxyless gRPC: those of HTTP
+	// ports), set when the Shared is built.
+	grpc, envoy bool
+	mu          sync.Mutex
+	sets        map[localKey]*Resources
 }
 
 type localKey struct {
@@ -114,14 +118,10 @@ type localKey struct {
 // HasLocal says whether proxies of a flavour get endpoints that depend on
 // their locality (then Local gives them).
 func (sh *Shared) HasLocal(flavour wire.Flavour) bool {
-	for _, key := range sh.model.Order {
-		for _, lc := range sh.services[key].local {
-			if lc.http || flavour == wire.FlavourEnvoy {
-				return true
-			}
-		}
+	if flavour == wire.FlavourEnvoy {
+		return sh.local.envoy
 	}
-	return false
+	return sh.local.grpc
 }
 
 // LocalityOf returns where a proxy's pod runs, by the model.

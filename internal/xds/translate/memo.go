@@ -96,6 +96,10 @@ func BuildShared(m *mesh.Model, prev *Shared, opts Options) (*Shared, error) {
 			}
 		}
 		sh.services[key] = out
+		for _, lc := range out.local {
+			sh.local.envoy = true
+			sh.local.grpc = sh.local.grpc || lc.http
+		}
 		g.add(&out.api)
 		g.add(&out.grpcHTTP)
 		e.add(&out.envoyHTTP)
