@@ -324,8 +324,10 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	cancelCall()
 
 	// Who may call: allow rules on reviews, enforced by its servers on the
-	// caller's certificate. Another service account only: the client is
-	// refused; the client's own, for the method it calls: let through.
+	// caller's certificate. Another service account only: the client is no
+	// longer told of reviews (scoping), and a call it makes to a reviews pod
+	// directly, with its certificate, is refused by the server's RBAC; the
+	// client's own, for the method it calls: let through.
 	// (Edits retry on a conflict: weft writes the objects' status between
 	// the test's read and its write.)
 	setAllow := func(rules []meshv1.AllowRule) {
@@ -343,8 +345,17 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		if _, err := cl.Ask(callCtx); status.Code(err) != codes.PermissionDenied {
-			return fmt.Errorf("a caller the allow rules do not name: %v", err)
+		if _, err := cl.Ask(callCtx); err == nil || !strings.Contains(err.Error(), "ListenerResource") {
+			return fmt.Errorf("a caller the allow rules do not name, through the mesh: %v, want no listener for reviews", err)
+		}
+		return nil
+	}))
+	direct := xdstest.DialDirect(t, v1Addr, certs["client"])
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if _, err := direct.Ask(callCtx); status.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("a caller the allow rules do not name, directly: %v, want PERMISSION_DENIED", err)
 		}
 		return nil
 	}))

@@ -127,6 +127,7 @@ type AllowRule struct {
 // Source is a caller, known by the identity in its mTLS certificate.
 // +kubebuilder:validation:XValidation:rule="has(self.identity) != has(self.namespace)",message="from[]: set exactly one of identity or namespace"
 // +kubebuilder:validation:XValidation:rule="!has(self.serviceAccount) || has(self.namespace)",message="from[].serviceAccount: requires namespace",fieldPath=".serviceAccount"
+// +kubebuilder:validation:XValidation:rule="!has(self.serviceAccount) || !has(self.namespace) || self.namespace != '*'",message="from[].serviceAccount: cannot narrow namespace \"*\" (a ServiceAccount of that name in every namespace would let in whoever can create one anywhere); name its namespace",fieldPath=".serviceAccount"
 type Source struct {
 	// identity is a caller's full SPIFFE ID, for example
 	// "spiffe://cluster.local/ns/shop/sa/checkout". Conflicts with namespace.

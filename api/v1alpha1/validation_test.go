@@ -141,6 +141,9 @@ func invalidCases() []invalidCase {
 		{"ms: serviceAccount without namespace", ms(func(o *meshv1.MeshService) {
 			o.Spec.Allow[0].From[0] = meshv1.Source{Identity: "spiffe://cluster.local/ns/a/sa/b", ServiceAccount: "b"}
 		}), []string{"spec.allow[0].from[0].serviceAccount", "requires namespace"}},
+		{"ms: serviceAccount narrowing every namespace", ms(func(o *meshv1.MeshService) {
+			o.Spec.Allow[0].From[0] = meshv1.Source{Namespace: "*", ServiceAccount: "checkout"}
+		}), []string{"spec.allow[0].from[0].serviceAccount", `cannot narrow namespace "*"`}},
 		{"ms: identity not a SPIFFE ID", ms(func(o *meshv1.MeshService) {
 			o.Spec.Allow[0].From[0] = meshv1.Source{Identity: "https://example.com/x"}
 		}), []string{"spec.allow[0].from[0].identity", "should match"}},

@@ -28,5 +28,5 @@ func (s *Service) Equal(o *Service) bool {
 func (e Endpoint) Equal(o Endpoint) bool {
 	return e.Address == o.Address && e.Pod == o.Pod && e.Zone == o.Zone && e.Region == o.Region && e.Ready == o.Ready &&
 		e.Terminating == o.Terminating && maps.Equal(e.Ports, o.Ports) && maps.Equal(e.Labels, o.Labels) &&
-		e.Identity == o.Identity && e.MTLS == o.MTLS && maps.Equal(e.PortMTLS, o.PortMTLS)
+		e.Identity == o.Identity && e.MTLS == o.MTLS && maps.Equal(e.PortMTLS, o.PortMTLS) && e.ModeBy == o.ModeBy
 }

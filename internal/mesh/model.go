@@ -77,6 +77,10 @@ type Model struct {
 	// least one endpoint in the model, with the generation in force: the
 	// ones whose acknowledgement proxies owe.
 	Shaping map[Ref]int64
+	// Callers are the mesh identities pods run as, by "<namespace>/<name>"
+	// (CallerOf); TrustDomain names them.
+	Callers     map[string]Caller
+	TrustDomain string
 }
 
 // Locality is where a pod runs: its node's topology.kubernetes.io region
@@ -168,6 +172,9 @@ type Endpoint struct {
 	Identity string
 	MTLS     meshv1.MTLSMode
 	PortMTLS map[int32]meshv1.MTLSMode
+	// ModeBy are the PeerAuthentications that set MTLS and PortMTLS (at
+	// most two; zero Refs where fewer); Shaping has their generations.
+	ModeBy [2]Ref
 	// Ready endpoints take new traffic; terminating ones only drain.
 	Ready       bool
 	Terminating bool
@@ -190,7 +197,7 @@ func Build(in Input) *Model {
 	m := &Model{Services: make(map[string]*Service, len(in.MeshServices)),
 		Verdicts: make(map[Ref]Verdict, len(in.MeshServices)+len(in.TrafficPolicies)+len(in.PeerAuthentications)), Shaping: map[Ref]int64{},
 		Applied:    Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}},
-		Localities: ix.localities()}
+		Localities: ix.localities(), Callers: ix.callers(), TrustDomain: trustDomain}
 
 	var inForcePAs []*meshv1.PeerAuthentication
 	for i := range in.PeerAuthentications {
@@ -388,6 +395,15 @@ func (ix index) localities() map[string]Locality {
 	return out
 }
 
+// callers names the identity of every pod.
+func (ix index) callers() map[string]Caller {
+	out := make(map[string]Caller, len(ix.pods))
+	for key, p := range ix.pods {
+		out[key] = Caller{Namespace: p.Namespace, ServiceAccount: cmp.Or(p.Spec.ServiceAccountName, wire.DefaultServiceAccount)}
+	}
+	return out
+}
+
 // policyScope gathers what a TrafficPolicy's verdict depends on.
 func (ix index) policyScope(tp *meshv1.TrafficPolicy) trafficPolicyScope {
 	s := trafficPolicyScope{tp: tp, target: ix.meshServices[Key(tp.Namespace, tp.Spec.TargetRef.Name)],
@@ -437,8 +453,9 @@ func endpoints(ix index, sls []*discoveryv1.EndpointSlice, pa *peerAuth, trustDo
 					e.Identity = wire.SPIFFEID(trustDomain, pod.Namespace, cmp.Or(pod.Spec.ServiceAccountName, wire.DefaultServiceAccount))
 					var by []*meshv1.PeerAuthentication
 					e.MTLS, e.PortMTLS, by = pa.modeOf(pod)
-					for _, p := range by {
-						shaping[Ref{KindPeerAuthentication, p.Namespace, p.Name}] = p.Generation
+					for i, p := range by {
+						e.ModeBy[i] = Ref{KindPeerAuthentication, p.Namespace, p.Name}
+						shaping[e.ModeBy[i]] = p.Generation
 					}
 				}
 			}

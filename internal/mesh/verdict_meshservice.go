@@ -43,6 +43,16 @@ func meshServiceAccepted(s meshServiceScope) Check {
 			winner[0].Name, ms.Spec.ServiceName)
 	}
 	for i, rule := range ms.Spec.Allow {
+		for j, src := range rule.From {
+			// Admission refuses it; an object stored before that rule must
+			// not widen to a ServiceAccount name in every namespace.
+			if src.Namespace == "*" && src.ServiceAccount != "" {
+				field := fmt.Sprintf("spec.allow[%d].from[%d].serviceAccount", i, j)
+				return fail(field, meshv1.ReasonInvalid,
+					"%s: cannot narrow namespace \"*\": a ServiceAccount named %q in any namespace would be let in; name its namespace",
+					field, src.ServiceAccount)
+			}
+		}
 		for j := range rule.Paths {
 			if c, ok := checkPathMatch(fmt.Sprintf("spec.allow[%d].paths[%d]", i, j), &rule.Paths[j]); !ok {
 				return c

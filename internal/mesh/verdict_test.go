@@ -265,3 +265,21 @@ func TestConflictsOlderWins(t *testing.T) {
 		t.Errorf("pa-b: scope %s workloads %d, want Namespace 1", v.Scope, v.Workloads)
 	}
 }
+
+// A MeshService stored before admission refused it, whose rule narrows
+// every namespace ("*") by a ServiceAccount name, is refused naming the
+// field, so that it never widens to that name in every namespace.
+func TestEveryNamespaceByServiceAccountRefused(t *testing.T) {
+	ms := meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "web", Generation: 1},
+		Spec: meshv1.MeshServiceSpec{ServiceName: "web", Ports: []meshv1.MeshServicePort{{Port: 80, Protocol: meshv1.ProtocolHTTP}},
+			Allow: []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "ns"}, {Namespace: "*", ServiceAccount: "checkout"}}}}}}
+	m := Build(Input{MeshServices: []meshv1.MeshService{ms},
+		Services: []corev1.Service{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}}})
+	v := m.Verdicts[Ref{KindMeshService, "ns", "web"}]
+	if v.Accepted.OK || v.Accepted.Reason != meshv1.ReasonInvalid || v.Accepted.Field != "spec.allow[0].from[1].serviceAccount" {
+		t.Errorf("verdict %+v, want Invalid on spec.allow[0].from[1].serviceAccount", v.Accepted)
+	}
+	if m.Services["ns/web"] != nil {
+		t.Error("the refused MeshService is in force")
+	}
+}

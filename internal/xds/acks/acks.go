@@ -33,21 +33,47 @@ func init() {
 // PeerAuthentication a proxy's configuration was made from.
 type Stamp map[mesh.Ref]int64
 
-// StampOf is what a model shapes in every proxy's configuration: every
-// proxy receives every service, so all of them.
-func StampOf(m *mesh.Model) Stamp {
+// Stamps are what one proxy's configuration was made from: the stamp of
+// its scope, which every proxy of the scope shares, and the stamp of its
+// own resources. A resource that appears in several carries one
+// generation.
+type Stamps []Stamp
+
+// get returns the generation a resource is stamped with.
+func (ss Stamps) get(r mesh.Ref) (int64, bool) {
+	for _, st := range ss {
+		if g, ok := st[r]; ok {
+			return g, true
+		}
+	}
+	return 0, false
+}
+
+// StampOf is what a model shapes in the configuration of a proxy given
+// some of its services (its scope): their MeshServices, the
+// TrafficPolicies in force on them, and the PeerAuthentications that set
+// their endpoints' mTLS modes (the TLS of every cluster that reaches
+// them).
+func StampOf(m *mesh.Model, services []string) Stamp {
 	st := Stamp{}
-	for _, key := range m.Order {
+	for _, key := range services {
 		s := m.Services[key]
+		if s == nil {
+			continue
+		}
 		st[mesh.Ref{Kind: mesh.KindMeshService, Namespace: s.Namespace, Name: s.Name}] = s.Generation
 		// Every policy in force, one per port at most.
 		for _, p := range s.Policies {
 			st[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: s.Namespace, Name: p.Name}] = p.Generation
 		}
+		for _, e := range s.Endpoints {
+			for _, r := range e.ModeBy {
+				if r.Kind != "" {
+					st[r] = m.Shaping[r]
+				}
+			}
+		}
 	}
-	// The PeerAuthentications that set an endpoint's mode shape the TLS of
-	// every cluster that reaches it, and the endpoint's own listeners.
-	maps.Copy(st, m.Shaping)
 	return st
 }
 
@@ -67,7 +93,7 @@ type Tracker struct {
 type state struct {
 	// pushed is the stamp of what the cache holds for the proxy now;
 	// acked the stamp of what it last acknowledged in full.
-	pushed, acked Stamp
+	pushed, acked Stamps
 	// ackedVersions by type; nonces maps a response's "<type>/<nonce>" to
 	// its version.
 	ackedVersions map[string]string
@@ -107,7 +133,7 @@ func (t *Tracker) Flavours(kind, namespace, name string) map[string]int {
 	key := mesh.Ref{Kind: kind, Namespace: namespace, Name: name}
 	out := map[string]int{}
 	for _, a := range t.proxies {
-		if _, in := a.pushed[key]; in {
+		if _, in := a.pushed.get(key); in {
 			out[a.flavour]++
 		}
 	}
@@ -131,8 +157,8 @@ func (t *Tracker) Sent(id, typeURL, nonce, version string) {
 	}
 }
 
-// Pushed records the stamp of what the cache now holds for a proxy.
-func (t *Tracker) Pushed(id string, st Stamp) {
+// Pushed records the stamps of what the cache now holds for a proxy.
+func (t *Tracker) Pushed(id string, st ...Stamp) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if a := t.proxies[id]; a != nil {
@@ -227,11 +253,11 @@ func (t *Tracker) ProxiesFor(kind, namespace, name string, generation int64) (to
 	defer t.mu.Unlock()
 	key := mesh.Ref{Kind: kind, Namespace: namespace, Name: name}
 	for _, a := range t.proxies {
-		if _, in := a.pushed[key]; !in {
+		if _, in := a.pushed.get(key); !in {
 			continue
 		}
 		total++
-		if a.acked[key] == generation {
+		if g, _ := a.acked.get(key); g == generation {
 			synced++
 		}
 		if a.rejected != "" && rejected == "" {

@@ -1,6 +1,7 @@
 package acks
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -90,20 +91,50 @@ func TestTracker(t *testing.T) {
 	}
 }
 
-// Policies on different ports of one service are both tracked.
-func TestStampHoldsEveryPolicy(t *testing.T) {
-	m := &mesh.Model{Order: []string{"ns/web"}, Services: map[string]*mesh.Service{"ns/web": {
-		Namespace: "ns", Name: "web", Generation: 4,
-		Policies: []mesh.Policy{{Name: "http", Generation: 2, Port: 80}, {Name: "grpc", Generation: 7, Port: 9090}},
-	}}}
-	st := StampOf(m)
-	for ref, want := range map[mesh.Ref]int64{
+// A scope's stamp holds its services, the policies on different ports of
+// one service, and the PeerAuthentications that set its endpoints' modes;
+// nothing of a service outside it.
+func TestStampOfScope(t *testing.T) {
+	strict := mesh.Ref{Kind: mesh.KindPeerAuthentication, Namespace: "ns", Name: "strict"}
+	m := &mesh.Model{Order: []string{"ns/db", "ns/web"}, Shaping: map[mesh.Ref]int64{strict: 5}, Services: map[string]*mesh.Service{
+		"ns/web": {Namespace: "ns", Name: "web", Generation: 4,
+			Policies:  []mesh.Policy{{Name: "http", Generation: 2, Port: 80}, {Name: "grpc", Generation: 7, Port: 9090}},
+			Endpoints: []mesh.Endpoint{{Address: "10.0.0.1", ModeBy: [2]mesh.Ref{strict}}}},
+		"ns/db": {Namespace: "ns", Name: "db", Generation: 1, Policies: []mesh.Policy{{Name: "db-policy", Generation: 3}}},
+	}}
+	st := StampOf(m, []string{"ns/web"})
+	want := Stamp{
 		{Kind: mesh.KindMeshService, Namespace: "ns", Name: "web"}:    4,
 		{Kind: mesh.KindTrafficPolicy, Namespace: "ns", Name: "http"}: 2,
 		{Kind: mesh.KindTrafficPolicy, Namespace: "ns", Name: "grpc"}: 7,
-	} {
-		if st[ref] != want {
-			t.Errorf("stamp of %v = %d, want %d", ref, st[ref], want)
+		strict: 5,
+	}
+	if !maps.Equal(st, want) {
+		t.Errorf("stamp %v, want %v", st, want)
+	}
+}
+
+// A proxy's stamps are its scope's and its own: a resource in either
+// counts it, and it is synced for a resource once it acknowledged.
+func TestTrackerStamps(t *testing.T) {
+	versions := map[string]string{lds: "1"}
+	tr := New(func(string) map[string]string { return versions }, logr.Discard())
+	callee := mesh.Ref{Kind: mesh.KindMeshService, Namespace: "ns", Name: "web"}
+	served := mesh.Ref{Kind: mesh.KindMeshService, Namespace: "ns", Name: "own"}
+	elsewhere := mesh.Ref{Kind: mesh.KindMeshService, Namespace: "ns", Name: "db"}
+	tr.Connect("p1", "envoy")
+	tr.Pushed("p1", Stamp{callee: 2}, Stamp{served: 3})
+	tr.Sent("p1", lds, "n1", "1")
+	tr.Replied("p1", lds, "n1", "")
+	for ref, gen := range map[mesh.Ref]int64{callee: 2, served: 3} {
+		if total, synced, _ := tr.ProxiesFor(ref.Kind, ref.Namespace, ref.Name, gen); total != 1 || synced != 1 {
+			t.Errorf("%v: %d of %d synced, want 1 of 1", ref, synced, total)
 		}
+	}
+	if total, _, _ := tr.ProxiesFor(elsewhere.Kind, elsewhere.Namespace, elsewhere.Name, 1); total != 0 {
+		t.Errorf("a service in neither stamp counts %d proxies", total)
+	}
+	if f := tr.Flavours(served.Kind, served.Namespace, served.Name); f["envoy"] != 1 {
+		t.Errorf("Flavours of the served service: %v", f)
 	}
 }

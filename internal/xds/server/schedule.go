@@ -2,15 +2,13 @@ package server
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 
 	"github.com/weftmesh/weft/internal/mesh"
@@ -22,19 +20,15 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// Names of the cache's resource sets that every proxy of a flavour shares.
-const (
-	grpcSet  = "flavour/grpc"
-	envoySet = "flavour/envoy"
-)
-
 // scheduler decides what each connected proxy is sent. It translates each
-// new model once for every proxy of a flavour (translate.BuildShared), and
-// a proxy's own resources (translate.Own) only when its pod's ports or its
-// certificate changed, and hands both to the cache. Its state is under its
-// own lock; the cache, the acknowledgement tracker and the SDS issuer,
-// which it calls while holding it, have locks of their own and never call
-// back into it.
+// new model once (translate.BuildShared), puts together once per model
+// the set that every proxy of a scope shares (the services its identity
+// may call, translate.Shared.Scoped) and of a scope and locality
+// (translate.Shared.Local), and a proxy's own resources (translate.Own)
+// only when its pod's ports or its certificate changed, and hands them to
+// the cache. Its state is under its own lock; the cache, the
+// acknowledgement tracker and the SDS issuer, which it calls while holding
+// it, have locks of their own and never call back into it.
 type scheduler struct {
 	log        logr.Logger
 	options    translate.Options
@@ -44,15 +38,21 @@ type scheduler struct {
 	envoyCerts translate.EnvoyCerts
 
 	mu sync.Mutex
-	// shared is what the model translates to for every proxy, and stamp
-	// the generations it was made from; both are built once per model.
+	// shared is what the model translates to, built once per model.
 	shared  *translate.Shared
-	stamp   acks.Stamp
 	proxies map[string]*proxyState
-	// local are the cache's sets of endpoints ordered by caller locality
-	// (translate.Shared.Local), by set name: the Shared each was last
-	// made from.
-	local map[string]*translate.Shared
+	// scopes are the scopes of the callers of connected proxies in the
+	// current model, with the stamp of what each shapes.
+	scopes map[mesh.Caller]*scopeState
+	// sets are the cache's shared sets (of a scope, or of a scope and a
+	// locality), by set name: the Shared each was last made from.
+	sets map[string]*translate.Shared
+}
+
+// scopeState is one caller's scope in the current model.
+type scopeState struct {
+	scope mesh.Scope
+	stamp acks.Stamp
 }
 
 // proxyState is what the scheduler knows of one connected proxy.
@@ -69,32 +69,26 @@ type proxyState struct {
 	inbound []translate.PodPort
 	ownMade bool
 	secrets []*tlsv3.Secret
-	// local is the set of endpoints by locality it was last assigned.
-	local string
+	// sets are the shared sets it was last assigned.
+	sets []string
 	// failed is its last translation error; it keeps its last good
 	// resources meanwhile.
 	failed error
 }
 
 func newScheduler(log logr.Logger, o translate.Options, envoyCerts translate.EnvoyCerts, c *cache.Cache, t *acks.Tracker, issuer *sds.Issuer) *scheduler {
-	empty := mesh.Build(mesh.Input{})
-	shared, _ := translate.BuildShared(empty, nil, translate.Options{}) // an empty model always translates
-	s := &scheduler{log: log, options: o, envoyCerts: envoyCerts, cache: c, acks: t, sds: issuer,
-		shared: shared, stamp: acks.StampOf(empty), proxies: map[string]*proxyState{}, local: map[string]*translate.Shared{}}
-	_ = s.setShared(shared) // nor does it fail to cache
-	return s
+	shared, _ := translate.BuildShared(mesh.Build(mesh.Input{}), nil, translate.Options{}) // an empty model always translates
+	return &scheduler{log: log, options: o, envoyCerts: envoyCerts, cache: c, acks: t, sds: issuer,
+		shared: shared, proxies: map[string]*proxyState{}, scopes: map[mesh.Caller]*scopeState{}, sets: map[string]*translate.Shared{}}
 }
 
 // onModel translates a new model and updates every connected proxy. A
-// model whose shared resources fail validation is not used: every proxy
+// model that fails translation or validation is not used: every proxy
 // keeps its last good configuration.
 func (s *scheduler) onModel(m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	shared, err := translate.BuildShared(m, s.shared, s.options)
-	if err == nil {
-		err = s.setShared(shared)
-	}
 	if err != nil {
 		s.log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for _, st := range s.proxies {
@@ -102,49 +96,94 @@ func (s *scheduler) onModel(m *mesh.Model) {
 		}
 		return
 	}
-	s.shared, s.stamp = shared, acks.StampOf(m)
+	s.shared, s.scopes = shared, map[mesh.Caller]*scopeState{}
 	for id, st := range s.proxies {
 		s.pushLocked(id, st)
 	}
-	// Sets of localities where no proxy is any more go.
+	// Sets that no proxy is assigned any more go.
 	inUse := map[string]bool{}
 	for _, st := range s.proxies {
-		inUse[st.local] = true
+		for _, name := range st.sets {
+			inUse[name] = true
+		}
 	}
-	for name, made := range s.local {
-		if made != shared && !inUse[name] {
+	for name := range s.sets {
+		if !inUse[name] {
 			s.cache.RemoveResources(name)
-			delete(s.local, name)
+			delete(s.sets, name)
 		}
 	}
 }
 
-// localSetLocked returns the name of the cache's set that holds the
-// endpoints a proxy gets by its locality, made from the current model
-// ("" when its flavour has none).
-func (s *scheduler) localSetLocked(p translate.Proxy) (string, error) {
-	if !s.shared.HasLocal(p.Flavour) {
-		return "", nil
+// callerLocked is the identity a proxy calls as: what its stream proved,
+// or (without authentication) what its pod runs as by the model.
+func (s *scheduler) callerLocked(st *proxyState) mesh.Caller {
+	if st.proved {
+		return mesh.Caller{Namespace: st.who.Namespace, ServiceAccount: st.who.ServiceAccount}
 	}
-	at := s.shared.LocalityOf(p.Pod)
-	name := "local/" + string(p.Flavour) + "/" + at.Region + "/" + at.Zone
-	if s.local[name] == s.shared {
-		return name, nil
-	}
-	r, err := s.shared.Local(p.Flavour, at)
-	if err != nil {
-		return "", err
-	}
-	if err := s.cache.SetResources(name, map[string][]types.Resource{resource.EndpointType: r.ByType()[resource.EndpointType]}); err != nil {
-		return "", err
-	}
-	s.local[name] = s.shared
-	return name, nil
+	return s.shared.CallerOf(st.proxy.Pod)
 }
 
-// setShared hands the flavours' shared sets to the cache.
-func (s *scheduler) setShared(sh *translate.Shared) error {
-	return errors.Join(s.cache.SetResources(grpcSet, sh.GRPC.ByType()), s.cache.SetResources(envoySet, sh.Envoy.ByType()))
+// scopeLocked returns a caller's scope in the current model.
+func (s *scheduler) scopeLocked(c mesh.Caller) *scopeState {
+	if sc, ok := s.scopes[c]; ok {
+		return sc
+	}
+	scope := s.shared.ScopeOf(c)
+	// Callers of one scope share its stamp.
+	for _, other := range s.scopes {
+		if other.scope.ID == scope.ID {
+			s.scopes[c] = other
+			return other
+		}
+	}
+	sc := &scopeState{scope: scope, stamp: acks.StampOf(s.shared.Model(), scope.Services)}
+	s.scopes[c] = sc
+	return sc
+}
+
+// setLocked makes sure the cache's set name holds what build returns from
+// the current model, making it once per model.
+func (s *scheduler) setLocked(name string, build func() (*translate.Resources, error)) error {
+	if s.sets[name] == s.shared {
+		return nil
+	}
+	r, err := build()
+	if err != nil {
+		return err
+	}
+	if err := s.cache.SetResources(name, r.ByType()); err != nil {
+		return err
+	}
+	s.sets[name] = s.shared
+	return nil
+}
+
+// sharedSetsLocked returns the names of the cache's shared sets a proxy
+// gets: its scope's, and, when its flavour has endpoints that depend on
+// the caller's locality, its scope's at its locality.
+func (s *scheduler) sharedSetsLocked(p translate.Proxy, sc mesh.Scope) ([]string, error) {
+	name := "scope/" + string(p.Flavour) + "/" + sc.ID
+	if err := s.setLocked(name, func() (*translate.Resources, error) { return s.shared.Scoped(p.Flavour, sc) }); err != nil {
+		return nil, err
+	}
+	sets := []string{name}
+	if !s.shared.HasLocal(p.Flavour) {
+		return sets, nil
+	}
+	at := s.shared.LocalityOf(p.Pod)
+	local := "local/" + string(p.Flavour) + "/" + at.Region + "/" + at.Zone + "/" + sc.ID
+	err := s.setLocked(local, func() (*translate.Resources, error) {
+		r, err := s.shared.Local(p.Flavour, at, sc)
+		if err != nil {
+			return nil, err
+		}
+		return &translate.Resources{Endpoints: r.Endpoints}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(sets, local), nil
 }
 
 // connect registers one more stream of a proxy; a proxy's first is sent
@@ -199,12 +238,14 @@ func (s *scheduler) renew(now time.Time) {
 	}
 }
 
-// pushLocked gives one proxy its flavour's shared set and, for a sidecar,
-// its own resources. A proxy whose translation fails keeps what it had.
+// pushLocked gives one proxy its scope's shared sets and, for a sidecar or
+// a gRPC server, its own resources. A proxy whose translation fails keeps
+// what it had.
 func (s *scheduler) pushLocked(id string, st *proxyState) {
-	err := s.assignLocked(id, st)
+	sc := s.scopeLocked(s.callerLocked(st))
+	err := s.assignLocked(id, st, sc.scope)
 	if err == nil {
-		s.acks.Pushed(id, s.stamp)
+		s.acks.Pushed(id, sc.stamp, ownStamp(st.inbound, s.shared.Model()))
 		st.failed = nil
 		return
 	}
@@ -214,38 +255,35 @@ func (s *scheduler) pushLocked(id string, st *proxyState) {
 	st.failed = err
 }
 
-func (s *scheduler) assignLocked(id string, st *proxyState) error {
+func (s *scheduler) assignLocked(id string, st *proxyState, sc mesh.Scope) error {
 	ports := s.shared.InboundPorts(st.proxy.Pod)
-	local, err := s.localSetLocked(st.proxy)
+	shared, err := s.sharedSetsLocked(st.proxy, sc)
 	if err != nil {
 		return err
 	}
-	assign := func(flavourSet string, own bool) error {
-		sets := []string{flavourSet}
-		if local != "" {
-			sets = append(sets, local)
-		}
+	assign := func(own bool) error {
+		sets := shared
 		if own {
-			sets = append(sets, cache.ProxySet(id))
+			sets = append(slices.Clone(shared), cache.ProxySet(id))
 		}
 		if err := s.cache.Assign(id, sets...); err != nil {
 			return err
 		}
-		st.local = local
+		st.sets = shared
 		return nil
 	}
 	if st.proxy.Flavour != wire.FlavourEnvoy {
 		// A proxyless proxy has a set of its own only when its pod
 		// serves mesh ports (its servers' Listeners).
 		if len(ports) == 0 && !st.ownMade {
-			return assign(grpcSet, false)
+			return assign(false)
 		}
 		if !st.ownMade || !slices.Equal(st.inbound, ports) {
 			if err := s.setOwnLocked(id, st, ports, nil); err != nil {
 				return err
 			}
 		}
-		return assign(grpcSet, true)
+		return assign(true)
 	}
 	// A sidecar's own resources change only with its pod's ports and its
 	// certificate.
@@ -266,7 +304,31 @@ func (s *scheduler) assignLocked(id string, st *proxyState) error {
 			return err
 		}
 	}
-	return assign(envoySet, true)
+	return assign(true)
+}
+
+// ownStamp is what shapes a proxy's own resources: the MeshService of each
+// port its pod serves (its allow rules), the TrafficPolicy in force there
+// (its rate limit), and the PeerAuthentications that set the port's mTLS
+// mode.
+func ownStamp(ports []translate.PodPort, m *mesh.Model) acks.Stamp {
+	if len(ports) == 0 {
+		return nil
+	}
+	st := acks.Stamp{}
+	for _, p := range ports {
+		ns, name, _ := strings.Cut(p.Owner, "/")
+		st[mesh.Ref{Kind: mesh.KindMeshService, Namespace: ns, Name: name}] = p.Generation
+		if p.Policy != "" {
+			st[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: ns, Name: p.Policy}] = p.PolicyGeneration
+		}
+		for _, r := range p.ModeBy {
+			if r.Kind != "" {
+				st[r] = m.Shaping[r]
+			}
+		}
+	}
+	return st
 }
 
 // setOwnLocked translates and caches a proxy's own resources.

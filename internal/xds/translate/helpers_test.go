@@ -9,7 +9,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/weftmesh/weft/internal/mesh"
-	"github.com/weftmesh/weft/internal/wire"
 )
 
 // translateFor builds one proxy's resources from scratch, as the server
@@ -27,18 +26,20 @@ func translateFor(m *mesh.Model, proxy Proxy, opts ...Options) (*Resources, erro
 }
 
 // forProxy returns all of one proxy's resources, shared and its own, each
-// list sorted by name. The shared objects must not be changed.
+// list sorted by name, for the scope of the identity its pod runs as. The
+// shared objects must not be changed.
 func forProxy(sh *Shared, proxy Proxy) (*Resources, error) {
 	own, err := Own(sh, proxy)
 	if err != nil {
 		return nil, err
 	}
-	base := sh.GRPC
-	if proxy.Flavour == wire.FlavourEnvoy {
-		base = sh.Envoy
+	sc := sh.ScopeOf(sh.CallerOf(proxy.Pod))
+	base, err := sh.Scoped(proxy.Flavour, sc)
+	if err != nil {
+		return nil, err
 	}
 	if sh.HasLocal(proxy.Flavour) {
-		local, err := sh.Local(proxy.Flavour, sh.LocalityOf(proxy.Pod))
+		local, err := sh.Local(proxy.Flavour, sh.LocalityOf(proxy.Pod), sc)
 		if err != nil {
 			return nil, err
 		}

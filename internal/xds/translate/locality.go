@@ -113,6 +113,7 @@ type localSets struct {
 type localKey struct {
 	flavour wire.Flavour
 	at      mesh.Locality
+	scope   string
 }
 
 // HasLocal says whether proxies of a flavour get endpoints that depend on
@@ -127,20 +128,24 @@ func (sh *Shared) HasLocal(flavour wire.Flavour) bool {
 // LocalityOf returns where a proxy's pod runs, by the model.
 func (sh *Shared) LocalityOf(pod string) mesh.Locality { return sh.model.LocalityOf(pod) }
 
-// Local returns the endpoints that proxies of a flavour at a locality get
-// for the clusters that prefer nearby endpoints, validated. They are made
-// once per flavour and locality; callers share the result and must not
-// change it.
-func (sh *Shared) Local(flavour wire.Flavour, at mesh.Locality) (*Resources, error) {
+// Local returns the endpoints that proxies of a flavour at a locality,
+// whose scope is sc, get for the clusters that prefer nearby endpoints,
+// validated. They are made once per flavour, locality and scope; callers
+// share the result and must not change it.
+func (sh *Shared) Local(flavour wire.Flavour, at mesh.Locality, sc mesh.Scope) (*Resources, error) {
 	sh.local.mu.Lock()
 	defer sh.local.mu.Unlock()
-	k := localKey{flavour, at}
+	k := localKey{flavour, at, sc.ID}
 	if r, ok := sh.local.sets[k]; ok {
 		return r, nil
 	}
 	r := &Resources{}
-	for _, key := range sh.model.Order {
-		for _, lc := range sh.services[key].local {
+	for _, key := range sc.Services {
+		out := sh.services[key]
+		if out == nil {
+			continue
+		}
+		for _, lc := range out.local {
 			if !lc.http && flavour != wire.FlavourEnvoy {
 				continue
 			}

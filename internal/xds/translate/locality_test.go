@@ -108,7 +108,7 @@ func TestLocalityOrdersEndpointsForTheCaller(t *testing.T) {
 				if tc.caller != "" {
 					pod = mesh.Key("bookinfo", tc.caller)
 				}
-				local, err := sh.Local(f, sh.LocalityOf(pod))
+				local, err := sh.Local(f, sh.LocalityOf(pod), sh.ScopeOf(sh.CallerOf(pod)))
 				if err != nil {
 					t.Fatal(err)
 				}

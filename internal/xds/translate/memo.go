@@ -48,8 +48,10 @@ type Shared struct {
 	// services keeps what each service translated to, for the next model.
 	services map[string]*serviceOut
 	opts     Options
-	// local holds the endpoints made per caller locality (Local).
-	local localSets
+	// local holds the endpoints made per caller locality (Local), scoped
+	// the sets made per scope (Scoped).
+	local  localSets
+	scoped scopedSets
 }
 
 // serviceOut is what one service translates to.
@@ -247,6 +249,8 @@ type PodPort struct {
 	// Address is the pod's address; MTLS its mode on the port.
 	Address string
 	MTLS    meshv1.MTLSMode
+	// ModeBy are the PeerAuthentications that set MTLS (mesh.Endpoint).
+	ModeBy [2]mesh.Ref
 	// Owner is the key of the service whose port this is, and Generation
 	// that MeshService's (its allow rules are translated from it); Policy
 	// and PolicyGeneration name the TrafficPolicy in force on the port, if
@@ -278,7 +282,7 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 					ports := sh.inbound[e.Pod]
 					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
 					if !found {
-						pp := PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port), Owner: key, Generation: s.Generation,
+						pp := PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port), ModeBy: e.ModeBy, Owner: key, Generation: s.Generation,
 							DefaultInbound: s.DefaultInbound}
 						if pol := s.PolicyFor(p.Number); pol != nil {
 							pp.Policy, pp.PolicyGeneration = pol.Name, pol.Generation

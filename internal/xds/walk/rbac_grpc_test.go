@@ -87,6 +87,10 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 			if walked.Allowed != c.allowed || called != c.allowed {
 				t.Errorf("the walk let it in: %v (%s); grpc-go: %v; want %v", walked.Allowed, walked.Refused, called, c.allowed)
 			}
+			// Only a caller that some rule names is told of reviews.
+			if got, want := m.configured(t, c.caller), model.MayCall(mesh.Caller{Namespace: ns, ServiceAccount: sa}, model.Services["bookinfo/reviews"]); got != want {
+				t.Errorf("its xDS client was told of reviews: %v, want %v", got, want)
+			}
 		})
 	}
 }
@@ -95,7 +99,8 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 // namespace's label: all lets both callers in, namespace only the one of
 // the service's own namespace, deny neither. The walk through the
 // sidecar's inbound configuration and a grpc-go xDS server enforcing
-// weft's server Listener decide alike.
+// weft's server Listener decide alike, and each caller's xDS client is
+// told of reviews exactly when the policy lets it in.
 func TestDefaultInboundAgreesWithGRPC(t *testing.T) {
 	var base mesh.Input
 	m := startMTLSReviews(t, func(port int32) mesh.Input {
@@ -126,15 +131,10 @@ func TestDefaultInboundAgreesWithGRPC(t *testing.T) {
 				if walked.Allowed != want {
 					t.Errorf("%s: the walk let it in: %v (%s), want %v", caller, walked.Allowed, walked.Refused, want)
 				}
-				// The server takes the new Listener for new connections and
-				// drains the old ones: wait for its decision to settle.
-				deadline := time.Now().Add(20 * time.Second)
-				for m.invoke(t, caller, "/weft.test.Reviews/Get") != want {
-					if time.Now().After(deadline) {
-						t.Fatalf("%s: grpc-go never decided %v", caller, want)
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
+				eventually(t, caller+": grpc-go's RBAC let it in", want, func() bool { return m.invoke(t, caller, "/weft.test.Reviews/Get") })
+				// Scoping: a caller the policy lets in is told of reviews,
+				// and only such a caller.
+				eventually(t, caller+": its xDS client was told of reviews", want, func() bool { return m.configured(t, caller) })
 			}
 		})
 	}
@@ -150,17 +150,30 @@ func strictReviews(port int32) mesh.Input {
 	in := reviews("127.0.0.2", "127.0.0.3", port, port, meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{
 		{Backends: []meshv1.WeightedBackend{{Subset: "v1", Weight: 100}}}}})
 	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	// The callers' pods, each running as its own ServiceAccount.
+	for _, c := range mtlsCallers {
+		in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: c[0], Name: c[1]}, Spec: corev1.PodSpec{ServiceAccountName: c[1]}})
+	}
 	return in
 }
 
+// mtlsCallers are the namespaces and ServiceAccounts of mtlsMesh's
+// callers; each runs in a pod of the ServiceAccount's name.
+var mtlsCallers = [][2]string{{"bookinfo", "productpage"}, {"bookinfo", "details"}, {"ops", "debugger"}}
+
 // mtlsMesh is reviews-v1 as a grpc-go xDS server on mTLS, configured by
-// weft's xDS server, and grpc-go xDS clients with the certificates of
-// bookinfo/productpage, bookinfo/details and ops/debugger.
+// weft's xDS server, and, for each of bookinfo/productpage,
+// bookinfo/details and ops/debugger, a grpc-go xDS client with its pod's
+// node id and certificate (configured with what its identity may call)
+// and a direct channel to reviews-v1 with the same certificate (a caller
+// that ignores the mesh's configuration, which only the server's RBAC
+// stops).
 type mtlsMesh struct {
 	ctx     context.Context
 	port    int32
 	server  *server.Server
 	clients map[string]*xdstest.Client
+	direct  map[string]*xdstest.Client
 }
 
 // startMTLSReviews starts an mtlsMesh serving the model of input (given
@@ -171,7 +184,7 @@ func startMTLSReviews(t *testing.T, input func(port int32) mesh.Input) *mtlsMesh
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &mtlsMesh{port: int32(lis.Addr().(*net.TCPAddr).Port), clients: map[string]*xdstest.Client{}}
+	m := &mtlsMesh{port: int32(lis.Addr().(*net.TCPAddr).Port), clients: map[string]*xdstest.Client{}, direct: map[string]*xdstest.Client{}}
 	ca, err := identity.NewRoot("cluster.local", time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -183,22 +196,60 @@ func startMTLSReviews(t *testing.T, input func(port int32) mesh.Input) *mtlsMesh
 	var ads string
 	m.server, ads, m.ctx = serve(t, server.Options{ProxylessMTLS: true}, mesh.Build(input(m.port)))
 	xdstest.StartXDSBackend(t, lis, ads, "reviews-v1.bookinfo", "reviews-v1", certsOf("bookinfo", "reviews-v1"), 0)
-	for _, c := range [][2]string{{"bookinfo", "productpage"}, {"bookinfo", "details"}, {"ops", "debugger"}} {
-		m.clients[c[0]+"/"+c[1]] = xdstest.NewMTLSClient(t, ads, c[1]+"."+c[0], target, certsOf(c[0], c[1]))
+	for _, c := range mtlsCallers {
+		certs := certsOf(c[0], c[1])
+		m.clients[c[0]+"/"+c[1]] = xdstest.NewMTLSClient(t, ads, wire.NodeID(c[1], c[0]), target, certs)
+		m.direct[c[0]+"/"+c[1]] = xdstest.DialDirect(t, lis.Addr().String(), certs)
 	}
 	return m
 }
 
-// invoke calls a method as a caller ("<namespace>/<service account>") and
-// says whether the call went through; a failure other than the server's
-// RBAC refusing it fails the test.
+// invoke calls a method of reviews-v1 directly as a caller
+// ("<namespace>/<service account>") and says whether the call went
+// through; a failure other than the server's RBAC refusing it fails the
+// test.
 func (m *mtlsMesh) invoke(t *testing.T, caller, method string) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
-	err := m.clients[caller].Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{}, grpc.WaitForReady(true))
+	err := m.direct[caller].Invoke(ctx, method, &emptypb.Empty{}, &emptypb.Empty{}, grpc.WaitForReady(true))
 	if err != nil && status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("%s: grpc-go's call failed otherwise than by its RBAC: %v", caller, err)
 	}
 	return err == nil
+}
+
+// configured says whether a caller's xDS client was told of reviews: its
+// call goes through or is refused by the server's RBAC (true), or its
+// client has no listener for the target (false): it was removed, or never
+// came (grpc-go waits 15 s before it calls a listener it was never sent
+// missing; a configured client calls within milliseconds). Anything else
+// fails the test.
+func (m *mtlsMesh) configured(t *testing.T, caller string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(m.ctx, 8*time.Second)
+	defer cancel()
+	_, err := m.clients[caller].Ask(ctx, grpc.WaitForReady(true))
+	switch {
+	case err == nil || status.Code(err) == codes.PermissionDenied:
+		return true
+	case strings.Contains(err.Error(), "ListenerResource"), err.Error() == status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error()).Error():
+		return false
+	}
+	t.Fatalf("%s: its xDS client failed otherwise than for want of a listener or by RBAC: %v", caller, err)
+	return false
+}
+
+// eventually waits until a caller's decision (invoke or configured) is
+// want: a new model reaches the clients and the server with a push, and
+// the server drains connections that began under the old Listener.
+func eventually(t *testing.T, what string, want bool, decide func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for decide() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: never %v", what, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -212,7 +212,7 @@ func TestWalkAgreesWithGRPCOnLocality(t *testing.T) {
 	zoneA, zoneB := net.JoinHostPort("127.0.0.2", fmt.Sprint(pa)), net.JoinHostPort("127.0.0.3", fmt.Sprint(pb))
 	req := walk.Request{Target: target, DestinationIP: clusterIP, DestinationPort: 9080, Authority: target, Method: "POST", Path: "/weft.test.Reviews/Get"}
 	for _, f := range []wire.Flavour{wire.FlavourGRPC, wire.FlavourEnvoy} {
-		local, err := sh.Local(f, at)
+		local, err := sh.Local(f, at, model.Everything())
 		if err != nil {
 			t.Fatal(err)
 		}
