@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,8 +44,26 @@ func (r *PeerAuthenticationReconciler) Reconcile(ctx context.Context, req ctrl.R
 		map[string]any{"observedGeneration": pa.Generation, "scope": v.Scope, "workloads": v.Workloads}); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, applyReady(ctx, r.Readiness, pa, pa.Status.Conditions,
-		readyCondition(pa.Generation, conds, countProxies(r.Proxies, mesh.KindPeerAuthentication, pa)), nil, nil)
+	ready := readyCondition(pa.Generation, conds, countProxies(r.Proxies, mesh.KindPeerAuthentication, pa))
+	if n := takingPlainText(r.Proxies, pa); n > 0 && ready.Status == metav1.ConditionTrue {
+		ready = falseCondition(meshv1.ConditionReady, meshv1.ReasonPlainText, fmt.Sprintf(
+			"%s plain text on ports that this policy makes STRICT: proxyless gRPC servers have no certificate unless workloads get pod certificates (--cert-delivery=podCertificate, or auto where the API server serves them); until then any caller reaches them without mTLS",
+			plural(n, "1 workload takes", "%d workloads take")), pa.Generation)
+	}
+	return ctrl.Result{}, applyReady(ctx, r.Readiness, pa, pa.Status.Conditions, ready, nil, nil)
+}
+
+// PlainTextView counts the proxies that serve in plain text ports a
+// PeerAuthentication sets STRICT; the xDS server implements it.
+type PlainTextView interface {
+	TakingPlainText(kind, namespace, name string) int
+}
+
+func takingPlainText(v ProxyView, pa *meshv1.PeerAuthentication) int {
+	if pv, ok := v.(PlainTextView); ok {
+		return pv.TakingPlainText(mesh.KindPeerAuthentication, pa.Namespace, pa.Name)
+	}
+	return 0
 }
 
 // SetupWithManager registers the reconciler and what it watches.

@@ -68,6 +68,9 @@ const (
 	// ReasonRejected: a proxy refused the configuration made from the
 	// resource; it keeps its previous configuration.
 	ReasonRejected = "Rejected"
+	// ReasonPlainText: a STRICT PeerAuthentication covers workloads whose
+	// servers take plain text (proxyless gRPC without pod certificates).
+	ReasonPlainText = "PlainText"
 	// ReasonHonoured: every connected proxy the resource shapes acts on
 	// every field it sets.
 	ReasonHonoured = "Honoured"

@@ -407,6 +407,21 @@ func readyAt(conds []metav1.Condition, gen int64) error {
 	return nil
 }
 
+// waitPlainText waits until the mesh-wide PeerAuthentication reports the
+// workloads that take plain text.
+func (d *demo) waitPlainText(ctx context.Context) error {
+	return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		pa := &meshv1.PeerAuthentication{}
+		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "mesh-default"}, pa); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(pa.Status.Conditions, meshv1.ConditionReady); c == nil || c.Reason != meshv1.ReasonPlainText {
+			return fmt.Errorf("the PeerAuthentication mesh-default does not report plain text yet: %+v", c)
+		}
+		return nil
+	})
+}
+
 // waitCondition waits until a condition of a TrafficPolicy has a status
 // for its current generation.
 func (d *demo) waitCondition(ctx context.Context, policy, condType string, st metav1.ConditionStatus) error {

@@ -117,6 +117,15 @@ func (d *demo) tourStatus(ctx context.Context) {
 	d.show(ctx, "get", "meshservices", "-n", "bookinfo", "-o", "wide")
 	d.show(ctx, "describe", "meshservice", "reviews", "-n", "bookinfo")
 	d.show(ctx, "describe", "trafficpolicy", "reviews-canary", "-n", "bookinfo")
+	if d.traffic != nil {
+		d.say("The mesh-wide PeerAuthentication asks for STRICT mTLS and says that it is not in force: this demo's\n" +
+			"workloads have no certificates (its kubelet makes no pod certificates), so their gRPC servers take plain text:")
+		if err := d.waitPlainText(ctx); err != nil {
+			d.say("(%v)", err)
+		}
+		d.show(ctx, "get", "peerauthentication", "mesh-default", "-n", "weft-system", "-o",
+			`jsonpath={range .status.conditions[?(@.type=="Ready")]}{.type}={.status} {.reason}: {.message}{"\n"}{end}`)
+	}
 
 	d.say("A policy whose weights do not add up is refused at admission:")
 	bad := "apiVersion: mesh.weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: bad-split, namespace: bookinfo}\n" +

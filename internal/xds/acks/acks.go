@@ -9,6 +9,7 @@ package acks
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -108,6 +109,9 @@ type state struct {
 	settledAt time.Time
 	// flavour is the proxy's ("envoy" or "grpc").
 	flavour string
+	// plain are the PeerAuthentications whose STRICT mode the proxy's
+	// servers do not enforce (PlainText).
+	plain []mesh.Ref
 }
 
 // New returns a tracker that reads the cache's versions per proxy from
@@ -165,6 +169,33 @@ func (t *Tracker) Pushed(id string, st ...Stamp) {
 		a.pushed = st
 		t.settleLocked(id, a)
 	}
+}
+
+// PlainText records the PeerAuthentications that set STRICT on ports a
+// proxy serves in plain text (a proxyless gRPC server without a
+// certificate), replacing what was recorded before.
+func (t *Tracker) PlainText(id string, refs []mesh.Ref) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := t.proxies[id]; a != nil && !slices.Equal(a.plain, refs) {
+		a.plain = refs
+		t.notify()
+	}
+}
+
+// TakingPlainText counts the connected proxies that serve in plain text
+// ports a resource sets STRICT.
+func (t *Tracker) TakingPlainText(kind, namespace, name string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	key := mesh.Ref{Kind: kind, Namespace: namespace, Name: name}
+	n := 0
+	for _, a := range t.proxies {
+		if slices.Contains(a.plain, key) {
+			n++
+		}
+	}
+	return n
 }
 
 // Replied records an ACK (nack empty) or a NACK of the response with

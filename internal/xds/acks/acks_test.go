@@ -138,3 +138,23 @@ func TestTrackerStamps(t *testing.T) {
 		t.Errorf("Flavours of the served service: %v", f)
 	}
 }
+
+// A proxy that serves STRICT ports in plain text counts for the
+// PeerAuthentications it names until it serves them otherwise or goes.
+func TestTrackerPlainText(t *testing.T) {
+	tr := New(func(string) map[string]string { return nil }, logr.Discard())
+	strict := mesh.Ref{Kind: mesh.KindPeerAuthentication, Namespace: "ns", Name: "strict"}
+	count := func() int { return tr.TakingPlainText(strict.Kind, strict.Namespace, strict.Name) }
+	tr.Connect("p1", "grpc")
+	tr.Connect("p2", "grpc")
+	tr.PlainText("p1", []mesh.Ref{strict})
+	tr.PlainText("p2", []mesh.Ref{strict})
+	if n := count(); n != 2 {
+		t.Fatalf("%d proxies take plain text, want 2", n)
+	}
+	tr.PlainText("p1", nil)
+	tr.Disconnect("p2")
+	if n := count(); n != 0 {
+		t.Fatalf("%d proxies take plain text after one stopped and one left, want 0", n)
+	}
+}

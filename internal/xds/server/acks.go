@@ -36,6 +36,12 @@ func (s *Server) ProxiesFor(kind, namespace, name string, generation int64) (tot
 	return s.acks.ProxiesFor(kind, namespace, name, generation)
 }
 
+// TakingPlainText counts the connected proxies that serve in plain text
+// ports a PeerAuthentication sets STRICT.
+func (s *Server) TakingPlainText(kind, namespace, name string) int {
+	return s.acks.TakingPlainText(kind, namespace, name)
+}
+
 // Flavours counts, by flavour, the connected proxies a resource shapes.
 func (s *Server) Flavours(kind, namespace, name string) map[string]int {
 	return s.acks.Flavours(kind, namespace, name)

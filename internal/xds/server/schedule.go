@@ -11,6 +11,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/go-logr/logr"
 
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/acks"
@@ -246,6 +247,7 @@ func (s *scheduler) pushLocked(id string, st *proxyState) {
 	err := s.assignLocked(id, st, sc.scope)
 	if err == nil {
 		s.acks.Pushed(id, sc.stamp, ownStamp(st.inbound, s.shared.Model()))
+		s.acks.PlainText(id, s.plainTextLocked(st))
 		st.failed = nil
 		return
 	}
@@ -305,6 +307,28 @@ func (s *scheduler) assignLocked(id string, st *proxyState, sc mesh.Scope) error
 		}
 	}
 	return assign(true)
+}
+
+// plainTextLocked names the PeerAuthentications that set STRICT on ports
+// a proxy serves in plain text: a proxyless gRPC server has no certificate
+// unless workloads have pod certificates (translate.Options.ProxylessMTLS),
+// and without one its server Listener takes plain text whatever the mode.
+func (s *scheduler) plainTextLocked(st *proxyState) []mesh.Ref {
+	if st.proxy.Flavour == wire.FlavourEnvoy || s.options.ProxylessMTLS {
+		return nil
+	}
+	var out []mesh.Ref
+	for _, p := range st.inbound {
+		if p.MTLS != meshv1.MTLSStrict {
+			continue
+		}
+		for _, r := range p.ModeBy {
+			if r.Kind != "" && !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 // ownStamp is what shapes a proxy's own resources: the MeshService of each

@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -81,11 +82,13 @@ func (sh *Shared) scope(flavour wire.Flavour, sc mesh.Scope) (*Resources, error)
 		return r, nil
 	}
 	var chains []*listenerv3.FilterChain
+	reg := decoded{}
 	for _, key := range sc.Services {
 		if out := sh.services[key]; out != nil {
 			r.add(&out.envoyHTTP)
 			r.add(&out.envoyTCP)
 			chains = append(chains, out.chains...)
+			maps.Copy(reg, out.decoded)
 		}
 	}
 	slices.SortFunc(chains, func(a, b *listenerv3.FilterChain) int { return strings.Compare(a.Name, b.Name) })
@@ -100,7 +103,7 @@ func (sh *Shared) scope(flavour wire.Flavour, sc mesh.Scope) (*Resources, error)
 		}
 	}
 	r.Listeners = append(r.Listeners, lis)
-	if err := errors.Join(lis.ValidateAll(), (&Resources{Listeners: []*listenerv3.Listener{lis}}).checkRefs(namesOf(r), sh.chainConfigs())); err != nil {
+	if err := errors.Join(lis.ValidateAll(), (&Resources{Listeners: []*listenerv3.Listener{lis}}).checkRefs(namesOf(r), reg)); err != nil {
 		return nil, err
 	}
 	return r, nil
