@@ -15,7 +15,7 @@ import (
 // reconcilerConditions are the condition types every kind's reconciler
 // writes from the model's verdict. Ready belongs to another writer.
 var reconcilerConditions = []string{
-	meshv1.ConditionAccepted, meshv1.ConditionResolvedRefs, meshv1.ConditionStalled,
+	meshv1.ConditionAccepted, meshv1.ConditionResolvedRefs, meshv1.ConditionStalled, meshv1.ConditionRulesEnforced,
 }
 
 func trueCondition(t, reason, msg string, gen int64) metav1.Condition {

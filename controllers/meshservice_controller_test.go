@@ -203,3 +203,29 @@ func TestStatusSettlesAndHasOneWriterPerCondition(t *testing.T) {
 		}
 	}
 }
+
+// RulesEnforced, through the API server: a MeshService that lets everyone
+// in has nothing to enforce; once it has allow rules, its endpoints that
+// are not STRICT are named, because the rules refuse every caller there.
+// Ready and Stalled do not follow it.
+func TestMeshServiceRulesEnforced(t *testing.T) {
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "web", 80))
+	ms := meshService(ns, "web", 80)
+	create(t, ms)
+	create(t, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "web", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("p80"), Port: ptr.To[int32](8080)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			TargetRef: &corev1ObjectReference{Kind: "Pod", Namespace: ns, Name: "web-a", UID: typesUID("web-a")}}},
+	})
+	waitFor(t, ms, want{meshv1.ConditionRulesEnforced, metav1.ConditionTrue, meshv1.ReasonNoRules, "lets every caller in"}, synced)
+
+	update(t, ms, func(ms *meshv1.MeshService) {
+		ms.Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: ns, ServiceAccount: "frontend"}}}}
+	})
+	waitFor(t, ms, want{meshv1.ConditionRulesEnforced, metav1.ConditionFalse, meshv1.ReasonNotStrict,
+		"1 of 1 endpoints are not: 10.1.0.1 (pod " + ns + "/web-a) port 8080 is PERMISSIVE by no PeerAuthentication"}, synced)
+	noCondition(t, ms, meshv1.ConditionStalled)
+}

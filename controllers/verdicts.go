@@ -157,8 +157,14 @@ func currentVerdict(ctx context.Context, c client.Client, verdicts VerdictSource
 
 // conditionsOf renders a verdict as the reconciler's conditions.
 func conditionsOf(v mesh.Verdict) []metav1.Condition {
-	return withStalled(conditionOf(meshv1.ConditionAccepted, v.Accepted, v.Generation),
+	conds := withStalled(conditionOf(meshv1.ConditionAccepted, v.Accepted, v.Generation),
 		conditionOf(meshv1.ConditionResolvedRefs, v.ResolvedRefs, v.Generation))
+	// After Stalled: rules that do not hold are the mesh's state, not a
+	// failure of the resource.
+	if v.RulesEnforced.Reason != "" {
+		conds = append(conds, conditionOf(meshv1.ConditionRulesEnforced, v.RulesEnforced, v.Generation))
+	}
+	return conds
 }
 
 func conditionOf(t string, c mesh.Check, gen int64) metav1.Condition {

@@ -91,8 +91,9 @@ func checkTour(t *testing.T, text string) {
 		`weft-system\s+peerauthentication.mesh.weft.dev/mesh-default\s+STRICT\s+Mesh\s+5\s+True`,
 		`Type:\s+ResolvedRefs`,
 		// The mesh-wide STRICT policy is not Ready: the demo's proxyless
-		// servers have no certificates and take plain text.
-		`Ready=False PlainText: 3 workloads take plain text on ports that this policy makes STRICT`,
+		// servers (reviews-v1 and reviews-v2) have no certificates and take
+		// plain text.
+		`Ready=False PlainText: 2 workloads take plain text on ports that this policy makes STRICT`,
 		// Ready follows what the three proxies acknowledged.
 		`Message:\s+All 3 proxies have acknowledged generation 2`,
 		`spec.http\[0\].backends: Invalid value: .*weights of a route's backends must add up to 100`,

@@ -23,6 +23,12 @@ const (
 	// fields, the proxy flavour and how many of its proxies, when some
 	// flavour ignores fields it is sent (docs/traffic.md lists them).
 	ConditionHonoured = "Honoured"
+	// ConditionRulesEnforced (MeshService) says whether its allow rules
+	// hold as written: False when endpoints are not STRICT (the rules then
+	// refuse every caller there) or a pod port serves another MeshService
+	// with other rules (the port then refuses every caller). It is not a
+	// failure of the resource: Ready and Stalled do not follow it.
+	ConditionRulesEnforced = "RulesEnforced"
 )
 
 // Condition reasons. A reason says what happened in one CamelCase word; the
@@ -71,6 +77,15 @@ const (
 	// ReasonPlainText: a STRICT PeerAuthentication covers workloads whose
 	// servers take plain text (proxyless gRPC without pod certificates).
 	ReasonPlainText = "PlainText"
+	// ReasonStrict, ReasonNoRules, ReasonNotStrict and ReasonRulesConflict
+	// are RulesEnforced's: every endpoint takes mTLS only; the service lets
+	// everyone in; some endpoints are not STRICT, so the rules refuse every
+	// caller there; a pod port also serves another MeshService with other
+	// rules, so it refuses every caller.
+	ReasonStrict        = "Strict"
+	ReasonNoRules       = "NoRules"
+	ReasonNotStrict     = "NotStrict"
+	ReasonRulesConflict = "RulesConflict"
 	// ReasonHonoured: every connected proxy the resource shapes acts on
 	// every field it sets.
 	ReasonHonoured = "Honoured"

@@ -81,6 +81,9 @@ type Model struct {
 	// (CallerOf); TrustDomain names them.
 	Callers     map[string]Caller
 	TrustDomain string
+	// conflicts are the pod ports that services with different allow
+	// rules target (RulesConflict), with those services.
+	conflicts map[podPort][]string
 }
 
 // Locality is where a pod runs: its node's topology.kubernetes.io region
@@ -284,6 +287,15 @@ func Build(in Input) *Model {
 		m.Order = append(m.Order, k)
 	}
 	slices.Sort(m.Order)
+	m.findConflicts()
+	for _, key := range m.Order {
+		s := m.Services[key]
+		ref := Ref{KindMeshService, s.Namespace, s.Name}
+		if v := m.Verdicts[ref]; v.InForce() {
+			v.RulesEnforced = m.judgeEnforcement(s)
+			m.Verdicts[ref] = v
+		}
+	}
 	return m
 }
 

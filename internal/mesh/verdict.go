@@ -35,6 +35,10 @@ func (r Ref) String() string { return r.Kind + "/" + r.Namespace + "/" + r.Name 
 type Verdict struct {
 	Generation             int64
 	Accepted, ResolvedRefs Check
+	// RulesEnforced says whether a MeshService in force has its allow
+	// rules hold as written (enforce.go); zero for other kinds and for a
+	// MeshService whose current generation is not in force.
+	RulesEnforced Check
 	// Endpoints counts a MeshService's endpoints.
 	Endpoints meshv1.EndpointCounts
 	// Scope and Workloads are a PeerAuthentication's reach and the pods it

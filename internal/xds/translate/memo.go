@@ -262,12 +262,16 @@ type PodPort struct {
 	// DefaultInbound is the owner's default inbound policy (its
 	// namespace's label may change it without a new generation).
 	DefaultInbound wire.DefaultInbound
+	// Conflict says that services with different allow rules target the
+	// port (mesh.Model.RulesConflict): it refuses every caller.
+	Conflict bool
 }
 
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
 // services target, by number: all that a sidecar's own resources are made
 // from. (When two service ports target one pod port, the first in service
-// order serves it.)
+// order gives its protocol and policy; their allow rules must agree, or the
+// port refuses every caller.)
 func (sh *Shared) InboundPorts(pod string) []PodPort {
 	sh.inboundOnce.Do(func() {
 		sh.inbound = map[string][]PodPort{}
@@ -283,7 +287,7 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 					i, found := slices.BinarySearchFunc(ports, port, func(ip PodPort, n int32) int { return cmp.Compare(ip.Number, n) })
 					if !found {
 						pp := PodPort{Number: port, Service: p, Address: e.Address, MTLS: e.ModeFor(port), ModeBy: e.ModeBy, Owner: key, Generation: s.Generation,
-							DefaultInbound: s.DefaultInbound}
+							DefaultInbound: s.DefaultInbound, Conflict: sh.model.RulesConflict(e.Pod, port)}
 						if pol := s.PolicyFor(p.Number); pol != nil {
 							pp.Policy, pp.PolicyGeneration = pol.Name, pol.Generation
 						}

@@ -50,6 +50,10 @@ func (sh *Shared) allowFor(pp PodPort, http bool) *rbacv3.RBAC {
 	if s == nil {
 		return nil
 	}
+	if pp.Conflict {
+		// Services with different rules target the port: nobody in.
+		return &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}
+	}
 	return allowRules(s, pp.Service, sh.opts.trustDomain(), http)
 }
 

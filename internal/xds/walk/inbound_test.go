@@ -1,8 +1,11 @@
 package walk_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/mesh"
@@ -106,4 +109,38 @@ func reviewsSidecar(t *testing.T, m *mesh.Model, opts translate.Options) (*trans
 		t.Fatal(err)
 	}
 	return sh, walk.New(sh.Envoy, own)
+}
+
+// Two MeshServices whose allow rules differ on one pod port: the port
+// refuses every caller, the one either service names included, rather
+// than the first service's rules deciding.
+func TestWalkInboundRulesConflict(t *testing.T) {
+	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
+	in.TrafficPolicies = nil
+	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}}}
+	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	// reviews-canary: another Service over the same pods and port.
+	canary := *in.Services[0].DeepCopy()
+	canary.Name, canary.Spec.ClusterIPs = "reviews-canary", nil
+	in.Services = append(in.Services, canary)
+	ms := *in.MeshServices[0].DeepCopy()
+	ms.Name, ms.UID, ms.Spec.ServiceName = "reviews-canary", "reviews-canary", "reviews-canary"
+	ms.Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "tester"}}}}
+	in.MeshServices = append(in.MeshServices, ms)
+	for _, sl := range slices.Clone(in.EndpointSlices) {
+		sl = *sl.DeepCopy()
+		sl.Name, sl.Labels = "canary-"+sl.Name, map[string]string{discoveryv1.LabelServiceName: "reviews-canary"}
+		in.EndpointSlices = append(in.EndpointSlices, sl)
+	}
+	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	for _, sa := range []string{"productpage", "tester", "details"} {
+		res, err := w.SidecarInbound(9080, walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", sa)},
+			walk.Request{Method: "POST", Path: "/weft.test.Reviews/Get", Authority: "reviews"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Allowed {
+			t.Errorf("%s let in by %q on a port two services with different rules target", sa, res.Policy)
+		}
+	}
 }
