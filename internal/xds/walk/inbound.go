@@ -40,6 +40,10 @@ type Inbound struct {
 	Policy  string
 	Refused string
 	Cluster string
+	// Path is what the application receives of an HTTP request's path
+	// (normalized as the connection manager is configured to), with its
+	// query.
+	Path string
 	// RateLimit is the port's token bucket (sidecars only), if any: what
 	// lets requests in beyond the allow rules.
 	RateLimit *localratelimitv3.LocalRateLimit
@@ -67,6 +71,18 @@ func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbou
 		m := &hcmv3.HttpConnectionManager{}
 		if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
 			return nil, err
+		}
+		// The filters judge, and the application receives, the path
+		// as the connection manager normalizes it.
+		path, query, refused := normalizedPath(m, req.Path)
+		if refused != "" {
+			out.Refused = refused
+			return out, nil
+		}
+		req.Path = path
+		out.Path = path
+		if query != "" {
+			out.Path += "?" + query
 		}
 		for _, hf := range m.GetHttpFilters() {
 			if hf.GetTypedConfig().MessageIs(&localratelimitv3.LocalRateLimit{}) {

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	corev1 "k8s.io/api/core/v1"
@@ -251,5 +252,65 @@ func eventually(t *testing.T, what string, want bool, decide func() bool) {
 			t.Fatalf("%s: never %v", what, want)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The same kind of bypass attempts against grpc-go, with real calls over
+// mTLS to a grpc-go xDS server enforcing weft's server Listener: productpage
+// may call Reviews/Get and anything under /weft.test.Public/. grpc-go
+// neither normalizes a path nor resolves it: its RBAC judges the path as
+// sent and the server dispatches on the same string, so every odd spelling
+// of Get is refused (by the RBAC, or as a malformed method name), and what
+// is let in under the prefix is handed to the application exactly as
+// judged.
+func TestPathBypassesAgainstGRPC(t *testing.T) {
+	m := startMTLSReviews(t, func(port int32) mesh.Input {
+		in := strictReviews(port)
+		in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{
+			From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
+			Paths: []meshv1.PathMatch{{Type: meshv1.MatchExact, Value: "/weft.test.Reviews/Get"},
+				{Type: meshv1.MatchPrefix, Value: "/weft.test.Public/"}},
+		}}
+		return in
+	})
+	for _, c := range []struct {
+		path    string
+		allowed bool
+	}{
+		{"/weft.test.Reviews/Get", true},
+		{"/weft.test.Reviews/New", false},
+		{"/weft.test.Reviews/Get/../New", false},
+		{"/weft.test.Reviews/New/../Get", false},
+		{"/weft.test.Reviews/./Get", false},
+		{"//weft.test.Reviews/Get", false},
+		{"/weft.test.Reviews//Get", false},
+		{"/weft.test.Reviews/%47et", false},
+		{"/weft.test.Reviews/get", false},
+		{"/WEFT.TEST.REVIEWS/Get", false},
+		{"/weft.test.Reviews/Get/", false},
+		{"/weft.test.Reviews%2fGet", false},
+		{"/weft.test.Public/Read", true},
+		{"/weft.test.Public/../weft.test.Reviews/New", true},
+		{"/weft.test.Public/..%2fweft.test.Reviews/New", true},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+			defer cancel()
+			var md metadata.MD
+			err := m.direct["bookinfo/productpage"].Invoke(ctx, c.path, &emptypb.Empty{}, &emptypb.Empty{}, grpc.WaitForReady(true), grpc.Header(&md))
+			switch {
+			case c.allowed && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !c.allowed && status.Code(err) != codes.PermissionDenied &&
+				(status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "malformed method name")):
+				// A path with no slash after the service is refused
+				// before the RBAC, as a malformed method name.
+				t.Fatalf("%v, want PERMISSION_DENIED from the server's RBAC", err)
+			}
+			// What was let in reaches the application as it was judged.
+			if got := md.Get("method"); c.allowed && (len(got) != 1 || got[0] != c.path) {
+				t.Errorf("the application was called with %v, the RBAC judged %s", got, c.path)
+			}
+		})
 	}
 }

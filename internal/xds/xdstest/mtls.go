@@ -114,8 +114,8 @@ func peerLeaf(info credentials.AuthInfo) *x509.Certificate {
 
 // StartXDSBackend serves any method on lis as a grpc-go xDS server of node
 // (configured by the Listener weft serves for lis's address, with the
-// workload's certificates), answering with its name and the caller's
-// identity. Connections last at most maxAge (0: forever), so that clients
+// workload's certificates), answering with its name, the method (path) it
+// was called with and the caller's identity. Connections last at most maxAge (0: forever), so that clients
 // handshake again.
 func StartXDSBackend(t testing.TB, lis net.Listener, ads, node, name string, certs Certs, maxAge time.Duration) {
 	t.Helper()
@@ -130,6 +130,9 @@ func StartXDSBackend(t testing.TB, lis net.Listener, ads, node, name string, cer
 				return err
 			}
 			md := metadata.Pairs("backend", name)
+			if m, ok := grpc.MethodFromServerStream(stream); ok {
+				md.Append("method", m)
+			}
 			if p, ok := peer.FromContext(stream.Context()); ok {
 				if leaf := peerLeaf(p.AuthInfo); leaf != nil {
 					md.Append("caller-serial", leaf.SerialNumber.String())
