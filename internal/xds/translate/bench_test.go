@@ -28,6 +28,20 @@ func size(r *Resources) (resources int, bytes int) {
 	return
 }
 
+// reportProxy reports the number and size of the resources a proxy is
+// given, and returns them.
+func reportProxy(b *testing.B, sh *Shared, proxy Proxy) *Resources {
+	b.Helper()
+	r, err := forProxy(sh, proxy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, bytes := size(r)
+	b.ReportMetric(float64(res), "resources")
+	b.ReportMetric(float64(bytes)/1024, "KB/proxy")
+	return r
+}
+
 // BenchmarkTranslate translates a whole mesh as the xDS server does, the
 // shared set from scratch and the proxy's own resources, per flavour and
 // size, and reports the time per cluster and the size of the result.
@@ -62,14 +76,8 @@ func benchTranslate(b *testing.B, sizes []int, input func(int) mesh.Input) {
 						}
 					}
 				}
-				r, err := forProxy(sh, proxy)
-				if err != nil {
-					b.Fatal(err)
-				}
-				res, bytes := size(r)
+				r := reportProxy(b, sh, proxy)
 				b.ReportMetric(float64(len(r.Clusters)), "clusters")
-				b.ReportMetric(float64(res), "resources")
-				b.ReportMetric(float64(bytes)/1024, "KB/proxy")
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(r.Clusters))/1000, "µs/cluster")
 			})
 		}
@@ -173,14 +181,8 @@ func BenchmarkScoped(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				r, err := forProxy(sh, proxy)
-				if err != nil {
-					b.Fatal(err)
-				}
-				res, bytes := size(r)
+				reportProxy(b, sh, proxy)
 				b.ReportMetric(float64(len(sc.Services)), "services")
-				b.ReportMetric(float64(res), "resources")
-				b.ReportMetric(float64(bytes)/1024, "KB/proxy")
 			})
 		}
 	}

@@ -15,18 +15,36 @@ import (
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
+// strictRules is the reviews fixture without policies, its port 9080 of
+// the given protocol STRICT in bookinfo and with the given allow rules.
+func strictRules(protocol meshv1.Protocol, rules ...meshv1.AllowRule) mesh.Input {
+	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
+	in.TrafficPolicies = nil
+	in.MeshServices[0].Spec.Ports[0].Protocol = protocol
+	in.MeshServices[0].Spec.Allow = rules
+	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	return in
+}
+
+// productpageGETReviews lets bookinfo/productpage GET the prefix /reviews.
+var productpageGETReviews = meshv1.AllowRule{
+	From:    []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
+	Paths:   []meshv1.PathMatch{{Type: meshv1.MatchPrefix, Value: "/reviews"}},
+	Methods: []meshv1.HTTPMethod{"GET"},
+}
+
+// sidecarOf walks reviews-v1's sidecar in a mesh on SDS certificates.
+func sidecarOf(t *testing.T, in mesh.Input) *walk.Walker {
+	t.Helper()
+	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	return w
+}
+
 // The inbound walk of a STRICT port with an allow rule (productpage may
 // GET /reviews...): only that caller over mTLS, with that method and path,
 // reaches the application.
 func TestWalkInboundAllowRules(t *testing.T) {
-	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
-	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{
-		From:    []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
-		Paths:   []meshv1.PathMatch{{Type: meshv1.MatchPrefix, Value: "/reviews"}},
-		Methods: []meshv1.HTTPMethod{"GET"},
-	}}
-	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
-	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	w := sidecarOf(t, strictRules(meshv1.ProtocolGRPC, productpageGETReviews))
 	productpage := walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "productpage")}
 	for _, c := range []struct {
 		name    string
@@ -64,12 +82,7 @@ func TestWalkInboundAllowRules(t *testing.T) {
 // (network RBAC ahead of the TCP proxy): the allowed identity reaches the
 // inbound cluster, another one, or a plain-text caller, does not.
 func TestWalkInboundTCPAllowRules(t *testing.T) {
-	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
-	in.TrafficPolicies = nil
-	in.MeshServices[0].Spec.Ports[0].Protocol = meshv1.ProtocolTCP
-	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}}}
-	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
-	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	w := sidecarOf(t, strictRules(meshv1.ProtocolTCP, meshv1.AllowRule{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}}))
 	for _, c := range []struct {
 		name    string
 		caller  walk.Caller
@@ -115,10 +128,7 @@ func reviewsSidecar(t *testing.T, m *mesh.Model, opts translate.Options) (*trans
 // refuses every caller, the one either service names included, rather
 // than the first service's rules deciding.
 func TestWalkInboundRulesConflict(t *testing.T) {
-	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
-	in.TrafficPolicies = nil
-	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}}}
-	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
+	in := strictRules(meshv1.ProtocolGRPC, meshv1.AllowRule{From: []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}}})
 	// reviews-canary: another Service over the same pods and port.
 	canary := *in.Services[0].DeepCopy()
 	canary.Name, canary.Spec.ClusterIPs = "reviews-canary", nil
@@ -132,7 +142,7 @@ func TestWalkInboundRulesConflict(t *testing.T) {
 		sl.Name, sl.Labels = "canary-"+sl.Name, map[string]string{discoveryv1.LabelServiceName: "reviews-canary"}
 		in.EndpointSlices = append(in.EndpointSlices, sl)
 	}
-	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	w := sidecarOf(t, in)
 	for _, sa := range []string{"productpage", "tester", "details"} {
 		res, err := w.SidecarInbound(9080, walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", sa)},
 			walk.Request{Method: "POST", Path: "/weft.test.Reviews/Get", Authority: "reviews"})

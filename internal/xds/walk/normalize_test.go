@@ -5,11 +5,8 @@ import (
 	"testing"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
-	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/walk"
-	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
 // Attempts to reach a path that no rule allows (/admin) through a rule
@@ -21,16 +18,7 @@ import (
 // the path), "403" (the rules refuse it) or the path the application
 // receives.
 func TestWalkInboundPathBypasses(t *testing.T) {
-	in := reviews("10.1.0.1", "10.1.0.2", 9080, 9080, meshv1.TrafficPolicySpec{})
-	in.TrafficPolicies = nil
-	in.MeshServices[0].Spec.Ports[0].Protocol = meshv1.ProtocolHTTP
-	in.MeshServices[0].Spec.Allow = []meshv1.AllowRule{{
-		From:    []meshv1.Source{{Namespace: "bookinfo", ServiceAccount: "productpage"}},
-		Paths:   []meshv1.PathMatch{{Type: meshv1.MatchPrefix, Value: "/reviews"}},
-		Methods: []meshv1.HTTPMethod{"GET"},
-	}}
-	in.PeerAuthentications = append(in.PeerAuthentications, xdstest.StrictPeerAuthentication("bookinfo"))
-	_, w := reviewsSidecar(t, mesh.Build(in), translate.Options{EnvoyCerts: translate.EnvoyCertsSDS})
+	w := sidecarOf(t, strictRules(meshv1.ProtocolHTTP, productpageGETReviews))
 	productpage := walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", "bookinfo", "productpage")}
 	for _, c := range []struct {
 		name, method, path, want string
