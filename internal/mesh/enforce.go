@@ -114,6 +114,15 @@ func (m *Model) judgeEnforcement(s *Service) Check {
 	if len(s.Allow) == 0 && (s.DefaultInbound == "" || s.DefaultInbound == wire.DefaultInboundAll) {
 		return pass(meshv1.ReasonNoRules, "The service lets every caller in: it has no allow rules and its default inbound policy is all")
 	}
+	// What decides who may call: the rules, or the default inbound policy
+	// (the namespace's label or the mesh's setting) when there are none.
+	what, need := fmt.Sprintf("its %d allow rules", len(s.Allow)), "need"
+	switch len(s.Allow) {
+	case 0:
+		what, need = fmt.Sprintf("its default inbound policy (%s)", s.DefaultInbound), "needs"
+	case 1:
+		what, need = "its allow rule", "needs"
+	}
 	var plain []string
 	total := 0
 	for _, e := range s.Endpoints {
@@ -145,8 +154,8 @@ func (m *Model) judgeEnforcement(s *Service) Check {
 			shown = append(slices.Clone(shown[:5]), fmt.Sprintf("and %d more", len(plain)-5))
 		}
 		return fail("spec.allow", meshv1.ReasonNotStrict,
-			"allow rules need STRICT mTLS, and %d of %d endpoints are not: %s. weft's clients speak plain text to them, so the rules refuse every caller there, mesh identities included; make them STRICT with a PeerAuthentication",
-			len(plain), total, strings.Join(shown, "; "))
+			"%s %s STRICT mTLS, and %d of %d endpoints are not: %s. weft's clients speak plain text to them, so every caller is refused there, mesh identities included; make them STRICT with a PeerAuthentication",
+			what, need, len(plain), total, strings.Join(shown, "; "))
 	}
-	return pass(meshv1.ReasonStrict, "Every endpoint takes mTLS only, so the allow rules see each caller's identity")
+	return pass(meshv1.ReasonStrict, "Every endpoint takes mTLS only, so %s can tell each caller by its identity", what)
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // enforceInput is Service web (port 80 on pod port 8080 of pods web-0 and
@@ -53,17 +54,22 @@ func TestRulesEnforced(t *testing.T) {
 	}{
 		{"no rules", enforceInput(), true, meshv1.ReasonNoRules, nil},
 		{"rules without a PeerAuthentication", enforceInput(productpage), false, meshv1.ReasonNotStrict,
-			[]string{"2 of 2 endpoints", "10.0.0.1 (pod ns/web-0) port 8080 is PERMISSIVE by no PeerAuthentication", "10.0.0.2 (pod ns/web-1)"}},
+			[]string{"its allow rule needs STRICT mTLS, and 2 of 2 endpoints", "10.0.0.1 (pod ns/web-0) port 8080 is PERMISSIVE by no PeerAuthentication", "10.0.0.2 (pod ns/web-1)"}},
 		{"rules on PERMISSIVE endpoints", func() Input {
 			in := enforceInput(productpage)
 			in.PeerAuthentications = []meshv1.PeerAuthentication{testPeerAuth("lenient", meshv1.MTLSPermissive)}
 			return in
 		}(), false, meshv1.ReasonNotStrict, []string{"PERMISSIVE by PeerAuthentication ns/lenient"}},
+		{"default inbound namespace on PERMISSIVE endpoints", func() Input {
+			in := enforceInput()
+			in.DefaultInbound = wire.DefaultInboundNamespace
+			return in
+		}(), false, meshv1.ReasonNotStrict, []string{"its default inbound policy (namespace) needs STRICT mTLS"}},
 		{"rules on STRICT endpoints", func() Input {
 			in := enforceInput(productpage)
 			in.PeerAuthentications = []meshv1.PeerAuthentication{testPeerAuth("strict", meshv1.MTLSStrict)}
 			return in
-		}(), true, meshv1.ReasonStrict, nil},
+		}(), true, meshv1.ReasonStrict, []string{"so its allow rule can tell each caller by its identity"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			v := Build(c.in).Verdicts[Ref{KindMeshService, "ns", "web"}]
