@@ -84,6 +84,9 @@ type Model struct {
 	// conflicts are the pod ports that services with different allow
 	// rules target (RulesConflict), with those services.
 	conflicts map[podPort][]string
+	// restricted are the services, in Order, that do not let every caller
+	// in (ScopeOf).
+	restricted []string
 }
 
 // Locality is where a pod runs: its node's topology.kubernetes.io region
@@ -287,6 +290,7 @@ func Build(in Input) *Model {
 		m.Order = append(m.Order, k)
 	}
 	slices.Sort(m.Order)
+	m.restricted = m.restrictedServices()
 	m.findConflicts()
 	for _, key := range m.Order {
 		s := m.Services[key]

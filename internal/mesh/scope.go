@@ -116,11 +116,35 @@ type Scope struct {
 // ScopeAll is the ID of the scope that holds every service.
 const ScopeAll = "all"
 
+// restrictedServices lists the services that do not let everyone in: those
+// with allow rules, or with a default inbound policy other than all.
+func (m *Model) restrictedServices() []string {
+	var out []string
+	for _, key := range m.Order {
+		if s := m.Services[key]; !m.MayCall(Caller{}, s) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
 // Everything is the scope that holds every service.
 func (m *Model) Everything() Scope { return Scope{ID: ScopeAll, Services: m.Order} }
 
-// ScopeOf returns the scope of a caller.
+// ScopeOf returns the scope of a caller. Only the services that do not
+// let everyone in (Model.restricted) are judged: a caller that one of
+// them refuses is the only kind whose scope is built service by service.
 func (m *Model) ScopeOf(c Caller) Scope {
+	refused := false
+	for _, key := range m.restricted {
+		if !m.MayCall(c, m.Services[key]) {
+			refused = true
+			break
+		}
+	}
+	if !refused {
+		return m.Everything()
+	}
 	in := make(map[string]bool, len(m.Order))
 	var queue []string
 	for _, key := range m.Order {

@@ -88,6 +88,10 @@ func TestScopeOf(t *testing.T) {
 	// proxy needs both clusters though it may not call either.
 	m.Services["shop/payments"].Policies = []Policy{{Name: "p", Spec: meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{{Mirror: &meshv1.Mirror{Name: "shadow"}}}}}}
 	m.Services["shop/shadow"].Policies = []Policy{{Name: "s", Spec: meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{{Mirror: &meshv1.Mirror{Name: "ledger"}}}}}}
+	m.restricted = m.restrictedServices() // as Build does
+	if want := []string{"shop/ledger", "shop/payments", "shop/shadow"}; !slices.Equal(m.restricted, want) {
+		t.Fatalf("restricted services %v, want %v", m.restricted, want)
+	}
 
 	checkout := m.ScopeOf(Caller{Namespace: "shop", ServiceAccount: "checkout"})
 	if want := []string{"shop/ledger", "shop/open", "shop/payments", "shop/shadow"}; checkout.ID != ScopeAll || !slices.Equal(checkout.Services, want) {
