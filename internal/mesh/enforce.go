@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/internal/wire"
 )
 
 // This file judges whether a MeshService's allow rules hold as written. A
@@ -111,7 +110,9 @@ func (m *Model) judgeEnforcement(s *Service) Check {
 			}
 		}
 	}
-	if len(s.Allow) == 0 && (s.DefaultInbound == "" || s.DefaultInbound == wire.DefaultInboundAll) {
+	if m.MayCall(Caller{}, s) {
+		// Only a service without rules whose default policy is all lets
+		// the anonymous caller in.
 		return pass(meshv1.ReasonNoRules, "The service lets every caller in: it has no allow rules and its default inbound policy is all")
 	}
 	// What decides who may call: the rules, or the default inbound policy
