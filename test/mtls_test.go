@@ -2,15 +2,8 @@ package test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -23,12 +16,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
-	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -42,6 +33,7 @@ import (
 	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testenv/kubelet"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
@@ -50,96 +42,6 @@ import (
 // editBackoff paces the retries of an edit that lost a race with weft's
 // status writes.
 var editBackoff = wait.Backoff{Steps: 10, Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.1, Cap: 2 * time.Second}
-
-// kubelet plays the kubelet of one node for the mTLS test: it asks weft
-// for pod certificates (PodCertificateRequests with keys made here) and
-// writes them, with the root bundle weft published into the namespace,
-// where the workloads' file watchers read them.
-type kubelet struct {
-	c    client.Client
-	node *corev1.Node
-	dir  string
-	mu   sync.Mutex
-	n    int
-}
-
-// certify makes (or renews) a pod's certificate files and returns where
-// they are and the leaf's serial number.
-func (k *kubelet) certify(ctx context.Context, pod *corev1.Pod) (xdstest.Certs, string, error) {
-	k.mu.Lock()
-	k.n++
-	name := fmt.Sprintf("%s-%d", pod.Name, k.n)
-	k.mu.Unlock()
-	certs := xdstest.Certs{Dir: filepath.Join(k.dir, pod.Name)}
-	if err := os.MkdirAll(certs.Dir, 0o700); err != nil {
-		return certs, "", err
-	}
-	var sa corev1.ServiceAccount
-	if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: pod.Spec.ServiceAccountName}, &sa); err != nil {
-		return certs, "", err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return certs, "", err
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return certs, "", err
-	}
-	pcr := &certificatesv1.PodCertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: name},
-		Spec: certificatesv1.PodCertificateRequestSpec{
-			SignerName: "weft.dev/workload", PodName: pod.Name, PodUID: pod.UID,
-			ServiceAccountName: sa.Name, ServiceAccountUID: sa.UID,
-			NodeName: types.NodeName(k.node.Name), NodeUID: k.node.UID,
-			MaxExpirationSeconds: ptr.To[int32](3600), StubPKCS10Request: csr,
-		}}
-	if err := k.c.Create(ctx, pcr); err != nil {
-		return certs, "", fmt.Errorf("requesting a certificate for %s: %w", pod.Name, err)
-	}
-	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
-		if err := k.c.Get(ctx, client.ObjectKeyFromObject(pcr), pcr); err != nil {
-			return err
-		}
-		if c := meta.FindStatusCondition(pcr.Status.Conditions, certificatesv1.PodCertificateRequestConditionTypeIssued); c == nil {
-			return fmt.Errorf("%s not issued: %v", name, pcr.Status.Conditions)
-		}
-		return nil
-	}); err != nil {
-		return certs, "", err
-	}
-	var bundle corev1.ConfigMap
-	if err := k.c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: wire.BundleConfigMap}, &bundle); err != nil {
-		return certs, "", fmt.Errorf("the root bundle of %s: %w", pod.Namespace, err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return certs, "", err
-	}
-	// The key first: a watcher that reads a new chain with the old key
-	// keeps what it had until both match.
-	for _, f := range []struct{ path, data string }{
-		{certs.Key(), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))},
-		{certs.Chain(), pcr.Status.CertificateChain},
-		{certs.Roots(), bundle.Data[wire.BundleKey]},
-	} {
-		if err := writeAtomic(f.path, f.data); err != nil {
-			return certs, "", err
-		}
-	}
-	leaf, err := identity.ParseCerts([]byte(pcr.Status.CertificateChain))
-	if err != nil {
-		return certs, "", err
-	}
-	return certs, leaf[0].SerialNumber.String(), nil
-}
-
-func writeAtomic(path, data string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
 
 // TestProxylessMTLSWithPodCertificates: weft signs the pods' certificate
 // requests (the test plays the kubelet), and grpc-go xDS clients and
@@ -231,12 +133,12 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
 		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: wire.BundleConfigMap}, &corev1.ConfigMap{})
 	}))
-	kl := &kubelet{c: c, node: node, dir: t.TempDir()}
+	kl := &kubelet.Kubelet{Client: c, Node: node, Dir: t.TempDir()}
 	certs := map[string]xdstest.Certs{}
 	for name, pod := range pods {
-		cs, _, err := kl.certify(ctx, pod)
+		is, err := kl.Certify(ctx, pod)
 		must(err)
-		certs[name] = cs
+		certs[name] = is.Certs
 	}
 
 	// The servers: grpc-go xDS servers on the pods' addresses, published
@@ -410,13 +312,13 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	for range 3 {
 		time.Sleep(time.Second) // calls on the current certificates first
 		for _, name := range []string{"client", "reviews-v1", "reviews-v2"} {
-			_, serial, err := kl.certify(ctx, pods[name])
+			is, err := kl.Certify(ctx, pods[name])
 			if err != nil {
 				stop()
 				t.Fatal(err)
 			}
 			if name == "client" {
-				issued = append(issued, serial)
+				issued = append(issued, is.Serial)
 			}
 		}
 		// The watcher reads the files within a second and connections live

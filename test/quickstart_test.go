@@ -90,12 +90,22 @@ func checkTour(t *testing.T, text string) {
 		`bookinfo\s+trafficpolicy.mesh.weft.dev/reviews-canary\s+reviews\s+True\s+True\s+True`,
 		`weft-system\s+peerauthentication.mesh.weft.dev/mesh-default\s+STRICT\s+Mesh\s+5\s+True`,
 		`Type:\s+ResolvedRefs`,
-		// The mesh-wide STRICT policy is not Ready: the demo's proxyless
-		// servers (reviews-v1 and reviews-v2) have no certificates and take
-		// plain text.
-		`Ready=False PlainText: 2 workloads take plain text on ports that this policy makes STRICT`,
-		// Ready follows what the three proxies acknowledged.
-		`Message:\s+All 3 proxies have acknowledged generation 2`,
+		// The mesh-wide STRICT policy is in force: the demo's kubelet gives
+		// every workload a pod certificate. Its Ready counts the client,
+		// both reviews and ratings-v1, the servers it makes STRICT and
+		// their callers.
+		`Ready=True Synced: All 4 proxies have acknowledged generation 1`,
+		`RulesEnforced=True Strict: Every endpoint takes mTLS only`,
+		// The allow rule of reviews, enforced by its server on direct
+		// calls: the product page's Get is answered, another identity and
+		// another method are refused.
+		`productpage-v1 \(spiffe://cluster\.local/ns/bookinfo/sa/productpage\) calls /bookinfo\.Service/Get: answered "reviews-v1"`,
+		`ratings-v1 \(spiffe://cluster\.local/ns/bookinfo/sa/ratings\) calls /bookinfo\.Service/Get: refused, PermissionDenied`,
+		`productpage-v1 \(spiffe://cluster\.local/ns/bookinfo/sa/productpage\) calls /bookinfo\.Service/Stats: refused, PermissionDenied`,
+		// Ready follows what the four proxies acknowledged: the client,
+		// both reviews, and ratings-v1, whose routes mirror to reviews
+		// (config/samples).
+		`Message:\s+All 4 proxies have acknowledged generation 2`,
 		`spec.http\[0\].backends: Invalid value: .*weights of a route's backends must add up to 100`,
 		`ResolvedRefs=False SubsetNotFound: spec.http\[1\].backends\[1\].subset: MeshService "reviews" has no subset "v4"`,
 		`reviews-canary\s+reviews\s+True\s+True\s+True`,
@@ -104,12 +114,23 @@ func checkTour(t *testing.T, text string) {
 			t.Errorf("the quick start's output has no match for %q", re)
 		}
 	}
-	for _, proxy := range []string{"productpage-v1", "reviews-v1", "reviews-v2"} {
-		re := regexp.QuoteMeta(proxy+".bookinfo") + `\s+grpc(\s+synced \(\w+\)){4}\s+-`
+	// Every proxy with its pod certificate; the servers' own Listeners
+	// (ratings-v1 calls nothing, so it asks for nothing else).
+	for proxy, sa := range map[string]string{"productpage-v1": "productpage", "reviews-v1": "reviews", "reviews-v2": "reviews"} {
+		re := regexp.QuoteMeta(proxy+".bookinfo") + `\s+grpc(\s+synced \(\w+\)){4}\s+-\s+` + podCertificate(sa)
 		if !regexp.MustCompile(re).MatchString(text) {
-			t.Errorf("weft status in the tour does not show %s as synced", proxy)
+			t.Errorf("weft status in the tour does not show %s as synced with its pod certificate", proxy)
 		}
 	}
+	if re := `ratings-v1\.bookinfo\s+grpc\s+synced \(\w+\)(\s+-){4}\s+` + podCertificate("ratings"); !regexp.MustCompile(re).MatchString(text) {
+		t.Errorf("weft status in the tour does not show ratings-v1 as a server with its pod certificate")
+	}
+}
+
+// podCertificate is how weft status shows a bookinfo workload's pod
+// certificate.
+func podCertificate(serviceAccount string) string {
+	return regexp.QuoteMeta("spiffe://cluster.local/ns/bookinfo/sa/"+serviceAccount) + `\s+podCertificate, expires \d{4}-`
 }
 
 // tolerance is how far, in percentage points, a measured share may be

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -23,7 +24,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
@@ -334,4 +337,86 @@ func waitStatus(ctx context.Context, ads string, want *regexp.Regexp, what strin
 		}
 		return nil
 	})
+}
+
+// TestStrictWithoutCertificatesIsNotReady: a STRICT PeerAuthentication
+// over a grpc-go xDS server that weft can give no certificate (the
+// workloads get theirs over SDS, which proxyless gRPC cannot use) is
+// Ready=False, PlainText, counting that server, and the server indeed
+// answers a plain-text call; made PERMISSIVE, the policy is Ready.
+func TestStrictWithoutCertificatesIsNotReady(t *testing.T) {
+	if !testenv.InOwnNetworkNamespace(t, "192.0.2.41") {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	env, ads := startController(ctx, t)
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := "plain"
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must(c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "reviews"},
+		Ports:    []corev1.ServicePort{{Name: "grpc", Port: 9080, TargetPort: intstr.FromString("grpc")}},
+	}}))
+	must(c.Create(ctx, &meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: meshv1.MeshServiceSpec{
+		ServiceName: "reviews", Ports: []meshv1.MeshServicePort{{Port: 9080, Protocol: meshv1.ProtocolGRPC}}}}))
+	pa := &meshv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"},
+		Spec: meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSStrict}}
+	must(c.Create(ctx, pa))
+
+	lis, err := net.Listen("tcp", "192.0.2.41:0")
+	must(err)
+	port := int32(lis.Addr().(*net.TCPAddr).Port)
+	must(c.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews-0", Labels: map[string]string{"app": "reviews"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}))
+	must(c.Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "reviews-0", Labels: map[string]string{discoveryv1.LabelServiceName: "reviews"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To(port)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.41"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "reviews-0"}}},
+	}))
+	// No certificate files: weft's Listener asks for none.
+	xdstest.StartXDSBackend(t, lis, ads, "reviews-0."+ns, "reviews-0", xdstest.Certs{Dir: t.TempDir()}, 0)
+
+	readyIs := func(status metav1.ConditionStatus, reason, message string) {
+		t.Helper()
+		must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(pa), pa); err != nil {
+				return err
+			}
+			r := meta.FindStatusCondition(pa.Status.Conditions, meshv1.ConditionReady)
+			if r == nil || r.Status != status || r.Reason != reason || r.ObservedGeneration != pa.Generation || !strings.Contains(r.Message, message) {
+				return fmt.Errorf("PeerAuthentication Ready: %+v, want %s %s %q", r, status, reason, message)
+			}
+			return nil
+		}))
+	}
+	readyIs(metav1.ConditionFalse, meshv1.ReasonPlainText, "1 workload takes plain text on ports that this policy makes STRICT")
+
+	// What the condition says holds on the wire: a plain-text call is
+	// answered.
+	plain, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(err)
+	defer plain.Close()
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		return plain.Invoke(callCtx, "/weft.test.Reviews/Get", &emptypb.Empty{}, &emptypb.Empty{})
+	}))
+
+	must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pa), pa); err != nil {
+			return err
+		}
+		pa.Spec.Mode = meshv1.MTLSPermissive
+		return c.Update(ctx, pa)
+	}))
+	readyIs(metav1.ConditionTrue, meshv1.ReasonSynced, "acknowledged generation 2")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,27 +18,34 @@ import (
 
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testenv/kubelet"
 	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
-// What the demo's kubelet hands each pod for weft's xDS server, as the
-// real kubelet would through projected volumes: the mesh root (which
+// What the demo's kubelet hands each pod, as the real kubelet would
+// through projected volumes: for weft's xDS server, the mesh root (which
 // weft's controller made on its first start) and the pod's own
-// ServiceAccount token for audience weft, bound to the pod and renewed
-// before it expires.
+// ServiceAccount token for audience weft, bound to the pod; for mutual TLS
+// with other workloads, a pod certificate that weft signs (asked for with
+// a PodCertificateRequest) and the root bundle weft publishes into the
+// namespace. Both are renewed before they expire.
 const (
 	xdsPort = "15012"
-	// tokenTTL and tokenRenew: tokens live an hour and are replaced every
-	// 20 minutes.
+	// tokenTTL and certTTL: tokens and certificates live an hour;
+	// renewEvery: both are replaced every 20 minutes.
 	tokenTTL   = time.Hour
-	tokenRenew = 20 * time.Minute
+	certTTL    = time.Hour
+	renewEvery = 20 * time.Minute
 )
 
-// credentials remembers the pods whose tokens the demo renews.
+// credentials remembers the pods whose tokens and certificates the demo
+// renews.
 type credentials struct {
-	mu   sync.Mutex
-	pods map[string]types.UID
-	once sync.Once
+	mu      sync.Mutex
+	pods    map[string]*corev1.Pod
+	kubelet *kubelet.Kubelet
+	once    sync.Once
 }
 
 func (d *demo) rootCAFile() string { return filepath.Join(d.dir, "mesh-root.pem") }
@@ -62,21 +70,59 @@ func (d *demo) writeRootCA(ctx context.Context) error {
 	return os.WriteFile(d.rootCAFile(), bundle, 0o644)
 }
 
-// writeToken requests the pod's token and writes it (atomically: grpc-go
-// may be reading the old one), and keeps renewing the tokens of the
-// demo's pods while the demo runs.
-func (d *demo) writeToken(ctx context.Context, p pod, uid types.UID) error {
-	if err := d.requestToken(ctx, p.name, p.serviceAccount, uid); err != nil {
+// certsOf is where a pod's certificate files are.
+func (d *demo) certsOf(p pod) xdstest.Certs {
+	return xdstest.Certs{Dir: filepath.Join(d.dir, "certs", p.name)}
+}
+
+// writeCredentials requests the pod's token and certificate and writes
+// them (atomically: grpc-go may be reading the old ones), and keeps
+// renewing those of the demo's pods while the demo runs.
+func (d *demo) writeCredentials(ctx context.Context, p pod, obj *corev1.Pod) error {
+	if err := d.requestToken(ctx, p.name, p.serviceAccount, obj.UID); err != nil {
 		return err
+	}
+	kl, err := d.kubelet(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := kl.Certify(ctx, obj); err != nil {
+		return fmt.Errorf("the certificate of pod %s: %w", p.name, err)
 	}
 	d.creds.mu.Lock()
 	if d.creds.pods == nil {
-		d.creds.pods = map[string]types.UID{}
+		d.creds.pods = map[string]*corev1.Pod{}
 	}
-	d.creds.pods[p.name] = uid
+	d.creds.pods[p.name] = obj
 	d.creds.mu.Unlock()
-	d.creds.once.Do(func() { go d.renewTokens(ctx) })
+	d.creds.once.Do(func() { go d.renew(ctx) })
 	return nil
+}
+
+// kubelet is the demo node's certificate-asking part, made on first use:
+// the node must exist, and weft must have published the root bundle into
+// the pods' namespace.
+func (d *demo) kubelet(ctx context.Context) (*kubelet.Kubelet, error) {
+	d.creds.mu.Lock()
+	defer d.creds.mu.Unlock()
+	if d.creds.kubelet != nil {
+		return d.creds.kubelet, nil
+	}
+	node := &corev1.Node{}
+	if err := d.env.Client.Get(ctx, client.ObjectKey{Name: "demo-node"}, node); err != nil {
+		return nil, fmt.Errorf("the demo node: %w", err)
+	}
+	err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "bookinfo", Name: wire.BundleConfigMap}, &corev1.ConfigMap{}); err != nil {
+			return fmt.Errorf("weft has not published the root bundle into bookinfo yet: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.creds.kubelet = &kubelet.Kubelet{Client: d.env.Client, Node: node, Dir: filepath.Join(d.dir, "certs"), Lifetime: certTTL}
+	return d.creds.kubelet, nil
 }
 
 func (d *demo) requestToken(ctx context.Context, name, serviceAccount string, uid types.UID) error {
@@ -96,8 +142,10 @@ func (d *demo) requestToken(ctx context.Context, name, serviceAccount string, ui
 	return os.Rename(tmp, path)
 }
 
-func (d *demo) renewTokens(ctx context.Context) {
-	t := time.NewTicker(tokenRenew)
+// renew replaces the tokens and certificates of the running pods every
+// renewEvery until ctx ends.
+func (d *demo) renew(ctx context.Context) {
+	t := time.NewTicker(renewEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -106,16 +154,19 @@ func (d *demo) renewTokens(ctx context.Context) {
 		case <-t.C:
 		}
 		d.creds.mu.Lock()
-		pods := make(map[string]types.UID, len(d.creds.pods))
-		for k, v := range d.creds.pods {
-			pods[k] = v
-		}
+		pods := maps.Clone(d.creds.pods)
+		kl := d.creds.kubelet
 		d.creds.mu.Unlock()
 		for _, p := range demoPods {
-			if uid, ok := pods[p.name]; ok {
-				if err := d.requestToken(ctx, p.name, p.serviceAccount, uid); err != nil {
-					fmt.Fprintln(os.Stderr, "demo:", err)
-				}
+			obj, ok := pods[p.name]
+			if !ok {
+				continue
+			}
+			if err := d.requestToken(ctx, p.name, p.serviceAccount, obj.UID); err != nil {
+				fmt.Fprintln(os.Stderr, "demo:", err)
+			}
+			if _, err := kl.Certify(ctx, obj); err != nil {
+				fmt.Fprintln(os.Stderr, "demo: renewing the certificate of", p.name+":", err)
 			}
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -88,12 +87,12 @@ func podAddresses() []string {
 func (p pod) proxyID() string { return wire.NodeID(p.name, "bookinfo") }
 
 // proxies lists the node ids of the pods of the given stages that talk to
-// weft's xDS server.
+// weft's xDS server: every one that runs.
 func proxies(stages ...stage) []string {
 	var out []string
 	for _, p := range demoPods {
 		for _, s := range stages {
-			if p.stage == s && (p.role == caller || p.calls != "") {
+			if p.stage == s && p.role != placeholder {
 				out = append(out, p.proxyID())
 			}
 		}
@@ -101,37 +100,43 @@ func proxies(stages ...stage) []string {
 	return out
 }
 
-// startPods starts the pods of a stage as a kubelet would: it runs each
-// pod's process (unless the demo runs without live traffic), waits until
-// a server accepts connections (its readiness probe), and then creates
-// the pod bound to the demo node and marks it Running and Ready with its
-// address, from which kube-controller-manager makes EndpointSlices.
+// startPods starts the pods of a stage as a kubelet would: it creates
+// the pod bound to the demo node, gives it its token and certificate,
+// runs its process (unless the demo runs without live traffic), marks it
+// Running with its address (from which kube-controller-manager makes
+// EndpointSlices, not ready yet), waits until a server serves (its
+// readiness probe: weft has sent it the Listener for its address), and
+// marks it Ready.
 func (d *demo) startPods(ctx context.Context, st stage) error {
 	for _, p := range demoPods {
 		if p.stage != st {
 			continue
 		}
-		// The pod exists before its process runs: its token is bound to it.
-		uid, err := d.createPod(ctx, p)
+		// The pod exists before its process runs: its token and its
+		// certificate are bound to it.
+		obj, err := d.createPod(ctx, p)
 		if err != nil {
 			return err
 		}
 		if d.traffic != nil && p.role != placeholder {
-			if err := d.runPod(ctx, p, uid); err != nil {
+			if err := d.markStatus(ctx, p, false); err != nil {
+				return err
+			}
+			if err := d.runPod(ctx, p, obj); err != nil {
 				return fmt.Errorf("pod %s: %w", p.name, err)
 			}
 		}
-		if err := d.markReady(ctx, p); err != nil {
+		if err := d.markStatus(ctx, p, true); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// runPod starts a pod's process with a gRPC xDS bootstrap of its own and
-// waits until it is ready.
-func (d *demo) runPod(ctx context.Context, p pod, uid types.UID) error {
-	if err := d.writeToken(ctx, p, uid); err != nil {
+// runPod gives a pod its token and certificate files and a gRPC xDS
+// bootstrap of its own, starts its process and waits until it is ready.
+func (d *demo) runPod(ctx context.Context, p pod, obj *corev1.Pod) error {
+	if err := d.writeCredentials(ctx, p, obj); err != nil {
 		return err
 	}
 	bootstrap, err := d.writeBootstrap(p)
@@ -142,7 +147,8 @@ func (d *demo) runPod(ctx context.Context, p pod, uid types.UID) error {
 	if err != nil {
 		return fmt.Errorf("finding the demo's own binary: %w", err)
 	}
-	args := []string{"serve", "-name", p.name, "-listen", net.JoinHostPort(p.ip, servePort)}
+	ready := filepath.Join(d.dir, "serving-"+p.name)
+	args := []string{"serve", "-name", p.name, "-listen", net.JoinHostPort(p.ip, servePort), "-ready-file", ready}
 	if p.calls != "" {
 		args = append(args, "-calls", p.calls)
 	}
@@ -160,7 +166,13 @@ func (d *demo) runPod(ctx context.Context, p pod, uid types.UID) error {
 	if err := d.start(p.name, cmd); err != nil {
 		return err
 	}
-	return probe(ctx, net.JoinHostPort(p.ip, servePort))
+	return testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		if _, err := os.Stat(ready); err != nil {
+			return fmt.Errorf("%s does not serve yet (no Listener from weft for %s:%s; its log: %s)",
+				p.name, p.ip, servePort, filepath.Join(d.dir, p.name+".log"))
+		}
+		return nil
+	})
 }
 
 // startClient runs the client with its reports going to d.traffic.
@@ -183,10 +195,14 @@ func (d *demo) startClient(name string, cmd *exec.Cmd) error {
 	return nil
 }
 
-// writeBootstrap writes the gRPC xDS bootstrap of a pod: weft's xDS
-// server over TLS checked against the mesh root, the pod's token as call
-// credentials, and the pod's node id ("<pod>.<namespace>").
+// writeBootstrap writes the gRPC xDS bootstrap of a pod as weft's
+// injector would: weft's xDS server over TLS checked against the mesh
+// root, the pod's token as call credentials, the pod's node id
+// ("<pod>.<namespace>") and flavour, the name template of a server's
+// Listener, and the certificate provider that weft's TLS settings name,
+// which reads the pod's certificate files.
 func (d *demo) writeBootstrap(p pod) (string, error) {
+	certs := d.certsOf(p)
 	b, err := json.MarshalIndent(map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri": net.JoinHostPort(xdsHost, xdsPort),
@@ -198,7 +214,15 @@ func (d *demo) writeBootstrap(p pod) (string, error) {
 			}}},
 			"server_features": []string{"xds_v3"},
 		}},
-		"node": map[string]any{"id": p.proxyID()},
+		"node":                                   map[string]any{"id": p.proxyID(), "metadata": map[string]any{wire.MetaFlavour: string(wire.FlavourGRPC)}},
+		"server_listener_resource_name_template": wire.ServerListenerName("%s"),
+		"certificate_providers": map[string]any{wire.CertProviderInstance: map[string]any{
+			"plugin_name": "file_watcher",
+			"config": map[string]any{
+				"certificate_file": certs.Chain(), "private_key_file": certs.Key(),
+				"ca_certificate_file": certs.Roots(), "refresh_interval": "10s",
+			},
+		}},
 	}, "", "  ")
 	if err != nil {
 		return "", err
@@ -218,8 +242,8 @@ func probe(ctx context.Context, addr string) error {
 	})
 }
 
-// createPod creates a pod bound to the demo node, and returns its UID.
-func (d *demo) createPod(ctx context.Context, p pod) (types.UID, error) {
+// createPod creates a pod bound to the demo node.
+func (d *demo) createPod(ctx context.Context, p pod) (*corev1.Pod, error) {
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: p.name, Labels: map[string]string{"app": p.app, "version": p.version}},
 		Spec: corev1.PodSpec{
@@ -229,9 +253,9 @@ func (d *demo) createPod(ctx context.Context, p pod) (types.UID, error) {
 		},
 	}
 	if err := d.env.Client.Create(ctx, obj); err != nil {
-		return "", fmt.Errorf("creating pod %s: %w", p.name, err)
+		return nil, fmt.Errorf("creating pod %s: %w", p.name, err)
 	}
-	return obj.UID, nil
+	return obj, nil
 }
 
 // removePod deletes a pod as a kubelet whose pod stopped would have it
@@ -259,6 +283,9 @@ func (d *demo) removePod(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	d.creds.mu.Lock()
+	delete(d.creds.pods, name)
+	d.creds.mu.Unlock()
 	if cmd := d.byName[name]; cmd != nil {
 		stopProcess(cmd)
 		d.procs = slices.DeleteFunc(d.procs, func(c *exec.Cmd) bool { return c == cmd })
@@ -267,25 +294,29 @@ func (d *demo) removePod(ctx context.Context, name string) error {
 	return nil
 }
 
-// markReady marks a pod Running and Ready with its address.
-func (d *demo) markReady(ctx context.Context, p pod) error {
+// markStatus marks a pod Running with its address, and Ready or not.
+func (d *demo) markStatus(ctx context.Context, p pod, ready bool) error {
 	c := d.env.Client
 	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bookinfo", Name: p.name}}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
-		obj.Status = readyStatus(p.ip)
+		obj.Status = runningStatus(p.ip, ready)
 		return c.Status().Update(ctx, obj)
 	})
 	if err != nil {
-		return fmt.Errorf("marking pod %s ready: %w", p.name, err)
+		return fmt.Errorf("marking pod %s running (ready: %v): %w", p.name, ready, err)
 	}
 	return nil
 }
 
-func readyStatus(ip string) corev1.PodStatus {
+func runningStatus(ip string, ready bool) corev1.PodStatus {
 	now := metav1.Now()
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
 	return corev1.PodStatus{
 		Phase:     corev1.PodRunning,
 		HostIP:    nodeIP,
@@ -294,8 +325,8 @@ func readyStatus(ip string) corev1.PodStatus {
 		PodIPs:    []corev1.PodIP{{IP: ip}},
 		StartTime: &now,
 		Conditions: []corev1.PodCondition{
-			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.PodReady, Status: st, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: st, LastTransitionTime: now},
 		},
 	}
 }

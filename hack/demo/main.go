@@ -205,15 +205,14 @@ func (d *demo) startWeft() error {
 		"--health-probe-bind-address=0", "--webhook-port=0", "--log-format=console"}
 	what := ""
 	if d.traffic != nil {
-		// The demo's workloads get no certificates (no kubelet asks for
-		// pod certificates here), so weft is told they come over SDS,
-		// which proxyless gRPC cannot use: their traffic is plain text.
-		// With pod certificates, weft would configure mTLS where the
-		// sample PeerAuthentication says STRICT, and workloads without
-		// certificate files would refuse it.
+		// The demo's kubelet asks for pod certificates, which weft signs:
+		// the workloads speak mutual TLS where a PeerAuthentication says
+		// STRICT, and their servers check the MeshServices' allow rules on
+		// the callers' certificates.
 		args = append(args, "--xds-bind-address="+xdsAddr, "--xds-auth=token", "--xds-host="+xdsHost,
-			"--xds-status-bind-address="+statusAddr, "--cert-delivery=sds")
-		what = " and its xDS server on " + xdsAddr + " (TLS from the mesh CA; every proxy proves its pod with its token)"
+			"--xds-status-bind-address="+statusAddr, "--cert-delivery=podCertificate")
+		what = " and its xDS server on " + xdsAddr + " (TLS from the mesh CA; every proxy proves its pod with its token),\n" +
+			"    signing the pods' certificates (PodCertificateRequests)"
 	}
 	d.say("Starting the weft controller%s (log: %s) ...", what, filepath.Join(d.dir, "weft-controller.log"))
 	if err := d.start("weft-controller", exec.Command(d.weft, args...)); err != nil {
@@ -225,29 +224,29 @@ func (d *demo) startWeft() error {
 	return probe(context.Background(), xdsAddr)
 }
 
-// applyWorkloadsAndSamples applies the Services the samples name, starts
-// their pods, and applies config/samples.
+// applyWorkloadsAndSamples applies the Services the samples name and
+// config/samples, and starts the pods.
 func (d *demo) applyWorkloadsAndSamples(ctx context.Context) error {
 	root := d.env.Root
-	d.say("Applying the Services the samples name (hack/demo/workloads.yaml) and playing the kubelet of their pods ...")
+	d.say("Applying the Services the samples name (hack/demo/workloads.yaml) and config/samples ...")
 	if err := d.kubectlRun(ctx, "apply", "-f", filepath.Join(root, "hack", "demo", "workloads.yaml")); err != nil {
+		return err
+	}
+	if err := d.kubectlRun(ctx, "apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
 		return err
 	}
 	if d.traffic != nil {
 		if err := d.writeRootCA(ctx); err != nil {
 			return err
 		}
-	}
-	if d.traffic != nil {
-		d.say("Running ratings-v1, reviews-v1 and reviews-v2 as gRPC servers on their pods' addresses; both reviews call\n" +
-			"    ratings for every call they serve, through the mesh (proxyless gRPC, configured by weft's xDS server).\n" +
-			"    mongodb-0 runs nothing: nothing in the tour calls it. Logs and xDS bootstraps: " + d.dir)
+		d.say("Playing the kubelet of their pods: ratings-v1, reviews-v1 and reviews-v2 run as gRPC xDS servers on their\n" +
+			"    pods' addresses, each with a certificate weft signed for its ServiceAccount; both reviews call ratings for\n" +
+			"    every call they serve, through the mesh (proxyless gRPC: weft's xDS server configures clients and servers).\n" +
+			"    mongodb-0 runs nothing: nothing in the tour calls it. Logs, certificates and xDS bootstraps: " + d.dir)
+	} else {
+		d.say("Playing the kubelet of their pods ...")
 	}
 	if err := d.startPods(ctx, withWorkloads); err != nil {
-		return err
-	}
-	d.say("Applying config/samples ...")
-	if err := d.kubectlRun(ctx, "apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
 		return err
 	}
 	return d.waitSettled(ctx)
@@ -405,21 +404,6 @@ func readyAt(conds []metav1.Condition, gen int64) error {
 		return fmt.Errorf("not Ready for generation %d yet: %+v", gen, c)
 	}
 	return nil
-}
-
-// waitPlainText waits until the mesh-wide PeerAuthentication reports the
-// workloads that take plain text.
-func (d *demo) waitPlainText(ctx context.Context) error {
-	return testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
-		pa := &meshv1.PeerAuthentication{}
-		if err := d.env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "mesh-default"}, pa); err != nil {
-			return err
-		}
-		if c := meta.FindStatusCondition(pa.Status.Conditions, meshv1.ConditionReady); c == nil || c.Reason != meshv1.ReasonPlainText {
-			return fmt.Errorf("the PeerAuthentication mesh-default does not report plain text yet: %+v", c)
-		}
-		return nil
-	})
 }
 
 // waitCondition waits until a condition of a TrafficPolicy has a status

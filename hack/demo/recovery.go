@@ -66,7 +66,7 @@ func (d *demo) tourRecovery(ctx context.Context) error {
 		return err
 	}
 
-	d.say("Replacing the retries with outlier detection: ratings-v2 fails more than 20% of its calls, so it is ejected,\n" +
+	d.say("Replacing the retries with outlier detection: ratings-v2 fails more than 20%% of its calls, so it is ejected,\n" +
 		"    and calls succeed the first time:")
 	if err := d.patchRecovery(ctx, `{"spec": {"retries": null, "outlierDetection": {"failurePercentage": 20, "minimumHosts": 2, `+
 		`"minimumRequests": 10, "interval": "1s", "baseEjectionTime": "5m", "maxEjectionPercent": 50}}}`); err != nil {

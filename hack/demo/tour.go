@@ -29,8 +29,8 @@ func weightsPatch(first, second int) string {
 }
 
 // tour shows the mesh at work: the live split and its edits, then what
-// kubectl says about weft's resources, then a canary moved to a new
-// version, then failure recovery.
+// kubectl says about weft's resources, then mutual TLS and allow rules
+// in force, then a canary moved to a new version, then failure recovery.
 func (d *demo) tour(ctx context.Context) error {
 	if d.traffic != nil {
 		d.say("Commands are shown as you would type them in another shell (see the end of the tour);\n" +
@@ -42,6 +42,11 @@ func (d *demo) tour(ctx context.Context) error {
 		return err
 	}
 	d.tourStatus(ctx)
+	if d.traffic != nil {
+		if err := d.tourZeroTrust(ctx); err != nil {
+			return err
+		}
+	}
 	if err := d.tourCanary(ctx); err != nil {
 		return err
 	}
@@ -117,16 +122,6 @@ func (d *demo) tourStatus(ctx context.Context) {
 	d.show(ctx, "get", "meshservices", "-n", "bookinfo", "-o", "wide")
 	d.show(ctx, "describe", "meshservice", "reviews", "-n", "bookinfo")
 	d.show(ctx, "describe", "trafficpolicy", "reviews-canary", "-n", "bookinfo")
-	if d.traffic != nil {
-		d.say("The mesh-wide PeerAuthentication asks for STRICT mTLS and says that it is not in force: this demo's\n" +
-			"workloads have no certificates (its kubelet makes no pod certificates), so their gRPC servers take plain text:")
-		if err := d.waitPlainText(ctx); err != nil {
-			d.say("(%v)", err)
-		}
-		d.show(ctx, "get", "peerauthentication", "mesh-default", "-n", "weft-system", "-o",
-			`jsonpath={range .status.conditions[?(@.type=="Ready")]}{.type}={.status} {.reason}: {.message}{"\n"}{end}`)
-	}
-
 	d.say("A policy whose weights do not add up is refused at admission:")
 	bad := "apiVersion: mesh.weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: bad-split, namespace: bookinfo}\n" +
 		"spec:\n  targetRef: {name: reviews}\n  http:\n  - backends: [{subset: v1, weight: 80}, {subset: v2, weight: 10}]\n"

@@ -16,32 +16,47 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	// The xds:/// resolver, bootstrapped from $GRPC_XDS_BOOTSTRAP.
-	_ "google.golang.org/grpc/xds"
+	// The xds:/// resolver and xDS servers, bootstrapped from
+	// $GRPC_XDS_BOOTSTRAP.
+	"google.golang.org/grpc/xds"
 )
 
 // The demo's workloads are this binary run again with a subcommand, one
 // process per pod:
 //
-//	demo serve -name reviews-v1 -listen 192.0.2.11:9080 [-calls ratings.bookinfo.svc.cluster.local:9080] [-fail-every 3] [-delay 3s]
+//	demo serve -name reviews-v1 -listen 192.0.2.11:9080 [-calls ratings.bookinfo.svc.cluster.local:9080] [-fail-every 3] [-delay 3s] [-ready-file f]
 //	demo client -target reviews.bookinfo.svc.cluster.local:9080 [-rate 250] [-window 2s]
 //
 // A server answers Get with its own name, after calling -calls through the
 // mesh when given; -fail-every n fails every n-th call with UNAVAILABLE,
 // -delay waits before answering. The client calls its target at a steady rate and prints
 // one JSON line (a window) per -window: how many calls each backend
-// answered and how many failed. Every xds:/// channel is a proxyless gRPC
-// client of weft's xDS server, bootstrapped from $GRPC_XDS_BOOTSTRAP.
+// answered and how many failed.
+//
+// Both are proxyless gRPC, bootstrapped from $GRPC_XDS_BOOTSTRAP: every
+// xds:/// channel is a client of weft's xDS server, and every server is a
+// grpc-go xDS server, which serves only once weft has sent the Listener
+// for its address (the -ready-file exists while it does), with the
+// transport security and the allow rules that Listener says: mutual TLS
+// with the pod's certificate files where a PeerAuthentication makes the
+// port STRICT, and the MeshService's allow rules checked on the caller's
+// certificate, path and method.
 
-// getMethod is the one method of the demo's services ("reviews" and
-// "ratings" both serve it): it takes Empty and answers a StringValue, the
-// name of the pod that served the call.
-const getMethod = "/bookinfo.Service/Get"
+// The methods of the demo's services ("reviews" and "ratings" both serve
+// them); each takes Empty and answers a StringValue. Get answers the name
+// of the pod that served the call, Stats how many calls it served: the
+// sample's allow rule on reviews lets the product page call Get only.
+const (
+	getMethod   = "/bookinfo.Service/Get"
+	statsMethod = "/bookinfo.Service/Stats"
+)
 
 // window is what the client reports about one stretch of time.
 type window struct {
@@ -74,6 +89,7 @@ func runServe(ctx context.Context, args []string) error {
 	calls := fs.String("calls", "", "a service (host:port) to call through the mesh for every call served")
 	failEvery := fs.Int64("fail-every", 0, "fail every n-th call with UNAVAILABLE (0: none)")
 	delay := fs.Duration("delay", 0, "how long to wait before answering")
+	readyFile := fs.String("ready-file", "", "a file that exists while the server serves (its Listener from weft is in force)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,7 +108,10 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
-	srv := grpc.NewServer()
+	srv, err := xdsServer(*listen, *readyFile)
+	if err != nil {
+		return err
+	}
 	srv.RegisterService(serviceDesc(func(ctx context.Context) (string, error) {
 		if n := served.Add(1); *failEvery > 0 && n%*failEvery == 0 {
 			return "", status.Errorf(codes.Unavailable, "%s fails every %d-th call", *name, *failEvery)
@@ -110,6 +129,8 @@ func runServe(ctx context.Context, args []string) error {
 			}
 		}
 		return *name, nil
+	}, func(context.Context) (string, error) {
+		return fmt.Sprintf("%s served %d calls", *name, served.Load()), nil
 	}), nil)
 	go func() { <-ctx.Done(); srv.Stop() }()
 	if err := srv.Serve(lis); err != nil {
@@ -118,45 +139,85 @@ func runServe(ctx context.Context, args []string) error {
 	return nil
 }
 
-// serviceDesc describes a service with the one method getMethod, answered
-// by answer.
-func serviceDesc(answer func(context.Context) (string, error)) *grpc.ServiceDesc {
-	handler := func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		if err := dec(&emptypb.Empty{}); err != nil {
-			return nil, err
+// xdsServer is a grpc-go xDS server for addr: its transport security and
+// authorization come from weft (plain text where weft's Listener asks for
+// none). While it serves, readyFile (if any) exists.
+func xdsServer(addr, readyFile string) (*xds.GRPCServer, error) {
+	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return nil, err
+	}
+	mode := xds.ServingModeCallback(func(_ net.Addr, args xds.ServingModeChangeArgs) {
+		fmt.Fprintf(os.Stderr, "%s: serving mode %v (%v)\n", addr, args.Mode, args.Err)
+		if readyFile == "" {
+			return
 		}
-		s, err := answer(ctx)
-		if err != nil {
-			return nil, err
+		if args.Mode == connectivity.ServingModeServing {
+			_ = os.WriteFile(readyFile, nil, 0o644)
+		} else {
+			_ = os.Remove(readyFile)
 		}
-		return wrapperspb.String(s), nil
+	})
+	srv, err := xds.NewGRPCServer(grpc.Creds(creds), mode)
+	if err != nil {
+		return nil, fmt.Errorf("an xDS server for %s: %w", addr, err)
+	}
+	return srv, nil
+}
+
+// serviceDesc describes the demo's service: Get answered by get, Stats by
+// stats.
+func serviceDesc(get, stats func(context.Context) (string, error)) *grpc.ServiceDesc {
+	handler := func(answer func(context.Context) (string, error)) grpc.MethodHandler {
+		return func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			if err := dec(&emptypb.Empty{}); err != nil {
+				return nil, err
+			}
+			s, err := answer(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return wrapperspb.String(s), nil
+		}
 	}
 	return &grpc.ServiceDesc{
 		ServiceName: "bookinfo.Service",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Get", Handler: handler}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Get", Handler: handler(get)}, {MethodName: "Stats", Handler: handler(stats)}},
 	}
 }
 
 // dialMesh opens a proxyless channel to a mesh service: grpc-go's own xDS
-// client resolves it from weft's xDS server.
+// client resolves it from weft's xDS server, and its clusters say whether
+// to speak mutual TLS (with the pod's certificate files) or plain text.
 func dialMesh(target string) (*grpc.ClientConn, error) {
 	if os.Getenv("GRPC_XDS_BOOTSTRAP") == "" {
 		return nil, errors.New("GRPC_XDS_BOOTSTRAP is not set: the demo writes a bootstrap per pod")
 	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("dialling xds:///%s: %w", target, err)
 	}
 	return cc, nil
 }
 
-// get makes one call and returns the name of the pod that answered.
-func get(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+// get makes one call of Get and returns the name of the pod that
+// answered.
+func get(ctx context.Context, cc grpc.ClientConnInterface) (string, error) {
+	return invoke(ctx, cc, getMethod)
+}
+
+// invoke makes one call of a method of the demo's service and returns the
+// answer.
+func invoke(ctx context.Context, cc grpc.ClientConnInterface, method string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	out := &wrapperspb.StringValue{}
-	if err := cc.Invoke(ctx, getMethod, &emptypb.Empty{}, out); err != nil {
+	if err := cc.Invoke(ctx, method, &emptypb.Empty{}, out); err != nil {
 		return "", err
 	}
 	return out.GetValue(), nil

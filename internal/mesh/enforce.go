@@ -41,7 +41,7 @@ func (m *Model) findConflicts() {
 	for _, key := range m.Order {
 		s := m.Services[key]
 		for _, p := range s.Ports {
-			for _, e := range s.Endpoints {
+			for e := range s.PodEndpoints() {
 				if n, ok := e.PortOf(p); ok && e.Pod != "" {
 					pp := podPort{e.Pod, n}
 					if !slices.ContainsFunc(claims[pp], func(c claim) bool { return c.key == key }) {

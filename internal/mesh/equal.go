@@ -18,7 +18,7 @@ func (s *Service) Equal(o *Service) bool {
 	return s.Namespace == o.Namespace && s.Name == o.Name && s.Host == o.Host && s.ServiceName == o.ServiceName &&
 		s.Generation == o.Generation && s.DefaultInbound == o.DefaultInbound &&
 		slices.Equal(s.ClusterIPs, o.ClusterIPs) && slices.Equal(s.Ports, o.Ports) &&
-		slices.EqualFunc(s.Endpoints, o.Endpoints, Endpoint.Equal) &&
+		slices.EqualFunc(s.Endpoints, o.Endpoints, Endpoint.Equal) && slices.EqualFunc(s.Starting, o.Starting, Endpoint.Equal) &&
 		// Subsets and policies are small API values with pointers inside.
 		reflect.DeepEqual(s.Subsets, o.Subsets) && reflect.DeepEqual(s.Policies, o.Policies) &&
 		reflect.DeepEqual(s.Allow, o.Allow)

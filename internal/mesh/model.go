@@ -8,6 +8,7 @@ package mesh
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -119,6 +120,12 @@ type Service struct {
 	// Endpoints are the Service's endpoints that are ready or
 	// terminating, sorted by address.
 	Endpoints []Endpoint
+	// Starting are the endpoints of pods that are not ready yet (and not
+	// terminating), sorted by address. No caller is sent them, but their
+	// own proxies are sent their inbound configuration: a proxyless gRPC
+	// server serves only once it has its Listener, and its readiness
+	// probe may need it to.
+	Starting []Endpoint
 	// Policies are the TrafficPolicies in force on the service, sorted by
 	// name: at most one shapes each port (the verdicts refuse overlaps).
 	// A port without one sends all traffic to all endpoints.
@@ -255,7 +262,7 @@ func Build(in Input) *Model {
 					TargetName: sp.Name, TargetNumber: sp.TargetPort.IntVal})
 			}
 		}
-		s.Endpoints = endpoints(ix, ix.slices[Key(svc.Namespace, svc.Name)], pa, trustDomain, m.Shaping)
+		s.Endpoints, s.Starting = endpoints(ix, ix.slices[Key(svc.Namespace, svc.Name)], pa, trustDomain, m.Shaping)
 		m.Services[Key(s.Namespace, s.Name)] = s
 		// A copy: the next build must see this generation whatever becomes of
 		// the input.
@@ -435,12 +442,11 @@ func (ix index) policyScope(tp *meshv1.TrafficPolicy) trafficPolicyScope {
 }
 
 // endpoints flattens slices into endpoints: ready ones, and terminating
-// ones that still serve (so connections drain instead of being cut). An
-// address in two slices appears once.
-// The PeerAuthentications that set a mode are added to shaping.
-func endpoints(ix index, sls []*discoveryv1.EndpointSlice, pa *peerAuth, trustDomain string, shaping map[Ref]int64) []Endpoint {
+// ones that still serve (so connections drain instead of being cut); and,
+// apart, the pods that are not ready yet. An address in two slices appears
+// once. The PeerAuthentications that set a mode are added to shaping.
+func endpoints(ix index, sls []*discoveryv1.EndpointSlice, pa *peerAuth, trustDomain string, shaping map[Ref]int64) (out, starting []Endpoint) {
 	seen := map[string]bool{}
-	var out []Endpoint
 	for _, sl := range sls {
 		ports := map[string]int32{}
 		for _, p := range sl.Ports {
@@ -455,7 +461,8 @@ func endpoints(ix index, sls []*discoveryv1.EndpointSlice, pa *peerAuth, trustDo
 			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
 			terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
 			serving := ep.Conditions.Serving == nil || *ep.Conditions.Serving
-			if !ready && !(terminating && serving) {
+			isStarting := !ready && !terminating
+			if !ready && !(terminating && serving) && !isStarting {
 				continue
 			}
 			seen[ep.Addresses[0]] = true
@@ -478,11 +485,18 @@ func endpoints(ix index, sls []*discoveryv1.EndpointSlice, pa *peerAuth, trustDo
 			if l, ok := ix.nodes[node]; ok {
 				e.Zone, e.Region = cmp.Or(e.Zone, l.Zone), l.Region
 			}
-			out = append(out, e)
+			switch {
+			case !isStarting:
+				out = append(out, e)
+			case e.Pod != "":
+				starting = append(starting, e)
+			}
 		}
 	}
-	slices.SortFunc(out, func(a, b Endpoint) int { return cmp.Compare(a.Address, b.Address) })
-	return out
+	byAddress := func(a, b Endpoint) int { return cmp.Compare(a.Address, b.Address) }
+	slices.SortFunc(out, byAddress)
+	slices.SortFunc(starting, byAddress)
+	return out, starting
 }
 
 // InSubset says whether an endpoint belongs to a subset ("" is all).
@@ -549,4 +563,18 @@ func mirrorHosts(m *Model, tp *meshv1.TrafficPolicy) []string {
 		out[i] = s.Host
 	}
 	return out
+}
+
+// PodEndpoints iterates over the endpoints whose pods serve the service
+// and so get its inbound configuration: ready, terminating and starting.
+func (s *Service) PodEndpoints() iter.Seq[Endpoint] {
+	return func(yield func(Endpoint) bool) {
+		for _, list := range [][]Endpoint{s.Endpoints, s.Starting} {
+			for _, e := range list {
+				if !yield(e) {
+					return
+				}
+			}
+		}
+	}
 }

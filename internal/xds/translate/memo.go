@@ -268,7 +268,8 @@ type PodPort struct {
 }
 
 // InboundPorts returns the ports of a pod ("<namespace>/<name>") that mesh
-// services target, by number: all that a sidecar's own resources are made
+// services target, by number, whether the pod is ready or still starting:
+// all that a sidecar's (or a proxyless server's) own resources are made
 // from. (When two service ports target one pod port, the first in service
 // order gives its protocol and policy; their allow rules must agree, or the
 // port refuses every caller.)
@@ -278,7 +279,7 @@ func (sh *Shared) InboundPorts(pod string) []PodPort {
 		for _, key := range sh.model.Order {
 			s := sh.model.Services[key]
 			for _, p := range s.Ports {
-				for _, e := range s.Endpoints {
+				for e := range s.PodEndpoints() {
 					port, ok := e.PortOf(p)
 					if e.Pod == "" || !ok {
 						continue

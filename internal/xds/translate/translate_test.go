@@ -115,3 +115,44 @@ func TestBadDurationNamesTheField(t *testing.T) {
 		t.Fatalf("BuildShared with a bad duration: %v, want an error naming the policy and timeouts.request", err)
 	}
 }
+
+// A pod that is not ready yet is no caller's endpoint, but its own proxy
+// gets its inbound configuration: a proxyless server serves only once it
+// has its Listener, and a readiness probe through it needs that.
+func TestStartingPodGetsItsInboundOnly(t *testing.T) {
+	starting := xdstest.Backend{Pod: "reviews-v2", Version: "v2", IP: "10.1.0.2", Port: 9080}
+	m := mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "10.1.0.1", 9080), starting))
+	s := m.Services["bookinfo/reviews"]
+	if len(s.Endpoints) != 1 || s.Endpoints[0].Address != "10.1.0.1" || len(s.Starting) != 1 || s.Starting[0].Address != "10.1.0.2" {
+		t.Fatalf("endpoints %+v, starting %+v: want 10.1.0.1 ready and 10.1.0.2 starting", s.Endpoints, s.Starting)
+	}
+	client, err := translateFor(m, Proxy{ID: "c", Flavour: wire.FlavourGRPC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cla := range client.Endpoints {
+		if strings.Contains(protojson.Format(cla), "10.1.0.2") {
+			t.Errorf("a caller is sent the starting pod in %s", cla.GetClusterName())
+		}
+	}
+	for _, fl := range []wire.Flavour{wire.FlavourGRPC, wire.FlavourEnvoy} {
+		sh, err := BuildShared(m, nil, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		own, err := Own(sh, Proxy{ID: "reviews-v2.bookinfo", Flavour: fl, Pod: "bookinfo/reviews-v2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A proxyless server's Listener is named by its address, a
+		// sidecar's inbound filter chain by its port.
+		want := map[wire.Flavour]string{wire.FlavourGRPC: wire.ServerListenerName("10.1.0.2:9080"), wire.FlavourEnvoy: `"inbound|9080"`}[fl]
+		found := false
+		for _, l := range own.Listeners {
+			found = found || strings.Contains(protojson.Format(l), want)
+		}
+		if !found {
+			t.Errorf("%s: the starting pod's own proxy has no inbound configuration for port 9080 (%s): %v", fl, want, own.Listeners)
+		}
+	}
+}

@@ -192,23 +192,38 @@ func IssueCerts(t testing.TB, ca *identity.CA, dir string, id identity.ID) Certs
 
 // DialDirect dials a workload's address itself, as a caller that ignores
 // the mesh's configuration would: a plain gRPC channel (no xDS) over
-// mutual TLS with the caller's certificate files, checking the server's
-// chain against the roots (its certificate names a SPIFFE ID, no host).
+// mutual TLS with the caller's certificate files (DirectTLS).
 func DialDirect(t testing.TB, addr string, certs Certs) *Client {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(certs.Chain(), certs.Key())
+	cfg, err := DirectTLS(certs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &Client{cc}
+}
+
+// DirectTLS is the TLS of a caller that dials a workload itself: its own
+// certificate files, and the server's chain checked against the mesh
+// roots (a workload's certificate names a SPIFFE ID, no host).
+func DirectTLS(certs Certs) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certs.Chain(), certs.Key())
+	if err != nil {
+		return nil, err
 	}
 	rootsPEM, err := os.ReadFile(certs.Roots())
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(rootsPEM) {
-		t.Fatal("no roots in " + certs.Roots())
+		return nil, errors.New("no roots in " + certs.Roots())
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
 		// The chain is checked below, against the mesh roots; there is no
 		// host name to check.
 		InsecureSkipVerify: true, //nolint:gosec
@@ -230,11 +245,5 @@ func DialDirect(t testing.TB, addr string, certs Certs) *Client {
 			}
 			_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 			return err
-		}}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return &Client{cc}
+		}}, nil
 }
