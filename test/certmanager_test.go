@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -173,6 +174,7 @@ func TestCertManagerIssuesTheMeshCA(t *testing.T) {
 		t.Fatalf("weft signs with %q, not the intermediate cert-manager issued", loader.Root().CA.Cert.Subject)
 	}
 	checkLeafChain(t, loader.Root(), cmRoot, inter1)
+	checkSiblingRefused(t, ctx, c, loader)
 
 	// Mutual TLS between two workloads and the controller's server, as
 	// weft wires them: the server's certificate from identity.ServerTLS,
@@ -272,6 +274,16 @@ func TestCertManagerIssuesTheMeshCA(t *testing.T) {
 		t.Error("the renewed intermediate kept its key despite rotationPolicy Always")
 	}
 	checkLeafChain(t, loader.Root(), cmRoot, inter2)
+	// Both intermediates are trust anchors now, the renewed one first,
+	// and the anchors' ConfigMap keeps the replaced one for a restart.
+	if got, _ := identity.ParseCerts(loader.Bundle()); len(got) != 2 || !got[0].Equal(inter2) || !got[1].Equal(inter1) {
+		t.Errorf("after the renewal the bundle holds %d certificates, want the renewed and the replaced intermediate", len(got))
+	}
+	var anchors corev1.ConfigMap
+	must(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: identity.AnchorsConfigMap}, &anchors))
+	if kept, err := identity.ParseCerts([]byte(anchors.Data[identity.BundleKey])); err != nil || len(kept) != 2 || !kept[1].Equal(inter1) {
+		t.Errorf("the anchors' ConfigMap does not keep the replaced intermediate (%d certificates, %v)", len(kept), err)
+	}
 
 	// A replica started after the renewal serves a certificate of the
 	// new intermediate; the workload with the old leaf reaches it too.
@@ -440,7 +452,9 @@ func checkIntermediate(t *testing.T, ctx context.Context, c client.Client, cmRoo
 }
 
 // checkLeafChain issues a workload leaf and checks the path the verifier
-// builds: the leaf, the intermediate, cert-manager's root.
+// builds against the bundle weft publishes: the leaf and the intermediate,
+// its trust anchor. cert-manager's root is not in the bundle: the mesh
+// trusts identities only through its own intermediate.
 func checkLeafChain(t *testing.T, r *identity.Root, cmRoot, inter *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -456,9 +470,16 @@ func checkLeafChain(t *testing.T, r *identity.Root, cmRoot, inter *x509.Certific
 	if err != nil {
 		t.Fatal(err)
 	}
+	bundle, err := identity.ParseCerts(r.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
 	roots, inters := x509.NewCertPool(), x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(r.Bundle) {
-		t.Fatal("the bundle holds no certificate")
+	for _, b := range bundle {
+		if b.Equal(cmRoot) {
+			t.Error("cert-manager's root is in the mesh's bundle")
+		}
+		roots.AddCert(b)
 	}
 	for _, der := range chain[1:] {
 		c, err := x509.ParseCertificate(der)
@@ -472,13 +493,72 @@ func checkLeafChain(t *testing.T, r *identity.Root, cmRoot, inter *x509.Certific
 		t.Fatalf("the leaf does not chain to the bundle: %v", err)
 	}
 	for _, p := range paths {
-		if len(p) != 3 || !p[1].Equal(inter) || !p[2].Equal(cmRoot) {
+		if len(p) != 2 || !p[1].Equal(inter) {
 			var names []string
 			for _, c := range p {
 				names = append(names, c.Subject.CommonName)
 			}
-			t.Errorf("the leaf's path is %q, not leaf → intermediate → cert-manager's root", names)
+			t.Errorf("the leaf's path is %q, not leaf → weft's intermediate", names)
 		}
+	}
+}
+
+// otherTeamCA is another intermediate that cert-manager's CA Issuer signs
+// from the same root: not the mesh's.
+const otherTeamCA = `
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata: {name: other-team-ca, namespace: weft-system}
+spec:
+  isCA: true
+  commonName: another team's CA
+  secretName: other-team-ca
+  duration: 2160h
+  privateKey: {algorithm: ECDSA, size: 256, encoding: PKCS8}
+  issuerRef: {name: mesh-root, kind: Issuer, group: cert-manager.io}
+`
+
+// checkSiblingRefused: a leaf naming a mesh identity, signed by another
+// intermediate of cert-manager's root, is refused by the mesh's bundle
+// and by a server that weft's identity code sets up, while the mesh's own
+// leaves are let in.
+func checkSiblingRefused(t *testing.T, ctx context.Context, c client.Client, loader *identity.RootLoader) {
+	t.Helper()
+	for _, o := range decodeAll(t, []byte(otherTeamCA)) {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := waitReady(ctx, c, "weft-system", "Certificate", "other-team-ca"); err != nil {
+		t.Fatal(err)
+	}
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "other-team-ca"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	certs, err := identity.ParseCerts(s.Data[corev1.TLSCertKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(s.Data[corev1.TLSPrivateKeyKey])
+	if b == nil {
+		t.Fatal("other-team-ca has no key")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sibling := &identity.CA{Cert: certs[0], Key: key.(crypto.Signer), Chain: [][]byte{certs[0].Raw}}
+	for _, ca := range certs[1:] {
+		sibling.Chain = append(sibling.Chain, ca.Raw)
+	}
+	foreign := issueLeaf(t, sibling, "reviews")
+	srv := newMTLSServer(t, loader)
+	if _, err := call(loader, srv.addr, func() (*tls.Certificate, error) { return foreign, nil }); err == nil {
+		t.Error("a leaf of another intermediate of cert-manager's root was let in")
+	}
+	if _, err := call(loader, srv.addr, func() (*tls.Certificate, error) { return issueLeaf(t, loader.Root().CA, "reviews"), nil }); err != nil {
+		t.Errorf("a leaf of weft's intermediate was refused: %v", err)
 	}
 }
 

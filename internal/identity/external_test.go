@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -114,6 +115,26 @@ func TestExternalIntermediate(t *testing.T) {
 	}
 	leafChainsThrough(t, l.Root(), root, inter)
 
+	// The mesh trusts the intermediate, not the root above it: a leaf of
+	// the mesh's trust domain that another intermediate of the same root
+	// signed is refused.
+	if got := l.Root().Bundle; !sameCerts(t, got, inter) {
+		t.Errorf("the bundle is not the intermediate alone:\n%s", got)
+	}
+	if !sameCerts(t, l.Root().ExternalRoots, root.Cert) {
+		t.Errorf("the external roots are not the Secret's ca.crt")
+	}
+	sibling, siblingKey := intermediate(t, root, "another team's intermediate")
+	siblingCA := &CA{Cert: sibling, Key: parseTestKey(t, siblingKey), Chain: [][]byte{sibling.Raw, root.Cert.Raw}}
+	foreign := issueChain(t, siblingCA)
+	if err := verifyAgainst(l.Root().Bundle, foreign); err == nil {
+		t.Error("a leaf of a sibling intermediate of the external root is trusted")
+	}
+	oldLeaf := issueChain(t, l.Root().CA)
+	if err := verifyAgainst(l.Root().Bundle, oldLeaf); err != nil {
+		t.Errorf("a leaf of the signing intermediate is not trusted: %v", err)
+	}
+
 	// cert-manager renews the intermediate: the loader takes it.
 	renewed, renewedKey := intermediate(t, root, "weft intermediate 2")
 	secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey] = EncodeCerts([][]byte{renewed.Raw, root.Cert.Raw}), renewedKey
@@ -129,6 +150,33 @@ func TestExternalIntermediate(t *testing.T) {
 		t.Fatal("the renewed intermediate was not taken")
 	}
 	leafChainsThrough(t, l.Root(), root, renewed)
+
+	// The replaced intermediate stays trusted while its leaves may live,
+	// and is kept in the anchors' ConfigMap: a controller that starts now
+	// trusts it too.
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		if !sameCerts(t, l.Root().Bundle, renewed, inter) {
+			return context.DeadlineExceeded
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the bundle after the renewal is not the renewed and the replaced intermediates:\n%s", l.Root().Bundle)
+	}
+	if err := verifyAgainst(l.Root().Bundle, oldLeaf); err != nil {
+		t.Errorf("a leaf of the replaced intermediate is refused after the renewal: %v", err)
+	}
+	// It lives a day, less than AnchorRetention: trusted until it expires.
+	if until := l.Root().Anchors[1].Until; !until.Equal(inter.NotAfter) {
+		t.Errorf("the replaced intermediate is trusted until %v, want its expiry %v", until, inter.NotAfter)
+	}
+	restarted := &RootLoader{Client: env.Client, Namespace: ns, Log: testr.New(t), External: true}
+	r2, err := restarted.load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameCerts(t, r2.Bundle, renewed, inter) || !r2.Anchors[1].Until.Equal(l.Root().Anchors[1].Until) {
+		t.Errorf("a restarted loader's anchors: %v, want the renewed intermediate and the replaced one until %v", r2.Anchors, l.Root().Anchors[1].Until)
+	}
 
 	// weft does not rotate or retire what it did not make.
 	if _, err := RotateRoot(ctx, env.Client, ns, "cluster.local", time.Now()); err == nil || !strings.Contains(err.Error(), "not weft's built-in root") {
@@ -149,6 +197,69 @@ func TestExternalIntermediate(t *testing.T) {
 	if _, err := rootFromSecret(bad); err == nil || !strings.Contains(err.Error(), BundleKey) {
 		t.Errorf("a CA outside the bundle: %v", err)
 	}
+}
+
+// sameCerts says whether a PEM bundle holds exactly want, in order.
+func sameCerts(t *testing.T, bundle []byte, want ...*x509.Certificate) bool {
+	t.Helper()
+	got, err := ParseCerts(bundle)
+	if err != nil {
+		return false
+	}
+	return len(got) == len(want) && func() bool {
+		for i := range got {
+			if !got[i].Equal(want[i]) {
+				return false
+			}
+		}
+		return true
+	}()
+}
+
+func parseTestKey(t *testing.T, keyPEM []byte) crypto.Signer {
+	t.Helper()
+	k, err := parseKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// issueChain issues a leaf of the mesh's trust domain from ca and returns
+// its chain.
+func issueChain(t *testing.T, ca *CA) [][]byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := ca.Issue(LeafRequest{ID: ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "client"}, PublicKey: key.Public()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chain
+}
+
+// verifyAgainst checks a chain as a peer would: the leaf, through the
+// certificates sent with it, to an anchor of the bundle.
+func verifyAgainst(bundle []byte, chain [][]byte) error {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(bundle)
+	inters := x509.NewCertPool()
+	var leaf *x509.Certificate
+	for i, der := range chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			leaf = c
+		} else {
+			inters.AddCert(c)
+		}
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 func leafChainsThrough(t *testing.T, r *Root, root *CA, inter *x509.Certificate) {

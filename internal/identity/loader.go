@@ -32,6 +32,13 @@ type RootLoader struct {
 	External bool
 
 	root atomic.Pointer[Root]
+	// With an external CA: the trust anchors as last computed, whether the
+	// ConfigMap that keeps them was read, and whether writing it failed
+	// (then it is written again on the next load). Only the goroutine
+	// that runs Start touches them.
+	anchors     []Anchor
+	anchorsRead bool
+	anchorsOwed bool
 }
 
 // NeedLeaderElection is false: every replica needs the root.
@@ -98,16 +105,50 @@ func (l *RootLoader) follow(ctx context.Context) {
 }
 
 func (l *RootLoader) load(ctx context.Context) (*Root, error) {
-	if l.External {
-		return LoadRoot(ctx, l.Client, l.Namespace)
+	if !l.External {
+		return LoadOrCreateRoot(ctx, l.Client, l.Namespace, l.TrustDomain, time.Now())
 	}
-	return LoadOrCreateRoot(ctx, l.Client, l.Namespace, l.TrustDomain, time.Now())
+	root, err := LoadRoot(ctx, l.Client, l.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	return l.anchor(ctx, root, time.Now())
+}
+
+// anchor replaces an external CA's bundle (the external roots) with the
+// mesh's trust anchors: the CA weft signs with, and the ones it replaced
+// while their leaves may be in use (NextAnchors). The external roots stay
+// in ExternalRoots.
+func (l *RootLoader) anchor(ctx context.Context, root *Root, now time.Time) (*Root, error) {
+	if !l.anchorsRead {
+		prev, err := readAnchors(ctx, l.Client, l.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		l.anchors, l.anchorsRead = prev, true
+	}
+	next := NextAnchors(l.anchors, root.CA.Cert, now)
+	if l.anchorsOwed || !sameAnchors(next, l.anchors) {
+		l.anchorsOwed = false
+		if err := writeAnchors(ctx, l.Client, l.Namespace, next); err != nil {
+			// The anchors hold in memory; a restart before the next write
+			// would forget a replaced CA early.
+			l.anchorsOwed = true
+			l.Log.Error(err, "Keeping the mesh's trust anchors failed; trying again on the next reload")
+		} else if len(next) > 1 {
+			l.Log.Info("The mesh trusts replaced signing CAs until their leaves may have expired", "anchors", len(next))
+		}
+	}
+	l.anchors = next
+	root.ExternalRoots, root.Bundle, root.Anchors = root.Bundle, AnchorsPEM(next), next
+	return root, nil
 }
 
 // Root returns the root, or nil until it is loaded.
 func (l *RootLoader) Root() *Root { return l.root.Load() }
 
-// Bundle returns the roots the mesh trusts, PEM, or nil until loaded.
+// Bundle returns the roots the mesh trusts, PEM, or nil until loaded:
+// with an external CA, the trust anchors (see NextAnchors).
 func (l *RootLoader) Bundle() []byte {
 	if r := l.root.Load(); r != nil {
 		return r.Bundle

@@ -27,10 +27,18 @@ const (
 	DefaultRootTTL = 10 * 365 * 24 * time.Hour
 )
 
-// Root is the built-in CA and the bundle of roots the mesh trusts.
+// Root is the CA weft signs with and the bundle of roots the mesh trusts.
 type Root struct {
-	CA     *CA
+	CA *CA
+	// Bundle is what peers are checked against, PEM: the built-in roots;
+	// with an external CA, the trust anchors (the signing CA and the ones
+	// it replaced while their leaves may live), not the external roots.
 	Bundle []byte
+	// With an external CA: Anchors are Bundle's certificates with how
+	// long each is trusted, ExternalRoots the Secret's own bundle (the
+	// roots the signing CA chains to). Nil with the built-in root.
+	Anchors       []Anchor
+	ExternalRoots []byte
 }
 
 // LoadRoot returns the CA from its Secret in namespace, which someone else
