@@ -2,6 +2,7 @@ package walk_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -135,7 +136,7 @@ func TestDefaultInboundAgreesWithGRPC(t *testing.T) {
 				eventually(t, caller+": grpc-go's RBAC let it in", want, func() bool { return m.invoke(t, caller, "/weft.test.Reviews/Get") })
 				// Scoping: a caller the policy lets in is told of reviews,
 				// and only such a caller.
-				eventually(t, caller+": its xDS client was told of reviews", want, func() bool { return m.configured(t, caller) })
+				m.eventuallyTold(t, caller, want)
 			}
 		})
 	}
@@ -228,17 +229,46 @@ func (m *mtlsMesh) invoke(t *testing.T, caller, method string) bool {
 // fails the test.
 func (m *mtlsMesh) configured(t *testing.T, caller string) bool {
 	t.Helper()
+	told, err := m.told(caller)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return told
+}
+
+// told is configured's answer, or an error when the call failed in
+// another way.
+func (m *mtlsMesh) told(caller string) (bool, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, 8*time.Second)
 	defer cancel()
 	_, err := m.clients[caller].Ask(ctx, grpc.WaitForReady(true))
 	switch {
 	case err == nil || status.Code(err) == codes.PermissionDenied:
-		return true
+		return true, nil
 	case strings.Contains(err.Error(), "ListenerResource"), err.Error() == status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error()).Error():
-		return false
+		return false, nil
 	}
-	t.Fatalf("%s: its xDS client failed otherwise than for want of a listener or by RBAC: %v", caller, err)
-	return false
+	return false, fmt.Errorf("%s: its xDS client failed otherwise than for want of a listener or by RBAC: %w", caller, err)
+}
+
+// eventuallyTold waits until a caller's xDS client is told of reviews or
+// not, as want says. While a new scope reaches the client, a call may
+// fail in passing (a route whose cluster was just taken away: "unknown
+// cluster selected"); such a failure is retried, and reported only if the
+// client never settles.
+func (m *mtlsMesh) eventuallyTold(t *testing.T, caller string, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		told, err := m.told(caller)
+		if err == nil && told == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: its xDS client was never told of reviews = %v (last: told %v, %v)", caller, want, told, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // eventually waits until a caller's decision (invoke or configured) is
