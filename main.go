@@ -445,8 +445,13 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("adding the caBundle writer: %w", err)
 		}
 	}
+	// Events (events.k8s.io) for the transitions people look for: a
+	// configuration a proxy rejected, on its pod and on the resources it
+	// was made from; a new signing CA, on its Secret.
+	recorder := mgr.GetEventRecorder("weft-controller")
+	root.Events = recorder
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, DefaultInbound: o.defaultInbound,
-		Bundle: root.Bundle, BundleChanged: bundleChanged}
+		Bundle: root.Bundle, BundleChanged: bundleChanged, Events: recorder}
 	// Pod certificates, where the API server serves them.
 	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
 	if pcrErr == nil {
@@ -461,7 +466,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	o.inject.CertDelivery = delivery
 	log.Info("Workload certificates", "delivery", delivery)
 	if o.xdsAddr != "" {
-		xo := server.Options{Address: o.xdsAddr, Log: log.WithName("xds"), Observe: o.observe}
+		xo := server.Options{Address: o.xdsAddr, Log: log.WithName("xds"), Observe: o.observe, Events: recorder}
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
 			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
 		}

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -122,12 +125,32 @@ func applyVerdict(ctx context.Context, w status.Writer, obj client.Object, curre
 
 // applyReady writes Ready (and, when fields is set, the proxy counts)
 // under the readiness writer's field manager.
-func applyReady(ctx context.Context, w status.Writer, obj client.Object, current []metav1.Condition,
+func applyReady(ctx context.Context, w status.Writer, rec events.EventRecorder, obj client.Object, current []metav1.Condition,
 	ready metav1.Condition, currentFields, fields map[string]any) error {
+	before := meta.FindStatusCondition(current, meshv1.ConditionReady)
+	var was metav1.Condition
+	if before != nil {
+		was = *before
+	}
 	_, err := w.Apply(ctx, obj, current, currentFields, status.Update{
 		OwnedTypes: []string{meshv1.ConditionReady},
 		Conditions: []metav1.Condition{ready},
 		Fields:     fields,
 	})
+	if err == nil {
+		announceRejected(rec, obj, was, ready)
+	}
 	return err
+}
+
+// announceRejected records a Warning Event on an object when its Ready
+// turns to Rejected, or names another rejection: a proxy refused the
+// configuration made from it. The transition shows in kubectl describe
+// and in tools that follow Events; a Ready that stays the same records
+// nothing.
+func announceRejected(rec events.EventRecorder, obj client.Object, was, ready metav1.Condition) {
+	if rec == nil || ready.Reason != meshv1.ReasonRejected || (was.Reason == ready.Reason && was.Message == ready.Message) {
+		return
+	}
+	rec.Eventf(obj, nil, corev1.EventTypeWarning, meshv1.ReasonRejected, "Configure", "%s", ready.Message)
 }

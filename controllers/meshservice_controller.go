@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -29,6 +30,9 @@ type MeshServiceReconciler struct {
 	// Again carries the objects to look at again (a verdict or an
 	// acknowledgement changed).
 	Again <-chan event.GenericEvent
+	// Events, when set, records Ready turning to Rejected as a Warning
+	// Event on the object.
+	Events events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=meshservices,verbs=list;watch
@@ -48,7 +52,7 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 	p := countProxies(r.Proxies, mesh.KindMeshService, ms)
-	return ctrl.Result{}, applyReady(ctx, r.Readiness, ms, ms.Status.Conditions, readyCondition(ms.Generation, conds, p),
+	return ctrl.Result{}, applyReady(ctx, r.Readiness, r.Events, ms, ms.Status.Conditions, readyCondition(ms.Generation, conds, p),
 		map[string]any{"proxies": ms.Status.Proxies},
 		map[string]any{"proxies": meshv1.ProxyCounts{Total: int32(p.total), Synced: int32(p.synced)}})
 }

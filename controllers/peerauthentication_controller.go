@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -26,6 +26,9 @@ type PeerAuthenticationReconciler struct {
 	Verdicts          VerdictSource
 	Proxies           ProxyView
 	Again             <-chan event.GenericEvent
+	// Events, when set, records Ready turning to Rejected as a Warning
+	// Event on the object.
+	Events events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=peerauthentications,verbs=list;watch
@@ -50,7 +53,7 @@ func (r *PeerAuthenticationReconciler) Reconcile(ctx context.Context, req ctrl.R
 			"%s plain text on ports that this policy makes STRICT: proxyless gRPC servers have no certificate unless workloads get pod certificates (--cert-delivery=podCertificate, or auto where the API server serves them); until then any caller reaches them without mTLS",
 			plural(n, "1 workload takes", "%d workloads take")), pa.Generation)
 	}
-	return ctrl.Result{}, applyReady(ctx, r.Readiness, pa, pa.Status.Conditions, ready, nil, nil)
+	return ctrl.Result{}, applyReady(ctx, r.Readiness, r.Events, pa, pa.Status.Conditions, ready, nil, nil)
 }
 
 // PlainTextView counts the proxies that serve in plain text ports a

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Reasons weft gives on the Denied and Failed conditions of a
@@ -52,6 +54,9 @@ type PodCertificateSigner struct {
 	// Root returns the signing CA, nil until it is loaded.
 	Root func() *identity.Root
 	Now  func() time.Time
+	// Events, when set, records a refused request as a Warning Event on
+	// its pod (Setup sets it from Options.Events).
+	Events events.EventRecorder
 }
 
 // Reconcile signs or refuses one request.
@@ -152,6 +157,11 @@ func (r *PodCertificateSigner) decide(ctx context.Context, pcr *certificatesv1.P
 		Reason: reason, Message: message, ObservedGeneration: pcr.Generation})
 	if err := r.Client.Status().Update(ctx, pcr); err != nil {
 		return fmt.Errorf("refusing %s/%s: %w", pcr.Namespace, pcr.Name, err)
+	}
+	if r.Events != nil {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: pcr.Namespace, Name: pcr.Spec.PodName, UID: pcr.Spec.PodUID}}
+		r.Events.Eventf(pod, nil, corev1.EventTypeWarning, wire.EventCertificateRefused, "Sign",
+			"PodCertificateRequest %s: %s, %s: %s", pcr.Name, condType, reason, message)
 	}
 	return nil
 }

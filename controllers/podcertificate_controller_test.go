@@ -13,6 +13,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // pcrFixture is a node, a service account and a pod bound to the node.
@@ -151,6 +153,7 @@ func TestPodCertificateRefused(t *testing.T) {
 	if err := env.Client.Create(ctx, other); err != nil {
 		t.Fatal(err)
 	}
+	denied := 0
 	for name, edit := range map[string]func(*certificatesv1.PodCertificateRequestSpec){
 		"another-node": func(s *certificatesv1.PodCertificateRequestSpec) {
 			s.NodeName, s.NodeUID = types.NodeName(other.Name), other.UID
@@ -176,5 +179,31 @@ func TestPodCertificateRefused(t *testing.T) {
 			t.Errorf("%s: the reason does not name the pod: %s", name, c.Message)
 		}
 		t.Logf("%s: %s %s: %s", name, c.Type, c.Reason, c.Message)
+		denied++
+	}
+	// Each refusal is a Warning Event on the pod, with the request and the
+	// reason; the recorder folds repeats for one pod into one Event with a
+	// count (its series).
+	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctx, &list, client.InNamespace(f.ns)); err != nil {
+			return err
+		}
+		n := 0
+		for _, ev := range list.Items {
+			if ev.Regarding.Kind == "Pod" && ev.Regarding.Name == f.pod.Name && ev.Reason == wire.EventCertificateRefused &&
+				ev.Type == corev1.EventTypeWarning && strings.HasPrefix(ev.Note, "PodCertificateRequest another-") && strings.Contains(ev.Note, ": Denied, Pod") {
+				n++
+				if ev.Series != nil {
+					n += int(ev.Series.Count) - 1
+				}
+			}
+		}
+		if n < denied {
+			return fmt.Errorf("%d CertificateRefused Events on pod %s, want %d (all: %d)", n, f.pod.Name, denied, len(list.Items))
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }

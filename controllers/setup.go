@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -56,7 +57,15 @@ type Options struct {
 	// PodCertificates, when set, signs the PodCertificateRequests for its
 	// signer name.
 	PodCertificates *PodCertificateSigner
+	// Events, when set, records the transitions people look for as
+	// Events: a resource whose configuration a proxy rejected, a pod
+	// certificate refused.
+	Events events.EventRecorder
 }
+
+// Events: a resource whose configuration a proxy rejected, and the pod of
+// that proxy (the xDS server's); patch folds a repeat into the same Event.
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Setup registers every reconciler with the manager, and the watch stage
 // that builds the mesh model on every replica.
@@ -72,24 +81,24 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	if err := (&MeshServiceReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerMeshService), Readiness: readiness,
-		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindMeshService],
+		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindMeshService], Events: o.Events,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the MeshService reconciler: %w", err)
 	}
 	if err := (&TrafficPolicyReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerTrafficPolicy), Readiness: readiness,
-		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindTrafficPolicy],
+		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindTrafficPolicy], Events: o.Events,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the TrafficPolicy reconciler: %w", err)
 	}
 	if err := (&PeerAuthenticationReconciler{
 		Client: mgr.GetClient(), Status: writer(FieldOwnerPeerAuthentication), Readiness: readiness,
-		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindPeerAuthentication],
+		Verdicts: board, Proxies: o.Proxies, Again: again.queues[mesh.KindPeerAuthentication], Events: o.Events,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the PeerAuthentication reconciler: %w", err)
 	}
 	if o.PodCertificates != nil {
-		o.PodCertificates.Client = mgr.GetClient()
+		o.PodCertificates.Client, o.PodCertificates.Events = mgr.GetClient(), o.Events
 		if err := o.PodCertificates.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the pod certificate signer: %w", err)
 		}

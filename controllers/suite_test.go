@@ -108,6 +108,7 @@ func run(m *testing.M) int {
 		Bundle:          func() []byte { return *published.Load() },
 		BundleChanged:   bundleChanged,
 		PodCertificates: &controllers.PodCertificateSigner{SignerName: testSigner, TrustDomain: "cluster.local", Root: func() *identity.Root { return testRoot }},
+		Events:          mgr.GetEventRecorder("weft-controller"),
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -27,6 +29,9 @@ type TrafficPolicyReconciler struct {
 	Verdicts          VerdictSource
 	Proxies           ProxyView
 	Again             <-chan event.GenericEvent
+	// Events, when set, records Ready turning to Rejected as a Warning
+	// Event on the object.
+	Events events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficpolicies,verbs=list;watch
@@ -46,10 +51,17 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	ready := readyCondition(tp.Generation, conds, countProxies(r.Proxies, mesh.KindTrafficPolicy, tp))
+	var was metav1.Condition
+	if c := meta.FindStatusCondition(tp.Status.Conditions, meshv1.ConditionReady); c != nil {
+		was = *c
+	}
 	_, err = r.Readiness.Apply(ctx, tp, tp.Status.Conditions, nil, status.Update{
 		OwnedTypes: []string{meshv1.ConditionReady, meshv1.ConditionHonoured},
 		Conditions: []metav1.Condition{ready, honouredCondition(tp, r.Proxies)},
 	})
+	if err == nil {
+		announceRejected(r.Events, tp, was, ready)
+	}
 	return ctrl.Result{}, err
 }
 

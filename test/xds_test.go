@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -22,6 +24,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,6 +38,7 @@ import (
 	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -306,14 +313,15 @@ func startController(ctx context.Context, t *testing.T) (*testenv.Env, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log})
+	recorder := mgr.GetEventRecorder("weft-controller")
+	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log, Events: recorder})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := mgr.Add(xs); err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel, Proxies: xs}); err != nil {
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MeshNamespace: "weft-system", OnModel: xs.OnModel, Proxies: xs, Events: recorder}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()
@@ -419,4 +427,95 @@ func TestStrictWithoutCertificatesIsNotReady(t *testing.T) {
 		return c.Update(ctx, pa)
 	}))
 	readyIs(metav1.ConditionTrue, meshv1.ReasonSynced, "acknowledged generation 2")
+}
+
+// TestRejectedConfigurationIsAnEvent: when a proxy rejects what it was
+// sent (a NACK), weft records a Warning Event on the proxy's pod
+// (ConfigurationRejected, with the type and the proxy's words) and on the
+// MeshService whose Ready turned Rejected, through the real API server's
+// events.k8s.io API, where kubectl describe finds them.
+func TestRejectedConfigurationIsAnEvent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	env, ads := startController(ctx, t)
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := "picky"
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must(c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: corev1.ServiceSpec{
+		Ports: []corev1.ServicePort{{Name: "grpc", Port: 9080}}}}))
+	ms := &meshv1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: meshv1.MeshServiceSpec{
+		ServiceName: "reviews", Ports: []meshv1.MeshServicePort{{Port: 9080, Protocol: meshv1.ProtocolGRPC}}}}
+	must(c.Create(ctx, ms))
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "client"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	must(c.Create(ctx, pod))
+
+	// A proxy of that pod asks for reviews' Listener and refuses it. (The
+	// model must know the MeshService first, or the Listener would not
+	// be there to refuse.)
+	listener := "reviews." + ns + ".svc.cluster.local:9080"
+	cc, err := grpc.NewClient(ads, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(err)
+	defer cc.Close()
+	var nonce string
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		defer scancel()
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(sctx)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "client." + ns}, TypeUrl: resource.ListenerType,
+			ResourceNames: []string{listener}}); err != nil {
+			return err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if len(resp.GetResources()) == 0 {
+			return errors.New("no Listener for reviews yet")
+		}
+		nonce = resp.GetNonce()
+		// The NACK, on the stream that was sent the Listener; the stream
+		// stays open until the Events are there.
+		if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNames: []string{listener},
+			ResponseNonce: nonce, ErrorDetail: &rpcstatus.Status{Code: 3, Message: "listener refused by the test"}}); err != nil {
+			return err
+		}
+		return waitEvents(ctx, c, ns)
+	}))
+}
+
+// waitEvents waits until the Events of a NACK are in the namespace: one
+// on the pod, one on the MeshService.
+func waitEvents(ctx context.Context, c client.Client, ns string) error {
+	return testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var list eventsv1.EventList
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		onPod, onService := false, false
+		for _, ev := range list.Items {
+			switch {
+			case ev.Regarding.Kind == "Pod" && ev.Regarding.Name == "client" && ev.Reason == wire.EventConfigurationRejected &&
+				ev.Type == corev1.EventTypeWarning && strings.Contains(ev.Note, "rejected type.googleapis.com/envoy.config.listener.v3.Listener") &&
+				strings.Contains(ev.Note, "listener refused by the test"):
+				onPod = true
+			case ev.Regarding.Kind == "MeshService" && ev.Regarding.Name == "reviews" && ev.Reason == meshv1.ReasonRejected &&
+				ev.Type == corev1.EventTypeWarning && strings.Contains(ev.Note, "listener refused by the test"):
+				onService = true
+			}
+		}
+		if !onPod || !onService {
+			return fmt.Errorf("Events on the pod: %v, on the MeshService: %v (all: %d)", onPod, onService, len(list.Items))
+		}
+		return nil
+	})
 }

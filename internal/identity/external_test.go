@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,11 +17,15 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // intermediate signs a CA certificate below root, as cert-manager's CA
@@ -70,8 +75,14 @@ func TestExternalIntermediate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var changes atomic.Int32
+	// Events through the API server's events.k8s.io API, as the manager's
+	// recorder sends them.
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: kubernetes.NewForConfigOrDie(env.Config).EventsV1()})
+	broadcaster.StartRecordingToSink(ctx.Done())
+	defer broadcaster.Shutdown()
 	l := &RootLoader{Client: env.Client, Namespace: ns, TrustDomain: "cluster.local", Log: testr.New(t), External: true,
-		Retry: 100 * time.Millisecond, Reload: 200 * time.Millisecond, OnChange: func() { changes.Add(1) }}
+		Retry: 100 * time.Millisecond, Reload: 200 * time.Millisecond, OnChange: func() { changes.Add(1) },
+		Events: broadcaster.NewRecorder(env.Scheme, "weft-controller")}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- l.Start(runCtx) }()
@@ -150,6 +161,23 @@ func TestExternalIntermediate(t *testing.T) {
 		t.Fatal("the renewed intermediate was not taken")
 	}
 	leafChainsThrough(t, l.Root(), root, renewed)
+
+	// The new signing CA is an Event on the Secret.
+	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Regarding.Kind == "Secret" && ev.Regarding.Name == RootSecretName && ev.Reason == wire.EventCATaken &&
+				strings.Contains(ev.Note, `"weft intermediate 2"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no CATaken Event on the Secret among %d", len(list.Items))
+	}); err != nil {
+		t.Error(err)
+	}
 
 	// The replaced intermediate stays trusted while its leaves may live,
 	// and is kept in the anchors' ConfigMap: a controller that starts now

@@ -7,8 +7,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // RootLoader loads the built-in root when the controller starts (making
@@ -30,6 +35,10 @@ type RootLoader struct {
 	// (cert-manager, or the user): the loader waits for it and never
 	// makes a root of its own.
 	External bool
+	// Events, when set, records each new signing CA the loader takes
+	// (a rotation, or a renewal of the external CA) as an Event on the
+	// CA's Secret.
+	Events events.EventRecorder
 
 	root atomic.Pointer[Root]
 	// With an external CA: the trust anchors as last computed, whether the
@@ -98,6 +107,13 @@ func (l *RootLoader) follow(ctx context.Context) {
 		}
 		l.root.Store(next)
 		l.Log.Info("Took the rotated mesh root CA", "subject", next.CA.Cert.Subject.CommonName, "notAfter", next.CA.Cert.NotAfter)
+		if l.Events != nil && !next.CA.Cert.Equal(cur.CA.Cert) {
+			anchors, _ := ParseCerts(next.Bundle)
+			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: l.Namespace, Name: RootSecretName}}
+			l.Events.Eventf(secret, nil, corev1.EventTypeNormal, wire.EventCATaken, "Rotate",
+				"weft signs with %q (serial %x, expires %s); the bundle holds %d certificates",
+				next.CA.Cert.Subject.CommonName, next.CA.Cert.SerialNumber, next.CA.Cert.NotAfter.UTC().Format(time.RFC3339), len(anchors))
+		}
 		if l.OnChange != nil {
 			l.OnChange()
 		}

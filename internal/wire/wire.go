@@ -184,3 +184,18 @@ const (
 	DefaultTrustDomain   = "cluster.local"
 	DefaultMeshNamespace = "weft-system"
 )
+
+// The reasons of the Events weft records, for alerts and tools that
+// filter on them (docs/operations.md).
+const (
+	// EventConfigurationRejected (Warning, on a pod): its proxy rejected
+	// the configuration weft sent (a NACK), with the type, version and
+	// the proxy's words.
+	EventConfigurationRejected = "ConfigurationRejected"
+	// EventCertificateRefused (Warning, on a pod): weft denied its pod
+	// certificate request, or failed to sign it, with the reason.
+	EventCertificateRefused = "CertificateRefused"
+	// EventCATaken (Normal, on the CA's Secret): the controller took a new
+	// signing CA (made, rotated or renewed).
+	EventCATaken = "CATaken"
+)

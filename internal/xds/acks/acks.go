@@ -199,17 +199,18 @@ func (t *Tracker) TakingPlainText(kind, namespace, name string) int {
 }
 
 // Replied records an ACK (nack empty) or a NACK of the response with
-// nonce.
-func (t *Tracker) Replied(id, typeURL, nonce, nack string) {
+// nonce. For a NACK of a response it sent, it returns what the proxy
+// rejected ("proxy p rejected <type> version v: <why>").
+func (t *Tracker) Replied(id, typeURL, nonce, nack string) (rejected string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	a := t.proxies[id]
 	if a == nil || nonce == "" {
-		return
+		return ""
 	}
 	version, ok := a.nonces[typeURL+"/"+nonce]
 	if !ok {
-		return
+		return ""
 	}
 	delete(a.nonces, typeURL+"/"+nonce)
 	if nack != "" {
@@ -217,11 +218,13 @@ func (t *Tracker) Replied(id, typeURL, nonce, nack string) {
 		a.nacks[typeURL] = fmt.Sprintf("version %s: %s", version, nack)
 		t.log.Info("A proxy rejected its configuration", "proxy", id, "type", typeURL, "version", version, "reason", nack)
 		nacks.WithLabelValues(typeURL).Inc()
+		rejected = a.rejected
 	} else {
 		a.ackedVersions[typeURL] = version
 		delete(a.nacks, typeURL)
 	}
 	t.settleLocked(id, a)
+	return rejected
 }
 
 // settleLocked marks what a proxy holds as acknowledged once it has acked

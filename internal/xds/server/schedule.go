@@ -388,6 +388,16 @@ func (s *scheduler) snapshot() []proxyView {
 	return out
 }
 
+// podOf returns a connected proxy and what its stream proved.
+func (s *scheduler) podOf(id string) (translate.Proxy, auth.Identity, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.proxies[id]; ok {
+		return st.proxy, st.who, true
+	}
+	return translate.Proxy{}, auth.Identity{}, false
+}
+
 // failure is a proxy's last translation error, if any.
 func (s *scheduler) failure(id string) error {
 	s.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -21,6 +22,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -72,6 +77,10 @@ type Options struct {
 	PodCertificateSigner string
 	// Observe is what sidecars log and trace (translate.Observability).
 	Observe translate.Observability
+	// Events, when set, records a proxy's rejection of its configuration
+	// (a NACK) as a Warning Event on its pod, where kubectl describe
+	// shows it.
+	Events events.EventRecorder
 }
 
 // Validate says what is wrong with a combination of options.
@@ -199,8 +208,26 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, nack s
 	if err != nil {
 		return err
 	}
-	s.acks.Replied(id, typeURL, nonce, nack)
+	if rejected := s.acks.Replied(id, typeURL, nonce, nack); rejected != "" && s.Events != nil {
+		s.announceRejected(id, rejected)
+	}
 	return nil
+}
+
+// announceRejected records a NACK on the proxy's pod. A proxy rejects a
+// version once (weft does not send it again until the configuration
+// changes), and the recorder folds repeats of one message into one Event.
+func (s *Server) announceRejected(id, rejected string) {
+	p, who, ok := s.sched.podOf(id)
+	if !ok || p.Pod == "" {
+		return
+	}
+	ns, name, _ := strings.Cut(p.Pod, "/")
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if who.Namespace == ns && who.Pod == name {
+		pod.UID = types.UID(who.PodUID)
+	}
+	s.Events.Eventf(pod, nil, corev1.EventTypeWarning, wire.EventConfigurationRejected, "Configure", "%s", rejected)
 }
 
 // register binds a stream to the proxy its node names, the first time it
