@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -38,6 +40,7 @@ import (
 	"github.com/weftmesh/weft/internal/cabundle"
 	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/identity/casource"
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/memlimit"
 	"github.com/weftmesh/weft/internal/redirect"
@@ -126,6 +129,10 @@ type controllerOptions struct {
 	webhookPort      int
 	webhookCertDir   string
 	caSource         string
+	issuer           cmmeta.IssuerReference
+	trustBundle      string
+	issuerQPS        float64
+	issuerBurst      int
 	observe          translate.Observability
 	webhookService   string
 	webhookConfig    string
@@ -156,7 +163,15 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
 		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
 	fs.StringVar(&o.caSource, "ca", "builtin",
-		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start) or external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal)")
+		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start), external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal) or cert-manager (weft holds no CA: --issuer-name signs every certificate through a CertificateRequest; SDS delivery only)")
+	fs.StringVar(&o.issuer.Name, "issuer-name", "",
+		"with --ca=cert-manager: the Issuer (in --mesh-namespace) or ClusterIssuer that signs the workloads' and the controller's certificates")
+	fs.StringVar(&o.issuer.Kind, "issuer-kind", "Issuer", "with --ca=cert-manager: the issuer's kind: Issuer, ClusterIssuer, or an external issuer's own kind")
+	fs.StringVar(&o.issuer.Group, "issuer-group", "cert-manager.io", "with --ca=cert-manager: the issuer's API group (an external issuer's own group)")
+	fs.StringVar(&o.trustBundle, "trust-bundle", identity.DefaultTrustBundle,
+		"with --ca=cert-manager: the ConfigMap in --mesh-namespace whose key ca.crt holds the roots the issuer's certificates chain to (trust-manager's Bundle target, or kept by hand); followed without a restart")
+	fs.Float64Var(&o.issuerQPS, "issuer-qps", 5, "with --ca=cert-manager: CertificateRequests created per second at most, by each replica")
+	fs.IntVar(&o.issuerBurst, "issuer-burst", 20, "with --ca=cert-manager: CertificateRequests created at once before --issuer-qps applies")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
 		"directory with the webhook's tls.crt and tls.key, reloaded when they change (cert-manager); empty: the mesh CA signs the webhook's certificate in memory and weft fills the caBundle of --webhook-configuration")
@@ -332,6 +347,7 @@ func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(meshv1.AddToScheme(s))
+	utilruntime.Must(cmapi.AddToScheme(s))
 	return s
 }
 
@@ -364,6 +380,22 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := o.observe.Validate(); err != nil {
 		return err
 	}
+	if err := (casource.Config{Source: o.caSource, Issuer: o.issuer}).Validate(); err != nil {
+		return err
+	}
+	if o.caSource == casource.CertManager {
+		// Pod certificates need a CA weft holds (the kubelet's request
+		// carries no CSR an issuer would sign): SDS only.
+		switch o.certDelivery {
+		case "auto":
+			o.certDelivery = string(wire.DeliverySDS)
+		case string(wire.DeliveryPodCertificate):
+			return errors.New("--cert-delivery=podCertificate: with --ca=cert-manager weft holds no CA to sign pod certificates with; use sds")
+		}
+		if o.issuerQPS <= 0 || o.issuerBurst < 1 {
+			return fmt.Errorf("--issuer-qps and --issuer-burst: %v and %d; both must be positive", o.issuerQPS, o.issuerBurst)
+		}
+	}
 	cfg, err := o.restConfig()
 	if err != nil {
 		return fmt.Errorf("loading the API server config: %w", err)
@@ -387,28 +419,28 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			leaderNS = o.meshNamespace
 		}
 	}
-	// The root CA's loader comes first: the webhook's own certificate
-	// needs it.
+	// The mesh CA (or, with --ca=cert-manager, the trust bundle and the
+	// issuer) comes first: the webhook's own certificate needs it.
 	bundleChanged, caBundleChanged := make(chan struct{}, 1), make(chan struct{}, 1)
-	if o.caSource != "builtin" && o.caSource != "external" {
-		return fmt.Errorf("--ca: %q is neither builtin nor external", o.caSource)
-	}
-	root := &identity.RootLoader{Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, Log: log.WithName("ca"), External: o.caSource == "external",
-		OnChange: func() {
+	trust, err := casource.New(casource.Config{Source: o.caSource, Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain,
+		Issuer: o.issuer, TrustBundle: o.trustBundle, Log: log, OnChange: func() {
 			for _, ch := range []chan struct{}{bundleChanged, caBundleChanged} {
 				select {
 				case ch <- struct{}{}:
 				default:
 				}
 			}
-		}}
+		}})
+	if err != nil {
+		return err
+	}
 	controllerID := identity.ID{TrustDomain: o.inject.TrustDomain, Namespace: o.meshNamespace, ServiceAccount: "weft-controller"}
 	var webhookServer webhook.Server
 	if o.webhookPort != 0 {
 		wo := webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir, TLSOpts: tlsOpts}
 		if o.webhookCertDir == "" {
 			svc := o.webhookService + "." + o.meshNamespace + ".svc"
-			tlsCfg := identity.ServerTLS(root.Root, []string{svc, svc + ".cluster.local"}, controllerID)
+			tlsCfg := trust.ServerTLS([]string{svc, svc + ".cluster.local"}, controllerID, log.WithName("webhook-tls"))
 			wo.TLSOpts = append(wo.TLSOpts, func(c *tls.Config) { c.GetCertificate = tlsCfg.GetCertificate })
 		}
 		webhookServer = webhook.NewServer(wo)
@@ -435,12 +467,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
-	root.Client = direct
-	if err := mgr.Add(root); err != nil {
-		return fmt.Errorf("adding the root CA loader: %w", err)
+	if err := trust.Add(mgr, direct); err != nil {
+		return err
 	}
 	if webhookServer != nil && o.webhookCertDir == "" && o.webhookConfig != "" {
-		if err := mgr.Add(&cabundle.Injector{Client: direct, Name: o.webhookConfig, Bundle: root.Bundle,
+		if err := mgr.Add(&cabundle.Injector{Client: direct, Name: o.webhookConfig, Bundle: trust.Bundle,
 			Changed: caBundleChanged, Log: log.WithName("cabundle")}); err != nil {
 			return fmt.Errorf("adding the caBundle writer: %w", err)
 		}
@@ -449,17 +480,23 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	// configuration a proxy rejected, on its pod and on the resources it
 	// was made from; a new signing CA, on its Secret.
 	recorder := mgr.GetEventRecorder("weft-controller")
-	root.Events = recorder
-	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, DefaultInbound: o.defaultInbound,
-		Bundle: root.Bundle, BundleChanged: bundleChanged, Events: recorder}
-	// Pod certificates, where the API server serves them.
-	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
-	if pcrErr == nil {
-		copts.PodCertificates = &controllers.PodCertificateSigner{SignerName: o.inject.PodCertificateSigner, TrustDomain: o.inject.TrustDomain, Root: root.Root}
-	} else {
-		log.Info("The API server does not serve PodCertificateRequests (certificates.k8s.io/v1); weft signs none", "reason", pcrErr.Error())
+	if trust.Root != nil {
+		trust.Root.Events = recorder
 	}
-	delivery, err := chooseDelivery(o.certDelivery, pcrErr == nil)
+	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, DefaultInbound: o.defaultInbound,
+		Bundle: trust.Bundle, BundleChanged: bundleChanged, Events: recorder}
+	// Pod certificates, where the API server serves them and weft holds
+	// the CA that signs them.
+	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
+	switch {
+	case pcrErr != nil:
+		log.Info("The API server does not serve PodCertificateRequests (certificates.k8s.io/v1); weft signs none", "reason", pcrErr.Error())
+	case trust.Root == nil:
+		log.Info("weft signs no pod certificates: with --ca=cert-manager it holds no CA, and a PodCertificateRequest carries no CSR an issuer would sign")
+	default:
+		copts.PodCertificates = &controllers.PodCertificateSigner{SignerName: o.inject.PodCertificateSigner, TrustDomain: o.inject.TrustDomain, Root: trust.Root.Root}
+	}
+	delivery, err := chooseDelivery(o.certDelivery, copts.PodCertificates != nil)
 	if err != nil {
 		return err
 	}
@@ -477,13 +514,22 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 				// certificate) may prove itself with it instead.
 				Roots: func() *x509.CertPool {
 					pool := x509.NewCertPool()
-					pool.AppendCertsFromPEM(root.Bundle())
+					pool.AppendCertsFromPEM(trust.Bundle())
 					return pool
 				}, TrustDomain: o.inject.TrustDomain}
-			xo.TLS = identity.ServerTLS(root.Root, []string{o.inject.XDSHost}, controllerID)
+			xo.TLS = trust.ServerTLS([]string{o.inject.XDSHost}, controllerID, log.WithName("xds-tls"))
 			xo.StatusAddress = o.xdsStatusAddr
 			// Sidecars that proved their pod get its certificate over SDS.
-			xo.Signer, xo.TrustDomain, xo.LeafTTL = root.Root, o.inject.TrustDomain, o.leafTTL
+			xo.TrustDomain, xo.LeafTTL = o.inject.TrustDomain, o.leafTTL
+			if trust.Root != nil {
+				xo.Signer = trust.Root.Root
+			} else {
+				leaves := trust.Leaves(o.leafTTL, o.issuerQPS, o.issuerBurst, log.WithName("leaves"))
+				if err := mgr.Add(leaves); err != nil {
+					return fmt.Errorf("adding the workload certificates' requests: %w", err)
+				}
+				xo.Leaves = leaves
+			}
 			// Proxyless gRPC workloads read pod certificates as files:
 			// with them, STRICT PeerAuthentications apply to them too.
 			xo.ProxylessMTLS = delivery == wire.DeliveryPodCertificate

@@ -23,9 +23,19 @@ func TestControllerRefusesSettingsSidecarsWouldRefuse(t *testing.T) {
 		{"--access-log-format=100% done", "does not start a command operator"},
 		{"--tracing-endpoint=collector", "--tracing-endpoint"},
 		{"--tracing-sampling=120", "--tracing-sampling"},
+		// Certificates: a CA source that does not exist, an issuer not
+		// named, and pod certificates with no CA weft holds.
+		{"--ca=vault", "--ca"},
+		{"--ca=cert-manager", "--issuer-name"},
+		{"--ca=cert-manager --issuer-name=corp --cert-delivery=podCertificate", "--cert-delivery=podCertificate"},
+		{"--ca=cert-manager --issuer-name=corp --issuer-qps=0", "--issuer-qps"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, weft, "controller", tc.flag, "--kubeconfig=/nonexistent").CombinedOutput()
+		args := append([]string{"controller"}, strings.Fields(tc.flag)...)
+		if strings.HasPrefix(tc.flag, "--access-log-format") {
+			args = []string{"controller", tc.flag} // one flag with spaces in it
+		}
+		out, err := exec.CommandContext(ctx, weft, append(args, "--kubeconfig=/nonexistent")...).CombinedOutput()
 		timedOut := ctx.Err() != nil
 		cancel()
 		if err == nil || timedOut {

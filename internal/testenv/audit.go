@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 )
 
 // AuditEvent is what ReadAudit keeps of one audit event: who asked, the
@@ -13,6 +14,11 @@ type AuditEvent struct {
 	User struct {
 		Username string `json:"username"`
 	} `json:"user"`
+	// ImpersonatedUser is who the request was made as, when User
+	// impersonated someone.
+	ImpersonatedUser *struct {
+		Username string `json:"username"`
+	} `json:"impersonatedUser"`
 	Verb      string `json:"verb"`
 	ObjectRef *struct {
 		Resource    string `json:"resource"`
@@ -26,6 +32,8 @@ type AuditEvent struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
 	Stage string `json:"stage"`
+	// RequestReceived is when the API server received the request.
+	RequestReceived time.Time `json:"requestReceivedTimestamp"`
 }
 
 // ReadAudit reads the audit log an Env started with Options.AuditLog

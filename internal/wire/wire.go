@@ -198,4 +198,8 @@ const (
 	// EventCATaken (Normal, on the CA's Secret): the controller took a new
 	// signing CA (made, rotated or renewed).
 	EventCATaken = "CATaken"
+	// EventCertificateWaiting (Warning, on a pod): its sidecar waits for a
+	// certificate from the issuer weft asks (--ca=cert-manager), and is
+	// sent nothing of its own meanwhile; the message says why.
+	EventCertificateWaiting = "CertificateWaiting"
 )

@@ -72,6 +72,40 @@ var toggles = []struct {
 			t.Error("with cert-manager's CA the controller may still create Secrets")
 		}
 	}},
+	{"every certificate from a cert-manager issuer", []string{"mesh.ca.source=certManagerIssuer", "mesh.ca.issuerRef.name=vault",
+		"mesh.ca.issuerRef.kind=VaultIssuer", "mesh.ca.issuerRef.group=vault.example.com", "mesh.ca.trustBundle=corp-roots"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+		if find(objs, "Certificate", "weft-mesh-ca") != nil {
+			t.Error("an intermediate CA is rendered although weft holds none")
+		}
+		args := controllerArgs(t, objs)
+		for _, want := range []string{"--ca=cert-manager", "--issuer-name=vault", "--issuer-kind=VaultIssuer", "--issuer-group=vault.example.com",
+			"--trust-bundle=corp-roots", "--issuer-qps=5", "--issuer-burst=20"} {
+			if !slices.Contains(args, want) {
+				t.Errorf("args %v lack %s", args, want)
+			}
+		}
+		role := typed[rbacv1.Role](t, find(objs, "Role", "weft-controller"))
+		var requests int
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "secrets") {
+				t.Errorf("the controller may still %v Secrets, and holds no CA", r.Verbs)
+			}
+			if slices.Contains(r.Resources, "certificaterequests") {
+				requests++
+				if !slices.Equal(r.APIGroups, []string{"cert-manager.io"}) || !slices.Equal(r.Verbs, []string{"create", "get", "delete"}) {
+					t.Errorf("the CertificateRequest grant is %v on %v, want create, get, delete on cert-manager.io", r.Verbs, r.APIGroups)
+				}
+			}
+		}
+		if requests != 1 {
+			t.Errorf("%d grants on CertificateRequests, want one", requests)
+		}
+		if slices.ContainsFunc(typed[rbacv1.ClusterRole](t, find(objs, "ClusterRole", "weft-controller")).Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.Resources, "certificaterequests") || slices.Contains(r.APIGroups, "certificates.k8s.io")
+		}) {
+			t.Error("the ClusterRole grants CertificateRequests cluster-wide, or pod certificates weft cannot sign")
+		}
+	}},
 	{"no injector", []string{"injector.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 		if find(objs, "MutatingWebhookConfiguration", "weft-injector") != nil {
 			t.Error("the injector is rendered although injector.enabled=false")
@@ -376,6 +410,11 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"certManager.issuerRef.kind=Vault", "/certManager/issuerRef/kind"},
 		{"mesh.ca.source=certManager", "/mesh/ca/issuerRef/name"},
 		{"mesh.ca.source=vault", "/mesh/ca/source"},
+		{"mesh.ca.source=certManagerIssuer", "/mesh/ca/issuerRef/name"},
+		{"mesh.ca.source=certManager,mesh.ca.issuerRef.name=a,mesh.ca.issuerRef.kind=VaultIssuer", "/mesh/ca/issuerRef/kind"},
+		{"mesh.ca.source=certManagerIssuer,mesh.ca.issuerRef.name=a,mesh.certDelivery=podCertificate", "/mesh/certDelivery"},
+		{"mesh.ca.source=certManagerIssuer,mesh.ca.issuerRef.name=a,mesh.ca.requestsPerSecond=0", "/mesh/ca/requestsPerSecond"},
+		{"mesh.ca.source=certManagerIssuer,mesh.ca.issuerRef.name=a,mesh.ca.trustBundle=Corp_Roots", "/mesh/ca/trustBundle"},
 		{"mesh.tracing.endpoint=collector", "/mesh/tracing/endpoint"},
 		{"mesh.tracing.samplingPercent=150", "/mesh/tracing/samplingPercent"},
 		{"mesh.accessLog.format=%RESPONSE_CODES%", "/mesh/accessLog/format"},

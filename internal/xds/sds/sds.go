@@ -1,7 +1,8 @@
 // Package sds certifies sidecars: each proxy that proved an identity gets a
 // leaf for spiffe://<trust domain>/ns/<namespace>/sa/<service account>,
 // made in memory and served only as that proxy's own SDS secrets, renewed
-// at half-life and re-issued when the mesh root rotates. It holds the
+// at half-life and re-issued when the mesh root rotates. The leaves come
+// from a Source: weft's own CA, or an issuer weft asks. It holds the
 // leaves under its own lock; the xDS server asks it for a proxy's secrets
 // when it translates that proxy's own resources.
 package sds
@@ -10,6 +11,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -20,78 +22,76 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// Issuer makes and keeps the sidecars' leaves.
+// A Source signs the leaves an Issuer serves: weft's own CA (CASource),
+// or an issuer weft asks (certmanager.Leaves).
+type Source interface {
+	// Leaf returns a leaf for id, made now or handed out before (a
+	// source may share one among the proxies of an identity). An error
+	// wrapping ErrWaiting says that one is on its way.
+	Leaf(id identity.ID, now time.Time) (*identity.Leaf, error)
+	// Current says whether a leaf it returned is still the one to serve
+	// at now: not due for renewal, from the CA in force, with the
+	// bundle in force.
+	Current(l *identity.Leaf, now time.Time) bool
+}
+
+// A Notifier is a Source that calls back when leaves it was waiting for
+// have come: the proxies waiting on them are served at once.
+type Notifier interface {
+	OnLeaves(func())
+}
+
+// ErrWaiting is wrapped by a Source that has no leaf for an identity yet:
+// it asked for one (identity.ErrWaiting).
+var ErrWaiting = identity.ErrWaiting
+
+// Issuer keeps each sidecar's leaf.
 type Issuer struct {
-	// Signer returns the mesh CA, or nil while it is not loaded.
-	signer      func() *identity.Root
-	trustDomain string
-	ttl         time.Duration
+	source Source
 
 	mu     sync.Mutex
-	leaves map[string]*leaf
+	leaves map[string]*served
 }
 
-// New returns an issuer signing with signer's CA in trustDomain, leaves
-// living ttl (identity's default when zero).
-func New(signer func() *identity.Root, trustDomain string, ttl time.Duration) *Issuer {
-	return &Issuer{signer: signer, trustDomain: trustDomain, ttl: ttl, leaves: map[string]*leaf{}}
+// New returns an issuer serving source's leaves.
+func New(source Source) *Issuer {
+	return &Issuer{source: source, leaves: map[string]*served{}}
 }
 
-// leaf is one proxy's certificate. Its key is never written anywhere but
-// into the proxy's own SDS secret.
-type leaf struct {
-	id       identity.ID
-	secrets  []*tlsv3.Secret
-	renewAt  time.Time
-	notAfter time.Time
-	// root is the CA that signed it: a rotated root re-issues it.
-	root *identity.Root
+// served is the leaf a proxy was given, and its SDS secrets.
+type served struct {
+	leaf    *identity.Leaf
+	secrets []*tlsv3.Secret
 }
 
 // Secrets returns a proxy's SDS secrets (translate.Secrets) for the
-// ServiceAccount namespace/serviceAccount it proved, making a leaf when it
-// has none, when the identity or the root changed, or at half-life.
-func (i *Issuer) Secrets(proxy, namespace, serviceAccount string, now time.Time) ([]*tlsv3.Secret, error) {
-	root := i.signer()
-	if root == nil {
-		return nil, fmt.Errorf("proxy %s: the mesh CA is not loaded yet", proxy)
-	}
-	id := identity.ID{TrustDomain: i.trustDomain, Namespace: namespace, ServiceAccount: serviceAccount}
+// ServiceAccount namespace/serviceAccount it proved, asking the source for
+// a leaf when it has none, when the identity changed, or when its leaf is
+// no longer current.
+func (i *Issuer) Secrets(proxy string, id identity.ID, now time.Time) ([]*tlsv3.Secret, error) {
 	i.mu.Lock()
-	l := i.leaves[proxy]
+	s := i.leaves[proxy]
 	i.mu.Unlock()
-	if l != nil && l.id == id && sameRoot(l.root, root) && now.Before(l.renewAt) {
-		return l.secrets, nil
+	if s != nil && s.leaf.ID == id && i.source.Current(s.leaf, now) {
+		return s.secrets, nil
 	}
-	l, err := i.issue(id, root, now)
+	l, err := i.source.Leaf(id, now)
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy, err)
 	}
+	if s != nil && s.leaf == l {
+		// The source has nothing newer yet (a renewal on its way).
+		return s.secrets, nil
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: encoding the leaf's key: %w", proxy, err)
+	}
+	s = &served{leaf: l, secrets: translate.Secrets(identity.EncodeCerts(l.Chain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), l.Bundle)}
 	i.mu.Lock()
-	i.leaves[proxy] = l
+	i.leaves[proxy] = s
 	i.mu.Unlock()
-	return l.secrets, nil
-}
-
-func (i *Issuer) issue(id identity.ID, root *identity.Root, now time.Time) (*leaf, error) {
-	key, err := identity.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	chain, err := root.CA.Issue(identity.LeafRequest{ID: id, PublicKey: key.Public(), TTL: i.ttl}, now)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(chain[0])
-	if err != nil {
-		return nil, fmt.Errorf("reading the leaf just issued: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the leaf's key: %w", err)
-	}
-	secrets := translate.Secrets(identity.EncodeCerts(chain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), root.Bundle)
-	return &leaf{id: id, secrets: secrets, renewAt: identity.RenewAt(cert), notAfter: cert.NotAfter, root: root}, nil
+	return s.secrets, nil
 }
 
 // Due says whether a proxy's leaf must be replaced: at half-life, or when
@@ -99,20 +99,20 @@ func (i *Issuer) issue(id identity.ID, root *identity.Root, now time.Time) (*lea
 // go out together).
 func (i *Issuer) Due(proxy string, now time.Time) bool {
 	i.mu.Lock()
-	l := i.leaves[proxy]
+	s := i.leaves[proxy]
 	i.mu.Unlock()
-	return l != nil && (!now.Before(l.renewAt) || !sameRoot(i.signer(), l.root))
+	return s != nil && !i.source.Current(s.leaf, now)
 }
 
 // Leaf says what a proxy's leaf certifies and when it expires.
 func (i *Issuer) Leaf(proxy string) (id identity.ID, notAfter time.Time, ok bool) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	l := i.leaves[proxy]
-	if l == nil {
+	s := i.leaves[proxy]
+	if s == nil {
 		return identity.ID{}, time.Time{}, false
 	}
-	return l.id, l.notAfter, true
+	return s.leaf.ID, s.leaf.NotAfter, true
 }
 
 // Forget drops a proxy's leaf (it disconnected).
@@ -120,6 +120,44 @@ func (i *Issuer) Forget(proxy string) {
 	i.mu.Lock()
 	delete(i.leaves, proxy)
 	i.mu.Unlock()
+}
+
+// CASource signs a new leaf, with a new key, for each proxy with the mesh
+// CA weft holds.
+type CASource struct {
+	// Root returns the mesh CA, or nil while it is not loaded.
+	Root func() *identity.Root
+	// TTL is the leaves' lifetime (identity's default when zero).
+	TTL time.Duration
+}
+
+// Leaf signs a leaf for id.
+func (c CASource) Leaf(id identity.ID, now time.Time) (*identity.Leaf, error) {
+	root := c.Root()
+	if root == nil {
+		return nil, errors.New("the mesh CA is not loaded yet")
+	}
+	key, err := identity.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	chain, err := root.CA.Issue(identity.LeafRequest{ID: id, PublicKey: key.Public(), TTL: c.TTL}, now)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("reading the leaf just issued: %w", err)
+	}
+	return &identity.Leaf{ID: id, Chain: chain, Key: key, Bundle: root.Bundle, CA: root.CA.Cert.Raw,
+		RenewAt: identity.RenewAt(cert), NotAfter: cert.NotAfter}, nil
+}
+
+// Current says a leaf is before half-life and from the root in force,
+// whose bundle it carries.
+func (c CASource) Current(l *identity.Leaf, now time.Time) bool {
+	root := c.Root()
+	return root != nil && now.Before(l.RenewAt) && bytes.Equal(l.CA, root.CA.Cert.Raw) && bytes.Equal(l.Bundle, root.Bundle)
 }
 
 // RenewEvery is how often a holder of leaves living ttl should look for
@@ -130,13 +168,4 @@ func RenewEvery(ttl time.Duration) time.Duration {
 		every = max(ttl/20, time.Second)
 	}
 	return every
-}
-
-// sameRoot says whether two roots sign with the same CA and trust the same
-// bundle.
-func sameRoot(a, b *identity.Root) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.CA.Cert.Equal(b.CA.Cert) && bytes.Equal(a.Bundle, b.Bundle)
 }

@@ -21,7 +21,7 @@ func newRoot(t *testing.T, now time.Time) *identity.Root {
 // leafOf reads the certificate out of a proxy's secrets.
 func leafOf(t *testing.T, i *Issuer, proxy, ns, sa string, now time.Time) *x509.Certificate {
 	t.Helper()
-	secrets, err := i.Secrets(proxy, ns, sa, now)
+	secrets, err := i.Secrets(proxy, identity.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa}, now)
 	if err != nil {
 		t.Fatalf("Secrets(%s): %v", proxy, err)
 	}
@@ -44,7 +44,7 @@ func TestIssuerLifecycle(t *testing.T) {
 	root := newRoot(t, now)
 	current := root
 	ttl := time.Hour
-	i := New(func() *identity.Root { return current }, "cluster.local", ttl)
+	i := New(CASource{Root: func() *identity.Root { return current }, TTL: ttl})
 
 	first := leafOf(t, i, "p.ns", "ns", "sa", now)
 	if len(first.URIs) != 1 || first.URIs[0].String() != "spiffe://cluster.local/ns/ns/sa/sa" {
@@ -101,8 +101,8 @@ func TestIssuerLifecycle(t *testing.T) {
 }
 
 func TestIssuerWithoutCA(t *testing.T) {
-	i := New(func() *identity.Root { return nil }, "cluster.local", time.Hour)
-	if _, err := i.Secrets("p.ns", "ns", "sa", time.Now()); err == nil {
+	i := New(CASource{Root: func() *identity.Root { return nil }, TTL: time.Hour})
+	if _, err := i.Secrets("p.ns", identity.ID{TrustDomain: "cluster.local", Namespace: "ns", ServiceAccount: "sa"}, time.Now()); err == nil {
 		t.Fatal("Secrets succeeded with no CA loaded")
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/acks"
@@ -37,6 +39,10 @@ type scheduler struct {
 	acks       *acks.Tracker
 	sds        *sds.Issuer // nil when weft certifies no sidecar
 	envoyCerts translate.EnvoyCerts
+	// waiting, when set, is told of a proxy that starts waiting for its
+	// certificate (sds.ErrWaiting), or waits for a new reason. It is
+	// called under the lock and must not call back.
+	waiting func(translate.Proxy, auth.Identity, error)
 
 	mu sync.Mutex
 	// shared is what the model translates to, built once per model.
@@ -252,7 +258,14 @@ func (s *scheduler) pushLocked(id string, st *proxyState) {
 		return
 	}
 	if st.failed == nil || st.failed.Error() != err.Error() {
-		s.log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
+		if errors.Is(err, sds.ErrWaiting) {
+			s.log.Info("A proxy waits for its certificate", "proxy", id, "reason", err.Error())
+			if s.waiting != nil {
+				s.waiting(st.proxy, st.who, err)
+			}
+		} else {
+			s.log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
+		}
 	}
 	st.failed = err
 }
@@ -292,7 +305,8 @@ func (s *scheduler) assignLocked(id string, st *proxyState, sc mesh.Scope) error
 	var secrets []*tlsv3.Secret
 	if s.sds != nil && st.proved {
 		var err error
-		if secrets, err = s.sds.Secrets(id, st.who.Namespace, st.who.ServiceAccount, time.Now()); err != nil {
+		leafID := identity.ID{TrustDomain: s.options.TrustDomain, Namespace: st.who.Namespace, ServiceAccount: st.who.ServiceAccount}
+		if secrets, err = s.sds.Secrets(id, leafID, time.Now()); err != nil {
 			return err
 		}
 	}

@@ -63,6 +63,11 @@ type Options struct {
 	Signer      func() *identity.Root
 	TrustDomain string
 	LeafTTL     time.Duration
+	// Leaves, set instead of Signer, is where the sidecars' leaves come
+	// from when weft holds no CA (certmanager.Leaves: an issuer signs
+	// them). A sidecar waits, sent nothing of its own, until its leaf
+	// has come.
+	Leaves sds.Source
 	// ProxylessMTLS has proxyless gRPC workloads use mTLS where their
 	// PeerAuthentication says STRICT (translate.Options): set it when
 	// workloads get pod certificates, which grpc-go reads as files.
@@ -89,7 +94,10 @@ func (o Options) Validate() error {
 	if o.Address == "" {
 		errs = append(errs, errors.New("Address: the xDS server needs an address to listen on"))
 	}
-	if o.Signer != nil {
+	if o.Signer != nil && o.Leaves != nil {
+		errs = append(errs, errors.New("Signer and Leaves: the sidecars' leaves come from one of them, not both"))
+	}
+	if o.Signer != nil || o.Leaves != nil {
 		if o.Auth == nil {
 			errs = append(errs, errors.New("Signer: certificates are served only to proxies that proved their pod; set Auth too"))
 		}
@@ -100,7 +108,7 @@ func (o Options) Validate() error {
 			errs = append(errs, fmt.Errorf("LeafTTL: %v is outside [%v, %v]", o.LeafTTL, identity.MinLeafTTL, identity.MaxLeafTTL))
 		}
 	}
-	if o.EnvoyCerts == translate.EnvoyCertsSDS && o.Signer == nil {
+	if o.EnvoyCerts == translate.EnvoyCertsSDS && o.Signer == nil && o.Leaves == nil {
 		errs = append(errs, errors.New("EnvoyCerts: SDS certificates need a Signer, or every sidecar's TLS would name secrets that never come"))
 	}
 	if (o.PodCertificates == nil) != (o.PodCertificateSigner == "") {
@@ -139,11 +147,22 @@ func New(o Options) (*Server, error) {
 	c := cache.New()
 	s := &Server{Options: o, cache: c, acks: acks.New(c.Versions, o.Log), streams: newStreamTable(),
 		ready: make(chan string, 1), statusReady: make(chan string, 1)}
+	source := o.Leaves
 	if o.Signer != nil {
-		s.sds = sds.New(o.Signer, o.TrustDomain, o.LeafTTL)
+		source = sds.CASource{Root: o.Signer, TTL: o.LeafTTL}
+	}
+	if source != nil {
+		s.sds = sds.New(source)
 	}
 	topts := translate.Options{ProxylessMTLS: o.ProxylessMTLS, EnvoyCerts: o.EnvoyCerts, TrustDomain: o.TrustDomain, Observe: o.Observe}
 	s.sched = newScheduler(o.Log, topts, o.EnvoyCerts, c, s.acks, s.sds)
+	if o.Events != nil {
+		s.sched.waiting = s.announceWaiting
+	}
+	if n, ok := source.(sds.Notifier); ok {
+		// Proxies waiting for a leaf are served as soon as it comes.
+		n.OnLeaves(func() { s.sched.renew(time.Now()) })
+	}
 	return s, nil
 }
 
@@ -228,6 +247,20 @@ func (s *Server) announceRejected(id, rejected string) {
 		pod.UID = types.UID(who.PodUID)
 	}
 	s.Events.Eventf(pod, nil, corev1.EventTypeWarning, wire.EventConfigurationRejected, "Configure", "%s", rejected)
+}
+
+// announceWaiting records on a proxy's pod that it waits for its
+// certificate, and why (an issuer that is slow, down or refusing).
+func (s *Server) announceWaiting(p translate.Proxy, who auth.Identity, err error) {
+	if p.Pod == "" {
+		return
+	}
+	ns, name, _ := strings.Cut(p.Pod, "/")
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if who.Namespace == ns && who.Pod == name {
+		pod.UID = types.UID(who.PodUID)
+	}
+	s.Events.Eventf(pod, nil, corev1.EventTypeWarning, wire.EventCertificateWaiting, "Certify", "%s", err.Error())
 }
 
 // register binds a stream to the proxy its node names, the first time it
@@ -359,7 +392,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ready <- lis.Addr().String()
 	s.Log.Info("Serving xDS", "address", lis.Addr().String(), "authenticated", s.Auth != nil)
-	if s.Signer != nil {
+	if s.sds != nil {
 		go s.renewLeaves(ctx)
 	}
 	go func() { errc <- gs.Serve(lis) }()
