@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -267,7 +268,7 @@ func TestCertManagerSignsEveryLeaf(t *testing.T) {
 		defer closeStreams()
 		for i := range pods {
 			wg.Go(func() {
-				s, err := side.openCtx(streamCtx, fmt.Sprintf("p%03d", i))
+				s, err := side.openCtx(streamCtx, addr, fmt.Sprintf("p%03d", i))
 				if err != nil {
 					t.Error(err)
 					return
@@ -475,6 +476,105 @@ func TestCertManagerSignsEveryLeaf(t *testing.T) {
 			outage.Round(time.Second), ok, failed)
 	})
 
+	t.Run("the controller binary with --ca=cert-manager", func(t *testing.T) {
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		// What it keeps: the webhook configuration's caBundle, and the
+		// bundle in a meshed namespace.
+		const webhookConfig = "weft-injector-issuer-test"
+		xdsPort, webhookPort := freePort(t), freePort(t)
+		must(admin.Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: webhookConfig},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name: "inject.mesh.weft.dev", AdmissionReviewVersions: []string{"v1"}, SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
+				ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://127.0.0.1:%d/inject-pod", webhookPort))},
+				// No namespace has this label: the API server never calls it here.
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"weft-test": "never"}},
+				FailurePolicy:     ptr.To(admissionregistrationv1.Ignore),
+			}},
+		}))
+		must(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshed", Labels: map[string]string{wire.LabelInject: wire.InjectEnabled}}}))
+		logPath := filepath.Join(dir, "weft.log")
+		logFile, err := os.Create(logPath)
+		must(err)
+		cmd := exec.Command(testenv.Binary(t, "weft"), "controller", "--kubeconfig="+kubeconfig, "--mesh-namespace="+issuerNS,
+			"--ca=cert-manager", "--issuer-name=mesh-root", "--issuer-kind=Issuer",
+			fmt.Sprintf("--xds-bind-address=127.0.0.1:%d", xdsPort), "--xds-host="+issuerXDS, "--xds-status-bind-address=",
+			fmt.Sprintf("--webhook-port=%d", webhookPort), "--webhook-configuration="+webhookConfig,
+			"--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=console")
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		must(cmd.Start())
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("the controller exited after SIGTERM with %v (sidecars still connected)", err)
+				}
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited //nolint:errcheck // killed
+				t.Error("the controller did not stop within 30 s of SIGTERM")
+			}
+			_ = logFile.Close()
+			if b, _ := os.ReadFile(logPath); t.Failed() || !strings.Contains(string(b), "weft signs no pod certificates") {
+				t.Errorf("the controller's log does not say it signs no pod certificates:\n%s", tail(b, 8000))
+			}
+		}()
+		// Both servers present the issuer's certificate for their names.
+		for _, srv := range []struct {
+			addr, name string
+		}{{fmt.Sprintf("127.0.0.1:%d", xdsPort), issuerXDS}, {fmt.Sprintf("127.0.0.1:%d", webhookPort), "weft-controller.weft-system.svc"}} {
+			must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+				conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", srv.addr,
+					&tls.Config{RootCAs: roots, ServerName: srv.name, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				leaf := conn.ConnectionState().PeerCertificates[0]
+				if err := leaf.CheckSignatureFrom(cmRoot); err != nil {
+					return fmt.Errorf("%s serves a certificate the issuer did not sign: %w", srv.name, err)
+				}
+				return nil
+			}))
+		}
+		must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			var wh admissionregistrationv1.MutatingWebhookConfiguration
+			if err := admin.Get(ctx, client.ObjectKey{Name: webhookConfig}, &wh); err != nil {
+				return err
+			}
+			if got := wh.Webhooks[0].ClientConfig.CABundle; string(got) != string(rootPEM) {
+				return fmt.Errorf("the caBundle is %d bytes, not the trust bundle", len(got))
+			}
+			var cm corev1.ConfigMap
+			if err := admin.Get(ctx, client.ObjectKey{Namespace: "meshed", Name: wire.BundleConfigMap}, &cm); err != nil {
+				return err
+			}
+			if cm.Data[wire.BundleKey] != string(rootPEM) {
+				return errors.New("the bundle published in a meshed namespace is not the trust bundle")
+			}
+			return nil
+		}))
+		// A sidecar of the controller's xDS server gets the issuer's leaf.
+		side.pod(t, "m", "bin")
+		sm, err := side.openCtx(sideCtx, fmt.Sprintf("127.0.0.1:%d", xdsPort), "m")
+		must(err)
+		cert, _ := sm.leaf(t, time.Minute)
+		if err := cert.Leaf.CheckSignatureFrom(cmRoot); err != nil {
+			t.Fatalf("the controller served a leaf the issuer did not sign: %v", err)
+		}
+		if id, _ := identity.IDOf(cert.Leaf); id.String() != "spiffe://cluster.local/ns/shop/sa/bin" {
+			t.Fatalf("the controller served a leaf for %v", id)
+		}
+	})
+
 	t.Run("weft holds no CA and used only its grants", func(t *testing.T) {
 		must := func(err error) {
 			t.Helper()
@@ -648,14 +748,14 @@ type sdsClient struct {
 
 func (s *sidecars) open(t *testing.T, pod string) *sdsClient {
 	t.Helper()
-	c, err := s.openCtx(s.ctx, pod)
+	c, err := s.openCtx(s.ctx, s.addr, pod)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func (s *sidecars) openCtx(ctx context.Context, pod string) (*sdsClient, error) {
+func (s *sidecars) openCtx(ctx context.Context, addr, pod string) (*sdsClient, error) {
 	s.mu.Lock()
 	p := s.pods[pod]
 	s.mu.Unlock()
@@ -666,7 +766,7 @@ func (s *sidecars) openCtx(ctx context.Context, pod string) (*sdsClient, error) 
 	if err := s.c.SubResource("token").Create(ctx, sa, tr); err != nil {
 		return nil, fmt.Errorf("a token for pod %s: %w", pod, err)
 	}
-	cc, err := grpc.NewClient(s.addr,
+	cc, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: s.roots, ServerName: issuerXDS, MinVersion: tls.VersionTLS12})),
 		grpc.WithPerRPCCredentials(bearerToken(tr.Status.Token)))
 	if err != nil {
@@ -1037,4 +1137,21 @@ func peerIs(want identity.ID, roots *x509.CertPool, usage x509.ExtKeyUsage) func
 		}
 		return nil
 	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().(*net.TCPAddr).Port
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
 }

@@ -111,7 +111,9 @@ func (t *Trust) ServerTLS(dnsNames []string, id identity.ID, log logr.Logger) *t
 	if t.Root != nil {
 		return identity.ServerTLS(t.Root.Root, dnsNames, id)
 	}
-	return identity.RequestedServerTLS(t.requester.Serving(id, dnsNames, identity.ServingTTL), 0, log)
+	// Asked again 2 s after a failure: at start the trust bundle may not
+	// be loaded yet, and clients wait in their handshake meanwhile.
+	return identity.RequestedServerTLS(t.requester.Serving(id, dnsNames, identity.ServingTTL), 2*time.Second, log)
 }
 
 // Leaves is the sidecars' source of leaves with CertManager (nil

@@ -180,6 +180,10 @@ func (s *Server) Addr(ctx context.Context) (string, error) {
 	}
 }
 
+// stopGrace is how long a stopping server lets responses in flight finish
+// before it closes the proxies' streams.
+const stopGrace = 2 * time.Second
+
 // renewLeaves replaces sidecars' certificates at half-life.
 func (s *Server) renewLeaves(ctx context.Context) {
 	t := time.NewTicker(sds.RenewEvery(s.LeafTTL))
@@ -398,7 +402,17 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() { errc <- gs.Serve(lis) }()
 	select {
 	case <-ctx.Done():
-		gs.GracefulStop()
+		// xDS streams never end by themselves: a graceful stop would wait
+		// for every proxy to hang up. Responses in flight get stopGrace;
+		// then the streams close and the proxies reconnect elsewhere.
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(stopGrace):
+			gs.Stop()
+			<-stopped
+		}
 		return nil
 	case err := <-errc:
 		gs.Stop()
