@@ -58,7 +58,7 @@ Usage:
 
 Commands:
   controller     run the control plane (reconcilers, xDS server, CA, injection webhook)
-  ca             rotate the mesh's root CA, or retire the old roots once every certificate moved
+  ca             rotate the mesh's root CA, retire the old roots once every certificate moved, or show the trust (status)
   init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
   inject         print pods and workloads from a file (or - for stdin) as weft would inject them
   status         list the proxies connected to the xDS server and what they acknowledged
@@ -133,6 +133,7 @@ type controllerOptions struct {
 	trustBundle      string
 	issuerQPS        float64
 	issuerBurst      int
+	trustWarning     time.Duration
 	observe          translate.Observability
 	webhookService   string
 	webhookConfig    string
@@ -171,6 +172,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.trustBundle, "trust-bundle", identity.DefaultTrustBundle,
 		"with --ca=cert-manager: the ConfigMap in --mesh-namespace whose key ca.crt holds the roots the issuer's certificates chain to (trust-manager's Bundle target, or kept by hand); followed without a restart")
 	fs.Float64Var(&o.issuerQPS, "issuer-qps", 5, "with --ca=cert-manager: CertificateRequests created per second at most, by each replica")
+	fs.DurationVar(&o.trustWarning, "trust-expiry-warning", controllers.DefaultTrustWarning,
+		"how long before a trust anchor or the signing CA expires that the MeshTrust mesh says CAExpiring=True and TrustExpiring Events begin")
 	fs.IntVar(&o.issuerBurst, "issuer-burst", 20, "with --ca=cert-manager: CertificateRequests created at once before --issuer-qps applies")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "port of the sidecar-injection webhook (HTTPS); 0 turns injection off")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
@@ -304,8 +307,11 @@ func (o *controllerOptions) restConfig() (*rest.Config, error) {
 // runCA rotates the built-in root ("weft ca rotate") or retires the roots
 // that are not the current one ("weft ca retire").
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "status" {
+		return runCAStatus(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "rotate" && args[0] != "retire") {
-		return errors.New("usage: weft ca rotate|retire [--kubeconfig F] [--mesh-namespace N] [--trust-domain D]")
+		return errors.New("usage: weft ca rotate|retire [--kubeconfig F] [--mesh-namespace N] [--trust-domain D], or weft ca status [--kubeconfig F] [--namespace N]")
 	}
 	fs := flag.NewFlagSet("weft ca "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -342,6 +348,36 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// issuerName is how the MeshTrust names an issuer: kind/name, with the
+// group when it is not cert-manager's.
+func issuerName(ref cmmeta.IssuerReference) string {
+	if ref.Group != "" && ref.Group != "cert-manager.io" {
+		return ref.Kind + "." + ref.Group + "/" + ref.Name
+	}
+	return ref.Kind + "/" + ref.Name
+}
+
+// runCAStatus prints the mesh's trust ("weft ca status").
+func runCAStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft ca status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o controllerOptions
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster or $KUBECONFIG)")
+	namespace := fs.String("namespace", "", "also check that this namespace's workloads mount the anchors (its ConfigMap "+wire.BundleConfigMap+")")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := o.restConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	if err != nil {
+		return err
+	}
+	return cli.CAStatus(ctx, c, *namespace, time.Now(), stdout)
+}
+
 // newScheme registers every kind the controller reads or writes.
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -371,6 +407,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("Go memory limit set from the container's", "bytes", soft, "fraction", memlimit.Fraction)
 	}
 
+	if o.trustWarning <= 0 {
+		return fmt.Errorf("--trust-expiry-warning: %v; it must be positive", o.trustWarning)
+	}
 	if o.webhookPort != 0 {
 		o.inject.MeshNamespace = o.meshNamespace
 		if err := o.inject.Validate(); err != nil {
@@ -421,10 +460,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// The mesh CA (or, with --ca=cert-manager, the trust bundle and the
 	// issuer) comes first: the webhook's own certificate needs it.
-	bundleChanged, caBundleChanged := make(chan struct{}, 1), make(chan struct{}, 1)
+	bundleChanged, caBundleChanged, trustChanged := make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{}, 1)
 	trust, err := casource.New(casource.Config{Source: o.caSource, Namespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain,
 		Issuer: o.issuer, TrustBundle: o.trustBundle, Log: log, OnChange: func() {
-			for _, ch := range []chan struct{}{bundleChanged, caBundleChanged} {
+			for _, ch := range []chan struct{}{bundleChanged, caBundleChanged, trustChanged} {
 				select {
 				case ch <- struct{}{}:
 				default:
@@ -482,6 +521,22 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	recorder := mgr.GetEventRecorder("weft-controller")
 	if trust.Root != nil {
 		trust.Root.Events = recorder
+	}
+	// The trust state, for kubectl, GitOps tools and weft ca status.
+	reporter := &controllers.TrustReporter{Client: direct, Scheme: scheme, Source: o.caSource, Bundle: trust.Bundle,
+		Window: o.trustWarning, Changed: trustChanged, Events: recorder, Log: log.WithName("trust-status")}
+	if trust.Root != nil {
+		reporter.Signing = func() *x509.Certificate {
+			if r := trust.Root.Root(); r != nil {
+				return r.CA.Cert
+			}
+			return nil
+		}
+	} else {
+		reporter.Issuer = issuerName(o.issuer)
+	}
+	if err := mgr.Add(reporter); err != nil {
+		return fmt.Errorf("adding the trust state writer: %w", err)
 	}
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, DefaultInbound: o.defaultInbound,
 		Bundle: trust.Bundle, BundleChanged: bundleChanged, Events: recorder}

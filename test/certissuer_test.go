@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -41,6 +43,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -52,6 +55,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/identity/certmanager"
 	"github.com/weftmesh/weft/internal/identity/identitytest"
@@ -559,6 +563,21 @@ func TestCertManagerSignsEveryLeaf(t *testing.T) {
 			}
 			if cm.Data[wire.BundleKey] != string(rootPEM) {
 				return errors.New("the bundle published in a meshed namespace is not the trust bundle")
+			}
+			return nil
+		}))
+		// The trust state names the issuer and the bundle, and no CA of
+		// weft's.
+		sum := sha256.Sum256(cmRoot.Raw)
+		must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			var mt meshv1.MeshTrust
+			if err := admin.Get(ctx, client.ObjectKey{Name: meshv1.MeshTrustName}, &mt); err != nil {
+				return err
+			}
+			st := mt.Status
+			if st.Source != "cert-manager" || st.Issuer != "Issuer/mesh-root" || st.SigningCA != nil || len(st.Anchors) != 1 ||
+				st.Anchors[0].SHA256 != hex.EncodeToString(sum[:]) || !meta.IsStatusConditionTrue(st.Conditions, meshv1.ConditionReady) {
+				return fmt.Errorf("the MeshTrust says %+v", st)
 			}
 			return nil
 		}))

@@ -29,6 +29,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&MeshService{}, &MeshServiceList{},
 		&TrafficPolicy{}, &TrafficPolicyList{},
 		&PeerAuthentication{}, &PeerAuthenticationList{},
+		&MeshTrust{}, &MeshTrustList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

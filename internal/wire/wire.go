@@ -202,4 +202,7 @@ const (
 	// certificate from the issuer weft asks (--ca=cert-manager), and is
 	// sent nothing of its own meanwhile; the message says why.
 	EventCertificateWaiting = "CertificateWaiting"
+	// EventTrustExpiring (Warning, on the MeshTrust mesh): a trust anchor
+	// or the signing CA expires within the warning window, or has expired.
+	EventTrustExpiring = "TrustExpiring"
 )

@@ -1,0 +1,211 @@
+package test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
+)
+
+// TestTrustStateThroughARotation: the controller binary, with a built-in
+// root that expires in 18 days, keeps the MeshTrust mesh: one anchor,
+// CAExpiring=True naming it, a TrustExpiring Event; `kubectl get
+// meshtrust` shows it and `weft ca status --namespace shop` fails saying
+// so while agreeing with the bundle the namespace mounts. `weft ca rotate`
+// moves the phase to SigningWithNew with both anchors; `weft ca retire`
+// back to Steady with the new root alone, nothing expiring, and `weft ca
+// status` exits 0 once the namespace mounts it.
+func TestTrustStateThroughARotation(t *testing.T) {
+	weft := testenv.Binary(t, "weft")
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	c := env.Client
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ns = "weft-system"
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{wire.LabelInject: wire.InjectEnabled}}}))
+	// A root made 12 days ago for 30: 18 days left.
+	old, err := identity.NewRoot("cluster.local", time.Now().Add(-12*24*time.Hour), 30*24*time.Hour)
+	must(err)
+	keyDER, err := x509MarshalKey(old)
+	must(err)
+	// As weft makes its built-in root (the label lets weft ca rotate it).
+	must(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.RootSecretName,
+		Labels: map[string]string{"app.kubernetes.io/managed-by": "weft"}}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: identity.EncodeCerts([][]byte{old.Cert.Raw}), corev1.TLSPrivateKeyKey: keyDER,
+			identity.BundleKey: identity.EncodeCerts([][]byte{old.Cert.Raw})}}))
+
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	must(env.Kubeconfig(kubeconfig))
+	logPath := filepath.Join(dir, "weft.log")
+	logFile, err := os.Create(logPath)
+	must(err)
+	cmd := exec.Command(weft, "controller", "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns, "--webhook-port=0",
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=console")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	must(cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("the controller exited after SIGTERM with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited //nolint:errcheck // killed
+			t.Error("the controller did not stop within 30 s of SIGTERM")
+		}
+		_ = logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("the controller's log:\n%s", tail(b, 8000))
+		}
+	})
+	caStatus := func() (string, error) {
+		out, err := exec.CommandContext(ctx, weft, "ca", "status", "--kubeconfig="+kubeconfig, "--namespace=shop").CombinedOutput()
+		return string(out), err
+	}
+	waitTrust := func(what string, check func(meshv1.MeshTrustStatus) error) meshv1.MeshTrustStatus {
+		t.Helper()
+		var mt meshv1.MeshTrust
+		if err := testenv.Eventually(ctx, 90*time.Second, func(ctx context.Context) error {
+			if err := c.Get(ctx, client.ObjectKey{Name: meshv1.MeshTrustName}, &mt); err != nil {
+				return err
+			}
+			return check(mt.Status)
+		}); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return mt.Status
+	}
+	expiring := func(st meshv1.MeshTrustStatus, want metav1.ConditionStatus) error {
+		if c := meta.FindStatusCondition(st.Conditions, meshv1.ConditionCAExpiring); c == nil || c.Status != want {
+			return fmt.Errorf("CAExpiring is %+v, want %s", c, want)
+		}
+		return nil
+	}
+
+	// 18 days left: the warning, on the status and as an Event.
+	st := waitTrust("the root near its expiry", func(st meshv1.MeshTrustStatus) error {
+		if st.Phase != meshv1.TrustSteady || len(st.Anchors) != 1 || st.SigningCA == nil || st.Source != "builtin" {
+			return fmt.Errorf("phase %q, %d anchors, signing %v, source %q", st.Phase, len(st.Anchors), st.SigningCA, st.Source)
+		}
+		return expiring(st, metav1.ConditionTrue)
+	})
+	if c := meta.FindStatusCondition(st.Conditions, meshv1.ConditionCAExpiring); !strings.Contains(c.Message, "in 17 days") && !strings.Contains(c.Message, "in 18 days") {
+		t.Errorf("CAExpiring says %q, want the days left", c.Message)
+	}
+	must(testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+		var list eventsv1.EventList
+		if err := c.List(ctx, &list); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Regarding.Kind == "MeshTrust" && ev.Regarding.Name == meshv1.MeshTrustName && ev.Reason == wire.EventTrustExpiring &&
+				ev.Type == corev1.EventTypeWarning && strings.Contains(ev.Note, "expires at") {
+				return nil
+			}
+		}
+		return errors.New("no TrustExpiring Event on the MeshTrust")
+	}))
+	kubectl := filepath.Join(env.AssetsDir(), "kubectl")
+	out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig="+kubeconfig, "get", "meshtrust").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Steady") || !strings.Contains(string(out), "True") {
+		t.Errorf("kubectl get meshtrust: %v\n%s", err, out)
+	}
+	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		out, err := caStatus()
+		if err == nil || !regexp.MustCompile(`CAExpiring:\s+True`).MatchString(out) || !strings.Contains(out, "Namespace shop:") || !strings.Contains(out, "mounts these anchors") {
+			return fmt.Errorf("weft ca status (%v):\n%s", err, out)
+		}
+		return nil
+	}))
+
+	// Rotate: both trusted, the new one signs.
+	out, err = exec.CommandContext(ctx, weft, "ca", "rotate", "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns).CombinedOutput()
+	must(errors.Join(err, errorIf(err != nil, string(out))))
+	waitTrust("after the rotation", func(st meshv1.MeshTrustStatus) error {
+		if st.Phase != meshv1.TrustSigningWithNew || len(st.Anchors) != 2 || st.SigningCA == nil || st.SigningCA.SHA256 == st.Anchors[0].SHA256 {
+			return fmt.Errorf("phase %q with %d anchors", st.Phase, len(st.Anchors))
+		}
+		return expiring(st, metav1.ConditionTrue) // the old root is still trusted
+	})
+	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		out, err := caStatus()
+		if !regexp.MustCompile(`Phase:\s+SigningWithNew`).MatchString(out) || !strings.Contains(out, "mounts these anchors") {
+			return fmt.Errorf("weft ca status (%v):\n%s", err, out)
+		}
+		return nil
+	}))
+
+	// Retire: the new root alone, nothing expiring.
+	out, err = exec.CommandContext(ctx, weft, "ca", "retire", "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns).CombinedOutput()
+	must(errors.Join(err, errorIf(err != nil, string(out))))
+	waitTrust("after retiring the old root", func(st meshv1.MeshTrustStatus) error {
+		if st.Phase != meshv1.TrustSteady || len(st.Anchors) != 1 || st.SigningCA == nil || st.SigningCA.SHA256 != st.Anchors[0].SHA256 {
+			return fmt.Errorf("phase %q with %d anchors", st.Phase, len(st.Anchors))
+		}
+		return expiring(st, metav1.ConditionFalse)
+	})
+	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		out, err := caStatus()
+		if err != nil || !regexp.MustCompile(`CAExpiring:\s+False`).MatchString(out) || !strings.Contains(out, "mounts these anchors") {
+			return fmt.Errorf("weft ca status (%v):\n%s", err, out)
+		}
+		return nil
+	}))
+}
+
+func errorIf(cond bool, msg string) error {
+	if cond {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// x509MarshalKey is a CA's key as PEM (PKCS #8).
+func x509MarshalKey(ca *identity.CA) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
