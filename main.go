@@ -58,6 +58,7 @@ Usage:
 
 Commands:
   controller     run the control plane (reconcilers, xDS server, CA, injection webhook)
+  check          check how the controller certifies workloads and what that needs in the cluster (exit 1 on an error)
   ca             rotate the mesh's root CA, retire the old roots once every certificate moved, or show the trust (status)
   init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
   inject         print pods and workloads from a file (or - for stdin) as weft would inject them
@@ -95,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runInject(args[1:], os.Stdin, stdout, stderr)
 	case "ca":
 		return runCA(ctx, args[1:], stdout, stderr)
+	case "check":
+		return runCheck(ctx, args[1:], stdout, stderr)
 	case "init-redirect":
 		return redirect.RunCommand(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -355,6 +358,34 @@ func issuerName(ref cmmeta.IssuerReference) string {
 		return ref.Kind + "." + ref.Group + "/" + ref.Name
 	}
 	return ref.Kind + "/" + ref.Name
+}
+
+// runCheck prints what "weft check" finds and fails on an error.
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o controllerOptions
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster or $KUBECONFIG)")
+	co := cli.CheckOptions{}
+	fs.StringVar(&co.MeshNamespace, "mesh-namespace", "weft-system", "the control plane's namespace")
+	fs.StringVar(&co.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := o.restConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	if err != nil {
+		return err
+	}
+	_, pcrErr := c.RESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
+	co.PodCertificates = pcrErr == nil
+	if n := cli.PrintFindings(stdout, cli.Check(ctx, c, co)); n > 0 {
+		return fmt.Errorf("%d error(s) found", n)
+	}
+	return nil
 }
 
 // runCAStatus prints the mesh's trust ("weft ca status").
