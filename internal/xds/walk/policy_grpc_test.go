@@ -161,10 +161,18 @@ func TestWalkAgreesWithGRPCOnPolicies(t *testing.T) {
 		},
 		ready: func() bool { return rejectedAtOnce(ctx, client, 2) == 1 },
 		called: func() error {
-			if n := rejectedAtOnce(ctx, client, 4); n != 3 {
-				return fmt.Errorf("%d of 4 concurrent calls rejected at once, want 3", n)
+			// grpc-go frees a request's slot just after its caller has the
+			// answer: on a loaded machine the slot of the call before may
+			// still be taken, and all four are refused. A limit that does
+			// not hold refuses none, every time.
+			var n int
+			for range 3 {
+				if n = rejectedAtOnce(ctx, client, 4); n == 3 {
+					return nil
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			return nil
+			return fmt.Errorf("%d of 4 concurrent calls rejected at once, want 3 (three tries)", n)
 		},
 	}, {
 		name: "outlier detection by failure percentage",

@@ -88,8 +88,11 @@ func (b *FaultyBackend) Start() {
 		b.t.Fatal(err)
 	}
 	b.Port = int32(lis.Addr().(*net.TCPAddr).Port)
-	b.srv = grpc.NewServer(grpc.UnknownServiceHandler(b.handle))
-	go func() { _ = b.srv.Serve(lis) }()
+	// The goroutine serves this server, not whatever b.srv holds when it
+	// runs: a Stop may come first and clear it.
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(b.handle))
+	b.srv = srv
+	go func() { _ = srv.Serve(lis) }()
 }
 
 // Stop closes the listener and every connection: clients see the backend
