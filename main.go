@@ -307,6 +307,16 @@ func (o *controllerOptions) restConfig() (*rest.Config, error) {
 	return ctrl.GetConfig()
 }
 
+// operatorClient is the client of the CLI's commands: the operator's
+// credentials, weft's kinds, no cache.
+func (o *controllerOptions) operatorClient() (client.Client, error) {
+	cfg, err := o.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: newScheme()})
+}
+
 // runCA rotates the built-in root ("weft ca rotate") or retires the roots
 // that are not the current one ("weft ca retire").
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -325,11 +335,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	cfg, err := o.restConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	c, err := o.operatorClient()
 	if err != nil {
 		return err
 	}
@@ -372,11 +378,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := o.restConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	c, err := o.operatorClient()
 	if err != nil {
 		return err
 	}
@@ -398,11 +400,7 @@ func runCAStatus(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := o.restConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	c, err := o.operatorClient()
 	if err != nil {
 		return err
 	}

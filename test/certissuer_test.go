@@ -502,35 +502,17 @@ func TestCertManagerSignsEveryLeaf(t *testing.T) {
 			}},
 		}))
 		must(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshed", Labels: map[string]string{wire.LabelInject: wire.InjectEnabled}}}))
-		logPath := filepath.Join(dir, "weft.log")
-		logFile, err := os.Create(logPath)
-		must(err)
-		cmd := exec.Command(testenv.Binary(t, "weft"), "controller", "--kubeconfig="+kubeconfig, "--mesh-namespace="+issuerNS,
+		stop := runWeftController(t, testenv.Binary(t, "weft"), filepath.Join(dir, "weft.log"), "--kubeconfig="+kubeconfig, "--mesh-namespace="+issuerNS,
 			"--ca=cert-manager", "--issuer-name=mesh-root", "--issuer-kind=Issuer",
 			fmt.Sprintf("--xds-bind-address=127.0.0.1:%d", xdsPort), "--xds-host="+issuerXDS, "--xds-status-bind-address=",
 			fmt.Sprintf("--webhook-port=%d", webhookPort), "--webhook-configuration="+webhookConfig,
 			"--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=console")
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		must(cmd.Start())
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		defer func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("the controller exited after SIGTERM with %v (sidecars still connected)", err)
-				}
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited //nolint:errcheck // killed
-				t.Error("the controller did not stop within 30 s of SIGTERM")
+		// Stopped with a sidecar still connected: it must exit cleanly.
+		defer stop(func(log []byte) {
+			if !strings.Contains(string(log), "weft signs no pod certificates") {
+				t.Error("the controller's log does not say it signs no pod certificates")
 			}
-			_ = logFile.Close()
-			if b, _ := os.ReadFile(logPath); t.Failed() || !strings.Contains(string(b), "weft signs no pod certificates") {
-				t.Errorf("the controller's log does not say it signs no pod certificates:\n%s", tail(b, 8000))
-			}
-		}()
+		})
 		// Both servers present the issuer's certificate for their names.
 		for _, srv := range []struct {
 			addr, name string

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,33 +73,8 @@ func TestTrustStateThroughARotation(t *testing.T) {
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	must(env.Kubeconfig(kubeconfig))
-	logPath := filepath.Join(dir, "weft.log")
-	logFile, err := os.Create(logPath)
-	must(err)
-	cmd := exec.Command(weft, "controller", "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns, "--webhook-port=0",
+	runWeftController(t, weft, filepath.Join(dir, "weft.log"), "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns, "--webhook-port=0",
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=console")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	must(cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("the controller exited after SIGTERM with %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited //nolint:errcheck // killed
-			t.Error("the controller did not stop within 30 s of SIGTERM")
-		}
-		_ = logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("the controller's log:\n%s", tail(b, 8000))
-		}
-	})
 	caStatus := func() (string, error) {
 		out, err := exec.CommandContext(ctx, weft, "ca", "status", "--kubeconfig="+kubeconfig, "--namespace=shop").CombinedOutput()
 		return string(out), err
@@ -208,4 +184,49 @@ func x509MarshalKey(ca *identity.CA) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// runWeftController runs `weft controller` with args until the test ends,
+// its log in logPath; it must exit cleanly on SIGTERM within 30 s. The
+// log's end is shown when the test failed; check, when set, reads the
+// whole log after the stop.
+func runWeftController(t *testing.T, weft, logPath string, args ...string) (stop func(check func(log []byte))) {
+	t.Helper()
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(weft, append([]string{"controller"}, args...)...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	stop = func(check func([]byte)) {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("the controller exited after SIGTERM with %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited //nolint:errcheck // killed
+				t.Error("the controller did not stop within 30 s of SIGTERM")
+			}
+			_ = logFile.Close()
+			b, _ := os.ReadFile(logPath)
+			if check != nil {
+				check(b)
+			}
+			if t.Failed() {
+				t.Logf("the controller's log (the end):\n%s", tail(b, 8000))
+			}
+		})
+	}
+	t.Cleanup(func() { stop(nil) })
+	return stop
 }
