@@ -283,32 +283,18 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 		t.Cleanup(m.reset)
 		m.policy(t, "policy", meshv1.TrafficPolicySpec{ConnectionPool: &meshv1.ConnectionPool{MaxRequests: ptr.To[int32](1)},
 			HTTP: []meshv1.HTTPRoute{{Backends: to(v1)}}})
-		type result struct {
-			err  error
-			took time.Duration
-		}
-		results := make(chan result, 5)
-		for range 5 {
-			go func() {
-				start := time.Now()
-				_, err := m.clients[9080].Call(ctx)
-				results <- result{err, time.Since(start)}
-			}()
-		}
-		var ok, rejected int
-		for range 5 {
-			r := <-results
-			switch {
-			case r.err == nil:
-				ok++
-			case status.Code(r.err) == codes.Unavailable && r.took < 500*time.Millisecond:
-				rejected++
-			default:
-				t.Errorf("a call ended with %v after %v: neither through nor rejected at once", r.err, r.took)
+		// grpc-go acknowledges a Cluster before its balancer takes the new
+		// limit: wait until a second call at once is refused.
+		if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) error {
+			if b := m.clients[9080].Burst(ctx, 2); b.Refused != 1 {
+				return fmt.Errorf("of 2 calls at once %d were refused", b.Refused)
 			}
+			return nil
+		}); err != nil {
+			t.Fatalf("the limit never came into force: %v", err)
 		}
-		if ok != 1 || rejected != 4 {
-			t.Errorf("%d calls went through and %d were rejected at once, want 1 and 4", ok, rejected)
+		if err := m.clients[9080].HoldsOneAtATime(ctx, 5); err != nil {
+			t.Error(err)
 		}
 	})
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -159,21 +158,8 @@ func TestWalkAgreesWithGRPCOnPolicies(t *testing.T) {
 			}
 			return nil
 		},
-		ready: func() bool { return rejectedAtOnce(ctx, client, 2) == 1 },
-		called: func() error {
-			// grpc-go frees a request's slot just after its caller has the
-			// answer: on a loaded machine the slot of the call before may
-			// still be taken, and all four are refused. A limit that does
-			// not hold refuses none, every time.
-			var n int
-			for range 3 {
-				if n = rejectedAtOnce(ctx, client, 4); n == 3 {
-					return nil
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			return fmt.Errorf("%d of 4 concurrent calls rejected at once, want 3 (three tries)", n)
-		},
+		ready:  func() bool { return client.Burst(ctx, 2).Refused == 1 },
+		called: func() error { return client.HoldsOneAtATime(ctx, 4) },
 	}, {
 		name: "outlier detection by failure percentage",
 		spec: meshv1.TrafficPolicySpec{OutlierDetection: &meshv1.OutlierDetection{
@@ -234,25 +220,4 @@ func TestWalkAgreesWithGRPCOnPolicies(t *testing.T) {
 			}
 		})
 	}
-}
-
-// rejectedAtOnce makes n concurrent calls and counts those refused with
-// UNAVAILABLE within 250 ms.
-func rejectedAtOnce(ctx context.Context, client *xdstest.Client, n int) int {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	rejected := 0
-	for range n {
-		wg.Go(func() {
-			start := time.Now()
-			_, err := client.Call(ctx)
-			if status.Code(err) == codes.Unavailable && time.Since(start) < 250*time.Millisecond {
-				mu.Lock()
-				rejected++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return rejected
 }

@@ -208,3 +208,61 @@ func (c *Client) Hammer(ctx context.Context) (stop func() (sent, failed int64)) 
 		return sentN.Load(), failedN.Load()
 	}
 }
+
+// Burst is what n calls made at once came to: answered, refused at once
+// (Unavailable within 250 ms, as a request limit refuses), and anything
+// else, with the first such error.
+type Burst struct {
+	Answered, Refused, Other int
+	Err                      error
+}
+
+// Burst makes n calls at once and sorts how each ended.
+func (c *Client) Burst(ctx context.Context, n int) Burst {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var b Burst
+	for range n {
+		wg.Go(func() {
+			start := time.Now()
+			_, err := c.Call(ctx)
+			took := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				b.Answered++
+			case status.Code(err) == codes.Unavailable && took < 250*time.Millisecond:
+				b.Refused++
+			default:
+				b.Other++
+				if b.Err == nil {
+					b.Err = fmt.Errorf("a call ended with %w after %v", err, took)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return b
+}
+
+// HoldsOneAtATime reports whether a limit of one request is in force: it
+// makes n calls at once against a backend slower than the burst (up to
+// three bursts), and wants one answered and the rest refused at once.
+// grpc-go frees a request's slot just after its caller has the answer, so
+// on a loaded machine the slot of a call before may still be taken and
+// every call of a burst refused; a limit that does not hold refuses none,
+// every time.
+func (c *Client) HoldsOneAtATime(ctx context.Context, n int) error {
+	var b Burst
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if b = c.Burst(ctx, n); b.Answered == 1 && b.Refused == n-1 {
+			return nil
+		}
+	}
+	return fmt.Errorf("of %d calls at once %d were answered, %d refused at once and %d neither (%v); want 1 answered and the rest refused (three tries)",
+		n, b.Answered, b.Refused, b.Other, b.Err)
+}
