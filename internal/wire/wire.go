@@ -42,6 +42,17 @@ const (
 	// MetaCertDelivery is how the proxy gets its certificate (a
 	// CertDelivery).
 	MetaCertDelivery = "weft.certDelivery"
+	// MetaSent (a struct: xDS type URL to version) is the version of each
+	// type the proxy was last sent; the client status gives it, with the
+	// resources themselves, to a request that names the proxy (weft
+	// config).
+	MetaSent = "weft.sent"
+	// MetaAcknowledged (a struct: "<Kind>/<namespace>/<name>" to
+	// metadata.generation) names the MeshServices, TrafficPolicies and
+	// PeerAuthentications that the configuration the proxy last
+	// acknowledged in full was made from, at the generation it was made
+	// from (weft describe); given to a request that names the proxy.
+	MetaAcknowledged = "weft.acknowledged"
 )
 
 // Flavour is the kind of proxy a pod runs.

@@ -301,6 +301,25 @@ func (t *Tracker) ProxiesFor(kind, namespace, name string, generation int64) (to
 	return total, synced, rejected
 }
 
+// Acknowledged returns the generation of each resource that the
+// configuration a proxy last acknowledged in full was made from (a copy;
+// empty until it has acknowledged everything once).
+func (t *Tracker) Acknowledged(id string) map[mesh.Ref]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[mesh.Ref]int64{}
+	if a := t.proxies[id]; a != nil {
+		// The scope's stamp first: a proxy's own stamp carries the same
+		// generations where both hold a resource.
+		for _, st := range a.acked {
+			for r, g := range st {
+				out[r] = g
+			}
+		}
+	}
+	return out
+}
+
 // Replies returns what a proxy last acknowledged and the last NACK message
 // of each type (copies), for weft status.
 func (t *Tracker) Replies(id string) (acked, nacked map[string]string) {

@@ -92,6 +92,9 @@ type node struct {
 	sent    map[string]string
 	nacked  map[string]string
 	watches map[*watch]struct{}
+	// lastSent is, per type, the last state-of-the-world response's
+	// resources (shared with the response, not copied), for Held.
+	lastSent map[string]*response
 	// changes counts the changes of each type; journal keeps the names
 	// each change concerned, for as long as a delta stream of the node
 	// has yet to be told of it.
@@ -156,7 +159,7 @@ func (c *Cache) nodeLocked(id string) *node {
 	n := c.nodes[id]
 	if n == nil {
 		n = &node{id: id, versions: map[string]string{}, needed: map[string]string{}, answered: map[string]bool{}, asked: map[string]bool{},
-			sent: map[string]string{}, nacked: map[string]string{}, watches: map[*watch]struct{}{},
+			sent: map[string]string{}, nacked: map[string]string{}, watches: map[*watch]struct{}{}, lastSent: map[string]*response{},
 			changes: map[string]uint64{}, journal: map[string][]change{}, deltas: map[*DeltaStream]struct{}{}}
 		c.nodes[id] = n
 	}
@@ -571,8 +574,10 @@ func (c *Cache) respondLocked(n *node, w *watch) cachev3.Response {
 	all := len(requested) == 0 || slices.Contains(requested, "*")
 	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: typeURL}
 	returned := map[string]string{}
+	var names []string
 	add := func(name string, e *entry) {
 		out.Resources = append(out.Resources, e.any)
+		names = append(names, name)
 		returned[name] = version
 	}
 	if all {
@@ -586,7 +591,9 @@ func (c *Cache) respondLocked(n *node, w *watch) cachev3.Response {
 	}
 	n.sent[typeURL] = version
 	n.answered[typeURL], n.needed[typeURL] = true, version
-	return &response{req: w.req, out: out, returned: returned}
+	resp := &response{req: w.req, out: out, returned: returned, names: names}
+	n.lastSent[typeURL] = resp
+	return resp
 }
 
 // asksForNew says whether the stream asks for a name it has not been sent.
@@ -648,6 +655,8 @@ type response struct {
 	req      *discovery.DiscoveryRequest
 	out      *discovery.DiscoveryResponse
 	returned map[string]string
+	// names are out.Resources' names, in order.
+	names []string
 }
 
 func (r *response) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) { return r.out, nil }

@@ -10,6 +10,8 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,16 +29,23 @@ type csds struct {
 	s *Server
 }
 
-// FetchClientStatus lists every connected proxy.
-func (c *csds) FetchClientStatus(ctx context.Context, _ *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
-	return c.s.clientStatus(ctx), nil
+// FetchClientStatus lists every connected proxy, or those the request's
+// node matchers name (by node id), with their resources (weft config,
+// describe and trace), unless the request excludes resource contents.
+func (c *csds) FetchClientStatus(ctx context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
+	match, err := nodeMatch(req.GetNodeMatchers())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return c.s.clientStatus(ctx, match, match != nil && !req.GetExcludeResourceContents()), nil
 }
 
-// clientStatus takes what the server's stages know of each proxy, then
-// looks up pod certificates outside every lock (an API read per namespace,
-// which must not stall the streams).
-func (s *Server) clientStatus(ctx context.Context) *statusv3.ClientStatusResponse {
-	out, pending := s.proxiesStatus()
+// clientStatus takes what the server's stages know of each proxy that
+// match accepts (every proxy when it is nil), with its resources when
+// detail is set, then looks up pod certificates outside every lock (an API
+// read per namespace, which must not stall the streams).
+func (s *Server) clientStatus(ctx context.Context, match func(string) bool, detail bool) *statusv3.ClientStatusResponse {
+	out, pending := s.proxiesStatus(match, detail)
 	lists := map[string][]certificatesv1.PodCertificateRequest{}
 	for _, pd := range pending {
 		if pc, ok := s.podCertificate(ctx, pd.proxy, lists); ok {
@@ -57,11 +66,14 @@ type podCertPending struct {
 
 // proxiesStatus reads each proxy's state from the stage that holds it
 // (scheduler, SDS issuer, tracker, cache), one lock at a time.
-func (s *Server) proxiesStatus() (*statusv3.ClientStatusResponse, []podCertPending) {
+func (s *Server) proxiesStatus(match func(string) bool, detail bool) (*statusv3.ClientStatusResponse, []podCertPending) {
 	out := &statusv3.ClientStatusResponse{}
 	var pending []podCertPending
 	for _, v := range s.sched.snapshot() {
 		id, p := v.proxy.ID, v.proxy
+		if match != nil && !match(id) {
+			continue
+		}
 		acked, nacked := s.acks.Replies(id)
 		meta := map[string]*structpb.Value{wire.MetaFlavour: structpb.NewStringValue(string(p.Flavour))}
 		// What the proxy proved, and the certificate weft serves it, if any.
@@ -102,6 +114,9 @@ func (s *Server) proxiesStatus() (*statusv3.ClientStatusResponse, []podCertPendi
 				x.ConfigStatus = statusv3.ConfigStatus_STALE
 			}
 			cfg.GenericXdsConfigs = append(cfg.GenericXdsConfigs, x)
+		}
+		if detail {
+			s.addDetail(cfg, meta, acked, nacked)
 		}
 		out.Config = append(out.Config, cfg)
 	}

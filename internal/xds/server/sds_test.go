@@ -2,16 +2,26 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/internal/cli"
@@ -139,6 +149,7 @@ func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
 	if !wantRow.MatchString(out.String()) {
 		t.Errorf("weft status does not show a's identity and certificate:\n%s", out.String())
 	}
+	noKeyLeaves(t, statusAddr, "a.shop", got[translate.SecretCertificate], gotC[translate.SecretCertificate])
 
 	// Renewed at half-life (30 s of 1 min), on the same stream.
 	renewed := make(chan map[string]*tlsv3.Secret, 1)
@@ -176,6 +187,62 @@ func TestSidecarsGetTheirOwnCertificate(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("a rotated root did not reach the sidecar within 20 s")
+	}
+}
+
+// noKeyLeaves asks the client status for one sidecar's resources, as weft
+// config does, and checks that its certificate is there and no key of
+// the given secrets is, in any form.
+func noKeyLeaves(t *testing.T, statusAddr, node string, secrets ...*tlsv3.Secret) {
+	t.Helper()
+	cc, err := grpc.NewClient(statusAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	resp, err := statusv3.NewClientStatusDiscoveryServiceClient(cc).FetchClientStatus(context.Background(), &statusv3.ClientStatusRequest{
+		NodeMatchers: []*matcherv3.NodeMatcher{{NodeId: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: node}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := proto.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := protojson.Format(resp)
+	if len(resp.GetConfig()) != 1 || resp.GetConfig()[0].GetNode().GetId() != node {
+		t.Fatalf("asked for %s, the client status lists %d proxies", node, len(resp.GetConfig()))
+	}
+	certs := 0
+	for _, x := range resp.GetConfig()[0].GetGenericXdsConfigs() {
+		if x.GetTypeUrl() != resource.SecretType || x.GetName() == "" {
+			continue
+		}
+		sec := &tlsv3.Secret{}
+		if err := x.GetXdsConfig().UnmarshalTo(sec); err != nil {
+			t.Fatal(err)
+		}
+		if sec.GetTlsCertificate().GetPrivateKey() != nil {
+			t.Errorf("secret %s is given with a private key", sec.GetName())
+		}
+		if bytes.Equal(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes(), secrets[0].GetTlsCertificate().GetCertificateChain().GetInlineBytes()) {
+			certs++
+		}
+	}
+	if certs != 1 {
+		t.Errorf("the client status gives %s's certificate %d times, want once", node, certs)
+	}
+	for _, sec := range secrets {
+		keyPEM := sec.GetTlsCertificate().GetPrivateKey().GetInlineBytes()
+		block, _ := pem.Decode(keyPEM)
+		if block == nil {
+			t.Fatalf("secret %s holds no PEM key", sec.GetName())
+		}
+		for _, leak := range [][]byte{keyPEM, block.Bytes, []byte(base64.StdEncoding.EncodeToString(block.Bytes))} {
+			if bytes.Contains(raw, leak) || strings.Contains(text, string(leak)) {
+				t.Fatalf("the client status of %s carries a private key", node)
+			}
+		}
 	}
 }
 
