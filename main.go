@@ -58,7 +58,10 @@ Usage:
 
 Commands:
   controller     run the control plane (reconcilers, xDS server, CA, injection webhook)
-  check          check how the controller certifies workloads and what that needs in the cluster (exit 1 on an error)
+  check          pre-flight and analysis of the mesh: the install, the webhook, the CA, and misconfigured objects (exit 1 on an error)
+  config         print what the xDS server sent a pod's proxy and what it acknowledged, per type (YAML or JSON)
+  describe       say what shapes a pod's proxy: identity, certificate, MeshServices, TrafficPolicies, PeerAuthentication, allow rules
+  trace          walk a request through a pod's proxy configuration: listener, route, clusters, policy, authorization
   ca             rotate the mesh's root CA, retire the old roots once every certificate moved, or show the trust (status)
   init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
   inject         print pods and workloads from a file (or - for stdin) as weft would inject them
@@ -70,6 +73,9 @@ Run "weft <command> -h" for a command's flags.
 
 func main() {
 	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h printed the usage
+		}
 		fmt.Fprintln(os.Stderr, "weft:", err)
 		os.Exit(1)
 	}
@@ -92,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return cli.Status(ctx, *addr, stdout)
+	case "config":
+		return runConfig(ctx, args[1:], stdout, stderr)
 	case "inject":
 		return runInject(args[1:], os.Stdin, stdout, stderr)
 	case "ca":
@@ -388,6 +396,78 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%d error(s) found", n)
 	}
 	return nil
+}
+
+// podFlags are the flags of the commands about one pod's proxy.
+type podFlags struct {
+	kubeconfig, namespace, xdsAddr string
+}
+
+func (p *podFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&p.kubeconfig, "kubeconfig", "", "kubeconfig (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
+	for _, name := range []string{"n", "namespace"} {
+		fs.StringVar(&p.namespace, name, "", "the pod's namespace (default: the kubeconfig context's, else default)")
+	}
+	fs.StringVar(&p.xdsAddr, "xds-address", "127.0.0.1:"+strconv.Itoa(wire.PortXDSStatus),
+		"address of weft's proxy status (CSDS): the controller's --xds-status-bind-address, reached with kubectl port-forward (with --xds-auth=none, its --xds-bind-address)")
+}
+
+// ns is the namespace the command is about: -n, else the kubeconfig
+// context's, else default.
+func (p *podFlags) ns() string {
+	if p.namespace != "" {
+		return p.namespace
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if p.kubeconfig != "" {
+		rules.ExplicitPath = p.kubeconfig
+	}
+	if ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).Namespace(); err == nil && ns != "" {
+		return ns
+	}
+	return corev1.NamespaceDefault
+}
+
+// parseWithArgs parses flags that may come before, between or after the
+// positional arguments, which it returns.
+func parseWithArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// runConfig prints what a pod's proxy was sent ("weft config").
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: weft config <pod> [-n namespace] [-o yaml|json] [--type listeners,routes,clusters,endpoints,secrets]\n\n"+
+			"Prints what the xDS server sent the pod's proxy (node id <pod>.<namespace>) and what it acknowledged, per type:\n"+
+			"the version sent, the version acknowledged, a rejection, and each resource as sent. Secrets are shown\n"+
+			"with their certificates only.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var p podFlags
+	p.bind(fs)
+	format := fs.String("o", "yaml", "output format: yaml or json")
+	types := fs.String("type", "", "only these types, comma-separated: listeners, routes, clusters, endpoints, secrets")
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("weft config takes one pod")
+	}
+	return cli.Config(ctx, p.xdsAddr, pos[0], p.ns(), *format, cli.SplitList(*types), stdout)
 }
 
 // runCAStatus prints the mesh's trust ("weft ca status").
