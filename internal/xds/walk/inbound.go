@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -11,6 +12,7 @@ import (
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
+	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -35,7 +37,8 @@ type Inbound struct {
 	FilterChain string
 	// Allowed says whether the request reaches the application; Policy
 	// names the allow rule that let it in ("" when the port has no rules),
-	// Refused why it was refused.
+	// Refused why it was refused. Cluster is the sidecar's inbound cluster
+	// it goes on to ("" on a proxyless server, which answers it).
 	Allowed bool
 	Policy  string
 	Refused string
@@ -52,13 +55,37 @@ type Inbound struct {
 // SidecarInbound walks a request that reaches a sidecar's own pod on port
 // from caller: the inbound filter chain for the port (mTLS only where the
 // port is STRICT), then the allow rules (RBAC) of its HTTP connection
-// manager.
+// manager, then the route to the inbound cluster.
 func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbound, error) {
 	lis := w.listeners[translate.InboundListener]
 	if lis == nil {
 		return nil, fmt.Errorf("no listener %s", translate.InboundListener)
 	}
-	chain := matchChain(lis, "", port)
+	return w.inbound(matchChain(lis, "", port), caller, req, true)
+}
+
+// ProxylessInbound walks a call that reaches a proxyless gRPC server
+// listening on address ("ip:port") from caller: the server Listener
+// grpc-go asks for that address, its filter chain (mTLS only where the
+// port is STRICT and workloads have pod certificates), then the allow
+// rules (RBAC) of its HTTP connection manager. The server answers the
+// call itself: there is no cluster.
+func (w *Walker) ProxylessInbound(address string, caller Caller, req Request) (*Inbound, error) {
+	name := wire.ServerListenerName(address)
+	lis := w.listeners[name]
+	if lis == nil {
+		return nil, fmt.Errorf("no listener %s: the pod serves no mesh port at %s", name, address)
+	}
+	if len(lis.GetFilterChains()) != 1 {
+		return nil, fmt.Errorf("listener %s has %d filter chains; weft sends one", name, len(lis.GetFilterChains()))
+	}
+	return w.inbound(lis.GetFilterChains()[0], caller, req, false)
+}
+
+// inbound walks a request through an inbound filter chain; forwards says
+// the chain routes it on to a cluster (a sidecar's), rather than to the
+// server itself.
+func (w *Walker) inbound(chain *listenerv3.FilterChain, caller Caller, req Request, forwards bool) (*Inbound, error) {
 	out := &Inbound{FilterChain: chain.GetName()}
 	if chain.GetTransportSocket() != nil && !caller.MTLS {
 		out.Refused = "the port takes mTLS only (STRICT): a plain-text caller fails the handshake"
@@ -110,12 +137,14 @@ func (w *Walker) SidecarInbound(port uint32, caller Caller, req Request) (*Inbou
 			}
 			out.Policy = policy
 		}
-		res, err := w.http(&Result{}, m, req)
-		if err != nil {
-			return nil, err
-		}
-		if len(res.Clusters) > 0 {
-			out.Cluster = res.Clusters[0].Name
+		if forwards {
+			res, err := w.http(&Result{}, m, req)
+			if err != nil {
+				return nil, err
+			}
+			if len(res.Clusters) > 0 {
+				out.Cluster = res.Clusters[0].Name
+			}
 		}
 		out.Allowed = true
 		return out, nil

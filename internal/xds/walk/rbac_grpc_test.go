@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +48,14 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 		return in
 	})
 	ctx, clients, port := m.ctx, m.clients, m.port
-	// The sidecars' view of the same mesh and pod.
+	// The sidecars' view of the same mesh and pod, and the grpc-go
+	// server's own.
 	sh, sidecar := reviewsSidecar(t, model, mtlsOptions)
+	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcServer := walk.New(own)
 
 	// Outbound: what the client checked on the server.
 	answer, err := clients["bookinfo/productpage"].Ask(ctx, grpc.WaitForReady(true))
@@ -85,9 +92,16 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			server, err := grpcServer.ProxylessInbound(net.JoinHostPort("127.0.0.2", strconv.Itoa(int(port))),
+				walk.Caller{MTLS: true, Principal: wire.SPIFFEID("cluster.local", ns, sa)},
+				walk.Request{Method: "POST", Path: c.method, Authority: target, Headers: map[string]string{"content-type": "application/grpc"}})
+			if err != nil {
+				t.Fatal(err)
+			}
 			called := m.invoke(t, c.caller, c.method)
-			if walked.Allowed != c.allowed || called != c.allowed {
-				t.Errorf("the walk let it in: %v (%s); grpc-go: %v; want %v", walked.Allowed, walked.Refused, called, c.allowed)
+			if walked.Allowed != c.allowed || server.Allowed != c.allowed || called != c.allowed {
+				t.Errorf("the sidecar's walk let it in: %v (%s); the proxyless server's walk: %v (%s); grpc-go: %v; want %v",
+					walked.Allowed, walked.Refused, server.Allowed, server.Refused, called, c.allowed)
 			}
 			// Only a caller that some rule names is told of reviews.
 			if got, want := m.configured(t, c.caller), model.MayCall(mesh.Caller{Namespace: ns, ServiceAccount: sa}, model.Services["bookinfo/reviews"]); got != want {
