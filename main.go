@@ -100,6 +100,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Status(ctx, *addr, stdout)
 	case "config":
 		return runConfig(ctx, args[1:], stdout, stderr)
+	case "trace":
+		return runTrace(ctx, args[1:], stdout, stderr)
+	case "describe":
+		return runDescribe(ctx, args[1:], stdout, stderr)
 	case "inject":
 		return runInject(args[1:], os.Stdin, stdout, stderr)
 	case "ca":
@@ -468,6 +472,109 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errors.New("weft config takes one pod")
 	}
 	return cli.Config(ctx, p.xdsAddr, pos[0], p.ns(), *format, cli.SplitList(*types), stdout)
+}
+
+// runDescribe says what shapes a pod's proxy ("weft describe").
+func runDescribe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft describe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: weft describe <pod> [-n namespace]
+
+Says what shapes the pod's proxy configuration, from the cluster's objects (the model the controller
+builds from them) and the proxy's status on the xDS server: its identity and certificate, the
+MeshServices it serves (allow rules, the PeerAuthentication that sets each port's mTLS mode, the
+TrafficPolicy in force there), the MeshServices it may call (their TrafficPolicies, the
+PeerAuthentications behind their TLS) and those that keep it out; then every shaping object with
+the generation in force, its current generation, and whether the proxy acknowledged it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	var p podFlags
+	p.bind(fs)
+	ctl := cli.Controller{}
+	fs.StringVar(&ctl.Namespace, "mesh-namespace", wire.DefaultMeshNamespace, "the control plane's namespace")
+	fs.StringVar(&ctl.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace (its flags set the model's settings)")
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("weft describe takes one pod")
+	}
+	co := controllerOptions{kubeconfig: p.kubeconfig}
+	c, err := co.operatorClient()
+	if err != nil {
+		return err
+	}
+	d, err := cli.DescribePod(ctx, c, cli.DescribeOptions{Addr: p.xdsAddr, Pod: pos[0], Namespace: p.ns(), Controller: ctl})
+	if err != nil {
+		return err
+	}
+	return cli.WriteDescription(stdout, d)
+}
+
+// runTrace walks a request through a pod's proxy ("weft trace").
+func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: weft trace <pod> <request> [-n namespace] [-H name=value]... [-X method] [--from namespace/serviceaccount | --plaintext]
+
+Walks a request through the configuration the xDS server sent the pod's proxy, as the proxy would:
+listener and filter chain, virtual host, route (timeout, retries, hashing, mirrors, fault), the clusters
+with their weights, endpoints and TLS, and the TrafficPolicy (with its generation) that set the route.
+The request is a URL:
+  grpc://reviews.shop.svc.cluster.local:9080/weft.test.Reviews/Get   a gRPC call (proxyless client or sidecar)
+  http://ratings.shop.svc.cluster.local:9090/ratings/1               an HTTP request (sidecar: by the service's
+                                                                     cluster IP, or give the address itself)
+  tcp://10.96.0.12:5432                                              a TCP connection (sidecar)
+With --from (or --plaintext) the request comes into the pod instead, on the URL's port: the inbound
+filter chain, the STRICT handshake and the allow rules decide, e.g.
+  weft trace reviews-v1 -n shop grpc://:9080/weft.test.Reviews/Get --from shop/productpage
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	var p podFlags
+	p.bind(fs)
+	var headers []string
+	fs.Func("H", "a request header, name=value (repeatable)", func(v string) error {
+		headers = append(headers, v)
+		return nil
+	})
+	method := fs.String("X", "", "the request's method (default POST for grpc://, GET for http://)")
+	from := fs.String("from", "", "trace a request into the pod from this caller over mTLS: <namespace>/<serviceaccount> or a SPIFFE ID")
+	plaintext := fs.Bool("plaintext", false, "trace a request into the pod from a caller without mTLS")
+	ctl := cli.Controller{}
+	fs.StringVar(&ctl.Namespace, "mesh-namespace", wire.DefaultMeshNamespace, "the control plane's namespace")
+	fs.StringVar(&ctl.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace (its flags set the model's settings)")
+	pos, err := parseWithArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		fs.Usage()
+		return errors.New("weft trace takes a pod and a request")
+	}
+	req, err := cli.ParseTraceRequest(pos[1], headers, *method, *from, *plaintext)
+	if err != nil {
+		return err
+	}
+	o := cli.TraceOptions{Addr: p.xdsAddr, Pod: pos[0], Namespace: p.ns(), Controller: ctl}
+	co := controllerOptions{kubeconfig: p.kubeconfig}
+	if c, err := co.operatorClient(); err == nil {
+		o.Objects = c
+	}
+	rep, err := cli.TraceProxy(ctx, o, req)
+	if err != nil {
+		return err
+	}
+	return cli.WriteTrace(stdout, rep)
 }
 
 // runCAStatus prints the mesh's trust ("weft ca status").

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -288,4 +289,161 @@ func sameAsReceived(pod string, got configOutput, acked map[string]*discovery.Di
 		return fmt.Errorf("%s", strings.Join(errs, "\n"))
 	}
 	return nil
+}
+
+// shapedBy reads the "Shaped by" table of weft describe: each object
+// ("<Kind> <namespace>/<name>") with its ACKNOWLEDGED column.
+func shapedBy(t *testing.T, out string) map[string]string {
+	t.Helper()
+	_, table, ok := strings.Cut(out, "\nShaped by:\n")
+	if !ok {
+		t.Fatalf("weft describe has no Shaped by table:\n%s", out)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			t.Fatalf("weft describe: a row %q", line)
+		}
+		ack := f[4]
+		if ack == "yes" || ack == "generation" {
+			ack += " " + f[5]
+		}
+		rows[f[0]+" "+f[1]] = ack
+	}
+	return rows
+}
+
+// TestWeftDescribeAndTrace: weft describe names every object that shaped a
+// pod's proxy (exactly what the xDS server recorded its acknowledged
+// configuration was made from, at the same generations), and none that did
+// not, for a proxyless client and for a sidecar serving a service; weft
+// trace, the binary on the same mesh, walks a proxyless call by its
+// canary header, a sidecar's HTTP request by the service's host, and
+// calls into the sidecar from a caller its allow rule names and from one
+// it does not.
+func TestWeftDescribeAndTrace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	m := newShopMesh(ctx, t)
+	var canary meshv1.TrafficPolicy
+	if err := m.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "canary"}, &canary); err != nil {
+		t.Fatal(err)
+	}
+	shaping := []string{"MeshService shop/ratings", "MeshService shop/reviews", "PeerAuthentication shop/default", "TrafficPolicy shop/canary"}
+	for _, c := range []struct {
+		pod   string
+		wants []string
+	}{
+		{"productpage", []string{"MeshService shop/reviews (reviews.shop.svc.cluster.local): spec.allow[0] names it", "Kept out of (not sent to this proxy):\n  MeshService other/vault: none of its 1 allow rules names shop/productpage",
+			"Serves:\n  nothing"}},
+		{"reviews-v1", []string{"MeshService shop/reviews port 9080 (grpc) on pod port 9080, mTLS PERMISSIVE (set by PeerAuthentication shop/default)",
+			"spec.allow[0]: from shop/productpage", "TrafficPolicy shop/canary is in force on the port", "MeshService shop/reviews: none of its 1 allow rules names shop/reviews"}},
+	} {
+		t.Run("describe "+c.pod, func(t *testing.T) {
+			// Once the proxy acknowledged the current generation of every
+			// object (and so nothing it holds is about to change), what
+			// describe names must be what the server recorded.
+			var out string
+			var rows map[string]string
+			if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+				m.settled(t, c.pod)
+				pc, err := cli.FetchProxy(ctx, m.ads, wire.NodeID(c.pod, "shop"))
+				if err != nil {
+					return err
+				}
+				proxy, err := cli.ParseProxyConfig(pc)
+				if err != nil {
+					return err
+				}
+				if proxy.Acknowledged["TrafficPolicy/shop/canary"] != canary.Generation {
+					return fmt.Errorf("the proxy acknowledged %v", proxy.Acknowledged)
+				}
+				if out, err = m.run("describe", c.pod, "-n", "shop", "--kubeconfig", m.kubeconfig, "--xds-address", m.ads); err != nil {
+					return fmt.Errorf("weft describe: %v\n%s", err, out)
+				}
+				rows = shapedBy(t, out)
+				var named, recorded []string
+				for obj := range rows {
+					named = append(named, obj)
+				}
+				for ref, g := range proxy.Acknowledged {
+					kind, rest, _ := strings.Cut(ref, "/")
+					recorded = append(recorded, kind+" "+rest)
+					if rows[kind+" "+rest] != fmt.Sprintf("yes (%d)", g) {
+						return fmt.Errorf("weft describe says %s was acknowledged %q; the server recorded generation %d\n%s", ref, rows[kind+" "+rest], g, out)
+					}
+				}
+				slices.Sort(named)
+				slices.Sort(recorded)
+				if !slices.Equal(named, recorded) {
+					return fmt.Errorf("weft describe names %v; the xDS server recorded %v\n%s", named, recorded, out)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var named []string
+			for obj := range rows {
+				named = append(named, obj)
+			}
+			slices.Sort(named)
+			if !slices.Equal(named, shaping) {
+				t.Errorf("weft describe %s names %v, want %v", c.pod, named, shaping)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(out, w) {
+					t.Errorf("weft describe %s does not say %q:\n%s", c.pod, w, out)
+				}
+			}
+			for _, unrelated := range []string{"other/vault-timeouts", "PeerAuthentication other/default"} {
+				if strings.Contains(out, unrelated) {
+					t.Errorf("weft describe %s names %s, which does not shape it:\n%s", c.pod, unrelated, out)
+				}
+			}
+		})
+	}
+
+	trace := func(t *testing.T, wantErr bool, args ...string) string {
+		t.Helper()
+		out, err := m.run(append([]string{"trace", "-n", "shop", "--kubeconfig", m.kubeconfig, "--xds-address", m.ads}, args...)...)
+		if (err != nil) != wantErr {
+			t.Fatalf("weft trace %v: %v, want an error: %v\n%s", args, err, wantErr, out)
+		}
+		return out
+	}
+	wants := func(t *testing.T, out string, wants ...string) {
+		t.Helper()
+		for _, w := range wants {
+			if !strings.Contains(out, w) {
+				t.Errorf("weft trace does not say %q:\n%s", w, out)
+			}
+		}
+	}
+	t.Run("trace a proxyless call by its header", func(t *testing.T) {
+		out := trace(t, false, "productpage", "grpc://reviews.shop.svc.cluster.local:9080/weft.test.Reviews/Get", "-H", "x-canary=true")
+		wants(t, out, "Listener:      reviews.shop.svc.cluster.local:9080", "Route:         #0 testers", "timeout 2s",
+			fmt.Sprintf(`Policy:        TrafficPolicy shop/canary (generation %d, acknowledged by the proxy): spec.http[0] "testers"`, canary.Generation),
+			"outbound|9080|v2|reviews.shop.svc.cluster.local", "endpoints: 192.0.2.52:9080")
+		out = trace(t, false, "productpage", "grpc://reviews.shop.svc.cluster.local:9080/weft.test.Reviews/Get")
+		wants(t, out, "outbound|9080|v1|reviews.shop.svc.cluster.local  weight 90 (90%)", "outbound|9080|v2|reviews.shop.svc.cluster.local  weight 10 (10%)",
+			`spec.http[1] "split"`)
+	})
+	t.Run("trace a sidecar's request by host", func(t *testing.T) {
+		out := trace(t, false, "reviews-v1", "http://ratings.shop.svc.cluster.local:9090/ratings/1")
+		wants(t, out, "Listener:      weft-outbound", "Filter chain:  ratings.shop.svc.cluster.local:9090", "outbound|9090||ratings.shop.svc.cluster.local",
+			"endpoints: 192.0.2.53:9090", "Policy:        none on this port of MeshService shop/ratings")
+		// vault is not in the sidecar's scope: it was never sent.
+		out = trace(t, true, "reviews-v1", "grpc://vault.other.svc.cluster.local:8200/x.Vault/Get")
+		wants(t, out, "the service is not in the proxy's scope")
+	})
+	t.Run("trace calls into the sidecar", func(t *testing.T) {
+		out := trace(t, false, "reviews-v1", "grpc://:9080/weft.test.Reviews/Get", "--from", "shop/productpage")
+		wants(t, out, "From:          spiffe://cluster.local/ns/shop/sa/productpage (mTLS)", "Listener:      weft-inbound",
+			"Serves:        MeshService shop/reviews", "Decision:      ALLOWED by spec.allow[0] of MeshService shop/reviews", "Cluster:       inbound|9080")
+		out = trace(t, false, "reviews-v1", "grpc://:9080/weft.test.Reviews/Get", "--from", "shop/ratings")
+		wants(t, out, "Decision:      DENIED: no allow rule of the port lets this caller and request in")
+		out = trace(t, true, "reviews-v1", "grpc://:9080/weft.test.Reviews/Get", "--from", "productpage")
+		wants(t, out, `--from "productpage": want <namespace>/<serviceaccount> or a SPIFFE ID`)
+	})
 }

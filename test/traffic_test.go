@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/cli"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
@@ -38,13 +39,15 @@ type trafficMesh struct {
 	// backends by version, then port; clients by port.
 	backends map[string]map[int32]*xdstest.FaultyBackend
 	clients  map[int32]*xdstest.Client
+	// ads is the xDS server's address (its client status too).
+	ads string
 }
 
 const trafficNamespace = "shop"
 
 func newTrafficMesh(ctx context.Context, t *testing.T) *trafficMesh {
 	env, ads := startController(ctx, t)
-	m := &trafficMesh{t: t, ctx: ctx, c: env.Client, backends: map[string]map[int32]*xdstest.FaultyBackend{}, clients: map[int32]*xdstest.Client{}}
+	m := &trafficMesh{t: t, ctx: ctx, c: env.Client, backends: map[string]map[int32]*xdstest.FaultyBackend{}, clients: map[int32]*xdstest.Client{}, ads: ads}
 	ns := trafficNamespace
 	m.must(m.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	m.must(m.c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reviews"}, Spec: corev1.ServiceSpec{
@@ -167,6 +170,90 @@ func (m *trafficMesh) share(ctx context.Context, port int32, n int) map[string]i
 
 func pct(part, whole int) float64 { return 100 * float64(part) / float64(whole) }
 
+// trace runs weft trace for the client of a port, for the call the
+// clients make (with headers as name=value), reading the mesh's objects
+// from the API server as the command does.
+func (m *trafficMesh) trace(t *testing.T, port int32, headers ...string) *cli.TraceReport {
+	t.Helper()
+	req, err := cli.ParseTraceRequest(fmt.Sprintf("grpc://reviews.%s.svc.cluster.local:%d/weft.test.Reviews/Get", trafficNamespace, port), headers, "", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := cli.TraceProxy(m.ctx, cli.TraceOptions{Addr: m.ads, Pod: fmt.Sprintf("client-%d", port), Namespace: trafficNamespace,
+		Objects: m.c, Controller: cli.Controller{Namespace: "weft-system", Deployment: "weft-controller"}}, req)
+	if err != nil {
+		t.Fatalf("weft trace: %v", err)
+	}
+	if rep.Note != "" {
+		t.Fatalf("weft trace: %s", rep.Note)
+	}
+	return rep
+}
+
+// agrees checks weft trace against where grpc-go's calls on a port went
+// (got, by backend version; failures by status code): every backend a
+// call reached is an endpoint of a cluster the trace names; when each
+// cluster holds one backend, each one's share of the calls that reached a
+// backend is its share of the trace's weights, within tolerance points;
+// the trace names the TrafficPolicy (policy, "" for none) in its current
+// generation, acknowledged by the client. It returns the trace.
+func (m *trafficMesh) agrees(t *testing.T, port int32, policy string, got map[string]int, tolerance float64, headers ...string) *cli.TraceReport {
+	t.Helper()
+	rep := m.trace(t, port, headers...)
+	versionAt := map[string]string{}
+	for version, ports := range m.backends {
+		ip := map[string]string{"v1": "192.0.2.31", "v2": "192.0.2.32"}[version]
+		versionAt[fmt.Sprintf("%s:%d", ip, ports[port].Port)] = version
+	}
+	inTrace := map[string]bool{}
+	var total uint32
+	weights := map[string]uint32{}
+	single := true
+	for _, c := range rep.Outbound.Clusters {
+		total += c.Weight
+		if len(c.Endpoints) != 1 {
+			single = false
+		}
+		for _, e := range c.Endpoints {
+			v, ok := versionAt[e]
+			if !ok {
+				t.Errorf("weft trace names endpoint %s of %s, which is no backend", e, c.Name)
+			}
+			inTrace[v] = true
+			weights[v] += c.Weight
+		}
+	}
+	reached := 0
+	for b, n := range got {
+		if b != "v1" && b != "v2" {
+			continue
+		}
+		reached += n
+		if !inTrace[b] {
+			t.Errorf("grpc-go's calls reached %s (%d of them); weft trace's clusters are %v", b, n, rep.Outbound.Names())
+		}
+	}
+	if single && reached > 0 && total > 0 {
+		for v, w := range weights {
+			want, share := 100*float64(w)/float64(total), pct(got[v], reached)
+			if share < want-tolerance || share > want+tolerance {
+				t.Errorf("weft trace gives %s %.1f%% (weight %d of %d); grpc-go sent it %.1f%% of the calls", v, want, w, total, share)
+			}
+		}
+	}
+	var tp meshv1.TrafficPolicy
+	switch {
+	case policy == "" && rep.Policy != nil:
+		t.Errorf("weft trace names TrafficPolicy %s, there is none on port %d", rep.Policy.Name, port)
+	case policy != "":
+		m.must(m.c.Get(m.ctx, client.ObjectKey{Namespace: trafficNamespace, Name: policy}, &tp))
+		if p := rep.Policy; p == nil || p.Name != policy || p.Generation != tp.Generation || p.Acknowledged != tp.Generation {
+			t.Errorf("weft trace names the policy %+v; want %s in generation %d, acknowledged", p, policy, tp.Generation)
+		}
+	}
+	return rep
+}
+
 // TestTrafficPolicyThroughTheAPIServer: each TrafficPolicy feature that
 // grpc-go honours, set through the real API server and measured on real
 // calls once the policy is Ready (the clients acknowledged it).
@@ -190,6 +277,7 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 			if share < float64(w)-2 || share > float64(w)+2 {
 				t.Errorf("v1 got %.2f%% of 10,000 calls, want %d ± 2", share, w)
 			}
+			m.agrees(t, 9080, "policy", got, 2)
 		}
 	})
 
@@ -205,14 +293,25 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 		if marked["v2"] != 500 || unmarked["v1"] != 500 || other["v1"] != 500 {
 			t.Errorf("marked calls went %v, unmarked %v and x-canary: false %v; want only the marked ones on v2", marked, unmarked, other)
 		}
+		for _, c := range []struct {
+			got    map[string]int
+			header []string
+			route  string
+		}{{marked, []string{"x-canary=true"}, "testers"}, {unmarked, nil, "everyone"}, {other, []string{"x-canary=false"}, "everyone"}} {
+			if rep := m.agrees(t, 9080, "policy", c.got, 0, c.header...); rep.Policy.RouteName != c.route {
+				t.Errorf("weft trace %v: route %q of the policy, want %q", c.header, rep.Policy.RouteName, c.route)
+			}
+		}
 	})
 
 	t.Run("policies on different ports stay apart and are both tracked", func(t *testing.T) {
 		m.remove(t, "policy")
 		m.policy(t, "port-9080", meshv1.TrafficPolicySpec{TargetRef: meshv1.TargetRef{Port: ptr.To[int32](9080)}, HTTP: []meshv1.HTTPRoute{{Backends: to(v2)}}})
-		if got := m.share(ctx, 9081, 200); got["v1"] == 0 || got["v2"] == 0 {
+		got := m.share(ctx, 9081, 200)
+		if got["v1"] == 0 || got["v2"] == 0 {
 			t.Errorf("port 9081, without a policy: %v, want both subsets", got)
 		}
+		m.agrees(t, 9081, "", got, 0)
 		// Both policies Ready means each one's own client acknowledged it.
 		m.policy(t, "port-9081", meshv1.TrafficPolicySpec{TargetRef: meshv1.TargetRef{Port: ptr.To[int32](9081)}, HTTP: []meshv1.HTTPRoute{{Backends: to(v1)}}})
 		a, b := m.share(ctx, 9080, 200), m.share(ctx, 9081, 200)
@@ -220,6 +319,8 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 		if a["v2"] != 200 || b["v1"] != 200 {
 			t.Errorf("port 9080 went %v (want all v2) and port 9081 %v (want all v1)", a, b)
 		}
+		m.agrees(t, 9080, "port-9080", a, 0)
+		m.agrees(t, 9081, "port-9081", b, 0)
 		m.remove(t, "port-9080")
 		m.remove(t, "port-9081")
 	})
@@ -242,11 +343,18 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 				t.Logf("cut after %v", took.Round(time.Millisecond))
 			}
 		}
+		if rep := m.agrees(t, 9080, "policy", nil, 0); rep.Outbound.Action.GetTimeout().AsDuration() != time.Second {
+			t.Errorf("weft trace shows the route's timeout as %v, want 1s", rep.Outbound.Action.GetTimeout())
+		}
 		// A route's own timeout wins over the policy's: 5 s lets it through.
 		m.policy(t, "policy", meshv1.TrafficPolicySpec{Timeouts: &meshv1.Timeouts{Request: ptr.To[meshv1.Duration]("1s")},
 			HTTP: []meshv1.HTTPRoute{{Timeout: ptr.To[meshv1.Duration]("5s"), Backends: to(v1)}}})
-		if got, err := m.clients[9080].Call(ctx); err != nil || got != "v1" {
+		got, err := m.clients[9080].Call(ctx)
+		if err != nil || got != "v1" {
 			t.Errorf("under the route's 5 s timeout a 3 s call ended with %q, %v", got, err)
+		}
+		if rep := m.agrees(t, 9080, "policy", map[string]int{got: 1}, 0); rep.Outbound.Action.GetTimeout().AsDuration() != 5*time.Second {
+			t.Errorf("weft trace shows the route's timeout as %v, want 5s", rep.Outbound.Action.GetTimeout())
 		}
 	})
 
@@ -263,8 +371,14 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 		if s := pct(aborted, n); s < 27 || s > 33 {
 			t.Errorf("%.1f%% of calls aborted, want 30 ± 3", s)
 		}
+		if ab := m.agrees(t, 9080, "policy", got, 0).Outbound.Fault.GetAbort(); ab.GetPercentage().GetNumerator() != 30 || ab.GetGrpcStatus() != uint32(codes.ResourceExhausted) {
+			t.Errorf("weft trace shows the abort as %v; grpc-go aborted %.1f%% with %v", ab, pct(aborted, n), codes.ResourceExhausted)
+		}
 		m.policy(t, "policy", meshv1.TrafficPolicySpec{HTTP: []meshv1.HTTPRoute{{Backends: to(v1),
 			Fault: &meshv1.FaultInjection{Delay: &meshv1.FaultDelay{FixedDelay: "1s", Percentage: 100}}}}})
+		if dl := m.agrees(t, 9080, "policy", nil, 0).Outbound.Fault.GetDelay(); dl.GetFixedDelay().AsDuration() != time.Second || dl.GetPercentage().GetNumerator() != 100 {
+			t.Errorf("weft trace shows the delay as %v, want 1s for every call", dl)
+		}
 		for range 3 {
 			start := time.Now()
 			if _, err := m.clients[9080].Call(ctx); err != nil {
@@ -296,6 +410,10 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 		if err := m.clients[9080].HoldsOneAtATime(ctx, 5); err != nil {
 			t.Error(err)
 		}
+		rep := m.agrees(t, 9080, "policy", map[string]int{"v1": 1}, 0)
+		if th := rep.Outbound.Clusters[0].Config.GetCircuitBreakers().GetThresholds(); len(th) != 1 || th[0].GetMaxRequests().GetValue() != 1 {
+			t.Errorf("weft trace shows the cluster's limits as %v, want one request at a time", th)
+		}
 	})
 
 	t.Run("outlier detection ejects a failing backend and takes it back", func(t *testing.T) {
@@ -315,6 +433,10 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 			return nil
 		}); err != nil {
 			t.Fatalf("the failing backend was never ejected: %v", err)
+		}
+		rep := m.agrees(t, 9080, "policy", map[string]int{"v2": 50}, 0)
+		if od := rep.Outbound.Clusters[0].Config.GetOutlierDetection(); od.GetFailurePercentageThreshold().GetValue() != 50 || od.GetInterval().AsDuration() != 100*time.Millisecond {
+			t.Errorf("weft trace shows outlier detection %v; grpc-go ejected the failing backend", od)
 		}
 		took := time.Since(start)
 		t.Logf("ejected within %v", took.Round(time.Millisecond))
@@ -345,6 +467,15 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 		if !seen["v1"] || !seen["v2"] {
 			t.Errorf("50 users reached only %v", seen)
 		}
+		reached := map[string]int{}
+		for b := range seen {
+			reached[b]++
+		}
+		rep := m.agrees(t, 9080, "policy", reached, 0, "x-user=alice")
+		if h := rep.Outbound.Action.GetHashPolicy(); len(h) != 1 || h[0].GetHeader().GetHeaderName() != "x-user" ||
+			rep.Outbound.Clusters[0].Config.GetLbPolicy().String() != "RING_HASH" {
+			t.Errorf("weft trace shows hashing %v over %v, want a ring hash on x-user", h, rep.Outbound.Clusters[0].Config.GetLbPolicy())
+		}
 		for _, user := range []string{"alice", "bob", "carol"} {
 			if got := m.share(as(user), 9080, 1000); len(got) != 1 {
 				t.Errorf("user %s's 1,000 calls went %v, want one backend", user, got)
@@ -374,6 +505,11 @@ func TestTrafficPolicyThroughTheAPIServer(t *testing.T) {
 			}
 			wg.Wait()
 			s, f := slow.Served.Load()-slow0, fast.Served.Load()-fast0
+			rep := m.agrees(t, 9080, "policy", map[string]int{"v1": int(s), "v2": int(f)}, 0)
+			want := map[meshv1.LoadBalancerAlgorithm]string{meshv1.LoadBalancerRoundRobin: "ROUND_ROBIN", meshv1.LoadBalancerLeastRequest: "LEAST_REQUEST"}[algorithm]
+			if lb := rep.Outbound.Clusters[0].Config.GetLbPolicy().String(); lb != want {
+				t.Errorf("weft trace shows load balancing %s, want %s", lb, want)
+			}
 			share := pct(int(s), int(s+f))
 			t.Logf("%s: the slow backend got %d of %d calls (%.1f%%)", algorithm, s, s+f, share)
 			return share

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -102,8 +103,11 @@ func FetchProxy(ctx context.Context, addr, node string) (*statusv3.ClientConfig,
 			return c, nil
 		}
 	}
-	return nil, fmt.Errorf("no proxy %s is connected to the xDS server at %s (is the pod running and meshed, and is this the replica it is connected to?)", node, addr)
+	return nil, fmt.Errorf("%w: no proxy %s is connected to the xDS server at %s (is the pod running and meshed, and is this the replica it is connected to?)", ErrNotConnected, node, addr)
 }
+
+// ErrNotConnected is the error of a proxy the xDS server does not know.
+var ErrNotConnected = errors.New("not connected")
 
 // ParseProxyConfig decodes a proxy's client status.
 func ParseProxyConfig(c *statusv3.ClientConfig) (*ProxyConfig, error) {

@@ -138,6 +138,16 @@ func nodeMetadata() *metav1.PartialObjectMetadata {
 func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
 	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, DefaultInbound: w.DefaultInbound,
 		LastGood: w.lastGood}
+	if err := List(ctx, w.Reader, &in); err != nil {
+		return nil, err
+	}
+	return mesh.Build(in), nil
+}
+
+// List reads every object the model is built from into in, from a cache
+// (the watcher) or from the API server (weft describe, trace and check,
+// which build the same model from the same objects).
+func List(ctx context.Context, r client.Reader, in *mesh.Input) error {
 	var (
 		svcs   corev1.ServiceList
 		slices discoveryv1.EndpointSliceList
@@ -149,11 +159,11 @@ func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
 		nodes  = metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"}}
 	)
 	for _, l := range []client.ObjectList{&svcs, &slices, &pods, &nss, &mss, &tps, &pas, &nodes} {
-		if err := w.Reader.List(ctx, l); err != nil {
-			return nil, fmt.Errorf("listing %T: %w", l, err)
+		if err := r.List(ctx, l); err != nil {
+			return fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.MeshServices, in.TrafficPolicies = svcs.Items, slices.Items, pods.Items, mss.Items, tps.Items
 	in.Namespaces, in.PeerAuthentications, in.Nodes = nss.Items, pas.Items, nodes.Items
-	return mesh.Build(in), nil
+	return nil
 }
