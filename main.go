@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -382,17 +383,49 @@ func issuerName(ref cmmeta.IssuerReference) string {
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("weft check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: weft check [-n namespace] [--kubeconfig file]
+
+Pre-flight: the API server's version and pod-certificate support, weft's CRDs, the controller's
+Deployment and how it certifies workloads, the trust state and CA expiry, the injector's webhook
+configuration and caBundle, and a server-side dry run of a pod in a namespace that opted in (the
+API server calls the webhook). Analysis of the mesh's objects: what the model refuses or cannot
+resolve, conflicts, allow rules that cannot hold, routes to subsets without endpoints, STRICT
+services beside pods without a proxy, allow rules naming ServiceAccounts or namespaces that do not
+exist, PeerAuthentications that select no pod. Each finding names the object and the fix; the exit
+status is 1 when there is an error (for CI).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	var o controllerOptions
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster or $KUBECONFIG)")
-	co := cli.CheckOptions{}
+	co := cli.CheckOptions{Now: time.Now()}
 	fs.StringVar(&co.MeshNamespace, "mesh-namespace", "weft-system", "the control plane's namespace")
 	fs.StringVar(&co.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace")
+	for _, name := range []string{"n", "namespace"} {
+		fs.StringVar(&co.Namespace, name, "", "analyze only this namespace's objects (and try the webhook there); default: all")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := o.operatorClient()
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("weft check takes no arguments, got %q", fs.Args())
+	}
+	cfg, err := o.restConfig()
 	if err != nil {
 		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	if err != nil {
+		return err
+	}
+	if dc, err := discovery.NewDiscoveryClientForConfig(cfg); err == nil {
+		if v, err := dc.ServerVersion(); err == nil {
+			co.Major, co.Minor = v.Major, v.Minor
+		}
 	}
 	_, pcrErr := c.RESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")
 	co.PodCertificates = pcrErr == nil

@@ -75,8 +75,12 @@ func TestCheckNamesTheCertificateSetup(t *testing.T) {
 		Selector: &metav1.LabelSelector{MatchLabels: labels},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "controller", Image: "weft", Args: []string{"controller", "--ca=cert-manager", "--issuer-name=corp", "--issuer-kind=Issuer",
-				"--cert-delivery=podCertificate"}}}}}}}
+				"--cert-delivery=podCertificate", "--webhook-port=0"}}}}}}}
 	must(c.Create(ctx, dep))
+	check(true, "error   Deployment weft-system/weft-controller: no replica of the controller is available")
+	// The test plays the Deployment controller: one replica is available.
+	dep.Status.Replicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = 1, 1, 1
+	must(c.Status().Update(ctx, dep))
 	check(true,
 		"--ca=cert-manager with --cert-delivery=podCertificate", "fix: use --cert-delivery=sds",
 		"error   Issuer weft-system/corp: the issuer weft asks does not exist",
@@ -102,14 +106,14 @@ func TestCheckNamesTheCertificateSetup(t *testing.T) {
 	must(err)
 	must(c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: identity.DefaultTrustBundle},
 		Data: map[string]string{identity.BundleKey: string(identity.EncodeCerts([][]byte{ca.Cert.Raw}))}}))
-	dep.Spec.Template.Spec.Containers[0].Args = []string{"controller", "--ca=cert-manager", "--issuer-name=corp", "--issuer-kind=Issuer", "--cert-delivery=sds"}
+	dep.Spec.Template.Spec.Containers[0].Args = []string{"controller", "--ca=cert-manager", "--issuer-name=corp", "--issuer-kind=Issuer", "--cert-delivery=sds", "--webhook-port=0"}
 	must(c.Update(ctx, dep))
 	check(true, "error   Issuer weft-system/corp: the issuer is not Ready (False: set by the test)")
 
 	// Sound: exit 0, and it says where keys live.
 	setIssuerReady("True")
 	check(false, "info    Deployment weft-system/weft-controller: every workload certificate is signed by Issuer weft-system/corp",
-		"keys live in the controller's memory")
+		"keys live in the controller's memory", "info    API server: Kubernetes 1.", "--webhook-port=0: injection is off")
 
 	// The trust state says a CA expires soon: an error naming it.
 	mt := &meshv1.MeshTrust{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshTrustName}}

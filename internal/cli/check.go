@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -45,22 +47,41 @@ type CheckOptions struct {
 	// PodCertificates says the API server serves PodCertificateRequests
 	// (certificates.k8s.io/v1).
 	PodCertificates bool
+	// Version is the API server's version (major and minor, as the
+	// discovery API gives them); empty when it could not be read.
+	Major, Minor string
+	// Namespace, when set, limits the analysis of the mesh's objects (and
+	// the webhook's test pod) to one namespace.
+	Namespace string
+	// Now is the time expiries are judged at.
+	Now time.Time
 }
+
+// MinKubernetesMinor is the oldest Kubernetes 1.x weft supports: the
+// injected proxy is a native sidecar (an init container with
+// restartPolicy: Always), which API servers take from 1.29 on.
+const MinKubernetesMinor = 29
 
 // Check looks at how the controller is set up to certify workloads (its
 // Deployment's flags) and at what that needs in the cluster: the issuer and
 // trust bundle with --ca=cert-manager, pod certificates where they are
 // asked for, the trust state it reports. It returns what it found, errors
 // first.
-func Check(ctx context.Context, c client.Reader, o CheckOptions) []Finding {
+func Check(ctx context.Context, c client.Client, o CheckOptions) []Finding {
 	var out []Finding
 	add := func(s Severity, obj, msg, fix string) { out = append(out, Finding{s, obj, msg, fix}) }
+	checkVersion(o, add)
+	checkCRDs(ctx, c, add)
 	depName := "Deployment " + o.MeshNamespace + "/" + o.Deployment
 	var dep appsv1.Deployment
 	if err := c.Get(ctx, client.ObjectKey{Namespace: o.MeshNamespace, Name: o.Deployment}, &dep); err != nil {
 		add(SeverityError, depName, "the controller's Deployment cannot be read: "+err.Error(),
 			"install weft (helm install weft charts/weft -n "+o.MeshNamespace+"), or name it with --mesh-namespace and --deployment")
-		return out
+		return sortFindings(append(out, analyzeMesh(ctx, c, o)...))
+	}
+	if dep.Status.AvailableReplicas == 0 {
+		add(SeverityError, depName, "no replica of the controller is available: nothing serves proxies, injects pods or signs certificates",
+			"kubectl -n "+o.MeshNamespace+" describe deployment "+o.Deployment+" and its pods' logs")
 	}
 	flags := controllerFlags(&dep)
 	ca, delivery := flagOr(flags, "ca", "builtin"), flagOr(flags, "cert-delivery", "auto")
@@ -88,8 +109,14 @@ func Check(ctx context.Context, c client.Reader, o CheckOptions) []Finding {
 	default:
 		add(SeverityError, depName, fmt.Sprintf("--ca=%s is none of builtin, external, cert-manager", ca), "fix the flag (chart: mesh.ca.source)")
 	}
-	checkTrust(ctx, c, add)
-	// Errors first, then warnings, then the rest, each in the order found.
+	anchors := checkTrust(ctx, c, o.Now, add)
+	checkWebhook(ctx, c, o, flags, anchors, add)
+	return sortFindings(append(out, analyzeMesh(ctx, c, o)...))
+}
+
+// sortFindings puts errors first, then warnings, then the rest, each in
+// the order found.
+func sortFindings(out []Finding) []Finding {
 	rank := map[Severity]int{SeverityError: 0, SeverityWarning: 1, SeverityInfo: 2}
 	sorted := make([]Finding, 0, len(out))
 	for r := range 3 {
@@ -100,6 +127,23 @@ func Check(ctx context.Context, c client.Reader, o CheckOptions) []Finding {
 		}
 	}
 	return sorted
+}
+
+// analyzeMesh builds the model from the cluster's objects and analyzes it.
+func analyzeMesh(ctx context.Context, c client.Reader, o CheckOptions) []Finding {
+	m, err := LoadMesh(ctx, c, Controller{Namespace: o.MeshNamespace, Deployment: o.Deployment})
+	if err != nil {
+		return []Finding{{SeverityError, "the mesh's objects", err.Error(), "check that weft's CRDs are installed and that you may list them"}}
+	}
+	var sas corev1.ServiceAccountList
+	objs := Objects{}
+	if err := c.List(ctx, &sas); err == nil {
+		objs.ServiceAccounts = map[string]bool{}
+		for _, sa := range sas.Items {
+			objs.ServiceAccounts[sa.Namespace+"/"+sa.Name] = true
+		}
+	}
+	return Analyze(m, objs, o.Namespace)
 }
 
 func checkIssuer(ctx context.Context, c client.Reader, o CheckOptions, flags map[string]string, depName string, add func(Severity, string, string, string)) {
@@ -143,12 +187,24 @@ func checkIssuer(ctx context.Context, c client.Reader, o CheckOptions, flags map
 	}
 }
 
-func checkTrust(ctx context.Context, c client.Reader, add func(Severity, string, string, string)) {
+// checkTrust reads the trust state the controller reports and returns
+// the anchors (nil when there is no trust state).
+func checkTrust(ctx context.Context, c client.Reader, now time.Time, add func(Severity, string, string, string)) []meshv1.TrustedCertificate {
 	obj := "MeshTrust " + meshv1.MeshTrustName
 	var mt meshv1.MeshTrust
 	if err := c.Get(ctx, client.ObjectKey{Name: meshv1.MeshTrustName}, &mt); err != nil {
 		add(SeverityWarning, obj, "no trust state yet ("+err.Error()+"): the controller's leader writes it once it runs", "")
-		return
+		return nil
+	}
+	certs := slices.Clone(mt.Status.Anchors)
+	if mt.Status.SigningCA != nil {
+		certs = append(certs, *mt.Status.SigningCA)
+	}
+	for _, crt := range certs {
+		if !now.IsZero() && !crt.NotAfter.After(now) {
+			add(SeverityError, obj, fmt.Sprintf("the certificate %q (serial %s) expired at %s: certificates that chain to it fail every handshake",
+				crt.Subject, crt.SerialNumber, crt.NotAfter.UTC().Format(time.RFC3339)), "renew it: weft ca rotate for the built-in CA; docs/operations.md for the other sources")
+		}
 	}
 	if r := meta.FindStatusCondition(mt.Status.Conditions, meshv1.ConditionReady); r == nil || r.Status != "True" {
 		msg := "the controller has not loaded the mesh's trust"
@@ -160,6 +216,7 @@ func checkTrust(ctx context.Context, c client.Reader, add func(Severity, string,
 	if e := meta.FindStatusCondition(mt.Status.Conditions, meshv1.ConditionCAExpiring); e != nil && e.Status == "True" {
 		add(SeverityError, obj, e.Message, "weft ca status shows the certificates; docs/operations.md says how to renew each source")
 	}
+	return mt.Status.Anchors
 }
 
 // controllerFlags reads --name=value flags of the controller container.
