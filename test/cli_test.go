@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -446,4 +448,49 @@ func TestWeftDescribeAndTrace(t *testing.T) {
 		out = trace(t, true, "reviews-v1", "grpc://:9080/weft.test.Reviews/Get", "--from", "productpage")
 		wants(t, out, `--from "productpage": want <namespace>/<serviceaccount> or a SPIFFE ID`)
 	})
+}
+
+// TestWeftAsKubectlPlugin: installed as kubectl-weft, the binary's user
+// commands run through the real kubectl (kubectl weft config, describe,
+// trace and check), with kubectl's exit status.
+func TestWeftAsKubectlPlugin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	m := newShopMesh(ctx, t)
+	dir := t.TempDir()
+	if err := os.Symlink(m.weft, filepath.Join(dir, "kubectl-weft")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := testenv.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := filepath.Join(root, "bin", "k8s", testenv.K8sVersion, "kubectl")
+	run := func(wantErr bool, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, kubectl, args...)
+		cmd.Env = append(os.Environ(), "PATH="+dir, "KUBECACHEDIR="+t.TempDir(), "HOME="+t.TempDir(), "KUBECONFIG="+m.kubeconfig)
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != wantErr {
+			t.Fatalf("kubectl %s: %v, want an error: %v\n%s", strings.Join(args, " "), err, wantErr, out)
+		}
+		return string(out)
+	}
+	m.settled(t, "productpage")
+	for _, c := range []struct {
+		wantErr bool
+		args    []string
+		want    string
+	}{
+		{false, []string{"weft", "config", "productpage", "-n", "shop", "--type", "listeners", "--xds-address", m.ads}, "proxy: productpage.shop"},
+		{false, []string{"weft", "describe", "productpage", "-n", "shop", "--xds-address", m.ads}, "Identity:     spiffe://cluster.local/ns/shop/sa/productpage"},
+		{false, []string{"weft", "trace", "productpage", "-n", "shop", "--xds-address", m.ads, "grpc://reviews.shop.svc.cluster.local:9080/weft.test.Reviews/Get"},
+			"outbound|9080|v1|reviews.shop.svc.cluster.local  weight 90 (90%)"},
+		// No controller Deployment here: weft check says so and fails.
+		{true, []string{"weft", "check", "-n", "shop"}, "error   Deployment weft-system/weft-controller: the controller's Deployment cannot be read"},
+	} {
+		if out := run(c.wantErr, c.args...); !strings.Contains(out, c.want) {
+			t.Errorf("kubectl %s does not say %q:\n%s", strings.Join(c.args, " "), c.want, out)
+		}
+	}
 }
