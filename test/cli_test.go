@@ -197,6 +197,11 @@ type configOutput struct {
 // names) and the versions it was sent and acknowledged; YAML says the same
 // as JSON; --type narrows it; a pod with no proxy is an error that says so.
 func TestWeftConfigIsWhatTheProxyReceived(t *testing.T) {
+	// A process of its own: the controller's reconcilers register
+	// process-wide names.
+	if !testenv.InOwnNetworkNamespace(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	m := newShopMesh(ctx, t)
@@ -216,22 +221,28 @@ func TestWeftConfigIsWhatTheProxyReceived(t *testing.T) {
 				if err := json.Unmarshal([]byte(out), &got); err != nil {
 					return fmt.Errorf("weft config -o json: %v\n%s", err, out)
 				}
-				return sameAsReceived(pod, got, acked)
+				if err := sameAsReceived(pod, got, acked); err != nil {
+					return err
+				}
+				// YAML says the same.
+				y, err := m.run("config", pod, "-n", "shop", "--xds-address", m.ads)
+				if err != nil {
+					return fmt.Errorf("weft config: %v\n%s", err, y)
+				}
+				fromYAML, err := yaml.YAMLToJSON([]byte(y))
+				if err != nil {
+					return err
+				}
+				var again configOutput
+				if err := json.Unmarshal(fromYAML, &again); err != nil {
+					return err
+				}
+				if err := sameAsReceived(pod, again, acked); err != nil {
+					return fmt.Errorf("weft config's YAML: %w", err)
+				}
+				return nil
 			}); err != nil {
 				t.Fatal(err)
-			}
-			// YAML says the same.
-			y, err := m.run("config", pod, "-n", "shop", "--xds-address", m.ads)
-			if err != nil {
-				t.Fatalf("weft config: %v\n%s", err, y)
-			}
-			fromYAML, err := yaml.YAMLToJSON([]byte(y))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var again configOutput
-			if err := json.Unmarshal(fromYAML, &again); err != nil || len(again.Types) != len(got.Types) || again.Types[0].VersionSent != got.Types[0].VersionSent {
-				t.Errorf("weft config's YAML does not say what its JSON says (%v):\n%s", err, y)
 			}
 		})
 	}
@@ -325,6 +336,11 @@ func shapedBy(t *testing.T, out string) map[string]string {
 // calls into the sidecar from a caller its allow rule names and from one
 // it does not.
 func TestWeftDescribeAndTrace(t *testing.T) {
+	// A process of its own: the controller's reconcilers register
+	// process-wide names.
+	if !testenv.InOwnNetworkNamespace(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	m := newShopMesh(ctx, t)
@@ -454,6 +470,11 @@ func TestWeftDescribeAndTrace(t *testing.T) {
 // commands run through the real kubectl (kubectl weft config, describe,
 // trace and check), with kubectl's exit status.
 func TestWeftAsKubectlPlugin(t *testing.T) {
+	// A process of its own: the controller's reconcilers register
+	// process-wide names.
+	if !testenv.InOwnNetworkNamespace(t) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	m := newShopMesh(ctx, t)
