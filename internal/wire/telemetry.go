@@ -50,7 +50,7 @@ func DestinationStatTags() []StatTag {
 	return []StatTag{
 		{StatTagDestinationPort, outboundStat + `(([0-9]+)\|)`},
 		{StatTagDestinationSubset, outboundStat + `[0-9]+\|(([^|.]+)\|)`},
-		{StatTagDestinationService, outboundStat + `[0-9]+\|[^|.]*\|(([^|]+)\.)[^|.]+\.svc\.`},
+		{StatTagDestinationService, outboundStat + `[0-9]+\|[^|.]*\|(([^|.]+)\.)[^|.]+\.svc\.`},
 		{StatTagDestinationNamespace, outboundStat + `[0-9]+\|[^|.]*\|[^|.]+\.(([^|.]+)\.)svc\.`},
 	}
 }
