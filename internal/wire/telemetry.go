@@ -79,8 +79,8 @@ func firstLabel(labels map[string]string, keys ...string) string {
 	return ""
 }
 
-// OpenTelemetry resource attributes the injector sets on proxyless
-// workloads (OTEL_RESOURCE_ATTRIBUTES) besides the standard ones
-// (service.name, service.version, k8s.namespace.name, k8s.pod.name):
-// AttributeIdentity is the workload's SPIFFE ID.
+// AttributeIdentity is the OpenTelemetry resource attribute of a proxyless
+// workload's SPIFFE ID, which the injector sets in OTEL_RESOURCE_ATTRIBUTES
+// beside the standard ones (service.version, k8s.namespace.name,
+// k8s.pod.name).
 const AttributeIdentity = "weft.identity"

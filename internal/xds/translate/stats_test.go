@@ -20,7 +20,7 @@ import (
 // the first, is the value.
 func envoyTag(re *regexp.Regexp, name string) (string, bool) {
 	m := re.FindStringSubmatchIndex(name)
-	if m == nil || len(m) < 4 || m[2] < 0 {
+	if len(m) < 4 || m[2] < 0 {
 		return "", false
 	}
 	if len(m) >= 6 && m[4] >= 0 {
