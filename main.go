@@ -221,8 +221,10 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.observe.AccessLogFormat, "access-log-format", "",
 		"sidecars' access logs to their stdout: json, or an Envoy format string; empty turns them off")
 	fs.StringVar(&o.observe.TracingEndpoint, "tracing-endpoint", "",
-		"an OpenTelemetry collector (OTLP/gRPC, host:port) that sidecars send traces to; empty turns tracing off")
+		"an OpenTelemetry collector (OTLP/gRPC, host:port) that sidecars and proxyless gRPC workloads send traces to; empty turns tracing off")
 	fs.Float64Var(&o.observe.TracingSampling, "tracing-sampling", 1, "percentage of requests traced (0-100)")
+	fs.StringVar(&o.inject.MetricsEndpoint, "metrics-endpoint", "",
+		"an OpenTelemetry collector (OTLP/gRPC, host:port) that proxyless gRPC workloads send metrics to; empty: none")
 	fs.Func("proxy-requests", "the sidecar's resource requests, e.g. cpu=100m,memory=128Mi", func(v string) error {
 		return parseResources(v, &o.inject.ProxyResources.Requests)
 	})
@@ -659,6 +661,11 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.trustWarning <= 0 {
 		return fmt.Errorf("--trust-expiry-warning: %v; it must be positive", o.trustWarning)
 	}
+	// Proxyless workloads take the mesh's tracing from the injector.
+	o.inject.TracingEndpoint, o.inject.TracingSampling = o.observe.TracingEndpoint, o.observe.TracingSampling
+	if err := o.inject.ValidateTelemetry(); err != nil {
+		return err
+	}
 	if o.webhookPort != 0 {
 		o.inject.MeshNamespace = o.meshNamespace
 		if err := o.inject.Validate(); err != nil {
@@ -902,6 +909,9 @@ func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		cfg.CertDelivery = wire.CertDelivery(v)
 		return nil
 	})
+	fs.StringVar(&cfg.TracingEndpoint, "tracing-endpoint", "", "the mesh's trace collector (OTLP/gRPC, host:port), as the controller's flag")
+	fs.Float64Var(&cfg.TracingSampling, "tracing-sampling", cfg.TracingSampling, "percentage of requests traced, as the controller's flag")
+	fs.StringVar(&cfg.MetricsEndpoint, "metrics-endpoint", "", "the proxyless workloads' metrics collector (OTLP/gRPC, host:port), as the controller's flag")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned tools weft needs into bin/ from the Go module proxy, each
 # only when the pinned version is not there yet. Usage:
-#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|golangci-lint|logcheck|benchstat|all]...
+#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|golangci-lint|logcheck|benchstat|otelcol|all]...
 # Binaries land in bin/k8s/<version>/ (the KUBEBUILDER_ASSETS directory for
 # envtest) and bin/ (helm, controller-gen). Builds run one at a time: the
 # machines this runs on have two cores.
@@ -23,6 +23,7 @@ GEN_VERSION=$(pinned sigs.k8s.io/controller-tools "$tools/gen/go.mod")
 PERF_VERSION=$(pinned golang.org/x/perf "$tools/perf/go.mod")
 LINT_VERSION=$(pinned github.com/golangci/golangci-lint/v2 "$tools/lint/go.mod")
 LOGCHECK_VERSION=$(pinned sigs.k8s.io/logtools "$tools/lint/go.mod")
+OTELCOL_VERSION=$(pinned go.opentelemetry.io/collector/otelcol "$tools/otelcol/go.mod")
 
 assets="$root/bin/k8s/$K8S_VERSION"
 mkdir -p "$assets"
@@ -82,6 +83,12 @@ one() {
 		build "$tools/perf" "$root/bin/benchstat-$PERF_VERSION" golang.org/x/perf/cmd/benchstat
 		ln -sf "benchstat-$PERF_VERSION" "$root/bin/benchstat"
 		;;
+	otelcol)
+		# An OpenTelemetry collector of the fewest components the
+		# observability tests need (hack/tools/otelcol/main.go).
+		build "$tools/otelcol" "$root/bin/otelcol-$OTELCOL_VERSION" . "-X main.version=$OTELCOL_VERSION"
+		ln -sf "otelcol-$OTELCOL_VERSION" "$root/bin/otelcol"
+		;;
 	assets)
 		one etcd
 		one kube-apiserver
@@ -94,6 +101,7 @@ one() {
 		one helm
 		one golangci-lint
 		one logcheck
+		one otelcol
 		"$tools/certmanager/build.sh"
 		;;
 	*)

@@ -23,6 +23,7 @@ func TestControllerRefusesSettingsSidecarsWouldRefuse(t *testing.T) {
 		{"--access-log-format=100% done", "does not start a command operator"},
 		{"--tracing-endpoint=collector", "--tracing-endpoint"},
 		{"--tracing-sampling=120", "--tracing-sampling"},
+		{"--metrics-endpoint=collector:http", "--metrics-endpoint"},
 		// Certificates: a CA source that does not exist, an issuer not
 		// named, and pod certificates with no CA weft holds.
 		{"--ca=vault", "--ca"},

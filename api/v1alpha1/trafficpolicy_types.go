@@ -5,7 +5,7 @@ import (
 )
 
 // TrafficPolicySpec shapes the traffic to one MeshService.
-// +kubebuilder:validation:XValidation:rule="has(self.http) || has(self.timeouts) || has(self.retries) || has(self.connectionPool) || has(self.outlierDetection) || has(self.loadBalancer) || has(self.locality) || has(self.rateLimit)",message="spec: a TrafficPolicy must set at least one of http, timeouts, retries, connectionPool, outlierDetection, loadBalancer, locality or rateLimit"
+// +kubebuilder:validation:XValidation:rule="has(self.http) || has(self.timeouts) || has(self.retries) || has(self.connectionPool) || has(self.outlierDetection) || has(self.loadBalancer) || has(self.locality) || has(self.rateLimit) || has(self.tracing)",message="spec: a TrafficPolicy must set at least one of http, timeouts, retries, connectionPool, outlierDetection, loadBalancer, locality, rateLimit or tracing"
 type TrafficPolicySpec struct {
 	// targetRef names the MeshService, in the same namespace, whose traffic
 	// this policy shapes. At most one TrafficPolicy may target a given
@@ -59,6 +59,30 @@ type TrafficPolicySpec struct {
 	// limit). Requests over the limit get HTTP 429 or gRPC UNAVAILABLE.
 	// +optional
 	RateLimit *LocalRateLimit `json:"rateLimit,omitempty"`
+
+	// tracing overrides the mesh-wide trace sampling (the controller's
+	// --tracing-sampling) on the routes of the ports this policy shapes.
+	// It takes effect where tracing is on (--tracing-endpoint), on Envoy
+	// sidecars: proxyless gRPC workloads sample as their OpenTelemetry SDK
+	// is told by their environment, which the injector fills with the
+	// mesh-wide sampling (the Honoured condition names this field for
+	// them). Needs an http, http2 or grpc port.
+	// +optional
+	Tracing *Tracing `json:"tracing,omitempty"`
+}
+
+// Tracing is the trace sampling of a policy's routes.
+type Tracing struct {
+	// samplingPercent is the percentage of the calling sidecars' requests
+	// on these routes that start a sampled trace: a decimal number from 0
+	// to 100 with at most four decimal places, for example "0.5" or "25".
+	// Requests that arrive as part of a sampled trace stay in it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8
+	// +kubebuilder:validation:Pattern=`^[0-9]{1,3}(\.[0-9]{1,4})?$`
+	// +kubebuilder:validation:XValidation:rule="double(self) <= 100.0",message="tracing.samplingPercent: a percentage, at most 100"
+	SamplingPercent string `json:"samplingPercent"`
 }
 
 // TargetRef names the MeshService a policy attaches to.

@@ -68,6 +68,7 @@ func validTrafficPolicy() *meshv1.TrafficPolicy {
 			}},
 			Timeouts: &meshv1.Timeouts{Request: dur("10s")},
 			Retries:  &meshv1.RetryPolicy{Attempts: ptr.To[int32](3), RetryOn: []meshv1.RetryCondition{"5xx"}},
+			Tracing:  &meshv1.Tracing{SamplingPercent: "0.0125"},
 		},
 	}
 }
@@ -158,6 +159,10 @@ func invalidCases() []invalidCase {
 		{"tp: target kind unknown", tp(func(o *meshv1.TrafficPolicy) { o.Spec.TargetRef.Kind = "Service" }), []string{"spec.targetRef.kind", "Unsupported value"}},
 		{"tp: target port 0", tp(func(o *meshv1.TrafficPolicy) { o.Spec.TargetRef.Port = ptr.To[int32](0) }), []string{"spec.targetRef.port"}},
 		{"tp: empty spec", tp(func(o *meshv1.TrafficPolicy) { o.Spec = meshv1.TrafficPolicySpec{TargetRef: o.Spec.TargetRef} }), []string{"spec", "must set at least one of http"}},
+		{"tp: sampling over 100", tp(func(o *meshv1.TrafficPolicy) { o.Spec.Tracing.SamplingPercent = "100.5" }), []string{"spec.tracing.samplingPercent", "tracing.samplingPercent: a percentage, at most 100"}},
+		{"tp: sampling with a sign", tp(func(o *meshv1.TrafficPolicy) { o.Spec.Tracing.SamplingPercent = "-1" }), []string{"spec.tracing.samplingPercent", "should match"}},
+		{"tp: sampling with five decimals", tp(func(o *meshv1.TrafficPolicy) { o.Spec.Tracing.SamplingPercent = "0.00001" }), []string{"spec.tracing.samplingPercent"}},
+		{"tp: sampling not set", tp(func(o *meshv1.TrafficPolicy) { o.Spec.Tracing.SamplingPercent = "" }), []string{"spec.tracing.samplingPercent"}},
 		{"tp: weights add up to 90", tp(func(o *meshv1.TrafficPolicy) { route(o).Backends[0].Weight = 80 }), []string{"spec.http[0].backends", "weights of a route's backends must add up to 100"}},
 		{"tp: weight over 100", tp(func(o *meshv1.TrafficPolicy) { route(o).Backends[0].Weight = 101 }), []string{"spec.http[0].backends[0].weight", "less than or equal to 100"}},
 		{"tp: negative weight", tp(func(o *meshv1.TrafficPolicy) { route(o).Backends[1].Weight = -10 }), []string{"spec.http[0].backends[1].weight", "greater than or equal to 0"}},

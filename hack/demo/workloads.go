@@ -93,10 +93,15 @@ func runServe(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	tel, err := setupTelemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer flush(tel)
 	var served atomic.Int64
 	var upstream *grpc.ClientConn
 	if *calls != "" {
-		cc, err := dialMesh(*calls)
+		cc, err := dialMesh(*calls, tel.dial)
 		if err != nil {
 			return err
 		}
@@ -108,7 +113,7 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
-	srv, err := xdsServer(*listen, *readyFile)
+	srv, err := xdsServer(*listen, *readyFile, tel.serve)
 	if err != nil {
 		return err
 	}
@@ -142,7 +147,7 @@ func runServe(ctx context.Context, args []string) error {
 // xdsServer is a grpc-go xDS server for addr: its transport security and
 // authorization come from weft (plain text where weft's Listener asks for
 // none). While it serves, readyFile (if any) exists.
-func xdsServer(addr, readyFile string) (*xds.GRPCServer, error) {
+func xdsServer(addr, readyFile string, opts ...grpc.ServerOption) (*xds.GRPCServer, error) {
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
 		return nil, err
@@ -158,7 +163,7 @@ func xdsServer(addr, readyFile string) (*xds.GRPCServer, error) {
 			_ = os.Remove(readyFile)
 		}
 	})
-	srv, err := xds.NewGRPCServer(grpc.Creds(creds), mode)
+	srv, err := xds.NewGRPCServer(append([]grpc.ServerOption{grpc.Creds(creds), mode}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("an xDS server for %s: %w", addr, err)
 	}
@@ -190,7 +195,7 @@ func serviceDesc(get, stats func(context.Context) (string, error)) *grpc.Service
 // dialMesh opens a proxyless channel to a mesh service: grpc-go's own xDS
 // client resolves it from weft's xDS server, and its clusters say whether
 // to speak mutual TLS (with the pod's certificate files) or plain text.
-func dialMesh(target string) (*grpc.ClientConn, error) {
+func dialMesh(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if os.Getenv("GRPC_XDS_BOOTSTRAP") == "" {
 		return nil, errors.New("GRPC_XDS_BOOTSTRAP is not set: the demo writes a bootstrap per pod")
 	}
@@ -198,11 +203,20 @@ func dialMesh(target string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient("xds:///"+target, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dialling xds:///%s: %w", target, err)
 	}
 	return cc, nil
+}
+
+// flush sends what the workload's telemetry still holds, as it stops.
+func flush(tel telemetry) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tel.shutdown(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "flushing telemetry: %v\n", err)
+	}
 }
 
 // get makes one call of Get and returns the name of the pod that
@@ -217,7 +231,9 @@ func invoke(ctx context.Context, cc grpc.ClientConnInterface, method string) (st
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	out := &wrapperspb.StringValue{}
-	if err := cc.Invoke(ctx, method, &emptypb.Empty{}, out); err != nil {
+	// StaticMethod: the method is one of the service's own, so its name
+	// may label the call's metrics.
+	if err := cc.Invoke(ctx, method, &emptypb.Empty{}, out, grpc.StaticMethod()); err != nil {
 		return "", err
 	}
 	return out.GetValue(), nil
@@ -234,7 +250,12 @@ func runClient(ctx context.Context, args []string, out io.Writer) error {
 	if *rate <= 0 || *every <= 0 {
 		return errors.New("-rate and -window must be positive")
 	}
-	cc, err := dialMesh(*target)
+	tel, err := setupTelemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer flush(tel)
+	cc, err := dialMesh(*target, tel.dial)
 	if err != nil {
 		return err
 	}

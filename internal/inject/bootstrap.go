@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	grpccredv3 "github.com/envoyproxy/go-control-plane/envoy/config/grpc_credential/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/wire"
 )
@@ -40,9 +42,10 @@ const (
 // call credentials (the delta protocol, which weft serves with the least
 // state per proxy), a health listener (readiness once Envoy has its
 // config, and the pod's rewritten HTTP probes), and a Prometheus stats
-// listener. Node id and cluster come from the command line, which the
-// kubelet fills from the downward API.
-func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) {
+// listener whose stats carry the mesh's labels (statsConfig). Node id and
+// cluster come from the command line, which the kubelet fills from the
+// downward API.
+func Bootstrap(cfg Config, w Workload, probes []probeRoute) (*bootstrapv3.Bootstrap, error) {
 	creds, err := anypb.New(&grpccredv3.FileBasedMetadataConfig{
 		SecretData:   &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: wire.TokenFile}},
 		HeaderPrefix: wire.BearerPrefix,
@@ -118,6 +121,7 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 			Listeners: []*listenerv3.Listener{health, stats},
 			Clusters:  clusters,
 		},
+		StatsConfig: statsConfig(cfg, w),
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("the Envoy bootstrap is invalid: %w", err)
@@ -125,10 +129,48 @@ func Bootstrap(cfg Config, probes []probeRoute) (*bootstrapv3.Bootstrap, error) 
 	return b, nil
 }
 
+// Workload is what a pod says about itself in its labels: the service and
+// version its telemetry is labelled with (wire.WorkloadService,
+// wire.WorkloadVersion); either may be empty.
+type Workload struct {
+	Service string
+	Version string
+}
+
+// WorkloadOf reads a pod's labels.
+func WorkloadOf(labels map[string]string) Workload {
+	return Workload{Service: wire.WorkloadService(labels), Version: wire.WorkloadVersion(labels)}
+}
+
+// statsConfig tags every stat with the pod's namespace, identity, and the
+// service and version its labels give (left out when they give none), and
+// takes the destination of outbound clusters out of their names; Envoy's
+// own default tags stay. The namespace and service account are the
+// downward API's, which the kubelet expands in the proxy's arguments.
+func statsConfig(cfg Config, w Workload) *metricsv3.StatsConfig {
+	fixed := func(name, value string) *metricsv3.TagSpecifier {
+		return &metricsv3.TagSpecifier{TagName: name, TagValue: &metricsv3.TagSpecifier_FixedValue{FixedValue: value}}
+	}
+	tags := []*metricsv3.TagSpecifier{
+		fixed(wire.StatTagNamespace, podNamespaceVar),
+		fixed(wire.StatTagIdentity, podIdentity(cfg)),
+	}
+	if w.Service != "" {
+		tags = append(tags, fixed(wire.StatTagService, w.Service))
+	}
+	if w.Version != "" {
+		tags = append(tags, fixed(wire.StatTagVersion, w.Version))
+	}
+	for _, t := range wire.DestinationStatTags() {
+		tags = append(tags, &metricsv3.TagSpecifier{TagName: t.Name, TagValue: &metricsv3.TagSpecifier_Regex{Regex: t.Regex}})
+	}
+	return &metricsv3.StatsConfig{StatsTags: tags, UseAllDefaultTags: wrapperspb.Bool(true)}
+}
+
 // RenderBootstrap renders the bootstrap as compact JSON, which Envoy takes
 // through --config-yaml.
-func RenderBootstrap(cfg Config, probes []probeRoute) (string, error) {
-	b, err := Bootstrap(cfg, probes)
+func RenderBootstrap(cfg Config, w Workload, probes []probeRoute) (string, error) {
+	b, err := Bootstrap(cfg, w, probes)
 	if err != nil {
 		return "", err
 	}

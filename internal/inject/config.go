@@ -7,6 +7,9 @@ package inject
 
 import (
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -75,6 +78,15 @@ type Config struct {
 	ProxyLogLevel string
 	// ProxyConcurrency is Envoy's --concurrency (worker threads).
 	ProxyConcurrency int32
+	// TracingEndpoint and MetricsEndpoint are the OpenTelemetry collectors
+	// (OTLP/gRPC, host:port) that proxyless gRPC workloads send traces and
+	// metrics to, each empty for none; TracingSampling is the percentage of
+	// the traces they start that are sampled (0-100). They are the
+	// controller's --tracing-endpoint, --metrics-endpoint and
+	// --tracing-sampling.
+	TracingEndpoint string
+	MetricsEndpoint string
+	TracingSampling float64
 }
 
 // DefaultConfig is what weft injects unless the mesh config says
@@ -97,6 +109,7 @@ func DefaultConfig() Config {
 		},
 		ProxyLogLevel:    "warning",
 		ProxyConcurrency: 2,
+		TracingSampling:  1,
 	}
 }
 
@@ -113,6 +126,33 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mesh config: tokenExpirySeconds must be at least 600 (the API server's minimum), got %d", c.TokenExpirySeconds)
 	case c.CertDelivery != wire.DeliverySDS && c.CertDelivery != wire.DeliveryPodCertificate:
 		return fmt.Errorf("mesh config: certDelivery must be %q or %q, got %q", wire.DeliverySDS, wire.DeliveryPodCertificate, c.CertDelivery)
+	}
+	return c.ValidateTelemetry()
+}
+
+// ValidateTelemetry checks the collectors and the sampling, naming the
+// controller's flag of the one that is wrong.
+func (c Config) ValidateTelemetry() error {
+	if c.TracingSampling < 0 || c.TracingSampling > 100 {
+		return fmt.Errorf("--tracing-sampling %v: want a percentage, 0-100", c.TracingSampling)
+	}
+	if err := checkEndpoint("--tracing-endpoint", c.TracingEndpoint); err != nil {
+		return err
+	}
+	return checkEndpoint("--metrics-endpoint", c.MetricsEndpoint)
+}
+
+// checkEndpoint checks that a collector's address, when set, is host:port.
+func checkEndpoint(flag, v string) error {
+	if v == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil || host == "" || strings.ContainsAny(host, "/,= ") {
+		return fmt.Errorf("%s %q: want host:port", flag, v)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%s %q: bad port", flag, v)
 	}
 	return nil
 }

@@ -51,9 +51,22 @@ func downwardEnv() []corev1.EnvVar {
 	}
 }
 
-// nodeID is the xDS node id (wire.NodeID) of the pod's name and namespace,
-// expanded by the kubelet from the downward API variables above.
-func nodeID() string { return wire.NodeID("$(WEFT_POD_NAME)", "$(WEFT_POD_NAMESPACE)") }
+// The pod's name, namespace and service account as the kubelet expands
+// them from the downward API variables above, in a container's arguments
+// and in the values of its later variables.
+const (
+	podNameVar           = "$(WEFT_POD_NAME)"
+	podNamespaceVar      = "$(WEFT_POD_NAMESPACE)"
+	podServiceAccountVar = "$(WEFT_SERVICE_ACCOUNT)"
+)
+
+// nodeID is the xDS node id (wire.NodeID) of the pod's name and namespace.
+func nodeID() string { return wire.NodeID(podNameVar, podNamespaceVar) }
+
+// podIdentity is the pod's SPIFFE ID.
+func podIdentity(cfg Config) string {
+	return wire.SPIFFEID(cfg.TrustDomain, podNamespaceVar, podServiceAccountVar)
+}
 
 // identityVolumes are the token, the root bundle and, with pod
 // certificates, the certificate volume.
@@ -94,7 +107,7 @@ func identityMounts(cfg Config) []corev1.VolumeMount {
 
 func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 	probes := rewriteProbes(pod)
-	boot, err := RenderBootstrap(cfg, probes)
+	boot, err := RenderBootstrap(cfg, WorkloadOf(pod.Labels), probes)
 	if err != nil {
 		return err
 	}
@@ -137,7 +150,7 @@ func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 		Args: []string{
 			"--config-yaml", boot,
 			"--service-node", nodeID(),
-			"--service-cluster", "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
+			"--service-cluster", podServiceAccountVar + "." + podNamespaceVar,
 			"--log-level", cfg.ProxyLogLevel,
 			"--concurrency", strconv.Itoa(int(cfg.ProxyConcurrency)),
 			"--drain-time-s", "20",
@@ -205,6 +218,7 @@ func joinPorts(ports []uint16) string {
 // volumes; there is no sidecar and no capture.
 func injectGRPC(pod *corev1.Pod, cfg Config) {
 	boot := grpcBootstrap(cfg)
+	otel := otelEnv(cfg, WorkloadOf(pod.Labels))
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		c.Env = append(c.Env, downwardEnv()...)
@@ -212,9 +226,55 @@ func injectGRPC(pod *corev1.Pod, cfg Config) {
 			corev1.EnvVar{Name: "GRPC_XDS_BOOTSTRAP_CONFIG", Value: boot},
 			corev1.EnvVar{Name: "GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", Value: "true"},
 		)
+		// The container's own OpenTelemetry settings win.
+		for _, e := range otel {
+			if !slices.ContainsFunc(c.Env, func(o corev1.EnvVar) bool { return o.Name == e.Name }) {
+				c.Env = append(c.Env, e)
+			}
+		}
 		c.VolumeMounts = append(c.VolumeMounts, identityMounts(cfg)...)
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, identityVolumes(cfg)...)
+}
+
+// otelEnv is the OpenTelemetry SDK's standard environment for a proxyless
+// workload: who it is (service name, and as resource attributes its
+// version, namespace, pod and SPIFFE ID), W3C trace context, and the
+// collectors of the mesh (OTLP over gRPC, plain text) with the mesh-wide
+// trace sampling, parent-based so that a server follows its caller's
+// decision. A signal without a collector has its exporter off, as have
+// logs: weft gives them none. An application that sets up the SDK from the
+// environment (docs/observability.md) needs nothing else.
+func otelEnv(cfg Config, w Workload) []corev1.EnvVar {
+	var env []corev1.EnvVar
+	add := func(name, value string) { env = append(env, corev1.EnvVar{Name: name, Value: value}) }
+	if w.Service != "" {
+		add("OTEL_SERVICE_NAME", w.Service)
+	}
+	attrs := []string{"k8s.namespace.name=" + podNamespaceVar, "k8s.pod.name=" + podNameVar}
+	if w.Version != "" {
+		attrs = append(attrs, "service.version="+w.Version)
+	}
+	attrs = append(attrs, wire.AttributeIdentity+"="+podIdentity(cfg))
+	add("OTEL_RESOURCE_ATTRIBUTES", strings.Join(attrs, ","))
+	add("OTEL_PROPAGATORS", "tracecontext")
+	if cfg.TracingEndpoint != "" || cfg.MetricsEndpoint != "" {
+		add("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	}
+	if cfg.TracingEndpoint != "" {
+		add("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"+cfg.TracingEndpoint)
+		add("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+		add("OTEL_TRACES_SAMPLER_ARG", strconv.FormatFloat(cfg.TracingSampling/100, 'f', -1, 64))
+	} else {
+		add("OTEL_TRACES_EXPORTER", "none")
+	}
+	if cfg.MetricsEndpoint != "" {
+		add("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://"+cfg.MetricsEndpoint)
+	} else {
+		add("OTEL_METRICS_EXPORTER", "none")
+	}
+	add("OTEL_LOGS_EXPORTER", "none")
+	return env
 }
 
 // grpcBootstrap is grpc-go's xDS bootstrap: the xDS server over TLS with
@@ -228,7 +288,7 @@ func grpcBootstrap(cfg Config) string {
 			"call_creds":      []any{map[string]any{"type": "jwt_token_file", "config": map[string]any{"jwt_token_file": wire.TokenFile}}},
 			"server_features": []any{"xds_v3"},
 		}},
-		"node": map[string]any{"id": nodeID(), "cluster": "$(WEFT_SERVICE_ACCOUNT).$(WEFT_POD_NAMESPACE)",
+		"node": map[string]any{"id": nodeID(), "cluster": podServiceAccountVar + "." + podNamespaceVar,
 			"metadata": map[string]any{wire.MetaFlavour: string(wire.FlavourGRPC)}},
 		"server_listener_resource_name_template": wire.ServerListenerName("%s"),
 	}

@@ -30,8 +30,16 @@ import (
 
 var (
 	env *testenv.Env
-	cfg = inject.DefaultConfig()
+	cfg = withCollectors(inject.DefaultConfig())
 )
+
+// withCollectors gives the mesh a trace and a metrics collector, so that
+// the golden pods show the telemetry settings of proxyless workloads.
+func withCollectors(c inject.Config) inject.Config {
+	c.TracingEndpoint, c.TracingSampling = "otel-collector.observability.svc:4317", 5
+	c.MetricsEndpoint = "otel-collector.observability.svc:4317"
+	return c
+}
 
 const (
 	meshed   = "meshed"

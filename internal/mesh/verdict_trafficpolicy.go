@@ -135,6 +135,8 @@ func httpOnlyField(tp *meshv1.TrafficPolicy) string {
 		return "spec.retries"
 	case tp.Spec.RateLimit != nil:
 		return "spec.rateLimit"
+	case tp.Spec.Tracing != nil:
+		return "spec.tracing"
 	case tp.Spec.Timeouts != nil && tp.Spec.Timeouts.Request != nil:
 		return "spec.timeouts.request"
 	}

@@ -41,10 +41,12 @@ var toggles = []struct {
 	}, checkInjector("ClusterIssuer", "corp-ca")},
 	{"access logs, tracing, sidecar resources", []string{"mesh.accessLog.format=%START_TIME% %REQ(:PATH)%: %RESPONSE_CODE%",
 		"mesh.tracing.endpoint=otel-collector.observability.svc:4317", "mesh.tracing.samplingPercent=5",
+		"mesh.metrics.endpoint=metrics-collector.observability.svc:4317",
 		"mesh.proxy.resources.requests.cpu=50m", "mesh.proxy.resources.limits.memory=1Gi"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 		args := controllerArgs(t, objs)
 		for _, want := range []string{"--access-log-format=%START_TIME% %REQ(:PATH)%: %RESPONSE_CODE%",
 			"--tracing-endpoint=otel-collector.observability.svc:4317", "--tracing-sampling=5",
+			"--metrics-endpoint=metrics-collector.observability.svc:4317",
 			"--proxy-requests=cpu=50m,memory=128Mi", "--proxy-limits=memory=1Gi"} {
 			if !slices.Contains(args, want) {
 				t.Errorf("args %v lack %s", args, want)
@@ -417,6 +419,11 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"mesh.ca.source=certManagerIssuer,mesh.ca.issuerRef.name=a,mesh.ca.trustBundle=Corp_Roots", "/mesh/ca/trustBundle"},
 		{"mesh.tracing.endpoint=collector", "/mesh/tracing/endpoint"},
 		{"mesh.tracing.samplingPercent=150", "/mesh/tracing/samplingPercent"},
+		{"mesh.tracing.samplingPercent=-1", "/mesh/tracing/samplingPercent"},
+		{"mesh.tracing.endpoint=http://collector:4317", "/mesh/tracing/endpoint"},
+		{"mesh.metrics.endpoint=collector", "/mesh/metrics/endpoint"},
+		{"mesh.metrics.endpoint=http://collector:4317", "/mesh/metrics/endpoint"},
+		{"mesh.metrics.endpoints=collector:4317", "endpoints"},
 		{"mesh.accessLog.format=%RESPONSE_CODES%", "/mesh/accessLog/format"},
 		{"mesh.accessLog.format=%REQ%", "/mesh/accessLog/format"},
 		{"mesh.proxy.resources.limits.memory=lots", "/mesh/proxy/resources/limits/memory"},

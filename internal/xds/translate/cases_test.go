@@ -30,6 +30,20 @@ type goldenCase struct {
 	} `json:"proxy"`
 	EnvoyCerts    EnvoyCerts `json:"envoyCerts,omitempty"`
 	ProxylessMTLS bool       `json:"proxylessMTLS,omitempty"`
+	// Observe is the sidecars' access logs and tracing (the controller's
+	// --access-log-format, --tracing-endpoint and --tracing-sampling).
+	Observe struct {
+		AccessLogFormat string  `json:"accessLogFormat,omitempty"`
+		TracingEndpoint string  `json:"tracingEndpoint,omitempty"`
+		TracingSampling float64 `json:"tracingSampling,omitempty"`
+	} `json:"observe,omitempty"`
+}
+
+// options are the translation options a case asks for.
+func (c goldenCase) options() Options {
+	return Options{EnvoyCerts: c.EnvoyCerts, ProxylessMTLS: c.ProxylessMTLS, Observe: Observability{
+		AccessLogFormat: c.Observe.AccessLogFormat, TracingEndpoint: c.Observe.TracingEndpoint, TracingSampling: c.Observe.TracingSampling,
+	}}
 }
 
 // TestGoldenCases translates each case's objects for its proxy and
@@ -49,8 +63,11 @@ func TestGoldenCases(t *testing.T) {
 			var c goldenCase
 			readYAML(t, filepath.Join(dir, "case.yaml"), &c)
 			in := readObjects(t, filepath.Join(dir, "input.yaml"))
-			r, err := translateFor(mesh.Build(in), Proxy{ID: c.Proxy.ID, Flavour: c.Proxy.Flavour, Pod: c.Proxy.Pod},
-				Options{EnvoyCerts: c.EnvoyCerts, ProxylessMTLS: c.ProxylessMTLS})
+			opts := c.options()
+			if err := opts.Observe.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			r, err := translateFor(mesh.Build(in), Proxy{ID: c.Proxy.ID, Flavour: c.Proxy.Flavour, Pod: c.Proxy.Pod}, opts)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -57,6 +57,7 @@ func Unhonoured(spec *meshv1.TrafficPolicySpec, flavour wire.Flavour) []string {
 		add(rt.Mirror != nil, fmt.Sprintf("spec.http[%d].mirror", i))
 	}
 	add(spec.RateLimit != nil, "spec.rateLimit")
+	add(spec.Tracing != nil, "spec.tracing.samplingPercent (grpc-go takes no sampling from xDS: its OpenTelemetry SDK samples as the environment the injector gave it says, mesh-wide)")
 	if l := spec.Locality; l != nil && l.Mode != meshv1.LocalityNone {
 		add(true, "spec.locality.minHealthyPercent (grpc-go moves to the next locality only when none of the nearer endpoints can be reached)")
 	}

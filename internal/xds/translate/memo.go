@@ -144,7 +144,7 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 		r := &out.tcp
 		if p.Protocol.IsHTTP() {
 			r = &out.http
-			rc, err := routeConfig(ListenerName(s, p), s, p)
+			rc, err := routeConfig(ListenerName(s, p), s, p, opts.Observe)
 			if err != nil {
 				return nil, fmt.Errorf("port %d: TrafficPolicy %s: %w", p.Number, s.PolicyFor(p.Number).Name, err)
 			}

@@ -11,12 +11,15 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filelogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/internal/mesh"
 )
 
 // Observability is what sidecars report beyond their stats: access logs
@@ -116,6 +119,37 @@ func (o Observability) observe(m *hcmv3.HttpConnectionManager, service string) {
 		RandomSampling: &typev3.Percent{Value: o.TracingSampling},
 		Provider:       &tracev3.Tracing_Http{Name: "envoy.tracers.opentelemetry", ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: otel}},
 	}
+}
+
+// routeTracing is the trace sampling a policy sets on its routes, when
+// tracing is on; nil otherwise (the connection manager's mesh-wide
+// sampling applies). The override is exact: spec.tracing.samplingPercent
+// has at most four decimals, a whole number per million.
+func (o Observability) routeTracing(pol *mesh.Policy) (*routev3.Tracing, error) {
+	if o.TracingEndpoint == "" || pol == nil || pol.Spec.Tracing == nil {
+		return nil, nil
+	}
+	n, err := perMillion(pol.Spec.Tracing.SamplingPercent)
+	if err != nil {
+		return nil, fmt.Errorf("spec.tracing.samplingPercent: %w", err)
+	}
+	return &routev3.Tracing{RandomSampling: &typev3.FractionalPercent{Numerator: n, Denominator: typev3.FractionalPercent_MILLION}}, nil
+}
+
+// perMillion reads a percentage written as a decimal with at most four
+// decimals ("0.5", "100") as parts per million.
+func perMillion(percent string) (uint32, error) {
+	whole, frac, dot := strings.Cut(percent, ".")
+	if whole == "" || len(whole) > 3 || (dot && frac == "") || len(frac) > 4 || strings.Trim(whole+frac, "0123456789") != "" {
+		return 0, fmt.Errorf("%q: want a percentage with at most four decimals", percent)
+	}
+	w, _ := strconv.Atoi(whole) // digits only, at most three
+	f, _ := strconv.Atoi(frac + strings.Repeat("0", 4-len(frac)))
+	n := w*10000 + f
+	if n > 1000000 {
+		return 0, fmt.Errorf("%q: at most 100", percent)
+	}
+	return uint32(n), nil
 }
 
 // tracingCluster reaches the collector over HTTP/2 (OTLP/gRPC), by DNS.

@@ -15,9 +15,14 @@ import (
 
 // routeConfig is a port's routes: the spec.http routes of the policy in
 // force on the port, in order, then one for what no route matches, to all
-// endpoints; each carries the policy's timeouts, retries and hashing.
-func routeConfig(name string, s *mesh.Service, p mesh.Port) (*routev3.RouteConfiguration, error) {
+// endpoints; each carries the policy's timeouts, retries, hashing and
+// trace sampling.
+func routeConfig(name string, s *mesh.Service, p mesh.Port, obs Observability) (*routev3.RouteConfiguration, error) {
 	pol := s.PolicyFor(p.Number)
+	tracing, err := obs.routeTracing(pol)
+	if err != nil {
+		return nil, err
+	}
 	var routes []*routev3.Route
 	if pol != nil {
 		for i := range pol.Spec.HTTP {
@@ -36,7 +41,7 @@ func routeConfig(name string, s *mesh.Service, p mesh.Port) (*routev3.RouteConfi
 				matches = []meshv1.HTTPMatch{{}}
 			}
 			for _, m := range matches {
-				routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action, TypedPerFilterConfig: fault})
+				routes = append(routes, &routev3.Route{Name: rt.Name, Match: routeMatch(m), Action: action, TypedPerFilterConfig: fault, Tracing: tracing})
 			}
 		}
 	}
@@ -45,8 +50,9 @@ func routeConfig(name string, s *mesh.Service, p mesh.Port) (*routev3.RouteConfi
 		return nil, err
 	}
 	routes = append(routes, &routev3.Route{
-		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_Route{Route: all},
+		Match:   &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action:  &routev3.Route_Route{Route: all},
+		Tracing: tracing,
 	})
 	return &routev3.RouteConfiguration{
 		Name: name,

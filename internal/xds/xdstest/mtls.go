@@ -40,12 +40,12 @@ func (c Certs) Key() string { return filepath.Join(c.Dir, wire.KeyFileName) }
 // Roots is the mesh roots file's path.
 func (c Certs) Roots() string { return filepath.Join(c.Dir, wire.RootsFileName) }
 
-// bootstrap is grpc-go's xDS bootstrap for a workload of weft: the ADS
+// Bootstrap is grpc-go's xDS bootstrap for a workload of weft: the ADS
 // server (plain text: these tests do not authenticate the xDS stream),
 // the node id, the server Listener template, and a file-watcher
 // certificate provider named as weft's TLS contexts name it, reading the
 // files every second.
-func bootstrap(ads, node string, certs Certs) string {
+func Bootstrap(ads, node string, certs Certs) string {
 	return fmt.Sprintf(`{
   "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
   "node": {"id": %q},
@@ -60,7 +60,7 @@ func bootstrap(ads, node string, certs Certs) string {
 // where they say nothing.
 func NewMTLSClient(t testing.TB, ads, node, target string, certs Certs) *Client {
 	t.Helper()
-	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap(ads, node, certs)))
+	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(Bootstrap(ads, node, certs)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func StartXDSBackend(t testing.TB, lis net.Listener, ads, node, name string, cer
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []grpc.ServerOption{grpc.Creds(creds), xds.BootstrapContentsForTesting([]byte(bootstrap(ads, node, certs))),
+	opts := []grpc.ServerOption{grpc.Creds(creds), xds.BootstrapContentsForTesting([]byte(Bootstrap(ads, node, certs))),
 		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 			var in emptypb.Empty
 			if err := stream.RecvMsg(&in); err != nil {
