@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -43,6 +45,7 @@ import (
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/identity/casource"
 	"github.com/weftmesh/weft/internal/inject"
+	"github.com/weftmesh/weft/internal/leader"
 	"github.com/weftmesh/weft/internal/memlimit"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
@@ -708,10 +711,12 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.metricsAddr != "0" {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	// The Lease's namespace: the flag's, else the pod's, else the mesh's.
 	leaderNS := o.leaderElectionNS
 	if leaderNS == "" {
-		if _, err := os.Stat("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err != nil {
-			leaderNS = o.meshNamespace
+		leaderNS = o.meshNamespace
+		if ns, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(bytes.TrimSpace(ns)) > 0 {
+			leaderNS = string(bytes.TrimSpace(ns))
 		}
 	}
 	// The mesh CA (or, with --ca=cert-manager, the trust bundle and the
@@ -741,19 +746,34 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		webhookServer = webhook.NewServer(wo)
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
-		WebhookServer:           webhookServer,
-		Metrics:                 metricsOpts,
-		HealthProbeBindAddress:  o.probeAddr,
-		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        "weft-controller.mesh.weft.dev",
-		LeaderElectionNamespace: leaderNS,
-		// The reconcilers are idempotent and write status only; a new leader
-		// can start before the old one has stopped.
-		LeaderElectionReleaseOnCancel: true,
+		Scheme:                 scheme,
+		WebhookServer:          webhookServer,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: o.probeAddr,
+		// With --leader-elect, leader.Elector elects: controller-runtime's
+		// election would end the process, and with it the xDS server and
+		// the webhook, whenever the lease is lost.
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
+	}
+	// What only the leader runs: on the manager itself with one replica,
+	// in each term of leadership with --leader-elect.
+	var elector *leader.Elector
+	leading := func(s leader.Setup) error { return s(mgr) }
+	if o.leaderElect {
+		host, _ := os.Hostname()
+		elector = &leader.Elector{Main: mgr, Config: cfg, Namespace: leaderNS, Name: "weft-controller.mesh.weft.dev",
+			Identity: host + "_" + string(uuid.NewUUID()), Log: log.WithName("leader"),
+			// The Lease takes the core/v1 recorder, as controller-runtime's own election does.
+			Events: mgr.GetEventRecorderFor("weft-controller")} //nolint:staticcheck // resourcelock records core/v1 Events
+		leading = func(s leader.Setup) error {
+			elector.Setups = append(elector.Setups, s)
+			return nil
+		}
+		if err := mgr.Add(elector); err != nil {
+			return fmt.Errorf("adding the leader election: %w", err)
+		}
 	}
 	// The built-in root CA, read from (or made into) its Secret with a
 	// client that has no cache: the controller reads that one Secret, it
@@ -766,8 +786,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if webhookServer != nil && o.webhookCertDir == "" && o.webhookConfig != "" {
-		if err := mgr.Add(&cabundle.Injector{Client: direct, Name: o.webhookConfig, Bundle: trust.Bundle,
-			Changed: caBundleChanged, Log: log.WithName("cabundle")}); err != nil {
+		injector := &cabundle.Injector{Client: direct, Name: o.webhookConfig, Bundle: trust.Bundle,
+			Changed: caBundleChanged, Log: log.WithName("cabundle")}
+		if err := leading(func(m ctrl.Manager) error { return m.Add(injector) }); err != nil {
 			return fmt.Errorf("adding the caBundle writer: %w", err)
 		}
 	}
@@ -791,11 +812,14 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		reporter.Issuer = issuerName(o.issuer)
 	}
-	if err := mgr.Add(reporter); err != nil {
+	if err := leading(func(m ctrl.Manager) error { return m.Add(reporter) }); err != nil {
 		return fmt.Errorf("adding the trust state writer: %w", err)
 	}
 	copts := controllers.Options{MeshNamespace: o.meshNamespace, TrustDomain: o.inject.TrustDomain, DefaultInbound: o.defaultInbound,
 		Bundle: trust.Bundle, BundleChanged: bundleChanged, Events: recorder}
+	if elector != nil {
+		copts.Leading = func(s leader.Setup) { elector.Setups = append(elector.Setups, s) }
+	}
 	// Pod certificates, where the API server serves them and weft holds
 	// the CA that signs them.
 	_, pcrErr := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: "certificates.k8s.io", Kind: "PodCertificateRequest"}, "v1")

@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/weftmesh/weft/internal/leader"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/watch"
@@ -61,6 +62,11 @@ type Options struct {
 	// Events: a resource whose configuration a proxy rejected, a pod
 	// certificate refused.
 	Events events.EventRecorder
+	// Leading, when set, takes what only the leader runs (the status
+	// writers, the pod certificate signer, the bundle publisher) to run in
+	// each term of leadership (leader.Elector); without it they run on the
+	// manager, under its own leader election if it has one.
+	Leading func(leader.Setup)
 }
 
 // Events: a resource whose configuration a proxy rejected, and the pod of
@@ -70,11 +76,43 @@ type Options struct {
 // Setup registers every reconciler with the manager, and the watch stage
 // that builds the mesh model on every replica.
 func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	board := newVerdictBoard()
+	writers := func(mgr ctrl.Manager) error { return setupWriters(mgr, board, o) }
+	if o.Leading != nil {
+		o.Leading(writers)
+	} else if err := writers(mgr); err != nil {
+		return err
+	}
+	onModel := o.OnModel
+	if onModel == nil {
+		onModel = func(ctx context.Context, m *mesh.Model) {
+			ctrl.LoggerFrom(ctx).V(1).Info("Rebuilt the mesh model", "services", len(m.Order))
+		}
+	}
+	if err := mgr.Add(&watch.Watcher{
+		Cache: mgr.GetCache(), Reader: mgr.GetClient(), Clock: clock.RealClock{},
+		Quiet: cmp.Or(o.ModelQuiet, 100*time.Millisecond), MaxDelay: cmp.Or(o.ModelMaxDelay, time.Second),
+		ClusterDomain: cmp.Or(o.ClusterDomain, "cluster.local"),
+		// Proxies first, then the status writers: a verdict is never
+		// written before the model that holds it is served.
+		Publish: func(ctx context.Context, m *mesh.Model) {
+			onModel(ctx, m)
+			board.publish(m)
+		},
+		MeshNamespace: o.MeshNamespace, TrustDomain: cmp.Or(o.TrustDomain, "cluster.local"), DefaultInbound: o.DefaultInbound,
+	}); err != nil {
+		return fmt.Errorf("adding the mesh model watcher: %w", err)
+	}
+	return nil
+}
+
+// setupWriters registers what only the leader runs, reading the verdicts
+// from board.
+func setupWriters(mgr ctrl.Manager, board *verdictBoard, o Options) error {
 	writer := func(owner string) status.Writer {
 		return status.Writer{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Owner: owner}
 	}
 	readiness := writer(FieldOwnerReadiness)
-	board := newVerdictBoard()
 	again := newRelay(board, o.Proxies)
 	if err := mgr.Add(again); err != nil {
 		return fmt.Errorf("adding the status relay: %w", err)
@@ -98,8 +136,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("setting up the PeerAuthentication reconciler: %w", err)
 	}
 	if o.PodCertificates != nil {
-		o.PodCertificates.Client, o.PodCertificates.Events = mgr.GetClient(), o.Events
-		if err := o.PodCertificates.SetupWithManager(mgr); err != nil {
+		signer := *o.PodCertificates
+		signer.Client, signer.Events = mgr.GetClient(), o.Events
+		if err := signer.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the pod certificate signer: %w", err)
 		}
 	}
@@ -107,26 +146,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		if err := (&BundleReconciler{Client: mgr.GetClient(), ConfigMaps: mgr.GetAPIReader(), Bundle: o.Bundle, Changed: o.BundleChanged}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the root bundle publisher: %w", err)
 		}
-	}
-	onModel := o.OnModel
-	if onModel == nil {
-		onModel = func(ctx context.Context, m *mesh.Model) {
-			ctrl.LoggerFrom(ctx).V(1).Info("Rebuilt the mesh model", "services", len(m.Order))
-		}
-	}
-	if err := mgr.Add(&watch.Watcher{
-		Cache: mgr.GetCache(), Reader: mgr.GetClient(), Clock: clock.RealClock{},
-		Quiet: cmp.Or(o.ModelQuiet, 100*time.Millisecond), MaxDelay: cmp.Or(o.ModelMaxDelay, time.Second),
-		ClusterDomain: cmp.Or(o.ClusterDomain, "cluster.local"),
-		// Proxies first, then the status writers: a verdict is never
-		// written before the model that holds it is served.
-		Publish: func(ctx context.Context, m *mesh.Model) {
-			onModel(ctx, m)
-			board.publish(m)
-		},
-		MeshNamespace: o.MeshNamespace, TrustDomain: cmp.Or(o.TrustDomain, "cluster.local"), DefaultInbound: o.DefaultInbound,
-	}); err != nil {
-		return fmt.Errorf("adding the mesh model watcher: %w", err)
 	}
 	return nil
 }

@@ -6,13 +6,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -192,33 +190,14 @@ func x509MarshalKey(ca *identity.CA) ([]byte, error) {
 // whole log after the stop.
 func runWeftController(t *testing.T, weft, logPath string, args ...string) (stop func(check func(log []byte))) {
 	t.Helper()
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(weft, append([]string{"controller"}, args...)...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	p := testenv.StartProcess(t, logPath, weft, append([]string{"controller"}, args...)...)
 	var once sync.Once
 	stop = func(check func([]byte)) {
 		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("the controller exited after SIGTERM with %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited //nolint:errcheck // killed
-				t.Error("the controller did not stop within 30 s of SIGTERM")
+			if err := p.Stop(30 * time.Second); err != nil {
+				t.Errorf("the controller after SIGTERM: %v", err)
 			}
-			_ = logFile.Close()
-			b, _ := os.ReadFile(logPath)
+			b := p.Log()
 			if check != nil {
 				check(b)
 			}
