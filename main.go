@@ -66,7 +66,7 @@ Commands:
   config         print what the xDS server sent a pod's proxy and what it acknowledged, per type (YAML or JSON)
   describe       say what shapes a pod's proxy: identity, certificate, MeshServices, TrafficPolicies, PeerAuthentication, allow rules
   trace          walk a request through a pod's proxy configuration: listener, route, clusters, policy, authorization
-  ca             rotate the mesh's root CA, retire the old roots once every certificate moved, or show the trust (status)
+  ca             rotate the mesh's root CA (rotate: trust a new root; promote: sign with it; retire: drop the old), or show the trust (status)
   init-redirect  install a meshed pod's traffic-capture rules (run by the injected init container)
   inject         print pods and workloads from a file (or - for stdin) as weft would inject them
   status         list the proxies connected to the xDS server and what they acknowledged
@@ -335,14 +335,15 @@ func (o *controllerOptions) operatorClient() (client.Client, error) {
 	return client.New(cfg, client.Options{Scheme: newScheme()})
 }
 
-// runCA rotates the built-in root ("weft ca rotate") or retires the roots
-// that are not the current one ("weft ca retire").
+// runCA takes the built-in root through a rotation: a new root trusted
+// beside the old ("weft ca rotate"), then signing ("weft ca promote"), then
+// the old roots dropped ("weft ca retire").
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "status" {
 		return runCAStatus(ctx, args[1:], stdout, stderr)
 	}
-	if len(args) == 0 || (args[0] != "rotate" && args[0] != "retire") {
-		return errors.New("usage: weft ca rotate|retire [--kubeconfig F] [--mesh-namespace N] [--trust-domain D], or weft ca status [--kubeconfig F] [--namespace N]")
+	if len(args) == 0 || (args[0] != "rotate" && args[0] != "promote" && args[0] != "retire") {
+		return errors.New("usage: weft ca rotate|promote|retire [--kubeconfig F] [--mesh-namespace N] [--trust-domain D], or weft ca status [--kubeconfig F] [--namespace N]")
 	}
 	fs := flag.NewFlagSet("weft ca "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -358,9 +359,15 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var root *identity.Root
-	if args[0] == "rotate" {
+	next := ""
+	switch args[0] {
+	case "rotate":
 		root, err = identity.RotateRoot(ctx, c, o.meshNamespace, *trustDomain, time.Now())
-	} else {
+		next = "Next: once every namespace and proxy trusts the new root (weft ca status --namespace N), weft ca promote."
+	case "promote":
+		root, err = identity.PromoteRoot(ctx, c, o.meshNamespace)
+		next = "Next: once every leaf was renewed by the new root (weft status shows each proxy's), weft ca retire."
+	default:
 		root, err = identity.RetireRoots(ctx, c, o.meshNamespace)
 	}
 	if err != nil {
@@ -372,6 +379,9 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "Signing with %q (serial %x, until %s); %d root(s) trusted.\n",
 		root.CA.Cert.Subject.CommonName, root.CA.Cert.SerialNumber, root.CA.Cert.NotAfter.UTC().Format(time.RFC3339), len(trusted))
+	if next != "" {
+		fmt.Fprintln(stdout, next)
+	}
 	return nil
 }
 
@@ -865,13 +875,6 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 				}
 				xo.Leaves = leaves
 			}
-			// Proxyless gRPC workloads read pod certificates as files:
-			// with them, STRICT PeerAuthentications apply to them too.
-			xo.ProxylessMTLS = delivery == wire.DeliveryPodCertificate
-			if delivery == wire.DeliveryPodCertificate {
-				// weft status shows the pod certificates weft issued.
-				xo.PodCertificates, xo.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
-			}
 			// Sidecars get their certificates over SDS on their
 			// authenticated stream, whatever the delivery: Envoy reloads
 			// certificate files only through file-based SDS, which weft
@@ -883,6 +886,14 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
 		default:
 			return fmt.Errorf("--xds-auth: %q is neither token nor none", o.xdsAuth)
+		}
+		// Proxyless gRPC workloads read pod certificates as files, however
+		// their xDS streams prove who they are: with them, STRICT
+		// PeerAuthentications apply to them too.
+		xo.ProxylessMTLS = delivery == wire.DeliveryPodCertificate
+		if delivery == wire.DeliveryPodCertificate {
+			// weft status shows the pod certificates weft issued.
+			xo.PodCertificates, xo.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner
 		}
 		xs, err := server.New(xo)
 		if err != nil {

@@ -177,15 +177,25 @@ func TestCARotateAndRetire(t *testing.T) {
 		}
 		return string(out)
 	}
-	if out := run("ca", "rotate"); !strings.Contains(out, "2 root(s) trusted") {
+	if out := run("ca", "rotate"); !strings.Contains(out, "2 root(s) trusted") || !strings.Contains(out, "weft ca promote") {
 		t.Fatalf("weft ca rotate: %s", out)
 	}
-	rotated, err := identity.LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
-	if err != nil {
-		t.Fatal(err)
+	load := func() *identity.Root {
+		t.Helper()
+		r, err := identity.LoadOrCreateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
 	}
-	if rotated.CA.Cert.Equal(first.CA.Cert) {
-		t.Fatal("weft ca rotate kept the old root")
+	if !load().CA.Cert.Equal(first.CA.Cert) {
+		t.Fatal("weft ca rotate made the new root sign before it was promoted")
+	}
+	if out := run("ca", "promote"); !strings.Contains(out, "2 root(s) trusted") || !strings.Contains(out, "weft ca retire") {
+		t.Fatalf("weft ca promote: %s", out)
+	}
+	if load().CA.Cert.Equal(first.CA.Cert) {
+		t.Fatal("weft ca promote kept the old root signing")
 	}
 	if out := run("ca", "retire"); !strings.Contains(out, "1 root(s) trusted") {
 		t.Fatalf("weft ca retire: %s", out)

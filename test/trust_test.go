@@ -31,7 +31,8 @@ import (
 // CAExpiring=True naming it, a TrustExpiring Event; `kubectl get
 // meshtrust` shows it and `weft ca status --namespace shop` fails saying
 // so while agreeing with the bundle the namespace mounts. `weft ca rotate`
-// moves the phase to SigningWithNew with both anchors; `weft ca retire`
+// moves the phase to TrustingBoth with both anchors and the old root
+// signing, `weft ca promote` to SigningWithNew; `weft ca retire`
 // back to Steady with the new root alone, nothing expiring, and `weft ca
 // status` exits 0 once the namespace mounts it.
 func TestTrustStateThroughARotation(t *testing.T) {
@@ -133,10 +134,27 @@ func TestTrustStateThroughARotation(t *testing.T) {
 		return nil
 	}))
 
-	// Rotate: both trusted, the new one signs.
+	// Rotate: both trusted, the old one still signs.
 	out, err = exec.CommandContext(ctx, weft, "ca", "rotate", "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns).CombinedOutput()
 	must(errors.Join(err, errorIf(err != nil, string(out))))
 	waitTrust("after the rotation", func(st meshv1.MeshTrustStatus) error {
+		if st.Phase != meshv1.TrustTrustingBoth || len(st.Anchors) != 2 || st.SigningCA == nil || st.SigningCA.SHA256 != st.Anchors[0].SHA256 {
+			return fmt.Errorf("phase %q with %d anchors", st.Phase, len(st.Anchors))
+		}
+		return expiring(st, metav1.ConditionTrue)
+	})
+	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
+		out, err := caStatus()
+		if !regexp.MustCompile(`Phase:\s+TrustingBoth\nNext:\s+once every meshed namespace mounts these anchors`).MatchString(out) || !strings.Contains(out, "mounts these anchors") {
+			return fmt.Errorf("weft ca status (%v):\n%s", err, out)
+		}
+		return nil
+	}))
+
+	// Promote: the new one signs.
+	out, err = exec.CommandContext(ctx, weft, "ca", "promote", "--kubeconfig="+kubeconfig, "--mesh-namespace="+ns).CombinedOutput()
+	must(errors.Join(err, errorIf(err != nil, string(out))))
+	waitTrust("after the promotion", func(st meshv1.MeshTrustStatus) error {
 		if st.Phase != meshv1.TrustSigningWithNew || len(st.Anchors) != 2 || st.SigningCA == nil || st.SigningCA.SHA256 == st.Anchors[0].SHA256 {
 			return fmt.Errorf("phase %q with %d anchors", st.Phase, len(st.Anchors))
 		}

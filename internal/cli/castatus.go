@@ -40,6 +40,9 @@ func CAStatus(ctx context.Context, c client.Reader, namespace string, now time.T
 		fmt.Fprintf(w, "Issuer:\t%s\n", st.Issuer)
 	}
 	fmt.Fprintf(w, "Phase:\t%s\n", st.Phase)
+	if next := nextRotationStep(st); next != "" {
+		fmt.Fprintf(w, "Next:\t%s\n", next)
+	}
 	if st.SigningCA != nil {
 		fmt.Fprintf(w, "Signing CA:\t%s\n", describeCert(*st.SigningCA, now))
 	} else if st.Source == "cert-manager" {
@@ -115,4 +118,18 @@ func mounts(ctx context.Context, c client.Reader, namespace string, anchors []me
 	slices.Sort(mounted)
 	slices.Sort(want)
 	return slices.Equal(mounted, want), nil
+}
+
+// nextRotationStep says what a rotation of the built-in root waits for.
+func nextRotationStep(st meshv1.MeshTrustStatus) string {
+	if st.Source != "builtin" {
+		return ""
+	}
+	switch st.Phase {
+	case meshv1.TrustTrustingBoth:
+		return "once every meshed namespace mounts these anchors (--namespace checks one), weft ca promote"
+	case meshv1.TrustSigningWithNew:
+		return "once every certificate of the old roots was renewed (weft status shows each proxy's), weft ca retire"
+	}
+	return ""
 }

@@ -23,6 +23,10 @@ const (
 	RootSecretName = "weft-root-ca"
 	// BundleKey holds the trusted roots, PEM.
 	BundleKey = "ca.crt"
+	// NextCertKey and NextKeyKey hold a rotation's new root while it is
+	// trusted but does not sign yet (RotateRoot, then PromoteRoot).
+	NextCertKey = "next.crt"
+	NextKeyKey  = "next.key"
 	// DefaultRootTTL is a new built-in root's lifetime.
 	DefaultRootTTL = 10 * 365 * 24 * time.Hour
 )
@@ -209,10 +213,24 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ak.Equal(b)
 }
 
-// RotateRoot replaces the built-in root with a new one and keeps the old
-// roots in the trusted bundle, so that leaves signed by either verify
-// while workloads move to the new one. Retire the old roots (RetireRoots)
-// once every leaf has been renewed.
+// A rotation of the built-in root has three steps, so that no workload is
+// ever shown a leaf it cannot verify:
+//
+//  1. RotateRoot makes a new root and adds it to the trusted bundle; the
+//     old root goes on signing. Every proxy and every namespace's bundle
+//     comes to trust both (phase TrustingBoth).
+//  2. PromoteRoot makes the new root sign: every leaf renewed from then on
+//     is the new root's, and every peer already trusts it (SigningWithNew).
+//  3. RetireRoots drops the old roots once no leaf of theirs is in use
+//     (Steady).
+//
+// Signing with a new root at once, in one step, would show a renewed leaf
+// to peers that had not received the new bundle yet (a sidecar a moment
+// behind on SDS, a pod whose kubelet refreshes its mounted bundle once a
+// minute), and their handshakes would fail.
+
+// RotateRoot makes a new root and trusts it beside the old ones, which go
+// on signing until PromoteRoot. It refuses while a rotation is under way.
 func RotateRoot(ctx context.Context, c client.Client, namespace, trustDomain string, now time.Time) (*Root, error) {
 	var s corev1.Secret
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: RootSecretName}, &s); err != nil {
@@ -221,9 +239,17 @@ func RotateRoot(ctx context.Context, c client.Client, namespace, trustDomain str
 	if err := builtIn(&s); err != nil {
 		return nil, err
 	}
+	if len(s.Data[NextCertKey]) > 0 {
+		return nil, errors.New("a new root is trusted already and waits to sign: run weft ca promote, then weft ca retire")
+	}
 	old, err := rootFromSecret(&s)
 	if err != nil {
 		return nil, err
+	}
+	if len(old.Bundle) > 0 {
+		if trusted, err := ParseCerts(old.Bundle); err == nil && len(trusted) > 1 {
+			return nil, errors.New("old roots are still trusted: run weft ca retire once no leaf of theirs is in use, then rotate")
+		}
 	}
 	ca, err := NewRoot(trustDomain, now, DefaultRootTTL)
 	if err != nil {
@@ -243,13 +269,42 @@ func RotateRoot(ctx context.Context, c client.Client, namespace, trustDomain str
 			keep = append(keep, t.Raw)
 		}
 	}
-	s.Data[corev1.TLSCertKey] = next.Data[corev1.TLSCertKey]
-	s.Data[corev1.TLSPrivateKeyKey] = next.Data[corev1.TLSPrivateKeyKey]
+	s.Data[NextCertKey] = next.Data[corev1.TLSCertKey]
+	s.Data[NextKeyKey] = next.Data[corev1.TLSPrivateKeyKey]
 	s.Data[BundleKey] = EncodeCerts(append(keep, ca.Chain[0]))
 	if err := c.Update(ctx, &s); err != nil {
-		return nil, fmt.Errorf("writing the rotated root: %w", err)
+		return nil, fmt.Errorf("writing the new root: %w", err)
 	}
 	return rootFromSecret(&s)
+}
+
+// PromoteRoot makes the root RotateRoot added sign. The old roots stay
+// trusted until RetireRoots.
+func PromoteRoot(ctx context.Context, c client.Client, namespace string) (*Root, error) {
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: RootSecretName}, &s); err != nil {
+		return nil, fmt.Errorf("reading the root CA Secret: %w", err)
+	}
+	if err := builtIn(&s); err != nil {
+		return nil, err
+	}
+	if len(s.Data[NextCertKey]) == 0 {
+		return nil, errors.New("no new root waits to sign: run weft ca rotate first")
+	}
+	promoted := s.DeepCopy()
+	promoted.Data[corev1.TLSCertKey], promoted.Data[corev1.TLSPrivateKeyKey] = s.Data[NextCertKey], s.Data[NextKeyKey]
+	delete(promoted.Data, NextCertKey)
+	delete(promoted.Data, NextKeyKey)
+	// What it will serve must load: the key is the certificate's, and the
+	// bundle trusts it.
+	root, err := rootFromSecret(promoted)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Update(ctx, promoted); err != nil {
+		return nil, fmt.Errorf("writing the promoted root: %w", err)
+	}
+	return root, nil
 }
 
 // RetireRoots drops every root but the current one from the trusted
@@ -261,6 +316,9 @@ func RetireRoots(ctx context.Context, c client.Client, namespace string) (*Root,
 	}
 	if err := builtIn(&s); err != nil {
 		return nil, err
+	}
+	if len(s.Data[NextCertKey]) > 0 {
+		return nil, errors.New("the new root does not sign yet, and retiring the others would leave no root that signs trusted: run weft ca promote, wait until every leaf was renewed, then retire")
 	}
 	certs, err := ParseCerts(s.Data[corev1.TLSCertKey])
 	if err != nil {

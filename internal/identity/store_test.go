@@ -146,36 +146,76 @@ func TestRootRotation(t *testing.T) {
 	}
 	oldLeaf := leafOf(old)
 
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the loader did not pick up %s", what)
+		}
+	}
+	// Step 1: the new root is trusted; the old one still signs.
 	rotated, err := RotateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rotated.CA.Cert.Equal(old.CA.Cert) {
-		t.Fatal("the rotation kept the old root")
+	if !rotated.CA.Cert.Equal(old.CA.Cert) {
+		t.Fatal("the rotation made the new root sign at once")
 	}
-	select {
-	case <-changed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the loader did not pick up the rotation")
+	wait("the rotation")
+	trusting := loader.Root()
+	if !trusting.CA.Cert.Equal(old.CA.Cert) {
+		t.Fatal("the loader signs with the new root before it was promoted")
 	}
+	if n := len(mustParse(t, trusting.Bundle)); n != 2 {
+		t.Fatalf("%d roots trusted after the rotation, want 2", n)
+	}
+	if _, err := RotateRoot(ctx, env.Client, "weft-system", "cluster.local", time.Now()); err == nil || !strings.Contains(err.Error(), "weft ca promote") {
+		t.Fatalf("a second rotation under way: %v, want it refused", err)
+	}
+	if _, err := RetireRoots(ctx, env.Client, "weft-system"); err == nil || !strings.Contains(err.Error(), "weft ca promote") {
+		t.Fatalf("retiring before the new root signs: %v, want it refused", err)
+	}
+
+	// Step 2: the new root signs; leaves of both verify.
+	promoted, err := PromoteRoot(ctx, env.Client, "weft-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if promoted.CA.Cert.Equal(old.CA.Cert) {
+		t.Fatal("the promotion kept the old root signing")
+	}
+	wait("the promotion")
 	now := loader.Root()
-	if !now.CA.Cert.Equal(rotated.CA.Cert) {
+	if !now.CA.Cert.Equal(promoted.CA.Cert) {
 		t.Fatal("the loader signs with the old root")
 	}
 	newLeaf := leafOf(now)
 	if !verifies(oldLeaf, now.Bundle) || !verifies(newLeaf, now.Bundle) {
 		t.Fatal("during the rotation, leaves of both roots must verify against the bundle")
 	}
+	if !verifies(newLeaf, trusting.Bundle) {
+		t.Fatal("a leaf of the promoted root does not verify against the bundle the proxies had before the promotion")
+	}
+	if _, err := PromoteRoot(ctx, env.Client, "weft-system"); err == nil {
+		t.Fatal("a second promotion passed")
+	}
 
+	// Step 3.
 	if _, err := RetireRoots(ctx, env.Client, "weft-system"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-changed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the loader did not pick up the retirement")
-	}
+	wait("the retirement")
 	if verifies(oldLeaf, loader.Root().Bundle) || !verifies(newLeaf, loader.Root().Bundle) {
 		t.Fatal("after retiring, only leaves of the new root verify")
 	}
+}
+
+func mustParse(t *testing.T, pemData []byte) []*x509.Certificate {
+	t.Helper()
+	certs, err := ParseCerts(pemData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs
 }

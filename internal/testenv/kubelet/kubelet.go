@@ -149,3 +149,15 @@ func writeAtomic(path, data string) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// RefreshRoots rewrites a pod's roots file from the bundle weft publishes
+// in its namespace, apart from its certificate, as a kubelet refreshes a
+// mounted ConfigMap (on its own schedule, about once a minute).
+func (k *Kubelet) RefreshRoots(ctx context.Context, pod *corev1.Pod) error {
+	var bundle corev1.ConfigMap
+	if err := k.Client.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: wire.BundleConfigMap}, &bundle); err != nil {
+		return fmt.Errorf("the root bundle of %s: %w", pod.Namespace, err)
+	}
+	certs := xdstest.Certs{Dir: filepath.Join(k.Dir, pod.Name)}
+	return writeAtomic(certs.Roots(), bundle.Data[wire.BundleKey])
+}
