@@ -31,6 +31,7 @@ func count(rp *replica, re *regexp.Regexp) int { return len(re.FindAllIndex(rp.p
 // configuration. Once the API server is back, a replica leads again and a
 // change reaches every proxy and shows Ready within 60 s.
 func TestAPIServerLost(t *testing.T) {
+	t.Parallel() // each in its own network namespace, with its own API server
 	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
 		return
 	}
@@ -114,6 +115,7 @@ func TestAPIServerLost(t *testing.T) {
 // status of the mesh's objects is not rewritten in a loop: after the new
 // leader caught up, 30 s pass without a write.
 func TestLeaderKilled(t *testing.T) {
+	t.Parallel() // each in its own network namespace, with its own API server
 	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
 		return
 	}

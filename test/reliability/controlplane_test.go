@@ -25,6 +25,7 @@ func nodes(prefix string, n int) []string {
 // proxy at once, has every proxy's acknowledgement again, and a change
 // reaches them all.
 func TestControlPlaneKilled(t *testing.T) {
+	t.Parallel() // each in its own network namespace, with its own API server
 	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
 		return
 	}
@@ -98,6 +99,7 @@ func TestControlPlaneKilled(t *testing.T) {
 // each change reaches every proxy (the delay is measured; its p99
 // logged).
 func TestReplicaKilledEvery30s(t *testing.T) {
+	t.Parallel() // each in its own network namespace, with its own API server
 	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
 		return
 	}

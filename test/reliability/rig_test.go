@@ -4,6 +4,8 @@
 // another (the network to it), grpc-go xDS clients calling backends
 // without pause. Each figure a test measures it logs, and
 // docs/reliability.md holds them with the command that reproduces them.
+// The tests run side by side, each in a network namespace of its own with
+// an API server of its own: most of their time is an outage waited out.
 package reliability
 
 import (

@@ -38,6 +38,7 @@ import (
 // refreshed, must still verify. No call fails.
 func TestRootRotationUnderLoad(t *testing.T) {
 	const reviewsIP = "192.0.2.71"
+	t.Parallel() // each in its own network namespace, with its own API server
 	if !testenv.InOwnNetworkNamespace(t, reviewsIP) {
 		return
 	}
