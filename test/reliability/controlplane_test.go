@@ -30,7 +30,7 @@ func TestControlPlaneKilled(t *testing.T) {
 		return
 	}
 	down := outage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), down+8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), down+10*time.Minute)
 	t.Cleanup(cancel)
 	r := newRig(ctx, t, 1)
 	r.route("v1")
@@ -41,7 +41,7 @@ func TestControlPlaneKilled(t *testing.T) {
 	if err := r.ready(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	l := startLoad(ctx, clients, 20*time.Millisecond, down+6*time.Minute)
+	l := startLoad(ctx, clients, 20*time.Millisecond, down+9*time.Minute)
 	rp := r.replicas[0]
 
 	rp.proc.Kill()
@@ -63,7 +63,9 @@ func TestControlPlaneKilled(t *testing.T) {
 	// back: a grpc-go client reconnects on its own backoff (from 1 s,
 	// 1.6 times longer each try, up to 120 s), which after minutes down
 	// decides when it is back, not the controller.
-	acked, err := ackTimes(ctx, rp, append(nodes("client", 4), nodes("fresh", 1)...), 4*time.Minute)
+	// Two backoffs compound (the channel's and the stream's), each to
+	// 120 s with 20 % jitter: six minutes bound the wait.
+	acked, err := ackTimes(ctx, rp, append(nodes("client", 4), nodes("fresh", 1)...), 6*time.Minute)
 	if err != nil {
 		t.Fatalf("after the restart: %v", err)
 	}
