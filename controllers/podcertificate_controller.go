@@ -72,29 +72,13 @@ func (r *PodCertificateSigner) Reconcile(ctx context.Context, req reconcile.Requ
 	if root == nil {
 		return reconcile.Result{RequeueAfter: podCertificateSignerRequeue}, nil // the CA is loading
 	}
-	id, reason, why, err := r.check(ctx, &pcr)
+	pod, err := r.pod(ctx, &pcr)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	chain, reason, why := Sign(&pcr, pod, r.TrustDomain, root, r.now())
 	if reason != "" {
 		return reconcile.Result{}, r.decide(ctx, &pcr, certificatesv1.PodCertificateRequestConditionTypeDenied, reason, why)
-	}
-	csr, err := x509.ParseCertificateRequest(pcr.Spec.StubPKCS10Request)
-	if err != nil {
-		return reconcile.Result{}, r.decide(ctx, &pcr, certificatesv1.PodCertificateRequestConditionTypeDenied, ReasonUnsupportedKey,
-			"spec.stubPKCS10Request is not a PKCS#10 request: "+err.Error())
-	}
-	now := r.now()
-	// The whole validity, back-dating included, stays within what the
-	// request allows (the API server checks it).
-	ttl := identity.DefaultLeafTTL
-	if m := pcr.Spec.MaxExpirationSeconds; m != nil {
-		ttl = min(time.Duration(*m)*time.Second, identity.MaxLeafTTL)
-	}
-	ttl -= identity.ClockSkew
-	chain, err := root.CA.Issue(identity.LeafRequest{ID: id, PublicKey: csr.PublicKey, TTL: max(ttl, identity.MinLeafTTL)}, now)
-	if err != nil {
-		return reconcile.Result{}, r.decide(ctx, &pcr, certificatesv1.PodCertificateRequestConditionTypeDenied, ReasonUnsupportedKey, err.Error())
 	}
 	leaf, err := x509.ParseCertificate(chain[0])
 	if err != nil {
@@ -111,7 +95,7 @@ func (r *PodCertificateSigner) Reconcile(ctx context.Context, req reconcile.Requ
 	pcr.Status.NotAfter = &metav1.Time{Time: leaf.NotAfter}
 	meta.SetStatusCondition(&pcr.Status.Conditions, metav1.Condition{
 		Type: certificatesv1.PodCertificateRequestConditionTypeIssued, Status: metav1.ConditionTrue, Reason: ReasonIssued,
-		Message: "Issued for " + id.String(), ObservedGeneration: pcr.Generation,
+		Message: "Issued for " + leaf.URIs[0].String(), ObservedGeneration: pcr.Generation,
 	})
 	if err := r.Client.Status().Update(ctx, &pcr); err != nil {
 		return reconcile.Result{}, fmt.Errorf("writing the certificate of %s: %w", req.NamespacedName, err)
@@ -119,30 +103,67 @@ func (r *PodCertificateSigner) Reconcile(ctx context.Context, req reconcile.Requ
 	return reconcile.Result{}, nil
 }
 
-// check compares the request with the pod it names: the pod must exist
-// with that UID, on that node, as that service account.
-func (r *PodCertificateSigner) check(ctx context.Context, pcr *certificatesv1.PodCertificateRequest) (identity.ID, string, string, error) {
+// pod reads the pod a request names; nil when there is none.
+func (r *PodCertificateSigner) pod(ctx context.Context, pcr *certificatesv1.PodCertificateRequest) (*corev1.Pod, error) {
 	var pod corev1.Pod
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: pcr.Namespace, Name: pcr.Spec.PodName}, &pod)
 	if apierrors.IsNotFound(err) {
-		return identity.ID{}, ReasonPodNotFound, fmt.Sprintf("pod %s/%s does not exist", pcr.Namespace, pcr.Spec.PodName), nil
+		return nil, nil
 	}
 	if err != nil {
-		return identity.ID{}, "", "", fmt.Errorf("reading pod %s/%s: %w", pcr.Namespace, pcr.Spec.PodName, err)
+		return nil, fmt.Errorf("reading pod %s/%s: %w", pcr.Namespace, pcr.Spec.PodName, err)
 	}
+	return &pod, nil
+}
+
+// Sign judges a request against the pod it names (nil: none) and, when
+// the request holds, issues its leaf with root at now: the chain, or the
+// reason and message of the refusal. The pod must exist with the
+// request's UID, on its node, as its service account; the stub CSR must
+// carry a public key weft can certify. The leaf names exactly the pod's
+// SPIFFE identity and lives what the request asks, within weft's bounds
+// and back-dating included. It reads nothing and writes nothing.
+func Sign(pcr *certificatesv1.PodCertificateRequest, pod *corev1.Pod, trustDomain string, root *identity.Root, now time.Time) (chain [][]byte, reason, why string) {
+	id, reason, why := judge(pcr, pod, trustDomain)
+	if reason != "" {
+		return nil, reason, why
+	}
+	csr, err := x509.ParseCertificateRequest(pcr.Spec.StubPKCS10Request)
+	if err != nil {
+		return nil, ReasonUnsupportedKey, "spec.stubPKCS10Request is not a PKCS#10 request: " + err.Error()
+	}
+	// The whole validity, back-dating included, stays within what the
+	// request allows (the API server checks it).
+	ttl := identity.DefaultLeafTTL
+	if m := pcr.Spec.MaxExpirationSeconds; m != nil {
+		ttl = min(time.Duration(*m)*time.Second, identity.MaxLeafTTL)
+	}
+	ttl -= identity.ClockSkew
+	chain, err = root.CA.Issue(identity.LeafRequest{ID: id, PublicKey: csr.PublicKey, TTL: max(ttl, identity.MinLeafTTL)}, now)
+	if err != nil {
+		return nil, ReasonUnsupportedKey, err.Error()
+	}
+	return chain, "", ""
+}
+
+// judge compares a request with the pod it names: the pod must exist
+// with that UID, on that node, as that service account.
+func judge(pcr *certificatesv1.PodCertificateRequest, pod *corev1.Pod, trustDomain string) (identity.ID, string, string) {
 	switch {
+	case pod == nil:
+		return identity.ID{}, ReasonPodNotFound, fmt.Sprintf("pod %s/%s does not exist", pcr.Namespace, pcr.Spec.PodName)
 	case pod.UID != pcr.Spec.PodUID:
-		return identity.ID{}, ReasonPodNotFound, fmt.Sprintf("spec.podUID %s is not pod %s/%s's (%s): the pod was replaced", pcr.Spec.PodUID, pod.Namespace, pod.Name, pod.UID), nil
+		return identity.ID{}, ReasonPodNotFound, fmt.Sprintf("spec.podUID %s is not pod %s/%s's (%s): the pod was replaced", pcr.Spec.PodUID, pod.Namespace, pod.Name, pod.UID)
 	case pod.Spec.NodeName != string(pcr.Spec.NodeName):
-		return identity.ID{}, ReasonPodMismatch, fmt.Sprintf("spec.nodeName %s: pod %s/%s runs on node %q", pcr.Spec.NodeName, pod.Namespace, pod.Name, pod.Spec.NodeName), nil
-	case serviceAccountOf(&pod) != pcr.Spec.ServiceAccountName:
-		return identity.ID{}, ReasonPodMismatch, fmt.Sprintf("spec.serviceAccountName %s: pod %s/%s runs as %q", pcr.Spec.ServiceAccountName, pod.Namespace, pod.Name, serviceAccountOf(&pod)), nil
+		return identity.ID{}, ReasonPodMismatch, fmt.Sprintf("spec.nodeName %s: pod %s/%s runs on node %q", pcr.Spec.NodeName, pod.Namespace, pod.Name, pod.Spec.NodeName)
+	case serviceAccountOf(pod) != pcr.Spec.ServiceAccountName:
+		return identity.ID{}, ReasonPodMismatch, fmt.Sprintf("spec.serviceAccountName %s: pod %s/%s runs as %q", pcr.Spec.ServiceAccountName, pod.Namespace, pod.Name, serviceAccountOf(pod))
 	}
-	id := identity.ID{TrustDomain: r.TrustDomain, Namespace: pod.Namespace, ServiceAccount: pcr.Spec.ServiceAccountName}
+	id := identity.ID{TrustDomain: trustDomain, Namespace: pod.Namespace, ServiceAccount: pcr.Spec.ServiceAccountName}
 	if err := id.Validate(); err != nil {
-		return identity.ID{}, ReasonPodMismatch, err.Error(), nil //nolint:nilerr // an identity that cannot be certified is a verdict on the request, not a failure to reconcile
+		return identity.ID{}, ReasonPodMismatch, err.Error()
 	}
-	return id, "", "", nil
+	return id, "", ""
 }
 
 func serviceAccountOf(pod *corev1.Pod) string {

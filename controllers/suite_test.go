@@ -65,9 +65,12 @@ func (r *modelRecorder) get() (*mesh.Model, int) {
 // package; each test works in namespaces of its own.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// Fuzzing (-fuzz, and the workers it starts) runs the pure checks in
+	// many processes; none needs an API server.
 	if fuzz := flag.Lookup("test.fuzz"); fuzz != nil && fuzz.Value.String() != "" {
-		// Fuzzing runs the pure condition checks in many worker processes;
-		// none needs an API server.
+		os.Exit(m.Run())
+	}
+	if w := flag.Lookup("test.fuzzworker"); w != nil && w.Value.String() == "true" {
 		os.Exit(m.Run())
 	}
 	os.Exit(run(m))

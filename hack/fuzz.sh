@@ -14,6 +14,8 @@ targets=(
   internal/xds/translate:FuzzAllowRules
   internal/inject:FuzzInject
   internal/xds/auth:FuzzTokenAndNode
+  internal/xds/auth:FuzzStreamAuthentication
+  controllers:FuzzPodCertificateRequest
   internal/wire:FuzzNodeID
 )
 for t in "${targets[@]}"; do
