@@ -141,7 +141,7 @@ docker-build: ## Build the image IMG with the version stamped (needs Docker or C
 ##@ Tools
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm, controller-gen, the linters and cert-manager's controllers into bin/.
+tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm, controller-gen, the linters, Prometheus and promtool, and cert-manager's controllers into bin/.
 	$(call timed,tools,hack/build-tools.sh all)
 
 $(CONTROLLER_GEN):
