@@ -463,7 +463,10 @@ func startPrometheus(t *testing.T, bin, dir, target string, tokens map[string]st
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("Prometheus exited after SIGTERM with %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 			<-exited //nolint:errcheck // killed
