@@ -20,6 +20,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Label values that several packages share.
@@ -167,8 +169,19 @@ var All = []prometheus.Collector{
 	InjectionDuration, Injections,
 }
 
+// The series of fixed label values, made once: they are observed on hot
+// paths (every push), and exist from the start, at zero, for dashboards
+// and alerts.
+var (
+	TranslationShared = Translation.WithLabelValues(PartShared)
+	TranslationProxy  = Translation.WithLabelValues(PartProxy)
+)
+
 func init() {
 	metrics.Registry.MustRegister(All...)
+	for _, flavour := range []wire.Flavour{wire.FlavourEnvoy, wire.FlavourGRPC} {
+		Proxies.WithLabelValues(string(flavour))
+	}
 }
 
 // Since returns the seconds from start to now, for a histogram.

@@ -98,7 +98,7 @@ func (s *scheduler) onModel(m *mesh.Model) {
 	defer s.mu.Unlock()
 	start := time.Now()
 	shared, err := translate.BuildShared(m, s.shared, s.options)
-	metrics.Translation.WithLabelValues(metrics.PartShared).Observe(metrics.Since(start))
+	metrics.TranslationShared.Observe(metrics.Since(start))
 	if err != nil {
 		s.log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for _, st := range s.proxies {
@@ -261,7 +261,7 @@ func (s *scheduler) pushLocked(id string, st *proxyState) {
 	start := time.Now()
 	sc := s.scopeLocked(s.callerLocked(st))
 	err := s.assignLocked(id, st, sc.scope)
-	metrics.Translation.WithLabelValues(metrics.PartProxy).Observe(metrics.Since(start))
+	metrics.TranslationProxy.Observe(metrics.Since(start))
 	if err == nil {
 		s.acks.Pushed(id, sc.stamp, ownStamp(st.inbound, s.shared.Model()))
 		s.acks.PlainText(id, s.plainTextLocked(st))
