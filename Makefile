@@ -141,7 +141,7 @@ docker-build: ## Build the image IMG with the version stamped (needs Docker or C
 ##@ Tools
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm, controller-gen, the linters, cert-manager's controllers and an OpenTelemetry collector into bin/.
+tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, helm, controller-gen, the linters, Prometheus and promtool, cert-manager's controllers and an OpenTelemetry collector into bin/.
 	$(call timed,tools,hack/build-tools.sh all)
 
 $(CONTROLLER_GEN):

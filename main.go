@@ -804,7 +804,8 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// Events (events.k8s.io) for the transitions people look for: a
 	// configuration a proxy rejected, on its pod and on the resources it
-	// was made from; a new signing CA, on its Secret.
+	// was made from; a new signing CA, on its Secret; a rotation, on the
+	// MeshTrust; a pod left out of the mesh, on its controller.
 	recorder := mgr.GetEventRecorder("weft-controller")
 	if trust.Root != nil {
 		trust.Root.Events = recorder
@@ -911,7 +912,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		// GetWebhookServer, not webhookServer: the manager starts the
 		// webhook server only once it has been asked for it.
 		mgr.GetWebhookServer().Register(inject.WebhookPath, &webhook.Admission{Handler: &inject.Webhook{
-			Namespaces: mgr.GetClient(), Decoder: admission.NewDecoder(scheme), Config: o.inject,
+			Namespaces: mgr.GetClient(), Decoder: admission.NewDecoder(scheme), Config: o.inject, Events: recorder,
 		}})
 		// Ready once the injector answers TLS (with weft's own certificate,
 		// once the mesh CA is loaded).

@@ -53,8 +53,17 @@ func (r *MeshServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	p := countProxies(r.Proxies, mesh.KindMeshService, ms)
 	return ctrl.Result{}, applyReady(ctx, r.Readiness, r.Events, ms, ms.Status.Conditions, readyCondition(ms.Generation, conds, p),
-		map[string]any{"proxies": ms.Status.Proxies},
-		map[string]any{"proxies": meshv1.ProxyCounts{Total: int32(p.total), Synced: int32(p.synced)}})
+		map[string]any{"proxies": ProxyCountsField(ms.Status.Proxies)},
+		map[string]any{"proxies": ProxyCountsField(meshv1.ProxyCounts{Total: int32(p.total), Synced: int32(p.synced)})})
+}
+
+// ProxyCountsField is status.proxies as the readiness writer applies it:
+// both counts always, zeros included. ProxyCounts leaves zeros out, and
+// a server-side apply of an empty proxies object, after one with counts,
+// makes the API server store null there and refuse the whole status: the
+// counts of a MeshService whose last proxy left could never be written.
+func ProxyCountsField(c meshv1.ProxyCounts) map[string]any {
+	return map[string]any{"total": c.Total, "synced": c.Synced}
 }
 
 // SetupWithManager registers the reconciler and what it watches.

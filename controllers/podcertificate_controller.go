@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/wire"
 )
 
@@ -100,6 +101,7 @@ func (r *PodCertificateSigner) Reconcile(ctx context.Context, req reconcile.Requ
 	if err := r.Client.Status().Update(ctx, &pcr); err != nil {
 		return reconcile.Result{}, fmt.Errorf("writing the certificate of %s: %w", req.NamespacedName, err)
 	}
+	metrics.CertificatesIssued.WithLabelValues(metrics.DeliveryPodCertificate).Inc()
 	return reconcile.Result{}, nil
 }
 
@@ -179,6 +181,7 @@ func (r *PodCertificateSigner) decide(ctx context.Context, pcr *certificatesv1.P
 	if err := r.Client.Status().Update(ctx, pcr); err != nil {
 		return fmt.Errorf("refusing %s/%s: %w", pcr.Namespace, pcr.Name, err)
 	}
+	metrics.CertificatesRefused.WithLabelValues(metrics.DeliveryPodCertificate, reason).Inc()
 	if r.Events != nil {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: pcr.Namespace, Name: pcr.Spec.PodName, UID: pcr.Spec.PodUID}}
 		r.Events.Eventf(pod, nil, corev1.EventTypeWarning, wire.EventCertificateRefused, "Sign",

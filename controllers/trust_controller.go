@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -20,10 +19,10 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/status"
 	"github.com/weftmesh/weft/internal/wire"
 )
@@ -39,16 +38,6 @@ const FieldOwnerTrust = "weft-trust"
 // DefaultTrustWarning is how long before an anchor or the signing CA
 // expires that CAExpiring turns True and TrustExpiring Events begin.
 const DefaultTrustWarning = 30 * 24 * time.Hour
-
-// trustExpiry is each trusted certificate's expiry, for alerts.
-var trustExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-	Name: "weft_trust_certificate_expiry_timestamp_seconds",
-	Help: "When each certificate of the mesh's trust expires (Unix time): role anchor (in the bundle every workload trusts) or signing (the CA weft signs with).",
-}, []string{"role", "subject", "serial"})
-
-func init() {
-	metrics.Registry.MustRegister(trustExpiry)
-}
 
 // TrustReporter keeps the MeshTrust named mesh: the anchors the workloads
 // trust, the CA that signs, their expiry and the rotation phase, with the
@@ -131,7 +120,7 @@ func (r *TrustReporter) report(ctx context.Context, now time.Time) (loaded bool,
 		return false, fmt.Errorf("reading the MeshTrust %s: %w", meshv1.MeshTrustName, err)
 	}
 	fields, current := statusFields(st), statusFields(mt.Status)
-	cur := mt.Status
+	cur := *mt.Status.DeepCopy()
 	w := status.Writer{Client: r.Client, Scheme: r.Scheme, Owner: FieldOwnerTrust}
 	wrote, err := w.Apply(ctx, mt, cur.Conditions, current, status.Update{Conditions: conds,
 		OwnedTypes: []string{meshv1.ConditionReady, meshv1.ConditionCAExpiring}, Fields: fields})
@@ -140,11 +129,49 @@ func (r *TrustReporter) report(ctx context.Context, now time.Time) (loaded bool,
 	}
 	if wrote {
 		r.Log.Info("Wrote the mesh's trust state", "phase", st.Phase, "anchors", st.AnchorCount, "nextExpiry", klog.SafePtr(st.NextExpiry))
+		// The status as it was is the last state written, by this leader
+		// or an earlier one: a rotation is told once.
+		if note := RotationNote(cur, st); note != "" && r.Events != nil {
+			r.Events.Eventf(mt, nil, corev1.EventTypeNormal, wire.EventCARotated, "Rotate", "%s", note)
+		}
 	}
 	if c := meta.FindStatusCondition(conds, meshv1.ConditionCAExpiring); c != nil && c.Status == metav1.ConditionTrue && r.Events != nil {
 		r.Events.Eventf(mt, nil, corev1.EventTypeWarning, wire.EventTrustExpiring, "Certify", "%s", c.Message)
 	}
 	return loaded, nil
+}
+
+// RotationNote says how the trust changed from was to now (the anchors
+// added and removed, a new signing CA), or "" when it did not, or when
+// was held none (the first state written).
+func RotationNote(was, now meshv1.MeshTrustStatus) string {
+	if len(was.Anchors) == 0 || len(now.Anchors) == 0 {
+		return ""
+	}
+	name := func(c meshv1.TrustedCertificate) string {
+		return fmt.Sprintf("%q (serial %s, expires %s)", c.Subject, c.SerialNumber, c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	in := func(list []meshv1.TrustedCertificate, c meshv1.TrustedCertificate) bool {
+		return slices.ContainsFunc(list, func(o meshv1.TrustedCertificate) bool { return o.SHA256 == c.SHA256 })
+	}
+	var parts []string
+	for _, a := range now.Anchors {
+		if !in(was.Anchors, a) {
+			parts = append(parts, "trusts "+name(a))
+		}
+	}
+	for _, a := range was.Anchors {
+		if !in(now.Anchors, a) {
+			parts = append(parts, "no longer trusts "+name(a))
+		}
+	}
+	if s := now.SigningCA; s != nil && (was.SigningCA == nil || was.SigningCA.SHA256 != s.SHA256) {
+		parts = append(parts, "signs with "+name(*s))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("The mesh %s; phase %s with %d anchor(s)", strings.Join(parts, "; "), now.Phase, len(now.Anchors))
 }
 
 // statusFields are the status fields the reporter owns that are set: one
@@ -170,12 +197,12 @@ func statusFields(st meshv1.MeshTrustStatus) map[string]any {
 
 // record sets the expiry gauges to st.
 func (r *TrustReporter) record(st meshv1.MeshTrustStatus) {
-	trustExpiry.Reset()
+	metrics.TrustExpiry.Reset()
 	for _, a := range st.Anchors {
-		trustExpiry.WithLabelValues("anchor", a.Subject, a.SerialNumber).Set(float64(a.NotAfter.Unix()))
+		metrics.TrustExpiry.WithLabelValues("anchor", a.Subject, a.SerialNumber).Set(float64(a.NotAfter.Unix()))
 	}
 	if s := st.SigningCA; s != nil {
-		trustExpiry.WithLabelValues("signing", s.Subject, s.SerialNumber).Set(float64(s.NotAfter.Unix()))
+		metrics.TrustExpiry.WithLabelValues("signing", s.Subject, s.SerialNumber).Set(float64(s.NotAfter.Unix()))
 	}
 }
 

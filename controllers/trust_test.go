@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"crypto/x509"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,55 @@ func TestDescribeTrust(t *testing.T) {
 	_, conds := DescribeTrust(pem(old), old.Cert, true, old.Cert.NotAfter.Add(time.Hour), DefaultTrustWarning)
 	if c := meta.FindStatusCondition(conds, meshv1.ConditionCAExpiring); c == nil || c.Reason != meshv1.ReasonExpired {
 		t.Errorf("an expired root: %+v", c)
+	}
+}
+
+// RotationNote names what a rotation changed: the anchor added and the new
+// signing CA, then the anchor retired; nothing on the first state or when
+// nothing changed.
+func TestRotationNote(t *testing.T) {
+	now := time.Now()
+	old, err := identity.NewRoot("cluster.local", now.Add(-48*time.Hour), 20*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := identity.NewRoot("cluster.local", now, 10*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func(signing *identity.CA, anchors ...*identity.CA) meshv1.MeshTrustStatus {
+		var ders [][]byte
+		for _, a := range anchors {
+			ders = append(ders, a.Cert.Raw)
+		}
+		st, _ := DescribeTrust(identity.EncodeCerts(ders), signing.Cert, true, now, DefaultTrustWarning)
+		return st
+	}
+	steady, rotated, retired := state(old, old), state(fresh, old, fresh), state(fresh, fresh)
+	serial := func(ca *identity.CA) string { return "serial " + hex.EncodeToString(ca.Cert.SerialNumber.Bytes()) }
+	for _, tc := range []struct {
+		name      string
+		was, now  meshv1.MeshTrustStatus
+		want, not []string
+	}{
+		{"the first state", meshv1.MeshTrustStatus{}, steady, nil, nil},
+		{"nothing changed", rotated, rotated, nil, nil},
+		{"rotate", steady, rotated, []string{"trusts \"CN=weft root", serial(fresh), "signs with", "phase SigningWithNew with 2 anchor(s)"}, []string{"no longer"}},
+		{"retire", rotated, retired, []string{"no longer trusts", serial(old), "phase Steady with 1 anchor(s)"}, []string{"signs with"}},
+	} {
+		got := RotationNote(tc.was, tc.now)
+		if (got == "") != (tc.want == nil) {
+			t.Errorf("%s: %q", tc.name, got)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q lacks %q", tc.name, got, w)
+			}
+		}
+		for _, w := range tc.not {
+			if strings.Contains(got, w) {
+				t.Errorf("%s: %q says %q", tc.name, got, w)
+			}
+		}
 	}
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the pinned tools weft needs into bin/ from the Go module proxy, each
 # only when the pinned version is not there yet. Usage:
-#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|golangci-lint|logcheck|benchstat|otelcol|all]...
+#   hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd|helm|controller-gen|golangci-lint|logcheck|prometheus|promtool|otelcol|benchstat|all]...
 # Binaries land in bin/k8s/<version>/ (the KUBEBUILDER_ASSETS directory for
-# envtest) and bin/ (helm, controller-gen). Builds run one at a time: the
+# envtest) and bin/ (helm, controller-gen, prometheus, promtool). Builds run one at a time: the
 # machines this runs on have two cores.
 set -euo pipefail
 
@@ -24,19 +24,26 @@ PERF_VERSION=$(pinned golang.org/x/perf "$tools/perf/go.mod")
 LINT_VERSION=$(pinned github.com/golangci/golangci-lint/v2 "$tools/lint/go.mod")
 LOGCHECK_VERSION=$(pinned sigs.k8s.io/logtools "$tools/lint/go.mod")
 OTELCOL_VERSION=$(pinned go.opentelemetry.io/collector/otelcol "$tools/otelcol/go.mod")
+PROM_VERSION=$(pinned github.com/prometheus/prometheus "$tools/prometheus/go.mod")
+# The module v0.3MM.P is Prometheus 3.MM.P.
+PROM_RELEASE=$(echo "$PROM_VERSION" | awk -F. '{printf "3.%d.%s", substr($2, 2) + 0, $3}')
+# Prometheus and promtool without their service-discovery plugins (the test
+# scrapes a static target): the build tag remove_all_sd keeps the file and
+# HTTP discoveries only, and saves most of the cloud SDKs' compilation.
+PROM_TAGS=remove_all_sd
 
 assets="$root/bin/k8s/$K8S_VERSION"
 mkdir -p "$assets"
 
-# build <module dir> <output> <package> [ldflags]
+# build <module dir> <output> <package> [ldflags] [tags]
 build() {
-	local dir=$1 out=$2 pkg=$3 ldflags=${4:-}
+	local dir=$1 out=$2 pkg=$3 ldflags=${4:-} tags=${5:-}
 	if [[ -x "$out" ]]; then
 		return 0
 	fi
 	echo ">> building $(basename "$out") ($pkg)" >&2
 	local start=$SECONDS
-	(cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -o "$out.tmp" -ldflags "-s -w $ldflags" "$pkg")
+	(cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -tags "$tags" -o "$out.tmp" -ldflags "-s -w $ldflags" "$pkg")
 	mv "$out.tmp" "$out"
 	echo ">> built $(basename "$out") in $((SECONDS - start))s" >&2
 }
@@ -78,6 +85,12 @@ one() {
 		build "$tools/lint" "$root/bin/logcheck-$LOGCHECK_VERSION" sigs.k8s.io/logtools/logcheck
 		ln -sf "logcheck-$LOGCHECK_VERSION" "$root/bin/logcheck"
 		;;
+	prometheus | promtool)
+		build "$tools/prometheus" "$root/bin/$1-$PROM_RELEASE" "github.com/prometheus/prometheus/cmd/$1" \
+			"-X github.com/prometheus/common/version.Version=$PROM_RELEASE -X github.com/prometheus/common/version.Branch=HEAD -X github.com/prometheus/common/version.Revision=$PROM_VERSION" \
+			"$PROM_TAGS"
+		ln -sf "$1-$PROM_RELEASE" "$root/bin/$1"
+		;;
 	benchstat)
 		# Only for make bench-compare; make test does not need it.
 		build "$tools/perf" "$root/bin/benchstat-$PERF_VERSION" golang.org/x/perf/cmd/benchstat
@@ -101,6 +114,8 @@ one() {
 		one helm
 		one golangci-lint
 		one logcheck
+		one prometheus
+		one promtool
 		one otelcol
 		"$tools/certmanager/build.sh"
 		;;

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -712,15 +713,17 @@ func (cm *certManager) stop(t *testing.T) {
 
 // sidecars makes pods and opens their SDS streams as weft's SDS client
 // does (grpc-go has none): the pod's token, TLS to the xDS server checked
-// against the mesh's roots.
+// against the mesh's roots, for the name serverName (issuerXDS when
+// empty).
 type sidecars struct {
-	t     *testing.T
-	ctx   context.Context
-	c     client.Client
-	addr  string
-	roots *x509.CertPool
-	mu    sync.Mutex
-	pods  map[string]*corev1.Pod
+	t          *testing.T
+	ctx        context.Context
+	c          client.Client
+	addr       string
+	roots      *x509.CertPool
+	serverName string
+	mu         sync.Mutex
+	pods       map[string]*corev1.Pod
 }
 
 func (s *sidecars) pod(t *testing.T, name, sa string) {
@@ -768,7 +771,7 @@ func (s *sidecars) openCtx(ctx context.Context, addr, pod string) (*sdsClient, e
 		return nil, fmt.Errorf("a token for pod %s: %w", pod, err)
 	}
 	cc, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: s.roots, ServerName: issuerXDS, MinVersion: tls.VersionTLS12})),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: s.roots, ServerName: cmp.Or(s.serverName, issuerXDS), MinVersion: tls.VersionTLS12})),
 		grpc.WithPerRPCCredentials(bearerToken(tr.Status.Token)))
 	if err != nil {
 		return nil, err

@@ -34,7 +34,8 @@ import (
 // moves the phase to TrustingBoth with both anchors and the old root
 // signing, `weft ca promote` to SigningWithNew; `weft ca retire`
 // back to Steady with the new root alone, nothing expiring, and `weft ca
-// status` exits 0 once the namespace mounts it.
+// status` exits 0 once the namespace mounts it. Each step is a CARotated
+// Event on the MeshTrust naming what changed.
 func TestTrustStateThroughARotation(t *testing.T) {
 	weft := testenv.Binary(t, "weft")
 	env, err := testenv.Start()
@@ -121,6 +122,27 @@ func TestTrustStateThroughARotation(t *testing.T) {
 		}
 		return errors.New("no TrustExpiring Event on the MeshTrust")
 	}))
+	// rotated waits for the CARotated Event on the MeshTrust whose note
+	// holds want.
+	rotated := func(want string) {
+		t.Helper()
+		must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+			var list eventsv1.EventList
+			if err := c.List(ctx, &list); err != nil {
+				return err
+			}
+			var notes []string
+			for _, ev := range list.Items {
+				if ev.Regarding.Kind == "MeshTrust" && ev.Reason == wire.EventCARotated {
+					if ev.Type == corev1.EventTypeNormal && strings.Contains(ev.Note, want) {
+						return nil
+					}
+					notes = append(notes, ev.Note)
+				}
+			}
+			return fmt.Errorf("no CARotated Event on the MeshTrust says %q; those there: %q", want, notes)
+		}))
+	}
 	kubectl := filepath.Join(env.AssetsDir(), "kubectl")
 	out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig="+kubeconfig, "get", "meshtrust").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Steady") || !strings.Contains(string(out), "True") {
@@ -160,6 +182,7 @@ func TestTrustStateThroughARotation(t *testing.T) {
 		}
 		return expiring(st, metav1.ConditionTrue) // the old root is still trusted
 	})
+	rotated("phase SigningWithNew with 2 anchor(s)")
 	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
 		out, err := caStatus()
 		if !regexp.MustCompile(`Phase:\s+SigningWithNew`).MatchString(out) || !strings.Contains(out, "mounts these anchors") {
@@ -177,6 +200,7 @@ func TestTrustStateThroughARotation(t *testing.T) {
 		}
 		return expiring(st, metav1.ConditionFalse)
 	})
+	rotated(fmt.Sprintf("no longer trusts %q (serial %s,", st.Anchors[0].Subject, st.Anchors[0].SerialNumber))
 	must(testenv.Eventually(ctx, time.Minute, func(context.Context) error {
 		out, err := caStatus()
 		if err != nil || !regexp.MustCompile(`CAExpiring:\s+False`).MatchString(out) || !strings.Contains(out, "mounts these anchors") {

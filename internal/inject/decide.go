@@ -6,55 +6,74 @@ import (
 	"github.com/weftmesh/weft/internal/wire"
 )
 
+// Why a pod is not injected, or refused: the reason label of
+// weft_injections_total and of the InjectionSkipped Event.
+const (
+	ReasonSystemNamespace   = "SystemNamespace"
+	ReasonNamespaceNotMesh  = "NamespaceNotEnabled"
+	ReasonOptedOut          = "OptedOut"
+	ReasonHostNetwork       = "HostNetwork"
+	ReasonAlreadyInjected   = "AlreadyInjected"
+	ReasonInvalidAnnotation = "InvalidAnnotation"
+)
+
 // Decision says whether a pod is injected, and why not when it is not.
 type Decision struct {
 	Inject bool
-	// Reason explains a skip in words a person can act on.
-	Reason string
+	// Code names the reason of a skip (Reason*); Reason explains it in
+	// words a person can act on.
+	Code, Reason string
 }
 
+// Meshless says the pod is left out of the mesh, rather than already in
+// it: every skip but AlreadyInjected. Those are the skips worth an Event.
+func (d Decision) Meshless() bool { return !d.Inject && d.Code != ReasonAlreadyInjected }
+
 // check is one reason not to inject; it returns "" when it does not apply.
-type check func(pod *corev1.Pod, namespace string, nsLabels map[string]string, cfg Config) string
+type check struct {
+	code string
+	why  func(pod *corev1.Pod, namespace string, nsLabels map[string]string, cfg Config) string
+}
 
 // checks run in order; the first that applies decides.
 var checks = []check{
-	func(_ *corev1.Pod, ns string, _ map[string]string, cfg Config) string {
+	{ReasonSystemNamespace, func(_ *corev1.Pod, ns string, _ map[string]string, cfg Config) string {
 		if ns == "kube-system" || ns == cfg.MeshNamespace {
 			return "pods in " + ns + " are never injected"
 		}
 		return ""
-	},
-	func(_ *corev1.Pod, ns string, nsLabels map[string]string, _ Config) string {
+	}},
+	{ReasonNamespaceNotMesh, func(_ *corev1.Pod, ns string, nsLabels map[string]string, _ Config) string {
 		if nsLabels[wire.LabelInject] != wire.InjectEnabled {
 			return "namespace " + ns + " does not have the label " + wire.LabelInject + "=" + wire.InjectEnabled
 		}
 		return ""
-	},
-	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
+	}},
+	{ReasonOptedOut, func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
 		if pod.Labels[wire.LabelInject] == wire.InjectDisabled {
 			return "the pod has the label " + wire.LabelInject + "=" + wire.InjectDisabled
 		}
 		return ""
-	},
-	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
+	}},
+	{ReasonHostNetwork, func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
 		if pod.Spec.HostNetwork {
 			return "the pod uses the host's network, which the proxy cannot capture"
 		}
 		return ""
-	},
-	func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
+	}},
+	{ReasonAlreadyInjected, func(pod *corev1.Pod, _ string, _ map[string]string, _ Config) string {
 		if pod.Annotations[AnnotationInjected] != "" || hasContainer(pod.Spec.InitContainers, ProxyContainer) || hasContainer(pod.Spec.Containers, ProxyContainer) {
 			return "the pod is already injected"
 		}
 		return ""
-	},
+	}},
 }
 
 // Decide runs the checks for a pod in a namespace with the given labels.
 func Decide(pod *corev1.Pod, namespace string, nsLabels map[string]string, cfg Config) Decision {
 	for _, c := range checks {
-		if reason := c(pod, namespace, nsLabels, cfg); reason != "" {
-			return Decision{Reason: reason}
+		if reason := c.why(pod, namespace, nsLabels, cfg); reason != "" {
+			return Decision{Code: c.code, Reason: reason}
 		}
 	}
 	return Decision{Inject: true}

@@ -57,19 +57,23 @@ func TestDecideOrder(t *testing.T) {
 		pod    *corev1.Pod
 		ns     string
 		labels map[string]string
+		code   string
 		reason string
 	}{
-		{"kube-system", testPod(), "kube-system", on, "never injected"},
-		{"mesh namespace", testPod(), "weft-system", on, "never injected"},
-		{"not opted in", testPod(), "shop", nil, "does not have the label"},
-		{"opted out", out, "shop", on, "inject=false"},
-		{"host network", host, "shop", on, "host's network"},
-		{"already injected", done, "shop", on, "already injected"},
-		{"injected", testPod(), "shop", on, ""},
+		{"kube-system", testPod(), "kube-system", on, ReasonSystemNamespace, "never injected"},
+		{"mesh namespace", testPod(), "weft-system", on, ReasonSystemNamespace, "never injected"},
+		{"not opted in", testPod(), "shop", nil, ReasonNamespaceNotMesh, "does not have the label"},
+		{"opted out", out, "shop", on, ReasonOptedOut, "inject=false"},
+		{"host network", host, "shop", on, ReasonHostNetwork, "host's network"},
+		{"already injected", done, "shop", on, ReasonAlreadyInjected, "already injected"},
+		{"injected", testPod(), "shop", on, "", ""},
 	} {
 		d := Decide(tc.pod, tc.ns, tc.labels, cfg)
-		if d.Inject != (tc.reason == "") || !strings.Contains(d.Reason, tc.reason) {
-			t.Errorf("%s: got %+v, want reason containing %q", tc.name, d, tc.reason)
+		if d.Inject != (tc.reason == "") || d.Code != tc.code || !strings.Contains(d.Reason, tc.reason) {
+			t.Errorf("%s: got %+v, want code %q and reason containing %q", tc.name, d, tc.code, tc.reason)
+		}
+		if d.Meshless() != (tc.code != "" && tc.code != ReasonAlreadyInjected) {
+			t.Errorf("%s: Meshless() is %v", tc.name, d.Meshless())
 		}
 	}
 }

@@ -11,12 +11,16 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -90,6 +94,7 @@ func run(m *testing.M) int {
 	}
 	mgr.GetWebhookServer().Register(inject.WebhookPath, &webhook.Admission{Handler: &inject.Webhook{
 		Namespaces: mgr.GetClient(), Decoder: admission.NewDecoder(env.Scheme), Config: cfg,
+		Events: mgr.GetEventRecorder("weft-controller"),
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -279,5 +284,94 @@ func TestPodCertificateDelivery(t *testing.T) {
 	// server validates the projection.
 	if err := env.Client.Create(context.Background(), p, client.DryRunAll); err != nil {
 		t.Fatalf("the API server refused the injected pod: %v", err)
+	}
+}
+
+// injections reads weft_injections_total for an outcome and reason from
+// the registry the controller serves.
+func injections(t *testing.T, outcome, reason string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "weft_injections_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["outcome"] == outcome && labels["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// A pod the webhook leaves out of the mesh (here: it uses the host's
+// network) is an InjectionSkipped Warning on its ReplicaSet, through the
+// real API server, with the reason; a dry run records none; both answers
+// count in weft_injections_total{outcome="skipped",reason="HostNetwork"}.
+func TestSkippedInjectionIsAnEvent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	before := injections(t, "skipped", inject.ReasonHostNetwork)
+	owned := func(name string) (*appsv1.ReplicaSet, *corev1.Pod) {
+		labels := map[string]string{"app": name}
+		rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: meshed, Name: name}, Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: pod(name).Spec},
+		}}
+		if err := env.Client.Create(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+		p := pod(name + "-x1")
+		p.Labels = labels
+		p.Spec.HostNetwork = true
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
+		return rs, p
+	}
+	_, dry := owned("hostnet-dry")
+	if err := env.Client.Create(ctx, dry, client.DryRunAll); err != nil {
+		t.Fatal(err)
+	}
+	rs, p := owned("hostnet")
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Annotations[inject.AnnotationInjected] != "" {
+		t.Fatal("a pod on the host's network was injected")
+	}
+	var found eventsv1.Event
+	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctx, &list, client.InNamespace(meshed)); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Reason == wire.EventInjectionSkipped && ev.Regarding.Name == "hostnet-dry" {
+				return fmt.Errorf("a dry run recorded an Event: %s", ev.Note)
+			}
+		}
+		for _, ev := range list.Items {
+			if ev.Reason == wire.EventInjectionSkipped && ev.Regarding.Kind == "ReplicaSet" && ev.Regarding.Name == rs.Name {
+				found = ev
+				return nil
+			}
+		}
+		return fmt.Errorf("no InjectionSkipped Event on ReplicaSet %s among %d", rs.Name, len(list.Items))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if found.Type != corev1.EventTypeWarning || found.Regarding.UID != rs.UID || found.Regarding.APIVersion != "apps/v1" ||
+		!strings.Contains(found.Note, "a pod of ReplicaSet hostnet was not injected: the pod uses the host's network") {
+		t.Errorf("the Event: %s %s regarding %+v: %q", found.Type, found.Reason, found.Regarding, found.Note)
+	}
+	if got := injections(t, "skipped", inject.ReasonHostNetwork) - before; got != 2 {
+		t.Errorf("weft_injections_total{outcome=skipped,reason=HostNetwork} moved by %v, want 2 (the dry run and the pod)", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -49,6 +50,11 @@ type Input struct {
 	// MeshService or TrafficPolicy whose current generation is refused
 	// keeps its last good generation in force.
 	LastGood Applied
+	// Changed is when the first change this build reflects was seen (the
+	// watcher's informer event); the model carries it to the proxies'
+	// acknowledgements, which measure how long the change took to reach
+	// them. Zero when unknown.
+	Changed time.Time
 }
 
 // Applied is the MeshServices and TrafficPolicies a model applies, by
@@ -82,6 +88,8 @@ type Model struct {
 	// (CallerOf); TrustDomain names them.
 	Callers     map[string]Caller
 	TrustDomain string
+	// Changed is the input's Changed.
+	Changed time.Time
 	// conflicts are the pod ports that services with different allow
 	// rules target (RulesConflict), with those services.
 	conflicts map[podPort][]string
@@ -210,7 +218,7 @@ func Build(in Input) *Model {
 	m := &Model{Services: make(map[string]*Service, len(in.MeshServices)),
 		Verdicts: make(map[Ref]Verdict, len(in.MeshServices)+len(in.TrafficPolicies)+len(in.PeerAuthentications)), Shaping: map[Ref]int64{},
 		Applied:    Applied{MeshServices: map[string]meshv1.MeshService{}, TrafficPolicies: map[string]meshv1.TrafficPolicy{}},
-		Localities: ix.localities(), Callers: ix.callers(), TrustDomain: trustDomain}
+		Localities: ix.localities(), Callers: ix.callers(), TrustDomain: trustDomain, Changed: in.Changed}
 
 	var inForcePAs []*meshv1.PeerAuthentication
 	for i := range in.PeerAuthentications {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,7 +60,11 @@ func (w *Watcher) NeedLeaderElection() bool { return false }
 // Start watches, rebuilds and publishes until ctx ends.
 func (w *Watcher) Start(ctx context.Context) error {
 	events := make(chan struct{}, 1)
+	// first is when the oldest change not yet in a published model was
+	// seen (Unix nanoseconds; 0: none), what the model's Changed says.
+	var first atomic.Int64
 	poke := func() {
+		first.CompareAndSwap(0, w.Clock.Now().UnixNano())
 		select {
 		case events <- struct{}{}:
 		default: // a change is already pending; the rebuild will see this one too
@@ -118,8 +123,17 @@ func (w *Watcher) Start(ctx context.Context) error {
 	poke()
 	log := ctrl.LoggerFrom(ctx).WithName("mesh-model")
 	debounce.Run(ctx, w.Clock, events, w.Quiet, w.MaxDelay, func() {
-		m, err := w.build(ctx)
+		// A change seen from here on is in this model or pokes the next
+		// one (or both); it is never left out of both.
+		var changed time.Time
+		ns := first.Swap(0)
+		if ns != 0 {
+			changed = time.Unix(0, ns)
+		}
+		m, err := w.build(ctx, changed)
 		if err != nil {
+			// The next model carries the change.
+			first.CompareAndSwap(0, ns)
 			log.Error(err, "Rebuilding the mesh model failed; keeping the previous one")
 			return
 		}
@@ -135,9 +149,9 @@ func nodeMetadata() *metav1.PartialObjectMetadata {
 	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"}}
 }
 
-func (w *Watcher) build(ctx context.Context) (*mesh.Model, error) {
+func (w *Watcher) build(ctx context.Context, changed time.Time) (*mesh.Model, error) {
 	in := mesh.Input{ClusterDomain: w.ClusterDomain, MeshNamespace: w.MeshNamespace, TrustDomain: w.TrustDomain, DefaultInbound: w.DefaultInbound,
-		LastGood: w.lastGood}
+		LastGood: w.lastGood, Changed: changed}
 	if err := List(ctx, w.Reader, &in); err != nil {
 		return nil, err
 	}

@@ -138,7 +138,10 @@ func TestWatcherRebuildsOnWhatTheModelReads(t *testing.T) {
 	}
 
 	// A pod's labels are read (subsets, PeerAuthentication selectors).
+	// The model says when the change was seen: after the update was sent,
+	// not when an earlier change was.
 	pod.Labels["version"] = "v2"
+	sent := time.Now()
 	if err := env.Client.Update(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +152,9 @@ func TestWatcherRebuildsOnWhatTheModelReads(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if m := got.last(); m.Changed.Before(sent) || m.Changed.After(time.Now()) {
+		t.Errorf("the model says its change was seen at %v; the update was sent at %v", m.Changed, sent)
 	}
 
 	// A deleted MeshService leaves the model.

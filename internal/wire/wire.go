@@ -216,4 +216,12 @@ const (
 	// EventTrustExpiring (Warning, on the MeshTrust mesh): a trust anchor
 	// or the signing CA expires within the warning window, or has expired.
 	EventTrustExpiring = "TrustExpiring"
+	// EventInjectionSkipped (Warning, on the controller of a pod: its
+	// ReplicaSet, Job, StatefulSet or DaemonSet; on the pod's name when it
+	// has none): the injection webhook left a pod out of the mesh, and why.
+	EventInjectionSkipped = "InjectionSkipped"
+	// EventCARotated (Normal, on the MeshTrust mesh): the mesh's trust
+	// anchors or its signing CA changed (weft ca rotate or retire, a
+	// renewed external CA, a new root in an issuer's trust bundle).
+	EventCARotated = "CARotated"
 )

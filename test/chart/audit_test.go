@@ -20,9 +20,8 @@ var notExercised = map[string]string{
 	"create authorization.k8s.io/subjectaccessreviews":         "the metrics endpoint asks whether a scraper may GET /metrics; nothing scrapes here",
 	"update certificates.k8s.io/podcertificaterequests/status": "weft answers PodCertificateRequests that kubelets make; no kubelet runs here (controllers/podcertificate_controller_test.go covers it)",
 	"sign certificates.k8s.io/signers/weft.dev/workload":       "never a request of its own: the API server checks it when weft writes a PodCertificateRequest's status",
-	"patch /events":               "an event recorder patches an event only to count a repeat of it",
-	"create events.k8s.io/events": "Events record a configuration that a proxy rejected; no proxy connects here (internal/xds/server and controllers tests cover them)",
-	"patch events.k8s.io/events":  "an event recorder patches an event only to count a repeat of it",
+	"patch /events":              "an event recorder patches an event only to count a repeat of it",
+	"patch events.k8s.io/events": "an event recorder patches an event only to count a repeat of it",
 }
 
 // checkGrantsUsed lists every grant of the roles bound to the chart's

@@ -26,6 +26,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // runControllerAsChart runs the weft binary with the arguments of the
@@ -159,6 +161,18 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 				return errors.New("caBundle holds no certificate")
 			}
 			return askInjector(ctx, webhookPort, roots, meshed)
+		}},
+		{"InjectionSkipped Event for the pod the injector was asked about (its namespace is not labelled)", func(ctx context.Context) error {
+			var list eventsv1.EventList
+			if err := e.Client.List(ctx, &list, client.InNamespace(meshed)); err != nil {
+				return err
+			}
+			for _, ev := range list.Items {
+				if ev.Reason == wire.EventInjectionSkipped && ev.Regarding.Kind == "Pod" && ev.Regarding.Name == "p" {
+					return nil
+				}
+			}
+			return fmt.Errorf("none among %d Events", len(list.Items))
 		}},
 		{"metrics server declining HTTP/2", func(ctx context.Context) error {
 			// Only the protocol is checked here: the server's certificate is

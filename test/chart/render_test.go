@@ -315,7 +315,7 @@ func checkWebhook(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	w := typed[admissionregistrationv1.MutatingWebhookConfiguration](t, find(objs, "MutatingWebhookConfiguration", "weft-injector"))
 	hook := w.Webhooks[0]
-	if *hook.FailurePolicy != admissionregistrationv1.Fail || *hook.TimeoutSeconds > 10 || *hook.SideEffects != admissionregistrationv1.SideEffectClassNone {
+	if *hook.FailurePolicy != admissionregistrationv1.Fail || *hook.TimeoutSeconds > 10 || *hook.SideEffects != admissionregistrationv1.SideEffectClassNoneOnDryRun {
 		t.Errorf("webhook %+v", hook)
 	}
 	if hook.ClientConfig.Service == nil || hook.ClientConfig.Service.Name != "weft-controller" || *hook.ClientConfig.Service.Port != 443 {

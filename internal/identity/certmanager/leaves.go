@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/metrics"
 )
 
 // Leaves is the sidecars' source of leaves (sds.Source and sds.Notifier)
@@ -330,7 +331,7 @@ func (l *Leaves) countWaitingLocked(now time.Time) {
 			n++
 		}
 	}
-	waiting.Set(float64(n))
+	metrics.IdentitiesWaiting.Set(float64(n))
 }
 
 // chainsTo says a leaf verifies to the bundle at now.

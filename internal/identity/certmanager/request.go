@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/metrics"
 )
 
 // Labels and annotations weft puts on its CertificateRequests: approvers
@@ -93,17 +94,17 @@ func (r *Requester) Sign(ctx context.Context, req Request) ([][]byte, error) {
 	}()
 	answer, err := r.await(ctx, cr)
 	if err != nil {
-		requests.WithLabelValues("failed").Inc()
+		metrics.IssuerRequests.WithLabelValues("failed").Inc()
 		return nil, fmt.Errorf("%s: %w", r.issuerName(), err)
 	}
 	// The bundle may have changed while the issuer worked.
 	chain, err := Check(answer, req, askedAt, time.Now(), r.Trust())
 	if err != nil {
 		log.Info("Refused the issuer's certificate", "reason", err.Error())
-		requests.WithLabelValues("refused").Inc()
+		metrics.IssuerRequests.WithLabelValues("refused").Inc()
 		return nil, fmt.Errorf("%s: %w: %w", r.issuerName(), ErrRefused, err)
 	}
-	requests.WithLabelValues("issued").Inc()
+	metrics.IssuerRequests.WithLabelValues("issued").Inc()
 	log.V(1).Info("The issuer signed a certificate", "in", time.Since(askedAt).Round(time.Millisecond))
 	return chain, nil
 }

@@ -14,21 +14,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/metrics"
 )
-
-// nacks counts configurations that proxies rejected, by xDS type.
-var nacks = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "weft_xds_nacks_total",
-	Help: "Configurations that proxies rejected (NACKs), by xDS type URL.",
-}, []string{"type_url"})
-
-func init() {
-	metrics.Registry.MustRegister(nacks)
-}
 
 // Stamp records which generation of each MeshService, TrafficPolicy and
 // PeerAuthentication a proxy's configuration was made from.
@@ -88,7 +77,28 @@ type Tracker struct {
 	mu      sync.Mutex
 	proxies map[string]*state
 	changes chan struct{}
+	// open is the round of the model being pushed (StartRound); rounds
+	// are earlier ones that proxies still owe acknowledgements for,
+	// oldest first.
+	open   *round
+	rounds []*round
 }
+
+// round is one model's push, for metrics.Propagation: when its change was
+// seen, and the proxies whose configuration it changed that have not
+// acknowledged it yet.
+type round struct {
+	changed time.Time
+	owing   map[string]bool
+	// touched says it changed some proxy's configuration; acked that one
+	// of them acknowledged it.
+	touched, acked bool
+}
+
+// maxRounds bounds the rounds kept waiting for acknowledgements (a proxy
+// that rejects its configuration owes them until it accepts a later one):
+// the oldest is dropped unobserved.
+const maxRounds = 64
 
 // state is what one proxy was sent and acknowledged.
 type state struct {
@@ -109,6 +119,8 @@ type state struct {
 	settledAt time.Time
 	// flavour is the proxy's ("envoy" or "grpc").
 	flavour string
+	// versions are the cache's versions for it at its last push.
+	versions map[string]string
 	// plain are the PeerAuthentications whose STRICT mode the proxy's
 	// servers do not enforce (PlainText).
 	plain []mesh.Ref
@@ -126,6 +138,7 @@ func (t *Tracker) Connect(id, flavour string) {
 	defer t.mu.Unlock()
 	if t.proxies[id] == nil {
 		t.proxies[id] = &state{ackedVersions: map[string]string{}, nonces: map[string]string{}, nacks: map[string]string{}, flavour: flavour}
+		metrics.Proxies.WithLabelValues(flavour).Inc()
 	}
 }
 
@@ -148,8 +161,71 @@ func (t *Tracker) Flavours(kind, namespace, name string) map[string]int {
 func (t *Tracker) Disconnect(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	a := t.proxies[id]
+	if a == nil {
+		return
+	}
 	delete(t.proxies, id)
+	metrics.Proxies.WithLabelValues(a.flavour).Dec()
+	// The rounds it owed do not wait for it.
+	t.paidLocked(id, false)
 	t.notify()
+}
+
+// StartRound opens the round of a model whose first change was seen at
+// changed: the proxies whose configuration changes until EndRound owe it
+// their acknowledgement. The scheduler calls both around its pushes of a
+// model.
+func (t *Tracker) StartRound(changed time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open = &round{changed: changed, owing: map[string]bool{}}
+}
+
+// EndRound closes the open round: observed at once when every proxy it
+// changed has acknowledged it already, kept until they have otherwise,
+// forgotten when it changed no proxy's configuration.
+func (t *Tracker) EndRound() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.open
+	t.open = nil
+	switch {
+	case r == nil || !r.touched:
+	case len(r.owing) == 0:
+		metrics.Propagation.Observe(time.Since(r.changed).Seconds())
+	default:
+		if len(t.rounds) == maxRounds {
+			t.rounds = slices.Delete(t.rounds, 0, 1)
+		}
+		t.rounds = append(t.rounds, r)
+	}
+}
+
+// paidLocked settles what a proxy owes the rounds: it acknowledged (acked)
+// or left. A closed round that nobody owes any more is observed if one of
+// its proxies acknowledged it, and forgotten.
+func (t *Tracker) paidLocked(id string, acked bool) {
+	if r := t.open; r != nil && r.owing[id] {
+		delete(r.owing, id)
+		r.acked = r.acked || acked
+	}
+	kept := t.rounds[:0]
+	for _, r := range t.rounds {
+		if r.owing[id] {
+			delete(r.owing, id)
+			r.acked = r.acked || acked
+		}
+		if len(r.owing) > 0 {
+			kept = append(kept, r)
+			continue
+		}
+		if r.acked {
+			metrics.Propagation.Observe(time.Since(r.changed).Seconds())
+		}
+	}
+	clear(t.rounds[len(kept):])
+	t.rounds = kept
 }
 
 // Sent remembers which version the response with nonce carried.
@@ -165,9 +241,23 @@ func (t *Tracker) Sent(id, typeURL, nonce, version string) {
 func (t *Tracker) Pushed(id string, st ...Stamp) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if a := t.proxies[id]; a != nil {
-		a.pushed = st
-		t.settleLocked(id, a)
+	a := t.proxies[id]
+	if a == nil {
+		return
+	}
+	a.pushed = st
+	versions := t.versions(id)
+	changed := !maps.Equal(versions, a.versions)
+	a.versions = versions
+	t.settleLocked(id, a, versions)
+	if r := t.open; r != nil && changed {
+		r.touched = true
+		if a.settled {
+			// It acknowledged the new versions before they were recorded.
+			r.acked = true
+		} else {
+			r.owing[id] = true
+		}
 	}
 }
 
@@ -217,13 +307,13 @@ func (t *Tracker) Replied(id, typeURL, nonce, nack string) (rejected string) {
 		a.rejected = fmt.Sprintf("proxy %s rejected %s version %s: %s", id, typeURL, version, nack)
 		a.nacks[typeURL] = fmt.Sprintf("version %s: %s", version, nack)
 		t.log.Info("A proxy rejected its configuration", "proxy", id, "type", typeURL, "version", version, "reason", nack)
-		nacks.WithLabelValues(typeURL).Inc()
+		metrics.NACKs.WithLabelValues(typeURL, a.flavour).Inc()
 		rejected = a.rejected
 	} else {
 		a.ackedVersions[typeURL] = version
 		delete(a.nacks, typeURL)
 	}
-	t.settleLocked(id, a)
+	t.settleLocked(id, a, t.versions(id))
 	return rejected
 }
 
@@ -232,9 +322,8 @@ func (t *Tracker) Replied(id, typeURL, nonce, nack string) (rejected string) {
 // asks for its types one after another (a gRPC client: Listener, then
 // routes, clusters, endpoints) counts as holding what it acknowledged so
 // far between two of its requests.
-func (t *Tracker) settleLocked(id string, a *state) {
+func (t *Tracker) settleLocked(id string, a *state, versions map[string]string) {
 	a.settled = false
-	versions := t.versions(id)
 	if len(versions) == 0 {
 		// It has asked for nothing yet: it holds nothing.
 		return
@@ -246,6 +335,7 @@ func (t *Tracker) settleLocked(id string, a *state) {
 	}
 	a.acked, a.rejected = a.pushed, ""
 	a.settled, a.settledAt = true, time.Now()
+	t.paidLocked(id, true)
 	t.notify()
 }
 

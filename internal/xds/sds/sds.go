@@ -19,6 +19,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -44,6 +45,16 @@ type Notifier interface {
 // ErrWaiting is wrapped by a Source that has no leaf for an identity yet:
 // it asked for one (identity.ErrWaiting).
 var ErrWaiting = identity.ErrWaiting
+
+// LeafError says a proxy's leaf could not be had for another reason than
+// waiting: the CA is not loaded, or the source failed or refused.
+type LeafError struct {
+	Proxy string
+	Err   error
+}
+
+func (e *LeafError) Error() string { return "proxy " + e.Proxy + ": " + e.Err.Error() }
+func (e *LeafError) Unwrap() error { return e.Err }
 
 // Issuer keeps each sidecar's leaf.
 type Issuer struct {
@@ -76,8 +87,11 @@ func (i *Issuer) Secrets(proxy string, id identity.ID, now time.Time) ([]*tlsv3.
 		return s.secrets, nil
 	}
 	l, err := i.source.Leaf(id, now)
-	if err != nil {
+	if errors.Is(err, ErrWaiting) {
 		return nil, fmt.Errorf("proxy %s: %w", proxy, err)
+	}
+	if err != nil {
+		return nil, &LeafError{Proxy: proxy, Err: err}
 	}
 	if s != nil && s.leaf == l {
 		// The source has nothing newer yet (a renewal on its way).
@@ -85,13 +99,28 @@ func (i *Issuer) Secrets(proxy string, id identity.ID, now time.Time) ([]*tlsv3.
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(l.Key)
 	if err != nil {
-		return nil, fmt.Errorf("proxy %s: encoding the leaf's key: %w", proxy, err)
+		return nil, &LeafError{Proxy: proxy, Err: fmt.Errorf("encoding the leaf's key: %w", err)}
 	}
 	s = &served{leaf: l, secrets: translate.Secrets(identity.EncodeCerts(l.Chain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), l.Bundle)}
 	i.mu.Lock()
 	i.leaves[proxy] = s
 	i.mu.Unlock()
+	metrics.CertificatesIssued.WithLabelValues(metrics.DeliverySDS).Inc()
 	return s.secrets, nil
+}
+
+// Soonest returns the soonest expiry among the leaves served, false when
+// none is.
+func (i *Issuer) Soonest() (time.Time, bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var soonest time.Time
+	for _, s := range i.leaves {
+		if soonest.IsZero() || s.leaf.NotAfter.Before(soonest) {
+			soonest = s.leaf.NotAfter
+		}
+	}
+	return soonest, !soonest.IsZero()
 }
 
 // Due says whether a proxy's leaf must be replaced: at half-life, or when

@@ -5,19 +5,31 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
+	"github.com/weftmesh/weft/internal/metrics"
 )
 
 // onResponse and onDeltaResponse tell the tracker which version a nonce
-// carried.
+// carried, and count the push with its size.
 func (s *Server) onResponse(_ context.Context, stream int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-	s.noteResponse(stream, resp.GetNonce(), resp.GetTypeUrl(), resp.GetVersionInfo())
+	size := 0
+	for _, r := range resp.GetResources() {
+		size += len(r.GetValue())
+	}
+	s.noteResponse(stream, resp.GetNonce(), resp.GetTypeUrl(), resp.GetVersionInfo(), size)
 }
 
 func (s *Server) onDeltaResponse(stream int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	s.noteResponse(stream, resp.GetNonce(), resp.GetTypeUrl(), resp.GetSystemVersionInfo())
+	size := 0
+	for _, r := range resp.GetResources() {
+		size += len(r.GetResource().GetValue())
+	}
+	s.noteResponse(stream, resp.GetNonce(), resp.GetTypeUrl(), resp.GetSystemVersionInfo(), size)
 }
 
-func (s *Server) noteResponse(stream int64, nonce, typeURL, version string) {
+func (s *Server) noteResponse(stream int64, nonce, typeURL, version string, size int) {
+	metrics.Pushes.WithLabelValues(typeURL).Inc()
+	metrics.PushSize.WithLabelValues(typeURL).Observe(float64(size))
 	if id, ok := s.streams.proxyOf(stream); ok {
 		s.acks.Sent(id, typeURL, nonce, version)
 	}

@@ -15,6 +15,7 @@ import (
 	meshv1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/acks"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -95,7 +96,9 @@ func newScheduler(log logr.Logger, o translate.Options, envoyCerts translate.Env
 func (s *scheduler) onModel(m *mesh.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
 	shared, err := translate.BuildShared(m, s.shared, s.options)
+	metrics.TranslationShared.Observe(metrics.Since(start))
 	if err != nil {
 		s.log.Error(err, "Translating the mesh failed; every proxy keeps its last configuration")
 		for _, st := range s.proxies {
@@ -104,6 +107,12 @@ func (s *scheduler) onModel(m *mesh.Model) {
 		return
 	}
 	s.shared, s.scopes = shared, map[mesh.Caller]*scopeState{}
+	if !m.Changed.IsZero() {
+		// The proxies whose configuration this model changes owe it their
+		// acknowledgement (metrics.Propagation).
+		s.acks.StartRound(m.Changed)
+		defer s.acks.EndRound()
+	}
 	for id, st := range s.proxies {
 		s.pushLocked(id, st)
 	}
@@ -249,8 +258,10 @@ func (s *scheduler) renew(now time.Time) {
 // a gRPC server, its own resources. A proxy whose translation fails keeps
 // what it had.
 func (s *scheduler) pushLocked(id string, st *proxyState) {
+	start := time.Now()
 	sc := s.scopeLocked(s.callerLocked(st))
 	err := s.assignLocked(id, st, sc.scope)
+	metrics.TranslationProxy.Observe(metrics.Since(start))
 	if err == nil {
 		s.acks.Pushed(id, sc.stamp, ownStamp(st.inbound, s.shared.Model()))
 		s.acks.PlainText(id, s.plainTextLocked(st))
@@ -258,12 +269,17 @@ func (s *scheduler) pushLocked(id string, st *proxyState) {
 		return
 	}
 	if st.failed == nil || st.failed.Error() != err.Error() {
-		if errors.Is(err, sds.ErrWaiting) {
+		var leaf *sds.LeafError
+		switch {
+		case errors.Is(err, sds.ErrWaiting):
 			s.log.Info("A proxy waits for its certificate", "proxy", id, "reason", err.Error())
 			if s.waiting != nil {
 				s.waiting(st.proxy, st.who, err)
 			}
-		} else {
+		case errors.As(err, &leaf):
+			metrics.CertificatesRefused.WithLabelValues(metrics.DeliverySDS, metrics.ReasonSignerFailed).Inc()
+			s.log.Error(err, "Certifying a sidecar failed; it keeps its last configuration", "proxy", id)
+		default:
 			s.log.Error(err, "Translating for a proxy failed; it keeps its last configuration", "proxy", id)
 		}
 	}
@@ -399,6 +415,30 @@ func (s *scheduler) snapshot() []proxyView {
 		out = append(out, proxyView{proxy: st.proxy, who: st.who, proved: st.proved})
 	}
 	slices.SortFunc(out, func(a, b proxyView) int { return cmp.Compare(a.proxy.ID, b.proxy.ID) })
+	return out
+}
+
+// servicesNamed returns the MeshServices ("<namespace>/<name>") of the
+// current model whose host a proxy's words name (in a listener, route,
+// cluster or endpoints name: "<host>:<port>", "outbound|<port>|<subset>|<host>"),
+// sorted. A NACK is rare: the model's services are looked through each
+// time.
+func (s *scheduler) servicesNamed(words string) []string {
+	hosts := map[string]bool{}
+	for _, tok := range strings.FieldsFunc(words, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-')
+	}) {
+		hosts[strings.TrimSuffix(tok, ".")] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.shared.Model()
+	var out []string
+	for _, key := range m.Order {
+		if svc := m.Services[key]; svc != nil && hosts[svc.Host] {
+			out = append(out, key)
+		}
+	}
 	return out
 }
 

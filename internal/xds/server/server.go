@@ -31,6 +31,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
+	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/acks"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -184,16 +185,23 @@ func (s *Server) Addr(ctx context.Context) (string, error) {
 // before it closes the proxies' streams.
 const stopGrace = 2 * time.Second
 
-// renewLeaves replaces sidecars' certificates at half-life.
+// renewLeaves replaces sidecars' certificates at half-life, and keeps
+// metrics.LeafExpiry.
 func (s *Server) renewLeaves(ctx context.Context) {
 	t := time.NewTicker(sds.RenewEvery(s.LeafTTL))
 	defer t.Stop()
+	defer metrics.LeafExpiry.DeleteLabelValues(metrics.DeliverySDS)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			s.sched.renew(now)
+		}
+		if soonest, ok := s.sds.Soonest(); ok {
+			metrics.LeafExpiry.WithLabelValues(metrics.DeliverySDS).Set(float64(soonest.Unix()))
+		} else {
+			metrics.LeafExpiry.DeleteLabelValues(metrics.DeliverySDS)
 		}
 	}
 }
@@ -231,7 +239,14 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, nack s
 	if err != nil {
 		return err
 	}
-	if rejected := s.acks.Replied(id, typeURL, nonce, nack); rejected != "" && s.Events != nil {
+	rejected := s.acks.Replied(id, typeURL, nonce, nack)
+	if rejected == "" {
+		return nil
+	}
+	for _, ms := range s.sched.servicesNamed(nack) {
+		metrics.ServiceNACKs.WithLabelValues(ms).Inc()
+	}
+	if s.Events != nil {
 		s.announceRejected(id, rejected)
 	}
 	return nil
