@@ -167,11 +167,13 @@ func (s *scheduler) setLocked(name string, build func() (*translate.Resources, e
 }
 
 // sharedSetsLocked returns the names of the cache's shared sets a proxy
-// gets: its scope's, and, when its flavour has endpoints that depend on
-// the caller's locality, its scope's at its locality.
+// gets: its scope's for its variant (its flavour, and for proxyless gRPC
+// whether it was injected with pod certificates), and, when its flavour
+// has endpoints that depend on the caller's locality, its scope's at its
+// locality (endpoints, the same for every variant of the flavour).
 func (s *scheduler) sharedSetsLocked(p translate.Proxy, sc mesh.Scope) ([]string, error) {
-	name := "scope/" + string(p.Flavour) + "/" + sc.ID
-	if err := s.setLocked(name, func() (*translate.Resources, error) { return s.shared.Scoped(p.Flavour, sc) }); err != nil {
+	name := "scope/" + string(p.Variant()) + "/" + sc.ID
+	if err := s.setLocked(name, func() (*translate.Resources, error) { return s.shared.Scoped(p.Variant(), sc) }); err != nil {
 		return nil, err
 	}
 	sets := []string{name}
@@ -325,10 +327,10 @@ func (s *scheduler) assignLocked(id string, st *proxyState, sc mesh.Scope) error
 
 // plainTextLocked names the PeerAuthentications that set STRICT on ports
 // a proxy serves in plain text: a proxyless gRPC server has no certificate
-// unless workloads have pod certificates (translate.Options.ProxylessMTLS),
+// unless it was injected with pod certificates (translate.Proxy.MTLS),
 // and without one its server Listener takes plain text whatever the mode.
 func (s *scheduler) plainTextLocked(st *proxyState) []mesh.Ref {
-	if st.proxy.Flavour == wire.FlavourEnvoy || s.options.ProxylessMTLS {
+	if st.proxy.Flavour == wire.FlavourEnvoy || st.proxy.MTLS() {
 		return nil
 	}
 	var out []mesh.Ref

@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -125,16 +126,35 @@ func TestInvalidTranslationIsNotPushed(t *testing.T) {
 func TestProxyFor(t *testing.T) {
 	envoy := &corev3.Node{Id: "reviews-v1-7d9f.bookinfo", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 		wire.MetaFlavour: structpb.NewStringValue("envoy")}}}
-	if p := ProxyFor(envoy); p.Flavour != wire.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" {
+	if p := ProxyFor(envoy, wire.DeliverySDS); p.Flavour != wire.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" ||
+		p.Delivery != wire.DeliverySDS || p.Variant() != translate.VariantEnvoy {
 		t.Errorf("envoy node: %+v", p)
 	}
 	// Proxyless gRPC: the pod is named the same way (its servers get
-	// Listeners at the pod's address).
-	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != wire.FlavourGRPC || p.Pod != "shop/client" {
+	// Listeners at the pod's address); a node that does not say how it
+	// gets its certificates takes the controller's delivery.
+	if p := ProxyFor(&corev3.Node{Id: "client.shop"}, wire.DeliveryPodCertificate); p.Flavour != wire.FlavourGRPC || p.Pod != "shop/client" ||
+		p.Delivery != wire.DeliveryPodCertificate || p.Variant() != translate.VariantGRPCMTLS {
 		t.Errorf("a node without metadata: %+v", p)
 	}
-	if p := ProxyFor(&corev3.Node{Id: "tool"}); p.Flavour != wire.FlavourGRPC || p.Pod != "" {
+	if p := ProxyFor(&corev3.Node{Id: "tool"}, ""); p.Flavour != wire.FlavourGRPC || p.Pod != "" || p.Variant() != translate.VariantGRPC {
 		t.Errorf("a node id that names no pod: %+v", p)
+	}
+	// The delivery the node says wins over the controller's, both ways;
+	// one it does not know leaves the controller's.
+	for _, c := range []struct {
+		said, controller, want wire.CertDelivery
+		variant                translate.Variant
+	}{
+		{wire.DeliverySDS, wire.DeliveryPodCertificate, wire.DeliverySDS, translate.VariantGRPC},
+		{wire.DeliveryPodCertificate, wire.DeliverySDS, wire.DeliveryPodCertificate, translate.VariantGRPCMTLS},
+		{"spiffeCSI", wire.DeliverySDS, wire.DeliverySDS, translate.VariantGRPC},
+	} {
+		node := &corev3.Node{Id: "client.shop", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			wire.MetaCertDelivery: structpb.NewStringValue(string(c.said))}}}
+		if p := ProxyFor(node, c.controller); p.Delivery != c.want || p.Variant() != c.variant {
+			t.Errorf("a node saying %q under a controller of %q: %+v (%s), want %q (%s)", c.said, c.controller, p, p.Variant(), c.want, c.variant)
+		}
 	}
 }
 
