@@ -45,6 +45,11 @@ type scheduler struct {
 	waiting func(translate.Proxy, auth.Identity, error)
 
 	mu sync.Mutex
+	// modelled says a model has translated: until then no proxy is sent
+	// anything, and one that comes back to a controller that just started
+	// keeps what it has rather than an empty mesh (for a sidecar that
+	// would be plain text on every port, STRICT or not).
+	modelled bool
 	// shared is what the model translates to, built once per model.
 	shared  *translate.Shared
 	proxies map[string]*proxyState
@@ -103,7 +108,7 @@ func (s *scheduler) onModel(m *mesh.Model) {
 		}
 		return
 	}
-	s.shared, s.scopes = shared, map[mesh.Caller]*scopeState{}
+	s.shared, s.scopes, s.modelled = shared, map[mesh.Caller]*scopeState{}, true
 	for id, st := range s.proxies {
 		s.pushLocked(id, st)
 	}
@@ -196,7 +201,7 @@ func (s *scheduler) sharedSetsLocked(p translate.Proxy, sc mesh.Scope) ([]string
 }
 
 // connect registers one more stream of a proxy; a proxy's first is sent
-// its configuration.
+// its configuration, once there is a model.
 func (s *scheduler) connect(p translate.Proxy, who auth.Identity, proved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,7 +216,9 @@ func (s *scheduler) connect(p translate.Proxy, who auth.Identity, proved bool) {
 	s.proxies[p.ID] = st
 	s.acks.Connect(p.ID, string(p.Flavour))
 	s.log.Info("A proxy connected", "proxy", p.ID)
-	s.pushLocked(p.ID, st)
+	if s.modelled {
+		s.pushLocked(p.ID, st)
+	}
 }
 
 // disconnect drops one stream of a proxy, and forgets the proxy with its
@@ -240,6 +247,9 @@ func (s *scheduler) disconnect(id string) {
 func (s *scheduler) renew(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.modelled {
+		return
+	}
 	for id, st := range s.proxies {
 		if st.proxy.Flavour == wire.FlavourEnvoy && (st.failed != nil || (s.sds != nil && s.sds.Due(id, now))) {
 			s.pushLocked(id, st)

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
@@ -209,5 +211,57 @@ func TestNACKIsReported(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNothingBeforeTheFirstModel: a proxy that connects to a server that
+// has no model yet (a controller that just started, its caches still
+// syncing) is sent nothing until the model comes, then the model's
+// configuration: never an empty mesh in between, which would take away
+// the configuration it kept through the restart (for a sidecar, plain
+// text on every port).
+func TestNothingBeforeTheFirstModel(t *testing.T) {
+	s, _ := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "client.bookinfo"}, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		if p := s.Proxies(); len(p) != 1 {
+			return fmt.Errorf("connected: %v", p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.OnModel(ctx, mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "127.0.0.2", 9080))))
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range resp.GetResources() {
+		l := &listenerv3.Listener{}
+		if err := r.UnmarshalTo(l); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, l.GetName())
+	}
+	if !slices.Contains(names, target) {
+		t.Errorf("the first listeners sent were %v, want the model's %s", names, target)
 	}
 }
