@@ -115,8 +115,9 @@ func newMeshRig(ctx context.Context, t *testing.T) *meshRig {
 		fmt.Sprintf("--webhook-port=%d", webhookPort), "--webhook-cert-dir=" + certDir, "--webhook-configuration=",
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=json"}
 	t.Cleanup(func() {
-		if t.Failed() && r.proc != nil {
-			t.Logf("the controller's log (the end):\n%s", tail(r.proc.Log(), 8000))
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(r.dir, "weft.log"))
+			t.Logf("the controller's log (the end):\n%s", tail(b, 8000))
 		}
 	})
 	return r
