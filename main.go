@@ -849,7 +849,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	o.inject.CertDelivery = delivery
 	log.Info("Workload certificates", "delivery", delivery)
 	if o.xdsAddr != "" {
-		xo := server.Options{Address: o.xdsAddr, Log: log.WithName("xds"), Observe: o.observe, Events: recorder}
+		// Each proxy is served by the delivery it was injected with (its
+		// node metadata); the controller's serves those that do not say.
+		xo := server.Options{Address: o.xdsAddr, Log: log.WithName("xds"), Observe: o.observe, Events: recorder, Delivery: delivery}
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
 			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
 		}
@@ -888,10 +890,6 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		default:
 			return fmt.Errorf("--xds-auth: %q is neither token nor none", o.xdsAuth)
 		}
-		// Proxyless gRPC workloads read pod certificates as files, however
-		// their xDS streams prove who they are: with them, STRICT
-		// PeerAuthentications apply to them too.
-		xo.ProxylessMTLS = delivery == wire.DeliveryPodCertificate
 		if delivery == wire.DeliveryPodCertificate {
 			// weft status shows the pod certificates weft issued.
 			xo.PodCertificates, xo.PodCertificateSigner = mgr.GetClient(), o.inject.PodCertificateSigner

@@ -81,7 +81,7 @@ func TestProxylessMTLSWithPodCertificates(t *testing.T) {
 	must(err)
 	root := &identity.RootLoader{Client: c, Namespace: "weft-system", TrustDomain: "cluster.local", Log: logr.Discard()}
 	must(mgr.Add(root))
-	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log, ProxylessMTLS: true,
+	xs, err := server.New(server.Options{Address: "127.0.0.1:0", Log: log, Delivery: wire.DeliveryPodCertificate,
 		PodCertificates: mgr.GetClient(), PodCertificateSigner: "weft.dev/workload"})
 	must(err)
 	must(mgr.Add(xs))

@@ -81,9 +81,12 @@ func Bootstrap(cfg Config, w Workload, probes []probeRoute) (*bootstrapv3.Bootst
 
 	b := &bootstrapv3.Bootstrap{
 		// The id comes from --service-node; the metadata tells weft's xDS
-		// server what kind of proxy this is.
+		// server what kind of proxy this is and the delivery its pod was
+		// set up for (a sidecar takes its certificates over SDS either
+		// way; the delivery travels with it all the same).
 		Node: &corev3.Node{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			wire.MetaFlavour: structpb.NewStringValue(string(wire.FlavourEnvoy)),
+			wire.MetaFlavour:      structpb.NewStringValue(string(wire.FlavourEnvoy)),
+			wire.MetaCertDelivery: structpb.NewStringValue(string(cfg.CertDelivery)),
 		}}},
 		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", wire.PortAdmin)},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
@@ -258,5 +259,57 @@ func TestStatsTags(t *testing.T) {
 	}
 	if WorkloadOf(map[string]string{"app": "ratings", "app.kubernetes.io/version": "1.2", "version": "v1"}) != (Workload{Service: "ratings", Version: "1.2"}) {
 		t.Error("labels read in the wrong order")
+	}
+}
+
+// The delivery a pod is injected with travels in its proxy's node
+// metadata, in both bootstraps: the xDS server serves the proxy by it,
+// whatever the controller's delivery is later. A proxyless bootstrap
+// names the certificate provider that weft's TLS names exactly when the
+// pod has pod certificates.
+func TestDeliveryInNodeMetadata(t *testing.T) {
+	for _, d := range []wire.CertDelivery{wire.DeliverySDS, wire.DeliveryPodCertificate} {
+		cfg := DefaultConfig()
+		cfg.CertDelivery = d
+		envoy := testPod()
+		if err := Inject(envoy, cfg); err != nil {
+			t.Fatal(err)
+		}
+		var boot struct {
+			Node struct {
+				Metadata map[string]string `json:"metadata"`
+			} `json:"node"`
+			CertificateProviders map[string]any `json:"certificate_providers"`
+		}
+		for _, c := range envoy.Spec.InitContainers {
+			if i := slices.Index(c.Args, "--config-yaml"); i >= 0 {
+				if err := json.Unmarshal([]byte(c.Args[i+1]), &boot); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if got := boot.Node.Metadata; got[wire.MetaCertDelivery] != string(d) || got[wire.MetaFlavour] != string(wire.FlavourEnvoy) {
+			t.Errorf("%s: the Envoy bootstrap's node metadata is %v", d, got)
+		}
+
+		grpc := testPod()
+		grpc.Annotations = map[string]string{AnnotationProxy: string(wire.FlavourGRPC)}
+		if err := Inject(grpc, cfg); err != nil {
+			t.Fatal(err)
+		}
+		boot.Node.Metadata, boot.CertificateProviders = nil, nil
+		i := slices.IndexFunc(grpc.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "GRPC_XDS_BOOTSTRAP_CONFIG" })
+		if i < 0 {
+			t.Fatalf("%s: no proxyless bootstrap", d)
+		}
+		if err := json.Unmarshal([]byte(grpc.Spec.Containers[0].Env[i].Value), &boot); err != nil {
+			t.Fatal(err)
+		}
+		if got := boot.Node.Metadata; got[wire.MetaCertDelivery] != string(d) || got[wire.MetaFlavour] != string(wire.FlavourGRPC) {
+			t.Errorf("%s: the proxyless bootstrap's node metadata is %v", d, got)
+		}
+		if _, ok := boot.CertificateProviders[wire.CertProviderInstance]; ok != (d == wire.DeliveryPodCertificate) {
+			t.Errorf("%s: the proxyless bootstrap names certificate providers %v", d, boot.CertificateProviders)
+		}
 	}
 }

@@ -278,8 +278,10 @@ func otelEnv(cfg Config, w Workload) []corev1.EnvVar {
 }
 
 // grpcBootstrap is grpc-go's xDS bootstrap: the xDS server over TLS with
-// the mesh root, the projected token as call credentials, the node id,
-// and (with pod certificates) a file-watcher certificate provider.
+// the mesh root, the projected token as call credentials, the node id and
+// metadata (the flavour, and the delivery the pod is set up for, by which
+// the xDS server decides whether to send it TLS), and (with pod
+// certificates) a file-watcher certificate provider.
 func grpcBootstrap(cfg Config) string {
 	b := map[string]any{
 		"xds_servers": []any{map[string]any{
@@ -289,7 +291,7 @@ func grpcBootstrap(cfg Config) string {
 			"server_features": []any{"xds_v3"},
 		}},
 		"node": map[string]any{"id": nodeID(), "cluster": podServiceAccountVar + "." + podNamespaceVar,
-			"metadata": map[string]any{wire.MetaFlavour: string(wire.FlavourGRPC)}},
+			"metadata": map[string]any{wire.MetaFlavour: string(wire.FlavourGRPC), wire.MetaCertDelivery: string(cfg.CertDelivery)}},
 		"server_listener_resource_name_template": wire.ServerListenerName("%s"),
 	}
 	if cfg.CertDelivery == wire.DeliveryPodCertificate {

@@ -26,6 +26,15 @@ const (
 // leaves the namespace.
 func InOwnNetworkNamespace(t *testing.T, addrs ...string) bool {
 	t.Helper()
+	return InOwnNetworkNamespaceWith(t, nil, addrs...)
+}
+
+// InOwnNetworkNamespaceWith is InOwnNetworkNamespace with env (NAME=value
+// entries) added to the environment of the test's new process, for what a
+// library reads once when the process starts (grpc-go's feature
+// switches); unlike t.Setenv, it lets the test run in parallel.
+func InOwnNetworkNamespaceWith(t *testing.T, env []string, addrs ...string) bool {
+	t.Helper()
 	if os.Getenv(netnsEnv) == t.Name() {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
@@ -52,7 +61,7 @@ func InOwnNetworkNamespace(t *testing.T, addrs ...string) bool {
 		t.Fatal("this test needs root, to run in a network namespace of its own")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
+	cmd.Env = append(append(os.Environ(), env...), netnsEnv+"="+t.Name())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	t.Logf("in its own network namespace:\n%s", out)

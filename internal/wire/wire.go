@@ -29,8 +29,9 @@ func ParseNodeID(id string) (pod, namespace string, ok bool) {
 	return id[:i], id[i+1:], true
 }
 
-// Node metadata: the proxy's bootstrap sets MetaFlavour; the server's
-// client status (CSDS) adds the others for `weft status`.
+// Node metadata: the proxy's bootstrap sets MetaFlavour and
+// MetaCertDelivery; the server's client status (CSDS) adds the others for
+// `weft status`.
 const (
 	// MetaFlavour says what the proxy is (a Flavour).
 	MetaFlavour = "weft.flavour"
@@ -40,7 +41,10 @@ const (
 	// MetaCertExpiry is when the proxy's certificate expires (RFC 3339).
 	MetaCertExpiry = "weft.certExpiry"
 	// MetaCertDelivery is how the proxy gets its certificate (a
-	// CertDelivery).
+	// CertDelivery): in a bootstrap, the delivery the injector set the
+	// pod up for, which the xDS server serves it by (a proxyless gRPC
+	// proxy without pod certificates is sent no TLS); in the client
+	// status, the delivery of the certificate weft found for it.
 	MetaCertDelivery = "weft.certDelivery"
 	// MetaSent (a struct: xDS type URL to version) is the version of each
 	// type the proxy was last sent; the client status gives it, with the
@@ -78,6 +82,16 @@ const (
 	// projected volume, signed by weft.
 	DeliveryPodCertificate CertDelivery = "podCertificate"
 )
+
+// ParseCertDelivery reads a delivery as the injector writes it; ok is
+// false for anything else (a proxy that says none, or one unknown here).
+func ParseCertDelivery(s string) (CertDelivery, bool) {
+	switch d := CertDelivery(s); d {
+	case DeliverySDS, DeliveryPodCertificate:
+		return d, true
+	}
+	return "", false
+}
 
 // Ports of the proxy in a pod's network namespace, the UID it runs as
 // (whose traffic is never captured), and the control plane's xDS ports.

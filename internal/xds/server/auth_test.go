@@ -38,6 +38,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/identity"
+	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -124,6 +125,9 @@ func newAuthFixture(t *testing.T, podSA map[string]string, configure func(*Optio
 	f.srv, err = New(o)
 	must(err)
 	go func() { _ = f.srv.Start(ctx) }()
+	// The first model (an empty mesh): until one comes, proxies are sent
+	// nothing.
+	f.srv.OnModel(ctx, mesh.Build(mesh.Input{}))
 	f.addr, err = f.srv.Addr(ctx)
 	must(err)
 	f.roots = x509.NewCertPool()

@@ -46,6 +46,11 @@ type scheduler struct {
 	waiting func(translate.Proxy, auth.Identity, error)
 
 	mu sync.Mutex
+	// modelled says a model has translated: until then no proxy is sent
+	// anything, and one that comes back to a controller that just started
+	// keeps what it has rather than an empty mesh (for a sidecar that
+	// would be plain text on every port, STRICT or not).
+	modelled bool
 	// shared is what the model translates to, built once per model.
 	shared  *translate.Shared
 	proxies map[string]*proxyState
@@ -106,7 +111,7 @@ func (s *scheduler) onModel(m *mesh.Model) {
 		}
 		return
 	}
-	s.shared, s.scopes = shared, map[mesh.Caller]*scopeState{}
+	s.shared, s.scopes, s.modelled = shared, map[mesh.Caller]*scopeState{}, true
 	if !m.Changed.IsZero() {
 		// The proxies whose configuration this model changes owe it their
 		// acknowledgement (metrics.Propagation).
@@ -176,11 +181,13 @@ func (s *scheduler) setLocked(name string, build func() (*translate.Resources, e
 }
 
 // sharedSetsLocked returns the names of the cache's shared sets a proxy
-// gets: its scope's, and, when its flavour has endpoints that depend on
-// the caller's locality, its scope's at its locality.
+// gets: its scope's for its variant (its flavour, and for proxyless gRPC
+// whether it was injected with pod certificates), and, when its flavour
+// has endpoints that depend on the caller's locality, its scope's at its
+// locality (endpoints, the same for every variant of the flavour).
 func (s *scheduler) sharedSetsLocked(p translate.Proxy, sc mesh.Scope) ([]string, error) {
-	name := "scope/" + string(p.Flavour) + "/" + sc.ID
-	if err := s.setLocked(name, func() (*translate.Resources, error) { return s.shared.Scoped(p.Flavour, sc) }); err != nil {
+	name := "scope/" + string(p.Variant()) + "/" + sc.ID
+	if err := s.setLocked(name, func() (*translate.Resources, error) { return s.shared.Scoped(p.Variant(), sc) }); err != nil {
 		return nil, err
 	}
 	sets := []string{name}
@@ -203,7 +210,7 @@ func (s *scheduler) sharedSetsLocked(p translate.Proxy, sc mesh.Scope) ([]string
 }
 
 // connect registers one more stream of a proxy; a proxy's first is sent
-// its configuration.
+// its configuration, once there is a model.
 func (s *scheduler) connect(p translate.Proxy, who auth.Identity, proved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -218,7 +225,9 @@ func (s *scheduler) connect(p translate.Proxy, who auth.Identity, proved bool) {
 	s.proxies[p.ID] = st
 	s.acks.Connect(p.ID, string(p.Flavour))
 	s.log.Info("A proxy connected", "proxy", p.ID)
-	s.pushLocked(p.ID, st)
+	if s.modelled {
+		s.pushLocked(p.ID, st)
+	}
 }
 
 // disconnect drops one stream of a proxy, and forgets the proxy with its
@@ -247,6 +256,9 @@ func (s *scheduler) disconnect(id string) {
 func (s *scheduler) renew(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.modelled {
+		return
+	}
 	for id, st := range s.proxies {
 		if st.proxy.Flavour == wire.FlavourEnvoy && (st.failed != nil || (s.sds != nil && s.sds.Due(id, now))) {
 			s.pushLocked(id, st)
@@ -341,10 +353,10 @@ func (s *scheduler) assignLocked(id string, st *proxyState, sc mesh.Scope) error
 
 // plainTextLocked names the PeerAuthentications that set STRICT on ports
 // a proxy serves in plain text: a proxyless gRPC server has no certificate
-// unless workloads have pod certificates (translate.Options.ProxylessMTLS),
+// unless it was injected with pod certificates (translate.Proxy.MTLS),
 // and without one its server Listener takes plain text whatever the mode.
 func (s *scheduler) plainTextLocked(st *proxyState) []mesh.Ref {
-	if st.proxy.Flavour == wire.FlavourEnvoy || s.options.ProxylessMTLS {
+	if st.proxy.Flavour == wire.FlavourEnvoy || st.proxy.MTLS() {
 		return nil
 	}
 	var out []mesh.Ref

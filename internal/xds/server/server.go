@@ -69,10 +69,15 @@ type Options struct {
 	// them). A sidecar waits, sent nothing of its own, until its leaf
 	// has come.
 	Leaves sds.Source
-	// ProxylessMTLS has proxyless gRPC workloads use mTLS where their
-	// PeerAuthentication says STRICT (translate.Options): set it when
-	// workloads get pod certificates, which grpc-go reads as files.
-	ProxylessMTLS bool
+	// Delivery is how this controller has workloads get their
+	// certificates (--cert-delivery). It applies to the proxies whose node
+	// does not say how theirs were delivered (wire.MetaCertDelivery,
+	// which the injector writes; a pod injected by an older weft lacks
+	// it); every other proxy is served by its own (translate.Proxy.
+	// Delivery): a proxyless gRPC workload uses mTLS where its
+	// PeerAuthentication says STRICT only with pod certificates, which
+	// grpc-go reads as files. Empty: as SDS.
+	Delivery wire.CertDelivery
 	// EnvoyCerts says where sidecars read their certificates, for the TLS
 	// that PeerAuthentications ask of them (translate.Options).
 	EnvoyCerts translate.EnvoyCerts
@@ -155,7 +160,7 @@ func New(o Options) (*Server, error) {
 	if source != nil {
 		s.sds = sds.New(source)
 	}
-	topts := translate.Options{ProxylessMTLS: o.ProxylessMTLS, EnvoyCerts: o.EnvoyCerts, TrustDomain: o.TrustDomain, Observe: o.Observe}
+	topts := translate.Options{EnvoyCerts: o.EnvoyCerts, TrustDomain: o.TrustDomain, Observe: o.Observe}
 	s.sched = newScheduler(o.Log, topts, o.EnvoyCerts, c, s.acks, s.sds)
 	if o.Events != nil {
 		s.sched.waiting = s.announceWaiting
@@ -312,18 +317,24 @@ func (s *Server) register(stream int64, node *corev3.Node) (string, error) {
 		return "", err
 	}
 	if first {
-		s.sched.connect(ProxyFor(node), who, proved)
+		s.sched.connect(ProxyFor(node, s.Delivery), who, proved)
 	}
 	return id, nil
 }
 
 // ProxyFor describes the proxy behind a node: its flavour from the node
-// metadata (wire.MetaFlavour; grpc when absent), and its pod from the node
-// id (wire.NodeID).
-func ProxyFor(node *corev3.Node) translate.Proxy {
-	p := translate.Proxy{ID: node.GetId(), Flavour: wire.FlavourGRPC}
-	if node.GetMetadata().GetFields()[wire.MetaFlavour].GetStringValue() == string(wire.FlavourEnvoy) {
+// metadata (wire.MetaFlavour; grpc when absent), the delivery of its
+// certificates from the node metadata too (wire.MetaCertDelivery;
+// otherwise the controller's, delivery), and its pod from the node id
+// (wire.NodeID).
+func ProxyFor(node *corev3.Node, delivery wire.CertDelivery) translate.Proxy {
+	fields := node.GetMetadata().GetFields()
+	p := translate.Proxy{ID: node.GetId(), Flavour: wire.FlavourGRPC, Delivery: delivery}
+	if fields[wire.MetaFlavour].GetStringValue() == string(wire.FlavourEnvoy) {
 		p.Flavour = wire.FlavourEnvoy
+	}
+	if d, ok := wire.ParseCertDelivery(fields[wire.MetaCertDelivery].GetStringValue()); ok {
+		p.Delivery = d
 	}
 	if pod, ns, ok := wire.ParseNodeID(p.ID); ok {
 		p.Namespace = ns

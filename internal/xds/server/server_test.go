@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
@@ -21,6 +23,7 @@ import (
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/translate"
 	"github.com/weftmesh/weft/internal/xds/xdstest"
 )
 
@@ -125,16 +128,35 @@ func TestInvalidTranslationIsNotPushed(t *testing.T) {
 func TestProxyFor(t *testing.T) {
 	envoy := &corev3.Node{Id: "reviews-v1-7d9f.bookinfo", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 		wire.MetaFlavour: structpb.NewStringValue("envoy")}}}
-	if p := ProxyFor(envoy); p.Flavour != wire.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" {
+	if p := ProxyFor(envoy, wire.DeliverySDS); p.Flavour != wire.FlavourEnvoy || p.Pod != "bookinfo/reviews-v1-7d9f" || p.Namespace != "bookinfo" ||
+		p.Delivery != wire.DeliverySDS || p.Variant() != translate.VariantEnvoy {
 		t.Errorf("envoy node: %+v", p)
 	}
 	// Proxyless gRPC: the pod is named the same way (its servers get
-	// Listeners at the pod's address).
-	if p := ProxyFor(&corev3.Node{Id: "client.shop"}); p.Flavour != wire.FlavourGRPC || p.Pod != "shop/client" {
+	// Listeners at the pod's address); a node that does not say how it
+	// gets its certificates takes the controller's delivery.
+	if p := ProxyFor(&corev3.Node{Id: "client.shop"}, wire.DeliveryPodCertificate); p.Flavour != wire.FlavourGRPC || p.Pod != "shop/client" ||
+		p.Delivery != wire.DeliveryPodCertificate || p.Variant() != translate.VariantGRPCMTLS {
 		t.Errorf("a node without metadata: %+v", p)
 	}
-	if p := ProxyFor(&corev3.Node{Id: "tool"}); p.Flavour != wire.FlavourGRPC || p.Pod != "" {
+	if p := ProxyFor(&corev3.Node{Id: "tool"}, ""); p.Flavour != wire.FlavourGRPC || p.Pod != "" || p.Variant() != translate.VariantGRPC {
 		t.Errorf("a node id that names no pod: %+v", p)
+	}
+	// The delivery the node says wins over the controller's, both ways;
+	// one it does not know leaves the controller's.
+	for _, c := range []struct {
+		said, controller, want wire.CertDelivery
+		variant                translate.Variant
+	}{
+		{wire.DeliverySDS, wire.DeliveryPodCertificate, wire.DeliverySDS, translate.VariantGRPC},
+		{wire.DeliveryPodCertificate, wire.DeliverySDS, wire.DeliveryPodCertificate, translate.VariantGRPCMTLS},
+		{"spiffeCSI", wire.DeliverySDS, wire.DeliverySDS, translate.VariantGRPC},
+	} {
+		node := &corev3.Node{Id: "client.shop", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			wire.MetaCertDelivery: structpb.NewStringValue(string(c.said))}}}
+		if p := ProxyFor(node, c.controller); p.Delivery != c.want || p.Variant() != c.variant {
+			t.Errorf("a node saying %q under a controller of %q: %+v (%s), want %q (%s)", c.said, c.controller, p, p.Variant(), c.want, c.variant)
+		}
 	}
 }
 
@@ -189,5 +211,57 @@ func TestNACKIsReported(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNothingBeforeTheFirstModel: a proxy that connects to a server that
+// has no model yet (a controller that just started, its caches still
+// syncing) is sent nothing until the model comes, then the model's
+// configuration: never an empty mesh in between, which would take away
+// the configuration it kept through the restart (for a sidecar, plain
+// text on every port).
+func TestNothingBeforeTheFirstModel(t *testing.T) {
+	s, _ := start(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "client.bookinfo"}, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Eventually(ctx, 30*time.Second, func(context.Context) error {
+		if p := s.Proxies(); len(p) != 1 {
+			return fmt.Errorf("connected: %v", p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.OnModel(ctx, mesh.Build(xdstest.ReviewsInput(xdstest.Ready("reviews-v1", "v1", "127.0.0.2", 9080))))
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range resp.GetResources() {
+		l := &listenerv3.Listener{}
+		if err := r.UnmarshalTo(l); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, l.GetName())
+	}
+	if !slices.Contains(names, target) {
+		t.Errorf("the first listeners sent were %v, want the model's %s", names, target)
 	}
 }

@@ -177,7 +177,7 @@ func BenchmarkScoped(b *testing.B) {
 				sc := sh.ScopeOf(sh.CallerOf(proxy.Pod))
 				for b.Loop() {
 					sh.scoped = scopedSets{}
-					if _, err := sh.Scoped(f, sc); err != nil {
+					if _, err := sh.Scoped(proxy.Variant(), sc); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -27,9 +27,10 @@ type goldenCase struct {
 		ID      string       `json:"id"`
 		Flavour wire.Flavour `json:"flavour"`
 		Pod     string       `json:"pod,omitempty"`
+		// Delivery is the delivery the proxy was injected with.
+		Delivery wire.CertDelivery `json:"delivery,omitempty"`
 	} `json:"proxy"`
-	EnvoyCerts    EnvoyCerts `json:"envoyCerts,omitempty"`
-	ProxylessMTLS bool       `json:"proxylessMTLS,omitempty"`
+	EnvoyCerts EnvoyCerts `json:"envoyCerts,omitempty"`
 	// Observe is the sidecars' access logs and tracing (the controller's
 	// --access-log-format, --tracing-endpoint and --tracing-sampling).
 	Observe struct {
@@ -41,7 +42,7 @@ type goldenCase struct {
 
 // options are the translation options a case asks for.
 func (c goldenCase) options() Options {
-	return Options{EnvoyCerts: c.EnvoyCerts, ProxylessMTLS: c.ProxylessMTLS, Observe: Observability{
+	return Options{EnvoyCerts: c.EnvoyCerts, Observe: Observability{
 		AccessLogFormat: c.Observe.AccessLogFormat, TracingEndpoint: c.Observe.TracingEndpoint, TracingSampling: c.Observe.TracingSampling,
 	}}
 }
@@ -67,7 +68,7 @@ func TestGoldenCases(t *testing.T) {
 			if err := opts.Observe.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			r, err := translateFor(mesh.Build(in), Proxy{ID: c.Proxy.ID, Flavour: c.Proxy.Flavour, Pod: c.Proxy.Pod}, opts)
+			r, err := translateFor(mesh.Build(in), Proxy{ID: c.Proxy.ID, Flavour: c.Proxy.Flavour, Pod: c.Proxy.Pod, Delivery: c.Proxy.Delivery}, opts)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -42,7 +42,7 @@ func FuzzTranslate(f *testing.F) {
 		}
 		ms.Spec.Allow = extra.Allow
 		m := mesh.Build(in)
-		sh, err := BuildShared(m, nil, Options{EnvoyCerts: EnvoyCertsSDS, ProxylessMTLS: true})
+		sh, err := BuildShared(m, nil, Options{EnvoyCerts: EnvoyCertsSDS})
 		if err != nil {
 			if m.Verdicts[mesh.Ref{Kind: mesh.KindTrafficPolicy, Namespace: tp.Namespace, Name: tp.Name}].InForce() {
 				t.Fatalf("a policy in force fails translation: %v", err)
@@ -50,7 +50,8 @@ func FuzzTranslate(f *testing.F) {
 			return
 		}
 		for _, p := range []Proxy{{ID: "c", Flavour: wire.FlavourGRPC}, {ID: "s", Flavour: wire.FlavourEnvoy, Pod: "bookinfo/reviews-v1"},
-			{ID: "g", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v2"}} {
+			{ID: "g", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v2", Delivery: wire.DeliveryPodCertificate},
+			{ID: "h", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v1", Delivery: wire.DeliverySDS}} {
 			r, err := forProxy(sh, p)
 			if err != nil {
 				t.Fatalf("%s: %v", p.Flavour, err)

@@ -34,7 +34,7 @@ func forProxy(sh *Shared, proxy Proxy) (*Resources, error) {
 		return nil, err
 	}
 	sc := sh.ScopeOf(sh.CallerOf(proxy.Pod))
-	base, err := sh.Scoped(proxy.Flavour, sc)
+	base, err := sh.Scoped(proxy.Variant(), sc)
 	if err != nil {
 		return nil, err
 	}

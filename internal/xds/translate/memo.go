@@ -32,8 +32,11 @@ import (
 // cache recognises an unchanged object by identity.
 type Shared struct {
 	// GRPC is the whole proxyless set: api listeners, routes, clusters and
-	// endpoints of the gRPC and HTTP ports.
-	GRPC *Resources
+	// endpoints of the gRPC and HTTP ports, in plain text (VariantGRPC);
+	// GRPCMTLS the same with TLS on the clusters whose endpoints take mTLS
+	// (VariantGRPCMTLS). Both are built from the same per-service objects:
+	// they differ in those clusters only.
+	GRPC, GRPCMTLS *Resources
 	// Envoy holds the outbound listener, routes, clusters and endpoints of
 	// every port; each sidecar adds its inbound listener and clusters.
 	Envoy *Resources
@@ -62,11 +65,12 @@ type serviceOut struct {
 	// clusters and endpoints of its other ports and chains its outbound
 	// filter chains (Envoy).
 	api, http, tcp Resources
-	// grpcHTTP is http as proxyless gRPC gets it, envoyHTTP and envoyTCP
-	// http and tcp as sidecars get them: the same, or with TLS copies of
-	// the clusters whose endpoints take mTLS.
-	grpcHTTP, envoyHTTP, envoyTCP Resources
-	chains                        []*listenerv3.FilterChain
+	// grpcHTTP is http as proxyless gRPC without certificates gets it,
+	// grpcMTLS as proxyless gRPC with pod certificates gets it, envoyHTTP
+	// and envoyTCP http and tcp as sidecars get them: the same, or with
+	// TLS copies of the clusters whose endpoints take mTLS.
+	grpcHTTP, grpcMTLS, envoyHTTP, envoyTCP Resources
+	chains                                  []*listenerv3.FilterChain
 	// local are its clusters whose endpoints depend on the caller's
 	// locality.
 	local []*localCluster
@@ -82,8 +86,8 @@ func BuildShared(m *mesh.Model, prev *Shared, opts Options) (*Shared, error) {
 	if prev != nil && prev.opts != opts {
 		prev = nil
 	}
-	sh := &Shared{GRPC: &Resources{}, Envoy: &Resources{}, model: m, services: make(map[string]*serviceOut, len(m.Order)), opts: opts}
-	g, e := sh.GRPC, sh.Envoy
+	sh := &Shared{GRPC: &Resources{}, GRPCMTLS: &Resources{}, Envoy: &Resources{}, model: m, services: make(map[string]*serviceOut, len(m.Order)), opts: opts}
+	g, gm, e := sh.GRPC, sh.GRPCMTLS, sh.Envoy
 	for _, key := range m.Order {
 		s := m.Services[key]
 		var old *serviceOut
@@ -104,6 +108,8 @@ func BuildShared(m *mesh.Model, prev *Shared, opts Options) (*Shared, error) {
 		}
 		g.add(&out.api)
 		g.add(&out.grpcHTTP)
+		gm.add(&out.api)
+		gm.add(&out.grpcMTLS)
 		e.add(&out.envoyHTTP)
 		e.add(&out.envoyTCP)
 	}
@@ -177,10 +183,9 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 	}
 	out.grpcHTTP, out.envoyHTTP, out.envoyTCP = out.http, out.http, out.tcp
 	out.grpcHTTP.Clusters = forProxyless(out.http.Clusters)
+	out.grpcMTLS = out.grpcHTTP
 	if tls := clusterTLS(s); tls != nil {
-		if opts.ProxylessMTLS {
-			out.grpcHTTP.Clusters = withTLS(out.grpcHTTP.Clusters, tls, upstreamTLS)
-		}
+		out.grpcMTLS.Clusters = withTLS(out.grpcHTTP.Clusters, tls, upstreamTLS)
 		if opts.EnvoyCerts != EnvoyCertsNone {
 			socket := func(ids []string) *corev3.TransportSocket { return envoyUpstreamTLS(opts.EnvoyCerts, ids) }
 			out.envoyHTTP.Clusters = withTLS(out.http.Clusters, tls, socket)
@@ -190,14 +195,16 @@ func translateService(s *mesh.Service, old *serviceOut, opts Options) (*serviceO
 	was := old.orEmpty()
 	if old != nil {
 		for _, l := range []struct{ now, before []*clusterv3.Cluster }{
-			{out.grpcHTTP.Clusters, old.grpcHTTP.Clusters}, {out.envoyHTTP.Clusters, old.envoyHTTP.Clusters}, {out.envoyTCP.Clusters, old.envoyTCP.Clusters},
+			{out.grpcHTTP.Clusters, old.grpcHTTP.Clusters}, {out.grpcMTLS.Clusters, old.grpcMTLS.Clusters},
+			{out.envoyHTTP.Clusters, old.envoyHTTP.Clusters}, {out.envoyTCP.Clusters, old.envoyTCP.Clusters},
 		} {
 			reuseList(l.now, l.before, (*clusterv3.Cluster).GetName)
 		}
 	}
-	known := slices.Concat(was.grpcHTTP.Clusters, was.envoyHTTP.Clusters, was.envoyTCP.Clusters, out.http.Clusters, out.tcp.Clusters)
+	known := slices.Concat(was.grpcHTTP.Clusters, was.grpcMTLS.Clusters, was.envoyHTTP.Clusters, was.envoyTCP.Clusters, out.http.Clusters, out.tcp.Clusters)
 	if err := errors.Join(out.api.validateNew(&was.api), out.http.validateNew(&was.http), out.tcp.validateNew(&was.tcp),
-		validateNewList(out.grpcHTTP.Clusters, known), validateNewList(out.envoyHTTP.Clusters, known), validateNewList(out.envoyTCP.Clusters, known)); err != nil {
+		validateNewList(out.grpcHTTP.Clusters, known), validateNewList(out.grpcMTLS.Clusters, append(known, out.grpcHTTP.Clusters...)),
+		validateNewList(out.envoyHTTP.Clusters, known), validateNewList(out.envoyTCP.Clusters, known)); err != nil {
 		return nil, err
 	}
 	// A service's resources name only each other.

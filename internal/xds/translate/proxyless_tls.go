@@ -19,13 +19,10 @@ import (
 	"github.com/weftmesh/weft/internal/wire"
 )
 
-// Options shape a translation.
+// Options shape a translation. (Whether a proxyless gRPC workload speaks
+// mTLS is not an option of the translation but of the proxy: the
+// delivery it was injected with, Proxy.Delivery.)
 type Options struct {
-	// ProxylessMTLS has proxyless gRPC workloads speak mTLS to the
-	// endpoints whose PeerAuthentication mode is STRICT, and their servers
-	// require it in that mode. It needs their certificates as files (pod
-	// certificates): grpc-go has no SDS.
-	ProxylessMTLS bool
 	// EnvoyCerts says where sidecars read their certificates; with none,
 	// sidecars speak plain text whatever the PeerAuthentications say.
 	EnvoyCerts EnvoyCerts
@@ -143,9 +140,9 @@ func clusterTLS(s *mesh.Service) map[string][]string {
 // serverListeners are a proxyless gRPC server's Listeners: one per pod
 // port that a mesh HTTP port targets, at the pod's address, handing every
 // RPC to the application (non-forwarding), requiring mTLS where the port
-// is STRICT and the workloads have certificates.
-func serverListeners(sh *Shared, ports []PodPort, reg decoded) ([]*listenerv3.Listener, error) {
-	opts := sh.opts
+// is STRICT and the workload has certificates (mtls: pod certificates,
+// which its bootstrap's certificate provider reads).
+func serverListeners(sh *Shared, ports []PodPort, mtls bool, reg decoded) ([]*listenerv3.Listener, error) {
 	var out []*listenerv3.Listener
 	for _, pp := range ports {
 		if !pp.Service.Protocol.IsHTTP() || pp.Address == "" {
@@ -171,7 +168,7 @@ func serverListeners(sh *Shared, ports []PodPort, reg decoded) ([]*listenerv3.Li
 			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager",
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg}}},
 		}
-		if opts.ProxylessMTLS && pp.MTLS == meshv1.MTLSStrict {
+		if mtls && pp.MTLS == meshv1.MTLSStrict {
 			chain.TransportSocket = downstreamTLS
 		}
 		out = append(out, &listenerv3.Listener{

@@ -11,7 +11,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"github.com/weftmesh/weft/internal/mesh"
-	"github.com/weftmesh/weft/internal/wire"
 )
 
 // This file holds scoping: a proxy is given only the services its
@@ -30,7 +29,7 @@ func (sh *Shared) CallerOf(pod string) mesh.Caller { return sh.model.CallerOf(po
 // Model is the model the Shared was made from.
 func (sh *Shared) Model() *mesh.Model { return sh.model }
 
-// scopedSets remembers the sets made for each scope and flavour from one
+// scopedSets remembers the sets made for each scope and variant from one
 // Shared.
 type scopedSets struct {
 	mu   sync.Mutex
@@ -38,28 +37,31 @@ type scopedSets struct {
 }
 
 type scopeKey struct {
-	flavour wire.Flavour
+	variant Variant
 	scope   string
 }
 
-// Scoped returns what proxies of a flavour whose scope is sc share: the
-// flavour's shared set narrowed to the scope's services. The result is
-// validated, made once per scope and flavour, and shared by its callers,
+// Scoped returns what proxies of a variant whose scope is sc share: the
+// variant's shared set narrowed to the scope's services. The result is
+// validated, made once per scope and variant, and shared by its callers,
 // who must not change it.
-func (sh *Shared) Scoped(flavour wire.Flavour, sc mesh.Scope) (*Resources, error) {
+func (sh *Shared) Scoped(v Variant, sc mesh.Scope) (*Resources, error) {
 	if sc.ID == mesh.ScopeAll {
-		if flavour == wire.FlavourEnvoy {
+		switch v {
+		case VariantEnvoy:
 			return sh.Envoy, nil
+		case VariantGRPCMTLS:
+			return sh.GRPCMTLS, nil
 		}
 		return sh.GRPC, nil
 	}
 	sh.scoped.mu.Lock()
 	defer sh.scoped.mu.Unlock()
-	k := scopeKey{flavour, sc.ID}
+	k := scopeKey{v, sc.ID}
 	if r, ok := sh.scoped.sets[k]; ok {
 		return r, nil
 	}
-	r, err := sh.scope(flavour, sc)
+	r, err := sh.scope(v, sc)
 	if err != nil {
 		return nil, fmt.Errorf("scope %s: %w", sc.ID, err)
 	}
@@ -70,13 +72,17 @@ func (sh *Shared) Scoped(flavour wire.Flavour, sc mesh.Scope) (*Resources, error
 	return r, nil
 }
 
-func (sh *Shared) scope(flavour wire.Flavour, sc mesh.Scope) (*Resources, error) {
+func (sh *Shared) scope(v Variant, sc mesh.Scope) (*Resources, error) {
 	r := &Resources{}
-	if flavour != wire.FlavourEnvoy {
+	if v != VariantEnvoy {
 		for _, key := range sc.Services {
 			if out := sh.services[key]; out != nil {
 				r.add(&out.api)
-				r.add(&out.grpcHTTP)
+				if v == VariantGRPCMTLS {
+					r.add(&out.grpcMTLS)
+				} else {
+					r.add(&out.grpcHTTP)
+				}
 			}
 		}
 		return r, nil

@@ -36,6 +36,54 @@ type Proxy struct {
 	// Pod is "<namespace>/<name>" of the proxy's pod (Envoy sidecars): its
 	// endpoints get inbound filter chains.
 	Pod string
+	// Delivery is how the proxy's workload gets its certificate: what it
+	// was injected with (its node's wire.MetaCertDelivery), or the
+	// controller's for a proxy that does not say. A proxyless gRPC proxy
+	// speaks mTLS only with pod certificates, which its bootstrap's
+	// certificate provider reads: grpc-go has no SDS, and TLS naming a
+	// provider its bootstrap lacks is refused (a NACK). Sidecars take
+	// their certificates over SDS whatever it says.
+	Delivery wire.CertDelivery
+}
+
+// Variant is what, besides its scope, decides the shared set a proxy gets:
+// its flavour and, for proxyless gRPC, whether it speaks mTLS.
+type Variant string
+
+const (
+	// VariantEnvoy is every Envoy sidecar.
+	VariantEnvoy Variant = "envoy"
+	// VariantGRPC is proxyless gRPC without certificates of its own (SDS
+	// delivery): plain text whatever the PeerAuthentications say.
+	VariantGRPC Variant = "grpc"
+	// VariantGRPCMTLS is proxyless gRPC with pod certificates: mTLS to
+	// STRICT endpoints, with its bootstrap's certificate provider.
+	VariantGRPCMTLS Variant = "grpc-mtls"
+)
+
+// MTLS says whether a proxyless proxy has certificates to speak mTLS
+// with: it was injected with pod certificates.
+func (p Proxy) MTLS() bool {
+	return p.Flavour == wire.FlavourGRPC && p.Delivery == wire.DeliveryPodCertificate
+}
+
+// Variant is the proxy's variant.
+func (p Proxy) Variant() Variant {
+	switch {
+	case p.Flavour == wire.FlavourEnvoy:
+		return VariantEnvoy
+	case p.MTLS():
+		return VariantGRPCMTLS
+	}
+	return VariantGRPC
+}
+
+// Flavour is the flavour of the variant's proxies.
+func (v Variant) Flavour() wire.Flavour {
+	if v == VariantEnvoy {
+		return wire.FlavourEnvoy
+	}
+	return wire.FlavourGRPC
 }
 
 // Resources are one proxy's resources by type, each list sorted by name.
@@ -77,7 +125,7 @@ func Own(sh *Shared, proxy Proxy) (*Resources, error) {
 	switch proxy.Flavour {
 	case wire.FlavourGRPC:
 		// A gRPC server's Listeners (a client asks for none of them).
-		lis, err := serverListeners(sh, sh.InboundPorts(proxy.Pod), decoded{})
+		lis, err := serverListeners(sh, sh.InboundPorts(proxy.Pod), proxy.MTLS(), decoded{})
 		if err == nil {
 			err = validateAll(lis)
 		}

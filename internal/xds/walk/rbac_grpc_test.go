@@ -51,7 +51,7 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 	// The sidecars' view of the same mesh and pod, and the grpc-go
 	// server's own.
 	sh, sidecar := reviewsSidecar(t, model, mtlsOptions)
-	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v1"})
+	own, err := translate.Own(sh, translate.Proxy{ID: "reviews-v1.bookinfo", Flavour: wire.FlavourGRPC, Pod: "bookinfo/reviews-v1", Delivery: wire.DeliveryPodCertificate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestWalkAgreesWithGRPCOverMTLS(t *testing.T) {
 	}
 	req := walk.Request{Target: target, DestinationIP: clusterIP, DestinationPort: 9080, Authority: target, Method: "POST", Path: "/weft.test.Reviews/Get"}
 	for flavour, walkOf := range map[wire.Flavour]func(walk.Request) (*walk.Result, error){
-		wire.FlavourGRPC: walk.New(sh.GRPC).Proxyless, wire.FlavourEnvoy: walk.New(sh.Envoy).Sidecar} {
+		wire.FlavourGRPC: walk.New(sh.GRPCMTLS).Proxyless, wire.FlavourEnvoy: walk.New(sh.Envoy).Sidecar} {
 		res, err := walkOf(req)
 		if err != nil {
 			t.Fatalf("%s walk: %v", flavour, err)
@@ -158,7 +158,8 @@ func TestDefaultInboundAgreesWithGRPC(t *testing.T) {
 
 // mtlsOptions are the options of a mesh on mTLS: sidecars with SDS
 // certificates, proxyless workloads with their pod certificates.
-var mtlsOptions = translate.Options{EnvoyCerts: translate.EnvoyCertsSDS, ProxylessMTLS: true}
+// (whose proxies say so: Delivery on the proxy, or the server's Delivery).
+var mtlsOptions = translate.Options{EnvoyCerts: translate.EnvoyCertsSDS}
 
 // strictReviews is the reviews fixture with both subsets' endpoints on
 // one port of 127.0.0.2, STRICT mTLS in bookinfo, and every call to v1.
@@ -210,7 +211,8 @@ func startMTLSReviews(t *testing.T, input func(port int32) mesh.Input) *mtlsMesh
 		return xdstest.IssueCerts(t, ca, filepath.Join(dir, ns+"-"+sa), identity.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa})
 	}
 	var ads string
-	m.server, ads, m.ctx = serve(t, server.Options{ProxylessMTLS: true}, mesh.Build(input(m.port)))
+	// The workloads' bootstraps say no delivery: the server's applies.
+	m.server, ads, m.ctx = serve(t, server.Options{Delivery: wire.DeliveryPodCertificate}, mesh.Build(input(m.port)))
 	xdstest.StartXDSBackend(t, lis, ads, "reviews-v1.bookinfo", "reviews-v1", certsOf("bookinfo", "reviews-v1"), 0)
 	for _, c := range mtlsCallers {
 		certs := certsOf(c[0], c[1])

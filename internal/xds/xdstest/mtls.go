@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,15 +44,29 @@ func (c Certs) Roots() string { return filepath.Join(c.Dir, wire.RootsFileName) 
 // server (plain text: these tests do not authenticate the xDS stream),
 // the node id, the server Listener template, and a file-watcher
 // certificate provider named as weft's TLS contexts name it, reading the
-// files every second.
-func Bootstrap(ads, node string, certs Certs) string {
-	return fmt.Sprintf(`{
-  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-  "node": {"id": %q},
-  "server_listener_resource_name_template": %q,
-  "certificate_providers": {%q: {"plugin_name": "file_watcher", "config": {
-    "certificate_file": %q, "private_key_file": %q, "ca_certificate_file": %q, "refresh_interval": "1s"}}}
-}`, ads, node, wire.ServerListenerName("%s"), wire.CertProviderInstance, certs.Chain(), certs.Key(), certs.Roots())
+// files every second. Its node says nothing of its certificates' delivery
+// (as a workload injected by a weft that did not write it).
+func Bootstrap(ads, node string, certs Certs) string { return BootstrapAs(ads, node, "", certs) }
+
+// BootstrapAs is Bootstrap for a workload injected with delivery: the node
+// metadata the injector writes (flavour and delivery), and the certificate
+// provider only with pod certificates (SDS gives a proxyless workload no
+// files). An empty delivery writes no metadata and the provider.
+func BootstrapAs(ads, node string, delivery wire.CertDelivery, certs Certs) string {
+	b := map[string]any{
+		"xds_servers":                            []any{map[string]any{"server_uri": ads, "channel_creds": []any{map[string]any{"type": "insecure"}}, "server_features": []any{"xds_v3"}}},
+		"node":                                   map[string]any{"id": node},
+		"server_listener_resource_name_template": wire.ServerListenerName("%s"),
+	}
+	if delivery != "" {
+		b["node"] = map[string]any{"id": node, "metadata": map[string]any{wire.MetaFlavour: string(wire.FlavourGRPC), wire.MetaCertDelivery: string(delivery)}}
+	}
+	if delivery != wire.DeliverySDS {
+		b["certificate_providers"] = map[string]any{wire.CertProviderInstance: map[string]any{"plugin_name": "file_watcher", "config": map[string]any{
+			"certificate_file": certs.Chain(), "private_key_file": certs.Key(), "ca_certificate_file": certs.Roots(), "refresh_interval": "1s"}}}
+	}
+	out, _ := json.Marshal(b) // maps of strings and slices always marshal
+	return string(out)
 }
 
 // NewMTLSClient dials xds:///<target> with grpc-go's xDS credentials: TLS
@@ -60,7 +74,13 @@ func Bootstrap(ads, node string, certs Certs) string {
 // where they say nothing.
 func NewMTLSClient(t testing.TB, ads, node, target string, certs Certs) *Client {
 	t.Helper()
-	resolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(Bootstrap(ads, node, certs)))
+	return NewClientFrom(t, []byte(Bootstrap(ads, node, certs)), target)
+}
+
+// NewClientFrom is NewMTLSClient with a bootstrap of the caller's.
+func NewClientFrom(t testing.TB, bootstrap []byte, target string) *Client {
+	t.Helper()
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,11 +139,17 @@ func peerLeaf(info credentials.AuthInfo) *x509.Certificate {
 // handshake again.
 func StartXDSBackend(t testing.TB, lis net.Listener, ads, node, name string, certs Certs, maxAge time.Duration) {
 	t.Helper()
+	StartXDSBackendFrom(t, lis, []byte(Bootstrap(ads, node, certs)), name, maxAge)
+}
+
+// StartXDSBackendFrom is StartXDSBackend with a bootstrap of the caller's.
+func StartXDSBackendFrom(t testing.TB, lis net.Listener, bootstrap []byte, name string, maxAge time.Duration) {
+	t.Helper()
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []grpc.ServerOption{grpc.Creds(creds), xds.BootstrapContentsForTesting([]byte(Bootstrap(ads, node, certs))),
+	opts := []grpc.ServerOption{grpc.Creds(creds), xds.BootstrapContentsForTesting(bootstrap),
 		grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 			var in emptypb.Empty
 			if err := stream.RecvMsg(&in); err != nil {
