@@ -28,7 +28,8 @@ type Webhook struct {
 var _ admission.Handler = (*Webhook)(nil)
 
 // Handle injects a pod, or lets it through unchanged with the reason as a
-// warning, or refuses it when its weft annotations are invalid.
+// warning, or refuses it when its weft annotations are invalid or it
+// already uses a name injection adds.
 func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
 	if err := w.Decoder.Decode(req, pod); err != nil {
@@ -45,7 +46,7 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 		return admission.Allowed(d.Reason).WithWarnings("weft: not injected: " + d.Reason)
 	}
 	if err := Inject(pod, w.Config); err != nil {
-		log.Info("Refusing a pod with invalid weft annotations", "reason", err.Error())
+		log.Info("Refusing a pod weft cannot inject", "reason", err.Error())
 		return admission.Denied(err.Error())
 	}
 	raw, err := json.Marshal(pod)
