@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -48,8 +50,11 @@ func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
 		bad(AnnotationExcludeOutboundCIDRs, err)
 	}
 	if v, ok := ann[AnnotationProxyImage]; ok {
-		if v == "" {
+		switch {
+		case v == "":
 			bad(AnnotationProxyImage, errors.New("must not be empty"))
+		case strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+			bad(AnnotationProxyImage, fmt.Errorf("%q is not an image reference: it holds a space or a control character", v))
 		}
 		o.proxyImage = v
 	}

@@ -63,3 +63,16 @@ func TestInjectionNamesAreNotTaken(t *testing.T) {
 		}
 	}
 }
+
+// A proxy image with a space or a control character is refused by the
+// injector naming the annotation, not by the API server naming a
+// container the user did not write.
+func TestProxyImageIsAnImage(t *testing.T) {
+	for _, v := range []string{" envoy:1", "envoy:1\n", "registry.example/envoy:1\nimage: x", "envoy\x00", "\u2028envoy"} {
+		p := pod("image")
+		p.Annotations = map[string]string{inject.AnnotationProxyImage: v}
+		if msg := refusal(t, p); !strings.Contains(msg, "annotation mesh.weft.dev/proxy-image: ") || !strings.Contains(msg, "is not an image reference") {
+			t.Errorf("%q: %s", v, msg)
+		}
+	}
+}
