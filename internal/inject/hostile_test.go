@@ -76,3 +76,18 @@ func TestProxyImageIsAnImage(t *testing.T) {
 		}
 	}
 }
+
+// The injector's refusal of a huge annotation value quotes only its
+// beginning: the refusal, and the log line that records it, stay short.
+func TestRefusalsStayShort(t *testing.T) {
+	huge := strings.Repeat("x", 100000)
+	for _, key := range []string{inject.AnnotationProxy, inject.AnnotationExcludeInboundPorts, inject.AnnotationExcludeOutboundPorts,
+		inject.AnnotationExcludeOutboundCIDRs, inject.AnnotationProxyImage, inject.AnnotationProxyCPURequest, inject.AnnotationProxyMemoryLimit} {
+		p := pod("huge")
+		p.Annotations = map[string]string{key: huge + " "}
+		msg := refusal(t, p)
+		if !strings.Contains(msg, "annotation "+key+`: "xxxx`) || !strings.Contains(msg, "characters more") || len(msg) > 512 {
+			t.Errorf("%s: a refusal of %d bytes: %.600s", key, len(msg), msg)
+		}
+	}
+}
