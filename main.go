@@ -320,6 +320,12 @@ func (o *controllerOptions) restConfig() (*rest.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--kubeconfig: %w", err)
 		}
+		if cfg.QPS == 0 {
+			// As ctrl.GetConfig has it in the cluster: no client-side
+			// limit (client-go's would be 5 requests a second), the API
+			// server's priority and fairness decides.
+			cfg.QPS = -1
+		}
 		return cfg, nil
 	}
 	return ctrl.GetConfig()
