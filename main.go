@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -312,6 +314,36 @@ func (o *controllerOptions) logger() (zap.Opts, error) {
 		enc(zo)
 		zo.Level = level
 	}, nil
+}
+
+// checkUnauthenticated refuses to serve without authentication beyond
+// loopback: the proxies' status (CSDS: every proxy's configuration and
+// certificates, never a key), and xDS itself with --xds-auth=none. On
+// loopback only the pod's own containers reach them, and kubectl
+// port-forward, which the API server authorizes.
+func (o *controllerOptions) checkUnauthenticated() error {
+	if o.xdsStatusAddr != "" && !loopback(o.xdsStatusAddr) {
+		return fmt.Errorf("--xds-status-bind-address: %q is not a loopback address; the proxies' status has no authentication, "+
+			"so it listens on loopback only (127.0.0.1 or [::1]; reach it with kubectl port-forward)", o.xdsStatusAddr)
+	}
+	if o.xdsAuth == "none" && o.xdsAddr != "" && !loopback(o.xdsAddr) {
+		return fmt.Errorf("--xds-bind-address: %q is not a loopback address; with --xds-auth=none xDS has no authentication, "+
+			"so it listens on loopback only (127.0.0.1 or [::1])", o.xdsAddr)
+	}
+	return nil
+}
+
+// loopback says whether a listen address is on a loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func (o *controllerOptions) restConfig() (*rest.Config, error) {
@@ -669,6 +701,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 
 	if o.trustWarning <= 0 {
 		return fmt.Errorf("--trust-expiry-warning: %v; it must be positive", o.trustWarning)
+	}
+	if err := o.checkUnauthenticated(); err != nil {
+		return err
 	}
 	// Proxyless workloads take the mesh's tracing from the injector.
 	o.inject.TracingEndpoint, o.inject.TracingSampling = o.observe.TracingEndpoint, o.observe.TracingSampling

@@ -29,3 +29,28 @@ current-context: c
 		t.Errorf("QPS %v: the client is limited on the client side", cfg.QPS)
 	}
 }
+
+// The proxies' status, and xDS with --xds-auth=none, have no
+// authentication: the controller refuses to serve them beyond loopback.
+func TestUnauthenticatedListenersStayOnLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		status, xds, auth string
+		ok                bool
+	}{
+		{"127.0.0.1:15013", ":15012", "token", true},
+		{"[::1]:15013", "", "token", true},
+		{"localhost:0", "", "token", true},
+		{"", ":15012", "token", true},
+		{"127.0.0.1:15013", "127.0.0.1:15012", "none", true},
+		{":15013", "", "token", false},
+		{"0.0.0.0:15013", "", "token", false},
+		{"10.1.2.3:15013", "", "token", false},
+		{"127.0.0.1:15013", ":15012", "none", false},
+		{"127.0.0.1:15013", "192.0.2.7:15012", "none", false},
+	} {
+		o := &controllerOptions{xdsStatusAddr: tc.status, xdsAddr: tc.xds, xdsAuth: tc.auth}
+		if err := o.checkUnauthenticated(); (err == nil) != tc.ok {
+			t.Errorf("status %q, xds %q, auth %s: %v", tc.status, tc.xds, tc.auth, err)
+		}
+	}
+}
