@@ -179,11 +179,11 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&o.leafTTL, "leaf-ttl", identity.DefaultLeafTTL,
 		"lifetime of the workload certificates served to sidecars over SDS (renewed at half-life; between 1m and 168h)")
 	fs.StringVar(&o.xdsStatusAddr, "xds-status-bind-address", "127.0.0.1:"+strconv.Itoa(wire.PortXDSStatus),
-		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token; keep it on loopback and reach it with kubectl port-forward; empty turns it off")
+		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token: a loopback address only (it has no authentication), reached with kubectl port-forward; empty turns it off")
 	fs.StringVar(&o.xdsAuth, "xds-auth", "token",
 		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
-		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
+		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none, a loopback address only")
 	fs.StringVar(&o.caSource, "ca", "builtin",
 		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start), external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal) or cert-manager (weft holds no CA: --issuer-name signs every certificate through a CertificateRequest; SDS delivery only)")
 	fs.StringVar(&o.issuer.Name, "issuer-name", "",
@@ -921,7 +921,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			// gRPC, which has no SDS.
 			xo.EnvoyCerts = translate.EnvoyCertsSDS
 		case "none":
-			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
+			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); it listens on loopback only", "address", o.xdsAddr)
 		default:
 			return fmt.Errorf("--xds-auth: %q is neither token nor none", o.xdsAuth)
 		}
