@@ -574,7 +574,7 @@ func wrongType(r *rand.Rand, typ string) any {
 
 // getPath and setPath read and write a value under spec.
 func getPath(obj map[string]any, path []any) any {
-	var cur any = obj["spec"]
+	cur := obj["spec"]
 	for _, p := range path {
 		switch p := p.(type) {
 		case string:
