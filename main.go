@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -177,11 +179,11 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&o.leafTTL, "leaf-ttl", identity.DefaultLeafTTL,
 		"lifetime of the workload certificates served to sidecars over SDS (renewed at half-life; between 1m and 168h)")
 	fs.StringVar(&o.xdsStatusAddr, "xds-status-bind-address", "127.0.0.1:"+strconv.Itoa(wire.PortXDSStatus),
-		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token; keep it on loopback and reach it with kubectl port-forward; empty turns it off")
+		"address of the proxies' status (CSDS, what weft status reads) with --xds-auth=token: a loopback address only (it has no authentication), reached with kubectl port-forward; empty turns it off")
 	fs.StringVar(&o.xdsAuth, "xds-auth", "token",
 		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
-		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none bind it to loopback only")
+		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none, a loopback address only")
 	fs.StringVar(&o.caSource, "ca", "builtin",
 		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start), external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal) or cert-manager (weft holds no CA: --issuer-name signs every certificate through a CertificateRequest; SDS delivery only)")
 	fs.StringVar(&o.issuer.Name, "issuer-name", "",
@@ -314,11 +316,47 @@ func (o *controllerOptions) logger() (zap.Opts, error) {
 	}, nil
 }
 
+// checkUnauthenticated refuses to serve without authentication beyond
+// loopback: the proxies' status (CSDS: every proxy's configuration and
+// certificates, never a key), and xDS itself with --xds-auth=none. On
+// loopback only the pod's own containers reach them, and kubectl
+// port-forward, which the API server authorizes.
+func (o *controllerOptions) checkUnauthenticated() error {
+	if o.xdsStatusAddr != "" && !loopback(o.xdsStatusAddr) {
+		return fmt.Errorf("--xds-status-bind-address: %q is not a loopback address; the proxies' status has no authentication, "+
+			"so it listens on loopback only (127.0.0.1 or [::1]; reach it with kubectl port-forward)", o.xdsStatusAddr)
+	}
+	if o.xdsAuth == "none" && o.xdsAddr != "" && !loopback(o.xdsAddr) {
+		return fmt.Errorf("--xds-bind-address: %q is not a loopback address; with --xds-auth=none xDS has no authentication, "+
+			"so it listens on loopback only (127.0.0.1 or [::1])", o.xdsAddr)
+	}
+	return nil
+}
+
+// loopback says whether a listen address is on a loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 func (o *controllerOptions) restConfig() (*rest.Config, error) {
 	if o.kubeconfig != "" {
 		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
 			return nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		if cfg.QPS == 0 {
+			// As ctrl.GetConfig has it in the cluster: no client-side
+			// limit (client-go's would be 5 requests a second), the API
+			// server's priority and fairness decides.
+			cfg.QPS = -1
 		}
 		return cfg, nil
 	}
@@ -674,6 +712,9 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.trustWarning <= 0 {
 		return fmt.Errorf("--trust-expiry-warning: %v; it must be positive", o.trustWarning)
 	}
+	if err := o.checkUnauthenticated(); err != nil {
+		return err
+	}
 	// Proxyless workloads take the mesh's tracing from the injector.
 	o.inject.TracingEndpoint, o.inject.TracingSampling = o.observe.TracingEndpoint, o.observe.TracingSampling
 	if err := o.inject.ValidateTelemetry(); err != nil {
@@ -886,7 +927,7 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			// gRPC, which has no SDS.
 			xo.EnvoyCerts = translate.EnvoyCertsSDS
 		case "none":
-			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); keep it on loopback", "address", o.xdsAddr)
+			log.Info("The xDS server does not authenticate proxies (--xds-auth=none); it listens on loopback only", "address", o.xdsAddr)
 		default:
 			return fmt.Errorf("--xds-auth: %q is neither token nor none", o.xdsAuth)
 		}

@@ -19,7 +19,7 @@ func peerAuth(ns, name string, mode meshv1.MTLSMode, selector map[string]string)
 		Spec:       meshv1.PeerAuthenticationSpec{Mode: mode},
 	}
 	if selector != nil {
-		p.Spec.Selector = &metav1.LabelSelector{MatchLabels: selector}
+		p.Spec.Selector = &meshv1.WorkloadSelector{MatchLabels: selector}
 	}
 	return p
 }
@@ -77,15 +77,16 @@ func TestPeerAuthenticationScopesAndConflicts(t *testing.T) {
 
 	// A selector that overlaps an older one on a pod conflicts too.
 	overlap := peerAuth(ns, "tier", meshv1.MTLSStrict, nil)
-	overlap.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-		Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"db", "cache"},
+	overlap.Spec.Selector = &meshv1.WorkloadSelector{MatchExpressions: []meshv1.SelectorRequirement{{
+		Key: "app", Operator: "In", Values: []string{"db", "cache"},
 	}}}
 	create(t, overlap)
 	waitFor(t, overlap, want{meshv1.ConditionAccepted, metav1.ConditionFalse, meshv1.ReasonConflicted, `PeerAuthentication "db" is older and also selects pod "db-`})
 
-	// An operator the schema lets through but a selector cannot parse.
+	// A key the schema lets through but a selector cannot parse: its
+	// prefix is not a DNS subdomain.
 	bad := peerAuth(ns, "bad", meshv1.MTLSStrict, nil)
-	bad.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near"}}}
+	bad.Spec.Selector = &meshv1.WorkloadSelector{MatchExpressions: []meshv1.SelectorRequirement{{Key: "example..com/app", Operator: "Exists"}}}
 	create(t, bad)
 	waitFor(t, bad, want{meshv1.ConditionAccepted, metav1.ConditionFalse, meshv1.ReasonInvalid, "spec.selector:"})
 

@@ -311,7 +311,7 @@ func TestCheckFindsSeededMisconfigurations(t *testing.T) {
 		}, []string{"error   MeshService seed-unknown-identity/api: spec.allow[0].from[0] names ServiceAccount seed-unknown-identity/gone, which does not exist"}},
 		{"seed-selector", func(h helpers) {
 			backend(h, true)
-			h.pa("nobody", meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSStrict, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "no-such-app"}}})
+			h.pa("nobody", meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSStrict, Selector: &meshv1.WorkloadSelector{MatchLabels: map[string]string{"app": "no-such-app"}}})
 		}, []string{"error   PeerAuthentication seed-selector/nobody: its spec.selector selects no pod", "fix: fix spec.selector"}},
 		{"seed-no-service", func(h helpers) {
 			h.ms("api", "no-such-service")

@@ -168,32 +168,35 @@ type MeshServiceStatus struct {
 	Proxies ProxyCounts `json:"proxies,omitzero"`
 }
 
-// EndpointCounts counts endpoints by readiness.
+// EndpointCounts counts endpoints by readiness. Its counts are written
+// even when zero: a server-side apply of an empty object would leave
+// status.endpoints null, which the schema refuses.
 type EndpointCounts struct {
 	// ready is the number of endpoints that are ready to take traffic.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
-	Ready int32 `json:"ready,omitempty"`
+	Ready int32 `json:"ready"`
 
 	// total is the number of endpoints, ready or not (terminating endpoints
 	// included while they drain).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
-	Total int32 `json:"total,omitempty"`
+	Total int32 `json:"total"`
 }
 
-// ProxyCounts counts proxies by configuration state.
+// ProxyCounts counts proxies by configuration state. Its counts are
+// written even when zero (see EndpointCounts).
 type ProxyCounts struct {
 	// total is the number of connected proxies that this resource affects.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
-	Total int32 `json:"total,omitempty"`
+	Total int32 `json:"total"`
 
 	// synced is the number of those proxies that acknowledged configuration
 	// that includes the current generation.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
-	Synced int32 `json:"synced,omitempty"`
+	Synced int32 `json:"synced"`
 }
 
 // MeshService puts a Kubernetes Service into the mesh: its ports and

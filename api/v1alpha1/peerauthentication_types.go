@@ -30,8 +30,7 @@ type PeerAuthenticationSpec struct {
 	// namespace over mesh. Two policies of the same scope that cover the
 	// same workload conflict; the older wins.
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="has(self.matchLabels) && size(self.matchLabels) > 0 || has(self.matchExpressions) && size(self.matchExpressions) > 0",message="selector: must not be empty; leave selector unset to cover the whole namespace"
-	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+	Selector *WorkloadSelector `json:"selector,omitempty"`
 
 	// mode is STRICT, PERMISSIVE or DISABLE. When unset, the mode is
 	// inherited from the next wider policy (mesh-wide default: PERMISSIVE).
@@ -45,6 +44,70 @@ type PeerAuthenticationSpec struct {
 	// +listMapKey=port
 	// +kubebuilder:validation:MaxItems=32
 	PortLevel []PortMTLS `json:"portLevel,omitempty"`
+}
+
+// WorkloadSelector picks pods by their labels: a Kubernetes label
+// selector (the same fields, meaning and JSON), with bounds on its size.
+// +structType=atomic
+// +kubebuilder:validation:XValidation:rule="has(self.matchLabels) && size(self.matchLabels) > 0 || has(self.matchExpressions) && size(self.matchExpressions) > 0",message="selector: must not be empty; leave selector unset to cover the whole namespace"
+type WorkloadSelector struct {
+	// matchLabels are labels a pod must have, each with exactly this
+	// value. Keys are label keys (an optional DNS-subdomain prefix and
+	// "/", then a name of at most 63 characters); values are label values
+	// (at most 63 characters). Admission bounds their sizes; a key or value
+	// of the wrong form gives Accepted=False, Invalid.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 63)",message="selector.matchLabels: keys must be at most 317 characters and values at most 63"
+	MatchLabels map[string]string `json:"matchLabels,omitempty"`
+
+	// matchExpressions are requirements a pod's labels must all meet.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	MatchExpressions []SelectorRequirement `json:"matchExpressions,omitempty"`
+}
+
+// SelectorOperator relates a label to a requirement's values.
+// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
+type SelectorOperator string
+
+// SelectorRequirement is one requirement on a pod's labels.
+// +kubebuilder:validation:XValidation:rule="(self.operator == 'In' || self.operator == 'NotIn') == (has(self.values) && size(self.values) > 0)",message="matchExpressions[].values: required with In and NotIn, not allowed with Exists and DoesNotExist",fieldPath=".values"
+type SelectorRequirement struct {
+	// key is the label's key, for example "app" or "example.com/tier".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`
+	Key string `json:"key"`
+
+	// operator is In (the label has one of values), NotIn (it has none of
+	// them, or is absent), Exists or DoesNotExist.
+	// +required
+	Operator SelectorOperator `json:"operator"`
+
+	// values are the label values of In and NotIn; Exists and
+	// DoesNotExist take none.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+	Values []string `json:"values,omitempty"`
+}
+
+// LabelSelector is the selector as Kubernetes' own type, for matching.
+func (s *WorkloadSelector) LabelSelector() *metav1.LabelSelector {
+	if s == nil {
+		return nil
+	}
+	out := &metav1.LabelSelector{MatchLabels: s.MatchLabels}
+	for _, r := range s.MatchExpressions {
+		out.MatchExpressions = append(out.MatchExpressions, metav1.LabelSelectorRequirement{
+			Key: r.Key, Operator: metav1.LabelSelectorOperator(r.Operator), Values: r.Values})
+	}
+	return out
 }
 
 // PortMTLS is the mTLS mode of one port.

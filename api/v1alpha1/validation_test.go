@@ -241,17 +241,17 @@ func invalidCases() []invalidCase {
 		{"pa: portLevel without selector", pa(func(o *meshv1.PeerAuthentication) {
 			o.Spec.PortLevel = []meshv1.PortMTLS{{Port: 8080, Mode: meshv1.MTLSDisable}}
 		}), []string{"spec.portLevel", "needs a selector"}},
-		{"pa: empty selector", pa(func(o *meshv1.PeerAuthentication) { o.Spec.Selector = &metav1.LabelSelector{} }), []string{"spec.selector", "must not be empty"}},
+		{"pa: empty selector", pa(func(o *meshv1.PeerAuthentication) { o.Spec.Selector = &meshv1.WorkloadSelector{} }), []string{"spec.selector", "must not be empty"}},
 		{"pa: port 0", pa(func(o *meshv1.PeerAuthentication) {
-			o.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
+			o.Spec.Selector = &meshv1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}}
 			o.Spec.PortLevel = []meshv1.PortMTLS{{Port: 0, Mode: meshv1.MTLSDisable}}
 		}), []string{"spec.portLevel[0].port", "greater than or equal to 1"}},
 		{"pa: port-level mode unknown", pa(func(o *meshv1.PeerAuthentication) {
-			o.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
+			o.Spec.Selector = &meshv1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}}
 			o.Spec.PortLevel = []meshv1.PortMTLS{{Port: 5432, Mode: "OFF"}}
 		}), []string{"spec.portLevel[0].mode", "Unsupported value"}},
 		{"pa: duplicate port", pa(func(o *meshv1.PeerAuthentication) {
-			o.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
+			o.Spec.Selector = &meshv1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}}
 			o.Spec.PortLevel = []meshv1.PortMTLS{{Port: 5432, Mode: meshv1.MTLSDisable}, {Port: 5432, Mode: meshv1.MTLSStrict}}
 		}), []string{"spec.portLevel[1]", "Duplicate value"}},
 	}

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -22,6 +25,17 @@ type podOptions struct {
 	resources            corev1.ResourceRequirements
 }
 
+// quote quotes an annotation's value for an error, its first 64
+// characters at most: a refusal (and the log line that records it) stays
+// short whatever a pod holds.
+func quote(v string) string {
+	const most = 64
+	if r := []rune(v); len(r) > most {
+		return fmt.Sprintf("%q… (%d characters more)", string(r[:most]), len(r)-most)
+	}
+	return strconv.Quote(v)
+}
+
 // parseAnnotations reads a pod's weft annotations over the config's
 // defaults. Every error names its annotation; all errors are returned at
 // once.
@@ -35,7 +49,7 @@ func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
 	case v == string(wire.FlavourGRPC):
 		o.flavour = wire.FlavourGRPC
 	default:
-		bad(AnnotationProxy, fmt.Errorf("%q is not %q or %q", v, wire.FlavourEnvoy, wire.FlavourGRPC))
+		bad(AnnotationProxy, fmt.Errorf("%s is not %q or %q", quote(v), wire.FlavourEnvoy, wire.FlavourGRPC))
 	}
 	var err error
 	if o.excludeInboundPorts, err = redirect.ParsePorts(ann[AnnotationExcludeInboundPorts]); err != nil {
@@ -48,8 +62,11 @@ func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
 		bad(AnnotationExcludeOutboundCIDRs, err)
 	}
 	if v, ok := ann[AnnotationProxyImage]; ok {
-		if v == "" {
+		switch {
+		case v == "":
 			bad(AnnotationProxyImage, errors.New("must not be empty"))
+		case strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+			bad(AnnotationProxyImage, fmt.Errorf("%s is not an image reference: it holds a space or a control character", quote(v)))
 		}
 		o.proxyImage = v
 	}
@@ -69,7 +86,7 @@ func parseAnnotations(ann map[string]string, cfg Config) (podOptions, error) {
 		}
 		q, err := resource.ParseQuantity(v)
 		if err != nil || q.Sign() <= 0 {
-			bad(r.key, fmt.Errorf("%q is not a positive quantity", v))
+			bad(r.key, fmt.Errorf("%s is not a positive quantity", quote(v)))
 			continue
 		}
 		if *r.list == nil {

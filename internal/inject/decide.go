@@ -15,6 +15,9 @@ const (
 	ReasonHostNetwork       = "HostNetwork"
 	ReasonAlreadyInjected   = "AlreadyInjected"
 	ReasonInvalidAnnotation = "InvalidAnnotation"
+	// ReasonNameTaken refuses a pod that already uses a container or
+	// volume name, or a mount path, that injection adds.
+	ReasonNameTaken = "NameTaken"
 )
 
 // Decision says whether a pod is injected, and why not when it is not.

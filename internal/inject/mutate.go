@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -14,13 +15,21 @@ import (
 	"github.com/weftmesh/weft/internal/wire"
 )
 
+// ErrNameTaken is wrapped by Inject's error when the pod already uses a
+// name or mount path that injection adds.
+var ErrNameTaken = errors.New("the pod uses a name injection adds")
+
 // Inject adds weft to a pod that Decide let in. It changes only pod and
-// returns an error, naming the annotation, when the pod's weft
-// annotations are invalid; then pod is left as it was.
+// returns an error, naming the annotation or field, when the pod's weft
+// annotations are invalid or it uses a name injection adds (ErrNameTaken);
+// then pod is left as it was.
 func Inject(pod *corev1.Pod, cfg Config) error {
 	opts, err := parseAnnotations(pod.Annotations, cfg)
 	if err != nil {
 		return err
+	}
+	if err := checkNames(pod, opts.flavour, cfg); err != nil {
+		return fmt.Errorf("%w: %w", ErrNameTaken, err)
 	}
 	out := pod.DeepCopy()
 	switch opts.flavour {
@@ -37,6 +46,55 @@ func Inject(pod *corev1.Pod, cfg Config) error {
 	out.Annotations[AnnotationInjected] = string(opts.flavour)
 	*pod = *out
 	return nil
+}
+
+// checkNames refuses a pod that already uses a name or a mount path that
+// injection adds (the injected pod would be refused by the API server for
+// a duplicate, without saying why), naming the field. The proxy
+// container's name is Decide's: a pod that has it counts as injected.
+func checkNames(pod *corev1.Pod, flavour wire.Flavour, cfg Config) error {
+	const fix = "rename it, or opt the pod out of injection with the label " + wire.LabelInject + "=" + wire.InjectDisabled
+	var errs []error
+	if flavour == wire.FlavourEnvoy {
+		for _, list := range []struct {
+			field string
+			cs    []corev1.Container
+		}{{"initContainers", pod.Spec.InitContainers}, {"containers", pod.Spec.Containers}} {
+			for i, c := range list.cs {
+				if c.Name == InitContainer {
+					errs = append(errs, fmt.Errorf("spec.%s[%d].name: %q is the name of the container the injector adds; %s", list.field, i, c.Name, fix))
+				}
+			}
+		}
+	}
+	added := map[string]bool{}
+	for _, v := range identityVolumes(cfg) {
+		added[v.Name] = true
+	}
+	if flavour == wire.FlavourEnvoy {
+		added[VolumeProxy] = true
+	}
+	for i, v := range pod.Spec.Volumes {
+		if added[v.Name] {
+			errs = append(errs, fmt.Errorf("spec.volumes[%d].name: %q is the name of a volume the injector adds; %s", i, v.Name, fix))
+		}
+	}
+	if flavour == wire.FlavourGRPC {
+		// The identity volumes are mounted into every container.
+		paths := map[string]bool{}
+		for _, m := range identityMounts(cfg) {
+			paths[m.MountPath] = true
+		}
+		for i, c := range pod.Spec.Containers {
+			for j, m := range c.VolumeMounts {
+				if paths[m.MountPath] {
+					errs = append(errs, fmt.Errorf("spec.containers[%d].volumeMounts[%d].mountPath: %s is where the injector mounts weft's identity files; %s",
+						i, j, m.MountPath, fix))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // downwardEnv names the pod and its namespace for node ids.

@@ -3,6 +3,7 @@ package inject
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -39,8 +40,9 @@ type Webhook struct {
 var _ admission.Handler = (*Webhook)(nil)
 
 // Handle injects a pod, or lets it through unchanged with the reason as a
-// warning, or refuses it when its weft annotations are invalid; it counts
-// each answer in weft_injections_total and times it.
+// warning, or refuses it when its weft annotations are invalid or it
+// already uses a name injection adds; it counts each answer in
+// weft_injections_total and times it.
 func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.Response {
 	start := time.Now()
 	resp, outcome, reason := w.handle(ctx, req)
@@ -69,8 +71,12 @@ func (w *Webhook) handle(ctx context.Context, req admission.Request) (resp admis
 		return admission.Allowed(d.Reason).WithWarnings("weft: not injected: " + d.Reason), metrics.OutcomeSkipped, d.Code
 	}
 	if err := Inject(pod, w.Config); err != nil {
-		log.Info("Refusing a pod with invalid weft annotations", "reason", err.Error())
-		return admission.Denied(err.Error()), metrics.OutcomeRefused, ReasonInvalidAnnotation
+		log.Info("Refusing a pod weft cannot inject", "reason", err.Error())
+		code := ReasonInvalidAnnotation
+		if errors.Is(err, ErrNameTaken) {
+			code = ReasonNameTaken
+		}
+		return admission.Denied(err.Error()), metrics.OutcomeRefused, code
 	}
 	raw, err := json.Marshal(pod)
 	if err != nil {

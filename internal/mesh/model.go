@@ -393,7 +393,7 @@ func newIndex(in Input) index {
 		pa := &in.PeerAuthentications[i]
 		ix.peerAuths[pa.Namespace] = append(ix.peerAuths[pa.Namespace], pa)
 		if pa.Spec.Selector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
+			sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector.LabelSelector())
 			ix.selectors[pa] = parsedSelector{sel: sel, err: err}
 		}
 	}

@@ -22,7 +22,7 @@ func inForcePA(ns, name string, created time.Time, spec meshv1.PeerAuthenticatio
 // index does, failing the test when it does not parse.
 func parseSelector(t *testing.T) func(*meshv1.PeerAuthentication) labels.Selector {
 	return func(pa *meshv1.PeerAuthentication) labels.Selector {
-		sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector)
+		sel, err := metav1.LabelSelectorAsSelector(pa.Spec.Selector.LabelSelector())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,11 +40,11 @@ func TestModeOf(t *testing.T) {
 		inForcePA("weft-system", "mesh", t0, meshv1.PeerAuthenticationSpec{Mode: strict}),
 		inForcePA("legacy", "default", t0, meshv1.PeerAuthenticationSpec{Mode: meshv1.MTLSPermissive}),
 		inForcePA("legacy", "db", t0, meshv1.PeerAuthenticationSpec{
-			Selector:  &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Selector:  &meshv1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}},
 			PortLevel: []meshv1.PortMTLS{{Port: 5432, Mode: disable}},
 		}),
 		inForcePA("legacy", "db-newer", t0.Add(time.Hour), meshv1.PeerAuthenticationSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Mode: strict,
+			Selector: &meshv1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}}, Mode: strict,
 		}),
 	}
 	p := newPeerAuth(pas, parseSelector(t), "weft-system")

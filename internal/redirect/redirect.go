@@ -65,6 +65,18 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// maxQuoted is how much of a value an error quotes.
+const maxQuoted = 64
+
+// quote quotes a value for an error, its first maxQuoted characters at
+// most, so that an error stays short whatever the input.
+func quote(v string) string {
+	if r := []rune(v); len(r) > maxQuoted {
+		return fmt.Sprintf("%q… (%d characters more)", string(r[:maxQuoted]), len(r)-maxQuoted)
+	}
+	return strconv.Quote(v)
+}
+
 // ParsePorts parses "80,443,8080" (spaces allowed, empty is none).
 func ParsePorts(s string) ([]uint16, error) {
 	var out []uint16
@@ -75,7 +87,7 @@ func ParsePorts(s string) ([]uint16, error) {
 		}
 		n, err := strconv.ParseUint(f, 10, 16)
 		if err != nil || n == 0 {
-			return nil, fmt.Errorf("%q is not a port (1-65535)", f)
+			return nil, fmt.Errorf("%s is not a port (1-65535)", quote(f))
 		}
 		out = append(out, uint16(n))
 	}
@@ -91,7 +103,11 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 			continue
 		}
 		p, err := netip.ParsePrefix(f)
-		if err != nil {
+		switch {
+		case err != nil && len(f) > maxQuoted:
+			// netip's error repeats the whole value.
+			return nil, fmt.Errorf("%s is not a CIDR", quote(f))
+		case err != nil:
 			return nil, fmt.Errorf("%q is not a CIDR: %w", f, err)
 		}
 		out = append(out, p.Masked())

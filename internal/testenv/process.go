@@ -110,6 +110,16 @@ func (p *Process) end(sig syscall.Signal, grace time.Duration) error {
 	return err
 }
 
+// Pid is the running program's process id, 0 when it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Log returns what the program wrote so far, in all its runs.
 func (p *Process) Log() []byte {
 	b, _ := os.ReadFile(p.logPath)

@@ -21,7 +21,7 @@ func mtlsBookinfo() mesh.Input {
 	strict.CreationTimestamp = metav1.NewTime(time.Unix(1_700_000_000, 0))
 	v2 := xdstest.StrictPeerAuthentication("bookinfo")
 	v2.Name, v2.Spec.Mode = "reviews-v2", meshv1.MTLSPermissive
-	v2.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"version": "v2"}}
+	v2.Spec.Selector = &meshv1.WorkloadSelector{MatchLabels: map[string]string{"version": "v2"}}
 	in.PeerAuthentications = append(in.PeerAuthentications, strict, v2)
 	return in
 }

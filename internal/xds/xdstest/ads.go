@@ -43,6 +43,13 @@ func NewRecorder(t testing.TB, ads, node string, metadata *structpb.Struct, type
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
+	return NewRecorderConn(t, cc, node, metadata, typeURLs...)
+}
+
+// NewRecorderConn is NewRecorder on a connection of the caller's (TLS and
+// a token, say).
+func NewRecorderConn(t testing.TB, cc *grpc.ClientConn, node string, metadata *structpb.Struct, typeURLs ...string) *Recorder {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
