@@ -60,6 +60,7 @@ import (
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/identity/certmanager"
 	"github.com/weftmesh/weft/internal/identity/identitytest"
+	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -188,6 +189,9 @@ func TestCertManagerSignsEveryLeaf(t *testing.T) {
 		Events: broadcaster.NewRecorder(env.Scheme, "weft-controller")})
 	must(err)
 	run("the xDS server", srv.Start)
+	// The server sends nothing before its first model, as the controller's
+	// watcher publishes once its caches have synced: an empty mesh here.
+	srv.OnModel(ctx, mesh.Build(mesh.Input{}))
 	addr, err := srv.Addr(ctx)
 	must(err)
 	// The sidecars' streams close before the server stops (cleanups run
