@@ -124,12 +124,39 @@ func Bootstrap(cfg Config, w Workload, probes []probeRoute) (*bootstrapv3.Bootst
 			Listeners: []*listenerv3.Listener{health, stats},
 			Clusters:  clusters,
 		},
-		StatsConfig: statsConfig(cfg, w),
+		StatsConfig:    statsConfig(cfg, w),
+		LayeredRuntime: regexRuntime(),
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("the Envoy bootstrap is invalid: %w", err)
 	}
 	return b, nil
+}
+
+// Regular expressions' program size: Envoy refuses a route, header or
+// RBAC regex whose RE2 program is larger than the runtime key
+// re2.max_program_size.error_level, 100 by default, a size that a short
+// regex exceeds ("[a-z]{200}") and that weft cannot compute (it checks
+// regexes with Go's RE2 syntax, whose program is not RE2's). A policy weft
+// accepts must not be refused by the sidecar: the error level is as high
+// as Envoy reads it (it truncates the value to 32 bits), and the bounds
+// on the specs' regex lengths keep what may be sent small. Envoy logs the
+// regexes past the warn level and counts them in re2.exceeded_warn_level.
+const (
+	regexErrorLevel = 4294967295
+	regexWarnLevel  = 1000
+)
+
+// regexRuntime is the bootstrap's runtime: a static layer with the regex
+// program size levels.
+func regexRuntime() *bootstrapv3.LayeredRuntime {
+	return &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{{
+		Name: "weft",
+		LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"re2.max_program_size.error_level": structpb.NewNumberValue(regexErrorLevel),
+			"re2.max_program_size.warn_level":  structpb.NewNumberValue(regexWarnLevel),
+		}}},
+	}}}
 }
 
 // Workload is what a pod says about itself in its labels: the service and

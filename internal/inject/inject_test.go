@@ -313,3 +313,21 @@ func TestDeliveryInNodeMetadata(t *testing.T) {
 		}
 	}
 }
+
+// The sidecar takes every regex a policy weft accepts may hold: the RE2
+// program size limit of its runtime is as high as Envoy reads it, not
+// Envoy's default of 100, which "[a-z]{200}" alone exceeds.
+func TestRegexProgramSizeLimit(t *testing.T) {
+	b, err := Bootstrap(DefaultConfig(), Workload{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := b.GetLayeredRuntime().GetLayers()
+	if len(layers) != 1 {
+		t.Fatalf("%d runtime layers, want one static layer", len(layers))
+	}
+	got := layers[0].GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue()
+	if got != 4294967295 {
+		t.Fatalf("re2.max_program_size.error_level is %v, want 4294967295", got)
+	}
+}
