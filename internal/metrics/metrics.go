@@ -86,6 +86,14 @@ var (
 		Name: "weft_xds_proxies",
 		Help: "Proxies connected to this replica's xDS server, by flavour (envoy or grpc).",
 	}, []string{"flavour"})
+	// Unacknowledged is, by flavour, the earliest time since which a
+	// connected proxy has held configuration it was sent and has not
+	// acknowledged: the age of the stalest proxy. The xDS server looks at
+	// its proxies every few seconds (acks.Tracker.ReportWaiting).
+	Unacknowledged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "weft_xds_unacknowledged_since_timestamp_seconds",
+		Help: "The earliest time (Unix) since which a connected proxy, by flavour, has not acknowledged the configuration it was sent (no ACK of the current version of every type it asked for, or a NACK); absent while every proxy holds its configuration.",
+	}, []string{"flavour"})
 	// NACKs counts configurations that proxies rejected.
 	NACKs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "weft_xds_nacks_total",
@@ -161,12 +169,28 @@ var (
 	}, []string{"outcome", "reason"})
 )
 
+// Leader election.
+var (
+	// Leader is 1 while this replica runs the status writers: while it
+	// holds the lease with --leader-elect, always without.
+	Leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_leader",
+		Help: "Whether this replica runs the status writers (1: it holds the leader lease, or runs without leader election) or not (0).",
+	})
+	// LeaderTerms counts the terms this replica began.
+	LeaderTerms = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weft_leader_terms_total",
+		Help: "Terms of leadership this replica began.",
+	})
+)
+
 // All lists every metric above, in the order docs/operations.md gives.
 var All = []prometheus.Collector{
 	Propagation, Translation, Pushes, PushSize,
-	Proxies, NACKs, ServiceNACKs,
+	Proxies, Unacknowledged, NACKs, ServiceNACKs,
 	CertificatesIssued, CertificatesRefused, LeafExpiry, TrustExpiry, IssuerRequests, IdentitiesWaiting,
 	InjectionDuration, Injections,
+	Leader, LeaderTerms,
 }
 
 // The series of fixed label values, made once: they are observed on hot
