@@ -40,6 +40,12 @@ const (
 	OutcomeRefused  = "refused"
 	OutcomeFailed   = "failed"
 
+	// Outcomes of a CertificateRequest to cert-manager (IssuerRequests'
+	// label).
+	RequestIssued  = "issued"
+	RequestRefused = "refused"
+	RequestFailed  = "failed"
+
 	// ReasonSignerFailed: weft could not sign or obtain a sidecar's leaf
 	// (the CA not loaded, the issuer failing or refusing).
 	ReasonSignerFailed = "SignerFailed"
@@ -205,6 +211,9 @@ func init() {
 	metrics.Registry.MustRegister(All...)
 	for _, flavour := range []wire.Flavour{wire.FlavourEnvoy, wire.FlavourGRPC} {
 		Proxies.WithLabelValues(string(flavour))
+	}
+	for _, outcome := range []string{RequestIssued, RequestRefused, RequestFailed} {
+		IssuerRequests.WithLabelValues(outcome)
 	}
 }
 
