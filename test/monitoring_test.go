@@ -19,8 +19,10 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/wire"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // The chart's monitoring files: the alerts (a Prometheus rules file that
@@ -447,5 +449,55 @@ func readYAML(t *testing.T, path string, v any) {
 	}
 	if err := yaml.Unmarshal(raw, v); err != nil {
 		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestSidecarQueriesUseWeftsNames: the dashboards' queries of Envoy's
+// stats, which no test can run on real data here, rest on what weft
+// itself names: the only weft_ labels they read are the tags the injected
+// bootstrap gives every stat (wire.StatTag*, checked by inject's
+// TestStatsTags), and the clusters they select are weft's inbound clusters
+// (translate.InboundClusterName), never an outbound one
+// (translate.ClusterName).
+func TestSidecarQueriesUseWeftsNames(t *testing.T) {
+	root, err := testenv.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := []string{wire.StatTagNamespace, wire.StatTagService, wire.StatTagVersion, wire.StatTagIdentity}
+	inbound := translate.InboundClusterName(9080)
+	svc := &mesh.Service{Namespace: "shop", Name: "reviews", ServiceName: "reviews", Host: "reviews.shop.svc.cluster.local"}
+	outbound := []string{translate.ClusterName(svc, mesh.Port{Number: 9080}, ""), translate.ClusterName(svc, mesh.Port{Number: 9080}, "v1")}
+	clusterMatcher := regexp.MustCompile(`envoy_cluster_name=~"([^"]+)"`)
+	sidecarQueries := 0
+	for _, d := range dashboards(t, root) {
+		for _, q := range d.Queries {
+			if !q.envoyOnly() {
+				continue
+			}
+			sidecarQueries++
+			for _, l := range regexp.MustCompile(`\bweft_[a-z_]+`).FindAllString(q.Expr, -1) {
+				if !slices.Contains(tags, l) {
+					t.Errorf("%s reads the label %s, which the injected bootstrap does not set on every stat", q, l)
+				}
+			}
+			for _, m := range clusterMatcher.FindAllStringSubmatch(q.Expr, -1) {
+				re, err := regexp.Compile("^(?:" + m[1] + ")$")
+				if err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+				if !re.MatchString(inbound) {
+					t.Errorf("%s: %q does not select weft's inbound cluster %s", q, m[1], inbound)
+				}
+				for _, o := range outbound {
+					if re.MatchString(o) {
+						t.Errorf("%s: %q selects the outbound cluster %s", q, m[1], o)
+					}
+				}
+			}
+		}
+	}
+	if sidecarQueries == 0 {
+		t.Fatal("no dashboard query reads Envoy's stats")
 	}
 }
