@@ -49,6 +49,7 @@ import (
 	"github.com/weftmesh/weft/internal/inject"
 	"github.com/weftmesh/weft/internal/leader"
 	"github.com/weftmesh/weft/internal/memlimit"
+	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/redirect"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/internal/wire"
@@ -812,6 +813,10 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	// in each term of leadership with --leader-elect.
 	var elector *leader.Elector
 	leading := func(s leader.Setup) error { return s(mgr) }
+	if !o.leaderElect {
+		// The one replica runs the status writers all along.
+		metrics.Leader.Set(1)
+	}
 	if o.leaderElect {
 		host, _ := os.Hostname()
 		elector = &leader.Elector{Main: mgr, Config: cfg, Namespace: leaderNS, Name: "weft-controller.mesh.weft.dev",

@@ -24,6 +24,9 @@ PERF_VERSION=$(pinned golang.org/x/perf "$tools/perf/go.mod")
 LINT_VERSION=$(pinned github.com/golangci/golangci-lint/v2 "$tools/lint/go.mod")
 LOGCHECK_VERSION=$(pinned sigs.k8s.io/logtools "$tools/lint/go.mod")
 OTELCOL_VERSION=$(pinned go.opentelemetry.io/collector/otelcol "$tools/otelcol/go.mod")
+# The collector's components are weft's choice (hack/tools/otelcol): its
+# binary is named by its sources too, so that a changed set is rebuilt.
+OTELCOL_BUILD=$OTELCOL_VERSION-$(cat "$tools/otelcol/go.mod" "$tools/otelcol/main.go" | sha256sum | cut -c1-8)
 PROM_VERSION=$(pinned github.com/prometheus/prometheus "$tools/prometheus/go.mod")
 # The module v0.3MM.P is Prometheus 3.MM.P.
 PROM_RELEASE=$(echo "$PROM_VERSION" | awk -F. '{printf "3.%d.%s", substr($2, 2) + 0, $3}')
@@ -99,8 +102,8 @@ one() {
 	otelcol)
 		# An OpenTelemetry collector of the fewest components the
 		# observability tests need (hack/tools/otelcol/main.go).
-		build "$tools/otelcol" "$root/bin/otelcol-$OTELCOL_VERSION" . "-X main.version=$OTELCOL_VERSION"
-		ln -sf "otelcol-$OTELCOL_VERSION" "$root/bin/otelcol"
+		build "$tools/otelcol" "$root/bin/otelcol-$OTELCOL_BUILD" . "-X main.version=$OTELCOL_VERSION"
+		ln -sf "otelcol-$OTELCOL_BUILD" "$root/bin/otelcol"
 		;;
 	assets)
 		one etcd

@@ -73,8 +73,11 @@ const callCredsEnv = "GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS"
 // happens: a pod injected and one skipped, a pod certificate issued and
 // one refused, a proxy of each flavour connecting and leaving, a sidecar's
 // leaf over SDS and the soonest expiry, a policy change pushed and
-// acknowledged, a NACK attributed to its MeshService, a reconcile error (an
-// admission policy refusing a MeshService's status), a root rotation.
+// acknowledged, a NACK attributed to its MeshService and its proxy waiting
+// as the stalest until it leaves, a reconcile error (an admission policy
+// refusing a MeshService's status), a root rotation; the replica, without
+// leader election, leads. Then every query of the chart's control-plane
+// dashboard returns data over the run.
 // promtool check metrics passes on the endpoint's text, which names every
 // metric of internal/metrics.
 func TestPrometheusScrapesTheControlPlane(t *testing.T) {
@@ -155,6 +158,7 @@ func TestPrometheusScrapesTheControlPlane(t *testing.T) {
 		must(os.WriteFile(tokens[sa], []byte(tr.Status.Token), 0o600))
 	}
 	prom := startPrometheus(t, prometheusBin, dir, fmt.Sprintf("127.0.0.1:%d", metricsPort), tokens)
+	started := time.Now()
 
 	// What Prometheus sees.
 	value := func(expr string) float64 {
@@ -201,6 +205,7 @@ func TestPrometheusScrapesTheControlPlane(t *testing.T) {
 
 	waitFor("the controller scraped with the reader's token", `up{job="weft"}`, func(v float64) bool { return v == 1 })
 	waitFor("the stranger refused", `up{job="stranger"}`, func(v float64) bool { return v == 0 })
+	waitFor("the one replica, without --leader-elect, leads", `weft_leader{job="weft"}`, func(v float64) bool { return v == 1 })
 
 	// The injection webhook: once it answers, a pod injected and one
 	// skipped, with their latency.
@@ -326,10 +331,17 @@ func TestPrometheusScrapesTheControlPlane(t *testing.T) {
 	lds := fmt.Sprintf(`{type_url=%q,flavour="grpc"}`, resource.ListenerType)
 	nacked := moved(sum(`weft_xds_nacks_total`+lds), 1)
 	nackedService := moved(sum(`weft_xds_service_nacks_total{meshservice="shop/reviews"}`), 1)
+	nackedAt := time.Now().Unix()
 	closeNACK := nack(t, ctx, c, picky, xdsAddr, roots, "reviews.shop.svc.cluster.local:9080")
 	nacked("the NACK by type")
 	nackedService("the NACK by MeshService")
+	// The proxy that rejected its configuration holds none it acknowledged:
+	// it is the stalest, waiting since it was sent the Listener; once it
+	// leaves, no proxy waits.
+	waitFor("the rejecting proxy waits", `min(weft_xds_unacknowledged_since_timestamp_seconds{flavour="grpc"})`,
+		func(v float64) bool { return v >= float64(nackedAt) && v <= float64(time.Now().Unix()) })
 	closeNACK()
+	waitFor("no proxy waits once it left", sum(`count(weft_xds_unacknowledged_since_timestamp_seconds)`), func(v float64) bool { return v == 0 })
 
 	// A sidecar's leaf over SDS, and the soonest expiry among those
 	// served; the sidecar and the grpc-go client leaving.
@@ -345,9 +357,9 @@ func TestPrometheusScrapesTheControlPlane(t *testing.T) {
 	waitFor("the soonest leaf", `weft_certificates_soonest_expiry_timestamp_seconds{delivery="sds"}`,
 		func(v float64) bool { return v == float64(leaf.NotAfter.Unix()) })
 
-	// Now that every weft metric has a series (but the CertificateRequests
-	// of --ca=cert-manager, not used here), the endpoint's text passes
-	// promtool and names each.
+	// Now that every weft metric has a series (but the age of the stalest
+	// proxy, which has one only while a proxy waits, seen above), the
+	// endpoint's text passes promtool and names each.
 	text := scrape(t, ctx, fmt.Sprintf("https://127.0.0.1:%d/metrics", metricsPort), tokens["prometheus"])
 	check := exec.CommandContext(ctx, promtool, "check", "metrics")
 	check.Stdin = bytes.NewReader(text)
@@ -355,7 +367,7 @@ func TestPrometheusScrapesTheControlPlane(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 	for _, name := range metricNames(t) {
-		if name != "weft_certificate_requests_total" && !regexp.MustCompile(`(?m)^# TYPE `+name+` `).Match(text) {
+		if name != "weft_xds_unacknowledged_since_timestamp_seconds" && !regexp.MustCompile(`(?m)^# TYPE `+name+` `).Match(text) {
 			t.Errorf("the endpoint does not serve %s", name)
 		}
 	}
@@ -392,6 +404,10 @@ func TestPrometheusScrapesTheControlPlane(t *testing.T) {
 		t.Fatalf("weft ca rotate: %v\n%s", err, out)
 	}
 	waitFor("both roots' expiry after the rotation", "count("+expiry+")", func(v float64) bool { return v == 2 })
+
+	// Every query of the control-plane dashboard returns data from what
+	// this run made.
+	checkDashboardData(ctx, t, prom, "weft-control-plane.json", started)
 }
 
 // readerRole is the ClusterRole weft-metrics-reader from config/rbac.
@@ -442,6 +458,13 @@ func startPrometheus(t *testing.T, bin, dir, target string, tokens map[string]st
 `, name, token, target)
 	}
 	config := "global: {scrape_interval: 1s, scrape_timeout: 1s}\nscrape_configs:\n" + job("weft", tokens["prometheus"]) + job("stranger", tokens["stranger"])
+	return runPrometheus(t, bin, dir, config)
+}
+
+// runPrometheus runs Prometheus on loopback with config until the test
+// ends, its storage in a directory of its own, with extra flags.
+func runPrometheus(t *testing.T, bin, dir, config string, flags ...string) *promServer {
+	t.Helper()
 	configFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -452,8 +475,8 @@ func startPrometheus(t *testing.T, bin, dir, target string, tokens map[string]st
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config.file="+configFile, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
-		"--web.listen-address="+addr, "--log.level=warn")
+	cmd := exec.Command(bin, append([]string{"--config.file=" + configFile, "--storage.tsdb.path=" + filepath.Join(dir, "tsdb"),
+		"--web.listen-address=" + addr, "--log.level=warn"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

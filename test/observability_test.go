@@ -47,7 +47,11 @@ import (
 // identity, and spans of the client and of the server joined in one trace:
 // the server's span is the child of the client's, so the W3C trace context
 // crossed the hop (and a call carrying a traceparent of the test's own is
-// traced as its child).
+// traced as its child). The collector forwards the metrics to a real
+// Prometheus (bin/prometheus, its OTLP receiver), where they carry the
+// pods' labels, and every query of the chart's mesh dashboard that reads
+// them returns data (those that read Envoy's stats cannot: no Envoy runs
+// here).
 func TestProxylessTelemetryReachesTheCollector(t *testing.T) {
 	const serverIP = "192.0.2.51"
 	if !testenv.InOwnNetworkNamespace(t, serverIP) {
@@ -61,6 +65,7 @@ func TestProxylessTelemetryReachesTheCollector(t *testing.T) {
 	if _, err := os.Stat(otelcol); err != nil {
 		t.Fatalf("otelcol is missing (%v): run 'make tools' (hack/build-tools.sh otelcol)", err)
 	}
+	prometheusBin := tool(t, root, "prometheus")
 	demo := testenv.Binary(t, "demo")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
@@ -72,7 +77,14 @@ func TestProxylessTelemetryReachesTheCollector(t *testing.T) {
 		}
 	}
 
-	collector, received := startCollector(ctx, t, otelcol, dir)
+	// Prometheus takes the metrics the collector forwards over OTLP, with
+	// the resource attributes weft gives workloads as labels, as
+	// docs/operations.md ("Monitoring") sets it up.
+	promDir := filepath.Join(dir, "prometheus")
+	must(os.Mkdir(promDir, 0o755))
+	prom := runPrometheus(t, prometheusBin, promDir, meshPrometheusConfig, "--web.enable-otlp-receiver")
+	started := time.Now()
+	collector, received := startCollector(ctx, t, otelcol, dir, prom.base+"/api/v1/otlp/v1/metrics")
 	env, ads := startController(ctx, t)
 	c := env.Client
 
@@ -107,6 +119,9 @@ func TestProxylessTelemetryReachesTheCollector(t *testing.T) {
 		must(inject.Inject(pod, cfg))
 		must(c.Create(ctx, pod))
 		workloads[w.pod] = podWorkload(ctx, t, c, pod, dir, ads)
+		// The SDK exports every second instead of every minute, so that
+		// Prometheus has several points of each series while calls go on.
+		workloads[w.pod].env = append(workloads[w.pod].env, "OTEL_METRIC_EXPORT_INTERVAL=1000")
 	}
 	must(c.Create(ctx, &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "reviews-v1", Labels: map[string]string{discoveryv1.LabelServiceName: "reviews"}},
@@ -141,6 +156,21 @@ func TestProxylessTelemetryReachesTheCollector(t *testing.T) {
 				return fmt.Errorf("%d calls answered by reviews-v1 so far", answered)
 			}
 		}
+	}))
+
+	// While the client calls, Prometheus receives the server's call
+	// metrics, labelled with its pod, several times over.
+	serverCalls := `grpc_server_call_duration_seconds_count{job="reviews",service_version="v1",k8s_namespace_name="shop",` +
+		`k8s_pod_name="reviews-v1",weft_identity="` + wire.SPIFFEID("cluster.local", ns, "reviews") + `",grpc_method="bookinfo.Service/Get",grpc_status="OK"}`
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		n, err := prom.query(ctx, "count_over_time("+serverCalls+"[5m])")
+		if err != nil {
+			return err
+		}
+		if n < 3 {
+			return fmt.Errorf("%v points of %s", n, serverCalls)
+		}
+		return nil
 	}))
 
 	// A call of the test's own with a W3C traceparent: the server's span
@@ -179,7 +209,19 @@ func TestProxylessTelemetryReachesTheCollector(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the collector did not receive what the workloads should have sent: %v (collector's log: %s)", last, filepath.Join(dir, "otelcol.log"))
 	}
+
+	// Every query of the chart's mesh dashboard that reads the proxyless
+	// workloads' metrics returns data from what this run sent.
+	checkDashboardData(ctx, t, prom, "weft-mesh.json", started)
 }
+
+// meshPrometheusConfig is a Prometheus that scrapes nothing and keeps, as
+// labels of what arrives over OTLP, the resource attributes weft's
+// injector gives proxyless workloads: with k8s.pod.name, two pods of one
+// service are two series.
+const meshPrometheusConfig = `otlp:
+  promote_resource_attributes: [k8s.namespace.name, k8s.pod.name, service.version, weft.identity]
+`
 
 // workload is a pod's process as the kubelet would start it: the
 // container's environment from the injector, expanded.
@@ -323,10 +365,10 @@ func stopProcess(cmd *exec.Cmd) error {
 }
 
 // startCollector runs the OpenTelemetry collector from bin/ with an OTLP
-// receiver (gRPC, on loopback) and the file exporter, and returns the
-// receiver's address and a function that reads what the collector wrote
-// so far.
-func startCollector(ctx context.Context, t *testing.T, otelcol, dir string) (string, func() (otlpFile, error)) {
+// receiver (gRPC, on loopback) and the file exporter, forwarding metrics
+// over OTLP/HTTP to metricsURL too, and returns the receiver's address and
+// a function that reads what the collector wrote so far.
+func startCollector(ctx context.Context, t *testing.T, otelcol, dir, metricsURL string) (string, func() (otlpFile, error)) {
 	t.Helper()
 	addr := "127.0.0.1:4317"
 	out := filepath.Join(dir, "otel.jsonl")
@@ -339,11 +381,14 @@ exporters:
   file:
     path: %s
     flush_interval: 100ms
+  otlphttp/prometheus:
+    metrics_endpoint: %s
+    compression: none
 service:
   pipelines:
     traces: {receivers: [otlp], exporters: [file]}
-    metrics: {receivers: [otlp], exporters: [file]}
-`, addr, out)
+    metrics: {receivers: [otlp], exporters: [file, otlphttp/prometheus]}
+`, addr, out, metricsURL)
 	cfgPath := filepath.Join(dir, "otelcol.yaml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -33,8 +32,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/weftmesh/weft/internal/metrics"
 )
 
 // The Lease is read, created and renewed (get, create, update), and each
@@ -47,22 +47,6 @@ const (
 	DefaultRenewDeadline = 10 * time.Second
 	DefaultRetryPeriod   = 2 * time.Second
 )
-
-// leading is 1 while this replica leads.
-var leading = prometheus.NewGauge(prometheus.GaugeOpts{
-	Name: "weft_leader",
-	Help: "Whether this replica holds the leader lease and runs the status writers (1) or not (0).",
-})
-
-// terms counts the terms this replica began.
-var terms = prometheus.NewCounter(prometheus.CounterOpts{
-	Name: "weft_leader_terms_total",
-	Help: "Terms of leadership this replica began.",
-})
-
-func init() {
-	metrics.Registry.MustRegister(leading, terms)
-}
 
 // Setup adds what a term runs to the term's manager.
 type Setup func(term manager.Manager) error
@@ -158,9 +142,9 @@ func (e *Elector) term(termCtx context.Context) {
 	// Run gives up the lease when the term returns early.
 	ctx, cancel := context.WithCancel(termCtx)
 	defer cancel()
-	terms.Inc()
-	leading.Set(1)
-	defer leading.Set(0)
+	metrics.LeaderTerms.Inc()
+	metrics.Leader.Set(1)
+	defer metrics.Leader.Set(0)
 	e.Log.Info("Leading: starting the status writers", "identity", e.Identity)
 	mgr, err := e.manager()
 	if err == nil {

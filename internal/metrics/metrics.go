@@ -40,6 +40,12 @@ const (
 	OutcomeRefused  = "refused"
 	OutcomeFailed   = "failed"
 
+	// Outcomes of a CertificateRequest to cert-manager (IssuerRequests'
+	// label).
+	RequestIssued  = "issued"
+	RequestRefused = "refused"
+	RequestFailed  = "failed"
+
 	// ReasonSignerFailed: weft could not sign or obtain a sidecar's leaf
 	// (the CA not loaded, the issuer failing or refusing).
 	ReasonSignerFailed = "SignerFailed"
@@ -85,6 +91,14 @@ var (
 	Proxies = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "weft_xds_proxies",
 		Help: "Proxies connected to this replica's xDS server, by flavour (envoy or grpc).",
+	}, []string{"flavour"})
+	// Unacknowledged is, by flavour, the earliest time since which a
+	// connected proxy has held configuration it was sent and has not
+	// acknowledged: the age of the stalest proxy. The xDS server looks at
+	// its proxies every few seconds (acks.Tracker.ReportWaiting).
+	Unacknowledged = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "weft_xds_unacknowledged_since_timestamp_seconds",
+		Help: "The earliest time (Unix) since which a connected proxy, by flavour, has not acknowledged the configuration it was sent (no ACK of the current version of every type it asked for, or a NACK); absent while every proxy holds its configuration.",
 	}, []string{"flavour"})
 	// NACKs counts configurations that proxies rejected.
 	NACKs = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -161,12 +175,28 @@ var (
 	}, []string{"outcome", "reason"})
 )
 
+// Leader election.
+var (
+	// Leader is 1 while this replica runs the status writers: while it
+	// holds the lease with --leader-elect, always without.
+	Leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "weft_leader",
+		Help: "Whether this replica runs the status writers (1: it holds the leader lease, or runs without leader election) or not (0).",
+	})
+	// LeaderTerms counts the terms this replica began.
+	LeaderTerms = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "weft_leader_terms_total",
+		Help: "Terms of leadership this replica began.",
+	})
+)
+
 // All lists every metric above, in the order docs/operations.md gives.
 var All = []prometheus.Collector{
 	Propagation, Translation, Pushes, PushSize,
-	Proxies, NACKs, ServiceNACKs,
+	Proxies, Unacknowledged, NACKs, ServiceNACKs,
 	CertificatesIssued, CertificatesRefused, LeafExpiry, TrustExpiry, IssuerRequests, IdentitiesWaiting,
 	InjectionDuration, Injections,
+	Leader, LeaderTerms,
 }
 
 // The series of fixed label values, made once: they are observed on hot
@@ -181,6 +211,9 @@ func init() {
 	metrics.Registry.MustRegister(All...)
 	for _, flavour := range []wire.Flavour{wire.FlavourEnvoy, wire.FlavourGRPC} {
 		Proxies.WithLabelValues(string(flavour))
+	}
+	for _, outcome := range []string{RequestIssued, RequestRefused, RequestFailed} {
+		IssuerRequests.WithLabelValues(outcome)
 	}
 }
 

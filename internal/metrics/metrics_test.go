@@ -41,6 +41,7 @@ func TestMetricsPassPromlint(t *testing.T) {
 	Pushes.WithLabelValues("type.googleapis.com/envoy.config.listener.v3.Listener").Inc()
 	PushSize.WithLabelValues("type.googleapis.com/envoy.config.listener.v3.Listener").Observe(1024)
 	Proxies.WithLabelValues("grpc").Set(1)
+	Unacknowledged.WithLabelValues("grpc").Set(1e9)
 	NACKs.WithLabelValues("type.googleapis.com/envoy.config.listener.v3.Listener", "grpc").Inc()
 	ServiceNACKs.WithLabelValues("shop/reviews").Inc()
 	CertificatesIssued.WithLabelValues(DeliverySDS).Inc()
@@ -51,6 +52,8 @@ func TestMetricsPassPromlint(t *testing.T) {
 	IdentitiesWaiting.Set(0)
 	InjectionDuration.WithLabelValues(OutcomeInjected).Observe(0.01)
 	Injections.WithLabelValues(OutcomeSkipped, "HostNetwork").Inc()
+	Leader.Set(1)
+	LeaderTerms.Inc()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,7 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
-	e, err := testenv.StartWith(testenv.Options{CRDDirs: []string{certManagerCRDs(root)}, AuditLog: auditLog})
+	e, err := testenv.StartWith(testenv.Options{CRDDirs: []string{certManagerCRDs(root), prometheusOperatorCRDs(root)}, AuditLog: auditLog})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,16 +111,26 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		checkGrantsUsed(t, installed, auditLog)
 	})
 
-	// An upgrade with a changed value, and a rollback to the first revision:
-	// the custom resources are untouched, the Deployment follows.
-	tl.mustHelm(t, append([]string{"upgrade", "weft", tl.chartDir(), "--namespace", releaseNamespace, "--set", "controller.logLevel=debug"}, values...)...)
+	// An upgrade with changed values (a log level; the monitoring objects
+	// on, against the Prometheus operator's CRDs), and a rollback to the
+	// first revision: the custom resources are untouched, the Deployment
+	// follows, the monitoring objects come and go.
+	upgrade := []string{"upgrade", "weft", tl.chartDir(), "--namespace", releaseNamespace, "--set", "controller.logLevel=debug"}
+	for _, s := range monitoringOn {
+		upgrade = append(upgrade, "--set", s)
+	}
+	tl.mustHelm(t, append(upgrade, values...)...)
 	if args := deploymentArgs(ctx, t, e); !strings.Contains(args, "--log-level=debug") {
 		t.Errorf("after the upgrade the controller runs with %s", args)
 	}
+	t.Run("the monitoring objects", func(t *testing.T) {
+		checkMonitoringLive(ctx, t, e, tl)
+	})
 	tl.mustHelm(t, "rollback", "weft", "1", "--namespace", releaseNamespace)
 	if args := deploymentArgs(ctx, t, e); !strings.Contains(args, "--log-level=info") {
 		t.Errorf("after the rollback the controller runs with %s", args)
 	}
+	checkMonitoringGone(ctx, t, e)
 	checkExist(ctx, t, e, userObjects)
 
 	out = tl.mustHelm(t, "uninstall", "weft", "--namespace", releaseNamespace)

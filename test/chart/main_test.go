@@ -16,7 +16,8 @@ import (
 )
 
 // env is the package's control plane: weft's CRDs from config/crd/bases
-// (what a user who upgrades already has) and cert-manager's, and the
+// (what a user who upgrades already has), cert-manager's and the
+// Prometheus operator's, and the
 // namespace weft-system. The install test starts one of its own, without
 // weft's CRDs, because Helm must create them.
 var env *testenv.Env
@@ -33,7 +34,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env, err = testenv.StartWith(testenv.Options{CRDDirs: []string{
-		filepath.Join(root, "config", "crd", "bases"), certManagerCRDs(root),
+		filepath.Join(root, "config", "crd", "bases"), certManagerCRDs(root), prometheusOperatorCRDs(root),
 	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -133,6 +133,28 @@ var toggles = []struct {
 			t.Error("a serving certificate is issued for an injector that is off")
 		}
 	}},
+	{"monitoring: monitors, alerts and dashboards", append(slices.Clone(monitoringOn),
+		"monitoring.serviceMonitor.labels.release=prometheus", "monitoring.prometheusRule.labels.release=prometheus"),
+		checkMonitoring("weft-metrics-scraper-token", map[string]string{"release": "prometheus"})},
+	{"monitoring with the user's token Secret and dashboard settings", append(slices.Clone(monitoringOn),
+		"monitoring.serviceMonitor.tokenSecret.name=prometheus-weft-token", "monitoring.serviceMonitor.interval=1m",
+		"monitoring.podMonitor.namespaceSelector.any=false", "monitoring.podMonitor.namespaceSelector.matchNames={shop}",
+		"monitoring.podMonitor.selector.matchLabels.team=shop", "monitoring.dashboards.annotations.grafana_folder=Mesh"),
+		func(t *testing.T, objs []*unstructured.Unstructured) {
+			checkMonitoring("prometheus-weft-token", nil)(t, objs)
+			if find(objs, "ServiceAccount", "weft-metrics-scraper") != nil || find(objs, "ClusterRoleBinding", "weft-metrics-scraper") != nil {
+				t.Error("the chart's scraper identity is rendered although the user gives the token")
+			}
+			pm := find(objs, "PodMonitor", "weft-sidecars")
+			names, _, _ := unstructured.NestedStringSlice(pm.Object, "spec", "namespaceSelector", "matchNames")
+			team, _, _ := unstructured.NestedString(pm.Object, "spec", "selector", "matchLabels", "team")
+			if !slices.Equal(names, []string{"shop"}) || team != "shop" {
+				t.Errorf("PodMonitor spec %v", pm.Object["spec"])
+			}
+			if cm := find(objs, "ConfigMap", "weft-mesh-dashboard"); cm.GetAnnotations()["grafana_folder"] != "Mesh" {
+				t.Errorf("dashboard annotations %v", cm.GetAnnotations())
+			}
+		}},
 	{"no CRDs", []string{"crds.install=false"}, nil},
 	{"CRDs not kept", []string{"crds.keep=false"}, nil},
 	{"no xDS, no metrics", []string{"xds.enabled=false", "metrics.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -427,6 +449,15 @@ func TestBadValuesAreRefused(t *testing.T) {
 		{"mesh.accessLog.format=%RESPONSE_CODES%", "/mesh/accessLog/format"},
 		{"mesh.accessLog.format=%REQ%", "/mesh/accessLog/format"},
 		{"mesh.proxy.resources.limits.memory=lots", "/mesh/proxy/resources/limits/memory"},
+		{"monitoring.serviceMonitor.enabled=true,metrics.enabled=false", "/metrics/enabled"},
+		{"monitoring.serviceMonitor.interval=30", "/monitoring/serviceMonitor/interval"},
+		{"monitoring.serviceMonitor.tokenSecret.name=Corp_Token", "/monitoring/serviceMonitor/tokenSecret/name"},
+		{"monitoring.serviceMonitor.tlsConfig.insecureSkipVerify=yes", "/monitoring/serviceMonitor/tlsConfig/insecureSkipVerify"},
+		{"monitoring.podMonitor.namespaceSelector.all=true", "/monitoring/podMonitor/namespaceSelector"},
+		{"monitoring.prometheusRule.disabledAlerts={WeftNoSuchAlert}", "/monitoring/prometheusRule/disabledAlerts/0"},
+		{"monitoring.dashboards.labels.grafana_dashboard=1", "/monitoring/dashboards/labels/grafana_dashboard"},
+		{"monitoring.dashboards.namespace=Grafana", "/monitoring/dashboards/namespace"},
+		{"monitoring.dashboard.enabled=true", "dashboard"},
 	} {
 		out, err := tl.render(tc.set)
 		if err == nil {

@@ -1,6 +1,8 @@
 // Command otelcol is an OpenTelemetry collector with the fewest components
-// weft's tests need: the OTLP receiver (gRPC and HTTP) and contrib's file
-// exporter, which writes what arrives as OTLP JSON lines a test can read.
+// weft's tests need: the OTLP receiver (gRPC and HTTP), contrib's file
+// exporter, which writes what arrives as OTLP JSON lines a test can read,
+// and the OTLP/HTTP exporter, which forwards metrics to Prometheus's OTLP
+// receiver as a mesh's collector would.
 // Its own telemetry is its log on stderr; it exports no metrics or traces
 // of itself. Usage:
 //
@@ -19,6 +21,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
@@ -34,7 +37,7 @@ func components() (otelcol.Factories, error) {
 	if err != nil {
 		return otelcol.Factories{}, err
 	}
-	exporters, err := otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory())
+	exporters, err := otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory(), otlphttpexporter.NewFactory())
 	if err != nil {
 		return otelcol.Factories{}, err
 	}
@@ -57,7 +60,7 @@ func logOnly() telemetry.Factory {
 
 func main() {
 	cmd := otelcol.NewCommand(otelcol.CollectorSettings{
-		BuildInfo: component.BuildInfo{Command: "otelcol", Description: "OpenTelemetry collector for weft's tests (OTLP in, files out)", Version: version},
+		BuildInfo: component.BuildInfo{Command: "otelcol", Description: "OpenTelemetry collector for weft's tests (OTLP in; files and OTLP/HTTP out)", Version: version},
 		Factories: components,
 		ConfigProviderSettings: otelcol.ConfigProviderSettings{ResolverSettings: confmap.ResolverSettings{
 			ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory()},

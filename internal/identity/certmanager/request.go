@@ -94,17 +94,17 @@ func (r *Requester) Sign(ctx context.Context, req Request) ([][]byte, error) {
 	}()
 	answer, err := r.await(ctx, cr)
 	if err != nil {
-		metrics.IssuerRequests.WithLabelValues("failed").Inc()
+		metrics.IssuerRequests.WithLabelValues(metrics.RequestFailed).Inc()
 		return nil, fmt.Errorf("%s: %w", r.issuerName(), err)
 	}
 	// The bundle may have changed while the issuer worked.
 	chain, err := Check(answer, req, askedAt, time.Now(), r.Trust())
 	if err != nil {
 		log.Info("Refused the issuer's certificate", "reason", err.Error())
-		metrics.IssuerRequests.WithLabelValues("refused").Inc()
+		metrics.IssuerRequests.WithLabelValues(metrics.RequestRefused).Inc()
 		return nil, fmt.Errorf("%s: %w: %w", r.issuerName(), ErrRefused, err)
 	}
-	metrics.IssuerRequests.WithLabelValues("issued").Inc()
+	metrics.IssuerRequests.WithLabelValues(metrics.RequestIssued).Inc()
 	log.V(1).Info("The issuer signed a certificate", "in", time.Since(askedAt).Round(time.Millisecond))
 	return chain, nil
 }

@@ -7,6 +7,7 @@
 package acks
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -114,9 +115,12 @@ type state struct {
 	rejected string
 	nacks    map[string]string
 	// settled says whether the proxy acknowledged the version of every
-	// type it must hold, and settledAt when it last came to.
-	settled   bool
-	settledAt time.Time
+	// type it must hold, and settledAt when it last came to. waitingSince
+	// is when, not settled, it was first sent what it has not acknowledged
+	// since (zero while settled, or while it asked for nothing).
+	settled      bool
+	settledAt    time.Time
+	waitingSince time.Time
 	// flavour is the proxy's ("envoy" or "grpc").
 	flavour string
 	// versions are the cache's versions for it at its last push.
@@ -325,16 +329,20 @@ func (t *Tracker) Replied(id, typeURL, nonce, nack string) (rejected string) {
 func (t *Tracker) settleLocked(id string, a *state, versions map[string]string) {
 	a.settled = false
 	if len(versions) == 0 {
-		// It has asked for nothing yet: it holds nothing.
+		// It has asked for nothing yet: it holds nothing, and owes nothing.
+		a.waitingSince = time.Time{}
 		return
 	}
 	for typeURL, v := range versions {
 		if a.ackedVersions[typeURL] != v {
+			if a.waitingSince.IsZero() {
+				a.waitingSince = time.Now()
+			}
 			return
 		}
 	}
 	a.acked, a.rejected = a.pushed, ""
-	a.settled, a.settledAt = true, time.Now()
+	a.settled, a.settledAt, a.waitingSince = true, time.Now(), time.Time{}
 	t.paidLocked(id, true)
 	t.notify()
 }
@@ -365,6 +373,56 @@ func (t *Tracker) Settled() (total, settled int, last time.Time) {
 		}
 	}
 	return total, settled, last
+}
+
+// Waiting returns, by flavour, the earliest time since which a connected
+// proxy has held configuration it was sent but has not acknowledged (it
+// has not ACKed the current version of every type it asked for, or it
+// rejected one); a flavour whose proxies all hold their configuration is
+// absent. It looks at every proxy: call it now and then, not per event.
+func (t *Tracker) Waiting() map[string]time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]time.Time{}
+	for _, a := range t.proxies {
+		if since := a.waitingSince; !since.IsZero() {
+			if first, ok := out[a.flavour]; !ok || since.Before(first) {
+				out[a.flavour] = since
+			}
+		}
+	}
+	return out
+}
+
+// ReportWaiting keeps metrics.Unacknowledged at what Waiting says,
+// looking every period, until ctx ends.
+func (t *Tracker) ReportWaiting(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	reported := map[string]bool{}
+	defer func() {
+		for flavour := range reported {
+			metrics.Unacknowledged.DeleteLabelValues(flavour)
+		}
+	}()
+	for {
+		waiting := t.Waiting()
+		for flavour, since := range waiting {
+			metrics.Unacknowledged.WithLabelValues(flavour).Set(float64(since.Unix()))
+			reported[flavour] = true
+		}
+		for flavour := range reported {
+			if _, ok := waiting[flavour]; !ok {
+				metrics.Unacknowledged.DeleteLabelValues(flavour)
+				delete(reported, flavour)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // ProxiesFor counts the connected proxies whose configuration a resource

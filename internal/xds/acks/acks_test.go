@@ -4,6 +4,7 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -156,5 +157,51 @@ func TestTrackerPlainText(t *testing.T) {
 	tr.Disconnect("p2")
 	if n := count(); n != 0 {
 		t.Fatalf("%d proxies take plain text after one stopped and one left, want 0", n)
+	}
+}
+
+// Waiting gives, by flavour, when the stalest proxy was first sent what
+// it has not acknowledged since: kept through later pushes and NACKs,
+// cleared by the ACK that brings it level, and never for a proxy that
+// asked for nothing or left.
+func TestWaiting(t *testing.T) {
+	versions := map[string]map[string]string{"p1": {}, "p2": {lds: "1"}, "e1": {lds: "1"}}
+	tr := New(func(id string) map[string]string { return versions[id] }, logr.Discard())
+	tr.Connect("p1", "grpc")
+	tr.Pushed("p1", Stamp{})
+	if w := tr.Waiting(); len(w) != 0 {
+		t.Fatalf("a proxy that asked for nothing waits: %v", w)
+	}
+	before := time.Now()
+	tr.Connect("p2", "grpc")
+	tr.Pushed("p2", Stamp{})
+	tr.Connect("e1", "envoy")
+	tr.Pushed("e1", Stamp{})
+	w := tr.Waiting()
+	first := w["grpc"]
+	if len(w) != 2 || first.Before(before) || w["envoy"].Before(first) {
+		t.Fatalf("after pushes to p2 and e1: %v", w)
+	}
+	// p2 rejects, is pushed a later version: it still waits since the first.
+	tr.Sent("p2", lds, "n1", "1")
+	tr.Replied("p2", lds, "n1", "bad listener")
+	versions["p2"] = map[string]string{lds: "2"}
+	tr.Pushed("p2", Stamp{})
+	if got := tr.Waiting()["grpc"]; !got.Equal(first) {
+		t.Fatalf("after a NACK and a later push, grpc waits since %v, want %v", got, first)
+	}
+	// Its ACK of the current version clears it; e1 leaves.
+	tr.Sent("p2", lds, "n2", "2")
+	tr.Replied("p2", lds, "n2", "")
+	tr.Disconnect("e1")
+	if w := tr.Waiting(); len(w) != 0 {
+		t.Fatalf("after p2's ACK and e1 leaving: %v", w)
+	}
+	// A new version waits anew, from its own push.
+	versions["p2"] = map[string]string{lds: "3"}
+	again := time.Now()
+	tr.Pushed("p2", Stamp{})
+	if got := tr.Waiting()["grpc"]; got.Before(again) {
+		t.Fatalf("a new push waits since %v, before it was made (%v)", got, again)
 	}
 }

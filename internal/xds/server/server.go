@@ -186,6 +186,10 @@ func (s *Server) Addr(ctx context.Context) (string, error) {
 	}
 }
 
+// reportWaitingEvery is how often the age of the stalest proxy
+// (metrics.Unacknowledged) is looked at.
+const reportWaitingEvery = 5 * time.Second
+
 // stopGrace is how long a stopping server lets responses in flight finish
 // before it closes the proxies' streams.
 const stopGrace = 2 * time.Second
@@ -425,6 +429,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.sds != nil {
 		go s.renewLeaves(ctx)
 	}
+	go s.acks.ReportWaiting(ctx, reportWaitingEvery)
 	go func() { errc <- gs.Serve(lis) }()
 	select {
 	case <-ctx.Done():
