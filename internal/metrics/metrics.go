@@ -43,6 +43,13 @@ const (
 	// ReasonSignerFailed: weft could not sign or obtain a sidecar's leaf
 	// (the CA not loaded, the issuer failing or refusing).
 	ReasonSignerFailed = "SignerFailed"
+
+	// Outcomes of a pod's drain (Drains' label): every proxy that could
+	// reach it acknowledged configuration without it; the wait ended
+	// first; the pod was not terminating (a container restarted in place).
+	DrainDrained        = "drained"
+	DrainTimedOut       = "timed_out"
+	DrainNotTerminating = "not_terminating"
 )
 
 // The pipeline: from a change of what the mesh is built from to the
@@ -161,12 +168,25 @@ var (
 	}, []string{"outcome", "reason"})
 )
 
+// Draining pods that go away.
+var (
+	// Drains is how long the drain endpoint made a terminating pod's
+	// pre-stop wait, by outcome. A timed_out drain means a pod stopped
+	// while some proxy could still send it new requests.
+	Drains = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "weft_drain_duration_seconds",
+		Help:    "Time a pod's pre-stop waited for every connected proxy that could reach it to acknowledge configuration in which it takes no new requests, by outcome (drained, timed_out, not_terminating).",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+	}, []string{"outcome"})
+)
+
 // All lists every metric above, in the order docs/operations.md gives.
 var All = []prometheus.Collector{
 	Propagation, Translation, Pushes, PushSize,
 	Proxies, NACKs, ServiceNACKs,
 	CertificatesIssued, CertificatesRefused, LeafExpiry, TrustExpiry, IssuerRequests, IdentitiesWaiting,
 	InjectionDuration, Injections,
+	Drains,
 }
 
 // The series of fixed label values, made once: they are observed on hot
@@ -181,6 +201,9 @@ func init() {
 	metrics.Registry.MustRegister(All...)
 	for _, flavour := range []wire.Flavour{wire.FlavourEnvoy, wire.FlavourGRPC} {
 		Proxies.WithLabelValues(string(flavour))
+	}
+	for _, outcome := range []string{DrainDrained, DrainTimedOut, DrainNotTerminating} {
+		Drains.WithLabelValues(outcome)
 	}
 }
 

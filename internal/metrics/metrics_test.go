@@ -51,6 +51,7 @@ func TestMetricsPassPromlint(t *testing.T) {
 	IdentitiesWaiting.Set(0)
 	InjectionDuration.WithLabelValues(OutcomeInjected).Observe(0.01)
 	Injections.WithLabelValues(OutcomeSkipped, "HostNetwork").Inc()
+	Drains.WithLabelValues(DrainDrained).Observe(0.5)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
