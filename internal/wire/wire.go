@@ -131,6 +131,14 @@ const (
 	BearerPrefix  = "Bearer "
 )
 
+// Names of a sidecar's SDS secrets, which weft serves on its stream: its
+// own certificate and key, and the roots it trusts. The translator's TLS
+// contexts and the bootstrap's drain cluster name them.
+const (
+	SDSCertificate = "default"
+	SDSRoots       = "ROOTCA"
+)
+
 // Proxyless gRPC: the bootstrap the injector writes and the resources the
 // translator makes refer to each other by these names.
 const (

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weftmesh/weft/internal/drain"
 	"github.com/weftmesh/weft/internal/identity"
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/metrics"
@@ -240,4 +243,20 @@ func TestDrainAuthenticates(t *testing.T) {
 			}
 		})
 	}
+	// What a proxyless workload runs, with the files the injector mounts.
+	t.Run("the client package with the pod's files", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		tokenFile, rootsFile := filepath.Join(dir, "token"), filepath.Join(dir, "roots.pem")
+		if err := os.WriteFile(tokenFile, []byte(tokA), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(rootsFile, f.meshRoot().Bundle, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a, err := drain.Wait(f.ctx, drain.Request{URL: url, TokenFile: tokenFile, RootsFile: rootsFile, ServerName: authHost})
+		if err != nil || a.Outcome != metrics.DrainNotTerminating {
+			t.Errorf("drain.Wait: %+v, %v", a, err)
+		}
+	})
 }
