@@ -24,7 +24,10 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weftmesh/weft/internal/drain"
@@ -69,7 +72,8 @@ func askDrain(ctx context.Context, hc *http.Client, url string, header map[strin
 // connected proxy that could send it requests has acknowledged endpoints
 // in which it is DRAINING; a proxy that holds it HEALTHY (the model has
 // not changed yet) or has not acknowledged its current endpoints is
-// waited for, and named when the wait times out; a pod that is not
+// waited for, and named when the wait times out (in the answer and in a
+// DrainTimedOut Event on the pod); a pod that is not
 // terminating is answered as such; a wait in progress ends when the
 // acknowledgements come.
 func TestDrainWaitsForEveryProxy(t *testing.T) {
@@ -93,7 +97,13 @@ func TestDrainWaitsForEveryProxy(t *testing.T) {
 	v2 := xdstest.StartBackend(t, "127.0.0.3:0", "v2")
 	model := func(b1, b2 xdstest.Backend) *mesh.Model { return mesh.Build(xdstest.ReviewsInput(b1, b2)) }
 
-	s, err := New(Options{Address: "127.0.0.1:0", DrainAddress: "127.0.0.1:0", Pods: env.Client, Log: logr.Discard()})
+	cs, err := kubernetes.NewForConfig(env.Config)
+	must(err)
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	broadcaster.StartRecordingToSink(ctx.Done())
+	t.Cleanup(broadcaster.Shutdown)
+	s, err := New(Options{Address: "127.0.0.1:0", DrainAddress: "127.0.0.1:0", Pods: env.Client, Log: logr.Discard(),
+		Events: broadcaster.NewRecorder(testenv.Scheme(), "weft-controller")})
 	must(err)
 	sctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -164,6 +174,20 @@ func TestDrainWaitsForEveryProxy(t *testing.T) {
 			return nil
 		}))
 	})
+	// The timed-out waits are on the pod, for kubectl describe.
+	must(testenv.Eventually(ctx, time.Minute, func(ctx context.Context) error {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctx, &list, client.InNamespace("bookinfo")); err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Reason == wire.EventDrainTimedOut && ev.Regarding.Name == "reviews-v1" && ev.Regarding.UID != "" &&
+				strings.Contains(ev.Note, "watcher.bookinfo") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DrainTimedOut Event on reviews-v1 names the watcher among %d Events", len(list.Items))
+	}))
 	// The watcher has gone: nothing reaches reviews-v1 any more.
 	if res := drain("reviews-v1", "1m"); res.Outcome != metrics.DrainDrained || res.Proxies != 2 || res.Reaching != 0 {
 		t.Errorf("once every proxy acknowledged the pod DRAINING: %+v", res)
