@@ -145,6 +145,7 @@ type controllerOptions struct {
 	xdsAddr          string
 	xdsAuth          string
 	xdsStatusAddr    string
+	drainAddr        string
 	enableHTTP2      bool
 	leafTTL          time.Duration
 	certDelivery     string
@@ -185,6 +186,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"how xDS streams prove who they are: token (TLS from the mesh CA, and the pod's projected ServiceAccount token checked with a TokenReview) or none (loopback only)")
 	fs.StringVar(&o.xdsAddr, "xds-bind-address", "",
 		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none, a loopback address only")
+	fs.StringVar(&o.drainAddr, "drain-bind-address", "",
+		"address of the drain endpoint that terminating pods' pre-stop hooks wait on (HTTPS, authenticated as xDS streams are), e.g. :15014; empty turns it off. Needs --xds-bind-address")
 	fs.StringVar(&o.caSource, "ca", "builtin",
 		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start), external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal) or cert-manager (weft holds no CA: --issuer-name signs every certificate through a CertificateRequest; SDS delivery only)")
 	fs.StringVar(&o.issuer.Name, "issuer-name", "",
@@ -222,6 +225,15 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 				return err
 			}
 			o.inject.XDSPort = int32(p)
+			return nil
+		})
+	fs.Func("drain-port", fmt.Sprintf("port pods use to reach the drain endpoint at --xds-host (the Service's port; default %d); 0: the injector adds no pre-stop wait", wire.PortDrain),
+		func(s string) error {
+			p, err := strconv.ParseInt(s, 10, 32)
+			if err != nil {
+				return err
+			}
+			o.inject.DrainPort = int32(p)
 			return nil
 		})
 	fs.StringVar(&o.observe.AccessLogFormat, "access-log-format", "",
@@ -319,7 +331,8 @@ func (o *controllerOptions) logger() (zap.Opts, error) {
 
 // checkUnauthenticated refuses to serve without authentication beyond
 // loopback: the proxies' status (CSDS: every proxy's configuration and
-// certificates, never a key), and xDS itself with --xds-auth=none. On
+// certificates, never a key), and xDS and the drain endpoint with
+// --xds-auth=none. On
 // loopback only the pod's own containers reach them, and kubectl
 // port-forward, which the API server authorizes.
 func (o *controllerOptions) checkUnauthenticated() error {
@@ -330,6 +343,10 @@ func (o *controllerOptions) checkUnauthenticated() error {
 	if o.xdsAuth == "none" && o.xdsAddr != "" && !loopback(o.xdsAddr) {
 		return fmt.Errorf("--xds-bind-address: %q is not a loopback address; with --xds-auth=none xDS has no authentication, "+
 			"so it listens on loopback only (127.0.0.1 or [::1])", o.xdsAddr)
+	}
+	if o.xdsAuth == "none" && o.drainAddr != "" && !loopback(o.drainAddr) {
+		return fmt.Errorf("--drain-bind-address: %q is not a loopback address; with --xds-auth=none the drain endpoint has no authentication, "+
+			"so it listens on loopback only (127.0.0.1 or [::1])", o.drainAddr)
 	}
 	return nil
 }
@@ -894,10 +911,17 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	o.inject.CertDelivery = delivery
 	log.Info("Workload certificates", "delivery", delivery)
+	if o.drainAddr != "" && o.xdsAddr == "" {
+		return errors.New("--drain-bind-address: the drain endpoint is part of the xDS server; set --xds-bind-address too")
+	}
 	if o.xdsAddr != "" {
 		// Each proxy is served by the delivery it was injected with (its
 		// node metadata); the controller's serves those that do not say.
 		xo := server.Options{Address: o.xdsAddr, Log: log.WithName("xds"), Observe: o.observe, Events: recorder, Delivery: delivery}
+		if o.drainAddr != "" {
+			// Terminating pods' pre-stop hooks wait here (drain.go).
+			xo.DrainAddress, xo.Pods = o.drainAddr, mgr.GetClient()
+		}
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
 			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
 		}

@@ -34,23 +34,26 @@ current-context: c
 // authentication: the controller refuses to serve them beyond loopback.
 func TestUnauthenticatedListenersStayOnLoopback(t *testing.T) {
 	for _, tc := range []struct {
-		status, xds, auth string
-		ok                bool
+		status, xds, auth, drain string
+		ok                       bool
 	}{
-		{"127.0.0.1:15013", ":15012", "token", true},
-		{"[::1]:15013", "", "token", true},
-		{"localhost:0", "", "token", true},
-		{"", ":15012", "token", true},
-		{"127.0.0.1:15013", "127.0.0.1:15012", "none", true},
-		{":15013", "", "token", false},
-		{"0.0.0.0:15013", "", "token", false},
-		{"10.1.2.3:15013", "", "token", false},
-		{"127.0.0.1:15013", ":15012", "none", false},
-		{"127.0.0.1:15013", "192.0.2.7:15012", "none", false},
+		{"127.0.0.1:15013", ":15012", "token", "", true},
+		{"[::1]:15013", "", "token", "", true},
+		{"localhost:0", "", "token", "", true},
+		{"", ":15012", "token", "", true},
+		{"127.0.0.1:15013", "127.0.0.1:15012", "none", "", true},
+		{":15013", "", "token", "", false},
+		{"0.0.0.0:15013", "", "token", "", false},
+		{"10.1.2.3:15013", "", "token", "", false},
+		{"127.0.0.1:15013", ":15012", "none", "", false},
+		{"127.0.0.1:15013", "192.0.2.7:15012", "none", "", false},
+		{"127.0.0.1:15013", ":15012", "token", ":15014", true},
+		{"127.0.0.1:15013", "127.0.0.1:15012", "none", "127.0.0.1:15014", true},
+		{"127.0.0.1:15013", "127.0.0.1:15012", "none", ":15014", false},
 	} {
-		o := &controllerOptions{xdsStatusAddr: tc.status, xdsAddr: tc.xds, xdsAuth: tc.auth}
+		o := &controllerOptions{xdsStatusAddr: tc.status, xdsAddr: tc.xds, xdsAuth: tc.auth, drainAddr: tc.drain}
 		if err := o.checkUnauthenticated(); (err == nil) != tc.ok {
-			t.Errorf("status %q, xds %q, auth %s: %v", tc.status, tc.xds, tc.auth, err)
+			t.Errorf("status %q, xds %q, auth %s, drain %q: %v", tc.status, tc.xds, tc.auth, tc.drain, err)
 		}
 	}
 }

@@ -70,6 +70,13 @@ func Bootstrap(cfg Config, w Workload, probes []probeRoute) (*bootstrapv3.Bootst
 			clusters = append(clusters, staticCluster(name, p.port))
 		}
 	}
+	if cfg.DrainPort != 0 {
+		drain, err := drainCluster(cfg)
+		if err != nil {
+			return nil, err
+		}
+		healthRoutes, clusters = append(healthRoutes, drainRoute()), append(clusters, drain)
+	}
 	health, err := httpListener("weft-health", wire.PortHealth, healthRoutes)
 	if err != nil {
 		return nil, err

@@ -66,6 +66,10 @@ type Config struct {
 	// XDSHost and XDSPort reach the controller's xDS server over TLS.
 	XDSHost string
 	XDSPort int32
+	// DrainPort reaches the controller's drain endpoint at XDSHost
+	// (wire.DrainPath): a sidecar's pre-stop waits there, and proxyless
+	// workloads are told its URL (wire.EnvDrainURL). 0 injects no wait.
+	DrainPort int32
 	// TokenExpirySeconds is the lifetime of the projected ServiceAccount
 	// token (audience wire.TokenAudience) sent as call credentials.
 	TokenExpirySeconds int64
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 		ProxyUID:             wire.ProxyUID,
 		XDSHost:              "weft-controller." + wire.DefaultMeshNamespace + ".svc",
 		XDSPort:              wire.PortXDS,
+		DrainPort:            wire.PortDrain,
 		TokenExpirySeconds:   3600,
 		CertDelivery:         wire.DeliverySDS,
 		PodCertificateSigner: wire.PodCertificateSigner,
@@ -122,6 +127,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mesh config: proxyUID must be positive, got %d", c.ProxyUID)
 	case c.XDSPort < 1 || c.XDSPort > 65535:
 		return fmt.Errorf("mesh config: xdsPort must be a port (1-65535), got %d", c.XDSPort)
+	case c.DrainPort < 0 || c.DrainPort > 65535:
+		return fmt.Errorf("mesh config: drainPort must be a port (1-65535), or 0 for no drain wait, got %d", c.DrainPort)
 	case c.TokenExpirySeconds < 600:
 		return fmt.Errorf("mesh config: tokenExpirySeconds must be at least 600 (the API server's minimum), got %d", c.TokenExpirySeconds)
 	case c.CertDelivery != wire.DeliverySDS && c.CertDelivery != wire.DeliveryPodCertificate:

@@ -241,6 +241,9 @@ func injectEnvoy(pod *corev1.Pod, cfg Config, opts podOptions) error {
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+	if cfg.DrainPort != 0 {
+		addPreStops(pod)
+	}
 	// The capture rules go in first, then the proxy starts and stays up
 	// (a native sidecar) while the pod's own init containers and
 	// containers run.
@@ -284,6 +287,10 @@ func injectGRPC(pod *corev1.Pod, cfg Config) {
 			corev1.EnvVar{Name: "GRPC_XDS_BOOTSTRAP_CONFIG", Value: boot},
 			corev1.EnvVar{Name: "GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", Value: "true"},
 		)
+		if cfg.DrainPort != 0 {
+			// The application waits there when told to stop (drain.go).
+			c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvDrainURL, Value: drainURL(cfg)})
+		}
 		// The container's own OpenTelemetry settings win.
 		for _, e := range otel {
 			if !slices.ContainsFunc(c.Env, func(o corev1.EnvVar) bool { return o.Name == e.Name }) {

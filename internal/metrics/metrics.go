@@ -49,6 +49,13 @@ const (
 	// ReasonSignerFailed: weft could not sign or obtain a sidecar's leaf
 	// (the CA not loaded, the issuer failing or refusing).
 	ReasonSignerFailed = "SignerFailed"
+
+	// Outcomes of a pod's drain (Drains' label): every proxy that could
+	// reach it acknowledged configuration without it; the wait ended
+	// first; the pod was not terminating (a container restarted in place).
+	DrainDrained        = "drained"
+	DrainTimedOut       = "timed_out"
+	DrainNotTerminating = "not_terminating"
 )
 
 // The pipeline: from a change of what the mesh is built from to the
@@ -190,6 +197,18 @@ var (
 	})
 )
 
+// Draining pods that go away.
+var (
+	// Drains is how long the drain endpoint made a terminating pod's
+	// pre-stop wait, by outcome. A timed_out drain means a pod stopped
+	// while some proxy could still send it new requests.
+	Drains = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "weft_drain_duration_seconds",
+		Help:    "Time a pod's pre-stop waited for every connected proxy that could reach it to acknowledge configuration in which it takes no new requests, by outcome (drained, timed_out, not_terminating).",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+	}, []string{"outcome"})
+)
+
 // All lists every metric above, in the order docs/operations.md gives.
 var All = []prometheus.Collector{
 	Propagation, Translation, Pushes, PushSize,
@@ -197,6 +216,7 @@ var All = []prometheus.Collector{
 	CertificatesIssued, CertificatesRefused, LeafExpiry, TrustExpiry, IssuerRequests, IdentitiesWaiting,
 	InjectionDuration, Injections,
 	Leader, LeaderTerms,
+	Drains,
 }
 
 // The series of fixed label values, made once: they are observed on hot
@@ -214,6 +234,9 @@ func init() {
 	}
 	for _, outcome := range []string{RequestIssued, RequestRefused, RequestFailed} {
 		IssuerRequests.WithLabelValues(outcome)
+	}
+	for _, outcome := range []string{DrainDrained, DrainTimedOut, DrainNotTerminating} {
+		Drains.WithLabelValues(outcome)
 	}
 }
 

@@ -54,6 +54,7 @@ func TestMetricsPassPromlint(t *testing.T) {
 	Injections.WithLabelValues(OutcomeSkipped, "HostNetwork").Inc()
 	Leader.Set(1)
 	LeaderTerms.Inc()
+	Drains.WithLabelValues(DrainDrained).Observe(0.5)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -115,6 +115,27 @@ const (
 	// PortXDSStatus is the controller's client status (CSDS) server, on
 	// loopback by default; `weft status` reads it.
 	PortXDSStatus = 15013
+	// PortDrain is the controller's authenticated drain endpoint (see
+	// DrainPath).
+	PortDrain = 15014
+)
+
+// Draining a pod that goes away: its pre-stop asks the controller, at
+// DrainPath on PortDrain over TLS, to answer once every proxy that can
+// reach the pod has acknowledged configuration in which it takes no new
+// requests. The caller proves its pod with the bearer token (TokenAudience)
+// or a mesh client certificate; DrainNodeHeader names the pod by its node
+// id ("<pod>.<namespace>"), which a certificate alone does not. A sidecar
+// serves the same path on PortHealth, where the kubelet's pre-stop calls
+// it, and forwards it with its own certificate. A proxyless workload finds
+// the endpoint's URL in the environment variable EnvDrainURL.
+const (
+	DrainPath       = "/drain"
+	DrainNodeHeader = "X-Weft-Node"
+	// DrainTimeoutParam, a Go duration in the query, bounds the wait
+	// further than the pod's grace period does.
+	DrainTimeoutParam = "timeout"
+	EnvDrainURL       = "WEFT_DRAIN_URL"
 )
 
 // Stream authentication: a proxy sends its projected ServiceAccount token,
@@ -122,6 +143,14 @@ const (
 const (
 	TokenAudience = "weft"
 	BearerPrefix  = "Bearer "
+)
+
+// Names of a sidecar's SDS secrets, which weft serves on its stream: its
+// own certificate and key, and the roots it trusts. The translator's TLS
+// contexts and the bootstrap's drain cluster name them.
+const (
+	SDSCertificate = "default"
+	SDSRoots       = "ROOTCA"
 )
 
 // Proxyless gRPC: the bootstrap the injector writes and the resources the
@@ -238,4 +267,8 @@ const (
 	// anchors or its signing CA changed (weft ca rotate or retire, a
 	// renewed external CA, a new root in an issuer's trust bundle).
 	EventCARotated = "CARotated"
+	// EventDrainTimedOut (Warning, on a pod): its pre-stop's wait for every
+	// proxy that can reach it to stop sending it requests ended before they
+	// all had; the message names how many still could.
+	EventDrainTimedOut = "DrainTimedOut"
 )

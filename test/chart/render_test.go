@@ -116,8 +116,8 @@ var toggles = []struct {
 			t.Errorf("args %v: the webhook server runs with the injector off", args)
 		}
 		svc := typed[corev1.Service](t, find(objs, "Service", "weft-controller"))
-		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 15012 {
-			t.Errorf("weft-controller ports %+v, want xDS on 15012 only", svc.Spec.Ports)
+		if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Port != 15012 || svc.Spec.Ports[1].Port != 15014 {
+			t.Errorf("weft-controller ports %+v, want xDS on 15012 and drains on 15014 only", svc.Spec.Ports)
 		}
 		if slices.ContainsFunc(typed[rbacv1.ClusterRole](t, find(objs, "ClusterRole", "weft-controller")).Rules, func(r rbacv1.PolicyRule) bool {
 			return slices.Contains(r.Resources, "mutatingwebhookconfigurations")
@@ -299,7 +299,8 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 	args := controllerArgs(t, objs)
 	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=9443", "--ca=builtin",
 		"--webhook-service=weft-controller", "--webhook-configuration=weft-injector",
-		"--xds-bind-address=:15012", "--xds-host=weft-controller.weft-system.svc", "--metrics-bind-address=:8443"} {
+		"--xds-bind-address=:15012", "--xds-host=weft-controller.weft-system.svc", "--metrics-bind-address=:8443",
+		"--drain-bind-address=:15014", "--drain-port=15014"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("args %v lack %s", args, want)
 		}

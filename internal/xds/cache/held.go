@@ -44,36 +44,59 @@ func (c *Cache) Held(id string) []Held {
 	}
 	var out []Held
 	for _, typeURL := range slices.Sorted(maps.Keys(n.asked)) {
-		h := Held{TypeURL: typeURL, Current: n.versions[typeURL]}
-		if n.answered[typeURL] {
-			h.Sent = n.needed[typeURL]
-		}
-		switch dt := n.deltaType(typeURL); {
-		case dt != nil:
-			h.Version = h.Current
-			if dt.seq == n.changes[typeURL] {
-				h.Version = h.Sent
-			}
-			n.each(typeURL, func(name string, e *entry) {
-				if dt.wants(name) {
-					h.Resources = append(h.Resources, Resource{Name: name, Any: e.any})
-				}
-			})
-		case n.lastSent[typeURL] != nil:
-			r := n.lastSent[typeURL]
-			h.Version = r.out.VersionInfo
-			for i, a := range r.out.Resources {
-				h.Resources = append(h.Resources, Resource{Name: r.names[i], Any: a})
-			}
-		default:
-			h.Version = h.Current
-			n.each(typeURL, func(name string, e *entry) {
-				h.Resources = append(h.Resources, Resource{Name: name, Any: e.any})
-			})
-		}
-		out = append(out, h)
+		out = append(out, n.held(typeURL, nil))
 	}
 	return out
+}
+
+// HeldOf is Held for one type, with only the resources whose names keep
+// accepts (every one when keep is nil); ok is false when the proxy is not
+// known or has not asked for the type.
+func (c *Cache) HeldOf(id, typeURL string, keep func(name string) bool) (h Held, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[id]
+	if n == nil || !n.asked[typeURL] {
+		return Held{}, false
+	}
+	return n.held(typeURL, keep), true
+}
+
+// held is what the node holds of one type it asked for.
+func (n *node) held(typeURL string, keep func(name string) bool) Held {
+	h := Held{TypeURL: typeURL, Current: n.versions[typeURL]}
+	if n.answered[typeURL] {
+		h.Sent = n.needed[typeURL]
+	}
+	kept := func(name string) bool { return keep == nil || keep(name) }
+	switch dt := n.deltaType(typeURL); {
+	case dt != nil:
+		h.Version = h.Current
+		if dt.seq == n.changes[typeURL] {
+			h.Version = h.Sent
+		}
+		n.each(typeURL, func(name string, e *entry) {
+			if dt.wants(name) && kept(name) {
+				h.Resources = append(h.Resources, Resource{Name: name, Any: e.any})
+			}
+		})
+	case n.lastSent[typeURL] != nil:
+		r := n.lastSent[typeURL]
+		h.Version = r.out.VersionInfo
+		for i, a := range r.out.Resources {
+			if kept(r.names[i]) {
+				h.Resources = append(h.Resources, Resource{Name: r.names[i], Any: a})
+			}
+		}
+	default:
+		h.Version = h.Current
+		n.each(typeURL, func(name string, e *entry) {
+			if kept(name) {
+				h.Resources = append(h.Resources, Resource{Name: name, Any: e.any})
+			}
+		})
+	}
+	return h
 }
 
 // deltaType is the state, for one type, of a delta stream of the node that

@@ -88,6 +88,12 @@ type Options struct {
 	PodCertificateSigner string
 	// Observe is what sidecars log and trace (translate.Observability).
 	Observe translate.Observability
+	// DrainAddress, when set, serves the drain endpoint (wire.DrainPath,
+	// see drain.go) there, with TLS and Auth as the xDS server has them.
+	// Pods (the manager's cache) is where it reads the pods it is asked
+	// about.
+	DrainAddress string
+	Pods         client.Reader
 	// Events, when set, records a proxy's rejection of its configuration
 	// (a NACK) as a Warning Event on its pod, where kubectl describe
 	// shows it.
@@ -120,6 +126,9 @@ func (o Options) Validate() error {
 	if (o.PodCertificates == nil) != (o.PodCertificateSigner == "") {
 		errs = append(errs, errors.New("PodCertificates and PodCertificateSigner: set both or neither"))
 	}
+	if o.DrainAddress != "" && o.Pods == nil {
+		errs = append(errs, errors.New("Pods: the drain endpoint reads the pods it is asked about; set Pods with DrainAddress"))
+	}
 	if o.Auth != nil && o.TLS == nil {
 		errs = append(errs, errors.New("TLS: an authenticating server must serve TLS, or tokens would cross the network in plain text"))
 	}
@@ -141,7 +150,9 @@ type Server struct {
 	sched   *scheduler
 	streams *streamTable
 
-	ready, statusReady chan string
+	ready, statusReady, drainReady chan string
+	// wake wakes the drain waits (drain.go).
+	wake drainWake
 }
 
 // New returns a server with an empty model, or what is wrong with the
@@ -152,7 +163,7 @@ func New(o Options) (*Server, error) {
 	}
 	c := cache.New()
 	s := &Server{Options: o, cache: c, acks: acks.New(c.Versions, o.Log), streams: newStreamTable(),
-		ready: make(chan string, 1), statusReady: make(chan string, 1)}
+		ready: make(chan string, 1), statusReady: make(chan string, 1), drainReady: make(chan string, 1)}
 	source := o.Leaves
 	if o.Signer != nil {
 		source = sds.CASource{Root: o.Signer, TTL: o.LeafTTL}
@@ -230,7 +241,10 @@ func (s *Server) StatusAddr(ctx context.Context) (string, error) {
 // OnModel takes a new model and updates every connected proxy. A model
 // whose shared resources fail validation is not used: every proxy keeps
 // its last good configuration.
-func (s *Server) OnModel(_ context.Context, m *mesh.Model) { s.sched.onModel(m) }
+func (s *Server) OnModel(_ context.Context, m *mesh.Model) {
+	s.sched.onModel(m)
+	s.wake.poke()
+}
 
 // onRequest and onDeltaRequest register a proxy the first time it asks
 // for anything, before the cache sees its request, and record ACKs and
@@ -249,6 +263,7 @@ func (s *Server) request(stream int64, node *corev3.Node, typeURL, nonce, nack s
 		return err
 	}
 	rejected := s.acks.Replied(id, typeURL, nonce, nack)
+	s.wake.poke()
 	if rejected == "" {
 		return nil
 	}
@@ -366,6 +381,7 @@ func (s *Server) onOpen(ctx context.Context, stream int64, _ string) error {
 func (s *Server) onClosed(stream int64, _ *corev3.Node) {
 	if id, ok := s.streams.closed(stream); ok {
 		s.sched.disconnect(id)
+		s.wake.poke()
 	}
 }
 
@@ -410,7 +426,15 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Auth == nil {
 		statusv3.RegisterClientStatusDiscoveryServiceServer(gs, &csds{s: s})
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if s.DrainAddress != "" {
+		stop, err := s.startDrain(errc)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		defer stop()
+	}
 	if s.StatusAddress != "" {
 		slis, err := net.Listen("tcp", s.StatusAddress)
 		if err != nil {

@@ -3,13 +3,15 @@ package translate
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 // Names of a sidecar's SDS secrets: its own certificate and key, and the
 // roots it trusts.
 const (
-	SecretCertificate = "default"
-	SecretRoots       = "ROOTCA"
+	SecretCertificate = wire.SDSCertificate
+	SecretRoots       = wire.SDSRoots
 )
 
 // Secrets makes a sidecar's SDS secrets from PEM: its certificate chain
