@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -175,8 +176,11 @@ func checkMonitoring(tokenSecret string, objLabels map[string]string) func(*test
 			}
 			name := filepath.Base(f)
 			cm := typed[corev1.ConfigMap](t, find(objs, "ConfigMap", name[:len(name)-len(".json")]+"-dashboard"))
-			if cm.Data[name] != string(raw) || cm.Labels["grafana_dashboard"] != "1" {
-				t.Errorf("ConfigMap of %s: labels %v, the file's text: %v", name, cm.Labels, cm.Data[name] == string(raw))
+			// The template's block scalar (|-) drops the file's final
+			// line breaks; everything else must arrive unchanged.
+			text := strings.TrimRight(string(raw), "\n")
+			if cm.Data[name] != text || cm.Labels["grafana_dashboard"] != "1" {
+				t.Errorf("ConfigMap of %s: labels %v, the file's text: %v", name, cm.Labels, cm.Data[name] == text)
 			}
 		}
 	}

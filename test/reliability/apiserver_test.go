@@ -32,22 +32,11 @@ func count(rp *replica, re *regexp.Regexp) int { return len(re.FindAllIndex(rp.p
 // change reaches every proxy and shows Ready within 60 s.
 func TestAPIServerLost(t *testing.T) {
 	t.Parallel() // each in its own network namespace, with its own API server
-	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
+	down := outage(t)
+	ctx, r, clients, l := scenario(t, 2, down+8*time.Minute)
+	if r == nil {
 		return
 	}
-	down := outage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), down+8*time.Minute)
-	t.Cleanup(cancel)
-	r := newRig(ctx, t, 2)
-	r.route("v1")
-	clients := r.clients("client", 4)
-	if _, err := r.reach(clients, "v1", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.ready(time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	l := startLoad(ctx, clients, 20*time.Millisecond, down+6*time.Minute)
 	leadsBefore := count(r.replicas[0], leading) + count(r.replicas[1], leading)
 
 	r.api.Cut()

@@ -26,22 +26,11 @@ func nodes(prefix string, n int) []string {
 // reaches them all.
 func TestControlPlaneKilled(t *testing.T) {
 	t.Parallel() // each in its own network namespace, with its own API server
-	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
+	down := outage(t)
+	ctx, r, clients, l := scenario(t, 1, down+10*time.Minute)
+	if r == nil {
 		return
 	}
-	down := outage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), down+10*time.Minute)
-	t.Cleanup(cancel)
-	r := newRig(ctx, t, 1)
-	r.route("v1")
-	clients := r.clients("client", 4)
-	if _, err := r.reach(clients, "v1", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.ready(time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	l := startLoad(ctx, clients, 20*time.Millisecond, down+9*time.Minute)
 	rp := r.replicas[0]
 
 	rp.proc.Kill()
@@ -102,19 +91,11 @@ func TestControlPlaneKilled(t *testing.T) {
 // logged).
 func TestReplicaKilledEvery30s(t *testing.T) {
 	t.Parallel() // each in its own network namespace, with its own API server
-	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
+	span := outage(t)
+	_, r, clients, l := scenario(t, 2, span+8*time.Minute)
+	if r == nil {
 		return
 	}
-	span := outage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), span+8*time.Minute)
-	t.Cleanup(cancel)
-	r := newRig(ctx, t, 2)
-	r.route("v1")
-	clients := r.clients("client", 4)
-	if _, err := r.reach(clients, "v1", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	l := startLoad(ctx, clients, 20*time.Millisecond, span+6*time.Minute)
 
 	var delays []time.Duration
 	kills := 0

@@ -203,6 +203,30 @@ func (r *rig) objects() {
 	}
 }
 
+// scenario opens a test of this package: in a network namespace of its
+// own, within budget, replicas of the controller, every call of four
+// clients routed to v1 and in force (Ready), and those calls going on
+// without pause for the budget. It returns nothing in the test's first
+// process, which only runs the namespace's.
+func scenario(t *testing.T, replicas int, budget time.Duration) (context.Context, *rig, []*xdstest.Client, *load) {
+	t.Helper()
+	if !testenv.InOwnNetworkNamespace(t, backendIPs["v1"], backendIPs["v2"]) {
+		return nil, nil, nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	t.Cleanup(cancel)
+	r := newRig(ctx, t, replicas)
+	r.route("v1")
+	clients := r.clients("client", 4)
+	if _, err := r.reach(clients, "v1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ready(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, r, clients, startLoad(ctx, clients, 20*time.Millisecond, budget-time.Minute)
+}
+
 // clients connects n grpc-go xDS clients through the replicas' Service and
 // waits until each has reached reviews.
 func (r *rig) clients(prefix string, n int) []*xdstest.Client {
