@@ -71,13 +71,18 @@ lint: $(GOLANGCI_LINT) $(LOGCHECK) ## Lint the code: golangci-lint (.golangci.ym
 	$(call timed,lint,$(GOLANGCI_LINT) run ./... && $(LOGCHECK) -check-value ./...)
 
 FUZZTIME ?= 30s
+# How long make test fuzzes each target, after the tests.
+TEST_FUZZTIME ?= 5s
 
 # make test runs every fuzz target's corpus (seeds and the inputs that
-# once failed) as ordinary tests; fuzzing itself is make fuzz, which on a
-# cold cache costs five minutes of instrumented builds.
+# once failed) as ordinary tests, then fuzzes each target for
+# TEST_FUZZTIME (on a cold cache the instrumented builds cost about five
+# minutes more; TEST_FUZZTIME=0 leaves fuzzing out). make fuzz fuzzes each
+# for FUZZTIME.
 .PHONY: test
-test: tools verify vet lint test-binaries ## Run every test against a real kube-apiserver and etcd (builds them the first time).
+test: tools verify vet lint test-binaries ## Run every test against a real kube-apiserver and etcd (builds them the first time), then fuzz each target briefly.
 	$(call timed,go-test,WEFT_TEST_BINARIES=$(TEST_BIN) go test -p $(TEST_P) -timeout 20m $(TEST_FLAGS) ./...)
+	$(call timed,fuzz,hack/fuzz.sh $(TEST_FUZZTIME))
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s); a failing input lands in its package's testdata/fuzz.

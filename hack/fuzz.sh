@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${1:?usage: hack/fuzz.sh <fuzztime>}
+if [[ $fuzztime == 0 || $fuzztime == 0s ]]; then
+  echo "fuzzing left out (fuzz time $fuzztime)"
+  exit 0
+fi
 # package:target, one per fuzz target; a test fails when one is missing.
 targets=(
   internal/mesh:FuzzBuild
