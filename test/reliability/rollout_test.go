@@ -110,6 +110,47 @@ func TestRollingRestartDrainsAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestRollingRestartWithAKilledReplica: the spread rollout, with the
+// second replica killed (SIGKILL) before the fourth pod is replaced. Its
+// clients reconnect to the first replica; its Lease stays, unrenewed, and
+// the next drain waits for it until the Lease expires (10 s), not up to
+// the pod's bound (22.5 s); the drains after it do not wait for it at
+// all. No call fails.
+func TestRollingRestartWithAKilledReplica(t *testing.T) {
+	t.Parallel()
+	if !testenv.InOwnNetworkNamespace(t, rolloutIPs()...) {
+		return
+	}
+	ro := newRolloutWith(t, rolloutSetup{replicas: 2, peers: true})
+	const killed = 3
+	ro.beforeRound = func(round int) {
+		if round == killed {
+			ro.replicas[1].proc.Kill()
+			t.Logf("%s killed", ro.replicas[1].name)
+		}
+	}
+	for i, d := range ro.restart(true) {
+		switch {
+		case d.Outcome != "drained":
+			t.Errorf("pod reviews-%d: the drain ended %s after %.3fs, replicas counted %v, still reaching %v", i, d.Outcome, d.Seconds, d.Replicas, d.ReplicasReaching)
+		case i < killed && (len(d.Replicas) != 2 || len(d.ReplicasGone) != 0):
+			t.Errorf("pod reviews-%d, before the kill: replicas counted %v, gone %v", i, d.Replicas, d.ReplicasGone)
+		case i >= killed && (len(d.Replicas) != 1 || len(d.ReplicasGone) != 1):
+			t.Errorf("pod reviews-%d, after the kill: replicas counted %v, gone %v", i, d.Replicas, d.ReplicasGone)
+		case i == killed:
+			// The Lease's 10 s, the answering replica's next renewal
+			// (2 s), and room for a loaded machine; well short of the
+			// pod's bound.
+			if d.Seconds > 16 {
+				t.Errorf("pod reviews-%d: the killed replica held its drain up for %.3fs", i, d.Seconds)
+			}
+			t.Logf("the first drain after the kill waited %.3fs for the killed replica's Lease to expire", d.Seconds)
+		case d.Seconds > 2:
+			t.Errorf("pod reviews-%d: a drain long after the kill took %.3fs", i, d.Seconds)
+		}
+	}
+}
+
 // TestRollingRestartDrainsForTheOtherReplica: every client on the second
 // replica, every pre-stop reaching the first, which has no proxy of its
 // own: its answers still wait for the second replica's clients, and no
@@ -164,6 +205,8 @@ type rollout struct {
 	live []*rolloutPod
 	// expectFailures says the rollout is one that must lose calls.
 	expectFailures bool
+	// beforeRound, when set, runs before each pod is replaced.
+	beforeRound func(round int)
 }
 
 // rolloutReplica is one controller process.
@@ -438,7 +481,10 @@ func (ro *rollout) restart(wait bool) []drain.Answer {
 	l := startLoad(ro.ctx, ro.clients, 2*time.Millisecond, 8*time.Minute)
 	var drains []drain.Answer
 	start := time.Now()
-	for range rolloutPods * rolloutRounds {
+	for round := range rolloutPods * rolloutRounds {
+		if ro.beforeRound != nil {
+			ro.beforeRound(round)
+		}
 		fresh := ro.startPod()
 		ro.reached(fresh)
 		old := ro.live[0]
