@@ -25,9 +25,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -51,6 +53,7 @@ import (
 	"github.com/weftmesh/weft/internal/memlimit"
 	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/redirect"
+	"github.com/weftmesh/weft/internal/replicas"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/internal/wire"
 	"github.com/weftmesh/weft/internal/xds/auth"
@@ -146,6 +149,7 @@ type controllerOptions struct {
 	xdsAuth          string
 	xdsStatusAddr    string
 	drainAddr        string
+	drainPeers       bool
 	enableHTTP2      bool
 	leafTTL          time.Duration
 	certDelivery     string
@@ -188,6 +192,8 @@ func (o *controllerOptions) bind(fs *flag.FlagSet) {
 		"address of the xDS (ADS) server, e.g. 127.0.0.1:15012 or :15012; empty turns it off. With --xds-auth=none, a loopback address only")
 	fs.StringVar(&o.drainAddr, "drain-bind-address", "",
 		"address of the drain endpoint that terminating pods' pre-stop hooks wait on (HTTPS, authenticated as xDS streams are), e.g. :15014; empty turns it off. Needs --xds-bind-address")
+	fs.BoolVar(&o.drainPeers, "drain-peers", true,
+		"with --drain-bind-address: a drain waits for every live replica's word on its own proxies, kept in a Lease per replica beside the leader Lease and renewed every 2s; false: a drain covers only the proxies of the replica that answers, and no Lease is kept")
 	fs.StringVar(&o.caSource, "ca", "builtin",
 		"the mesh CA: builtin (weft makes a root in the Secret weft-root-ca on first start), external (cert-manager's Certificate, or the user, keeps a CA in that Secret: tls.crt, tls.key, ca.crt; weft waits for it and takes each renewal) or cert-manager (weft holds no CA: --issuer-name signs every certificate through a CertificateRequest; SDS delivery only)")
 	fs.StringVar(&o.issuer.Name, "issuer-name", "",
@@ -780,12 +786,17 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.metricsAddr != "0" {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-	// The Lease's namespace: the flag's, else the pod's, else the mesh's.
+	// The Leases' namespace (the leader's and the replicas' drain
+	// Leases): the flag's, else the pod's, else the mesh's.
+	podNS := ""
+	if ns, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+		podNS = string(bytes.TrimSpace(ns))
+	}
 	leaderNS := o.leaderElectionNS
 	if leaderNS == "" {
 		leaderNS = o.meshNamespace
-		if ns, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(bytes.TrimSpace(ns)) > 0 {
-			leaderNS = string(bytes.TrimSpace(ns))
+		if podNS != "" {
+			leaderNS = podNS
 		}
 	}
 	// The mesh CA (or, with --ca=cert-manager, the trust bundle and the
@@ -922,6 +933,16 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 			// Terminating pods' pre-stop hooks wait here (drain.go).
 			xo.DrainAddress, xo.Pods = o.drainAddr, mgr.GetClient()
 		}
+		if o.drainAddr != "" && o.drainPeers {
+			// ...and for every live replica's proxies: each replica's
+			// word in a Lease of its own (drain_peers.go,
+			// internal/replicas), whether it leads or not.
+			board, err := replicaBoard(ctx, mgr, cfg, leaderNS, podNS)
+			if err != nil {
+				return err
+			}
+			xo.Peers = board
+		}
 		if o.leafTTL < identity.MinLeafTTL || o.leafTTL > identity.MaxLeafTTL {
 			return fmt.Errorf("--leaf-ttl: %v is outside [%v, %v]", o.leafTTL, identity.MinLeafTTL, identity.MaxLeafTTL)
 		}
@@ -1000,6 +1021,30 @@ func runController(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
+}
+
+// replicaBoard sets up this replica's drain Lease and its view of the
+// others', named after its pod (wire.EnvPodName) and owned by it
+// (wire.EnvPodUID) when the pod is in the Leases' namespace.
+func replicaBoard(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, namespace, podNS string) (*replicas.Board, error) {
+	if err := server.IndexTerminatingPods(ctx, mgr.GetFieldIndexer()); err != nil {
+		return nil, fmt.Errorf("indexing the terminating pods: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("a client for the drain Leases: %w", err)
+	}
+	host, _ := os.Hostname()
+	pod := os.Getenv(wire.EnvPodName)
+	board := &replicas.Board{Client: cs, Namespace: namespace, Name: replicas.NameOf(pod, host, utilrand.String(5)),
+		Log: mgr.GetLogger().WithName("replicas")}
+	if podNS == namespace {
+		board.Owner = replicas.OwnerOf(pod, os.Getenv(wire.EnvPodUID))
+	}
+	if err := mgr.Add(board); err != nil {
+		return nil, fmt.Errorf("adding the drain Leases: %w", err)
+	}
+	return board, nil
 }
 
 func runInject(args []string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -49,6 +49,13 @@ type Answer struct {
 	// still send the pod new calls when the answer was given.
 	Proxies  int `json:"proxies"`
 	Reaching int `json:"reaching"`
+	// Replicas are the controller's replicas whose word was counted, the
+	// one that answered first; ReplicasReaching those others that had not
+	// said their proxies were clear of the pod; ReplicasGone the replicas
+	// not waited for (stopped, or silent past their heartbeat's expiry).
+	Replicas         []string `json:"replicas"`
+	ReplicasReaching []string `json:"replicasReaching"`
+	ReplicasGone     []string `json:"replicasGone"`
 }
 
 // Wait asks the drain endpoint and waits for its answer (bounded by the

@@ -204,7 +204,7 @@ var (
 	// while some proxy could still send it new requests.
 	Drains = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "weft_drain_duration_seconds",
-		Help:    "Time a pod's pre-stop waited for every connected proxy that could reach it to acknowledge configuration in which it takes no new requests, by outcome (drained, timed_out, not_terminating).",
+		Help:    "Time a pod's pre-stop waited for every proxy that could reach it, on every live replica, to acknowledge configuration in which it takes no new requests, by outcome (drained, timed_out, not_terminating).",
 		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
 	}, []string{"outcome"})
 )

@@ -138,6 +138,22 @@ const (
 	EnvDrainURL       = "WEFT_DRAIN_URL"
 )
 
+// The replicas of the controller tell each other which terminating pods
+// their proxies are clear of (internal/replicas): each keeps a Lease named
+// DrainLeasePrefix plus its replica name in the controller's namespace,
+// labelled LabelDrainReplica, renewed as a heartbeat, whose annotation
+// AnnotationDrainClear lists those pods' UIDs, comma-separated. The
+// chart's Deployment gives each replica its pod's name and UID in
+// EnvPodName and EnvPodUID: the name names the replica, and the pod owns
+// the Lease, which goes with it.
+const (
+	DrainLeasePrefix     = "weft-drain."
+	LabelDrainReplica    = "mesh.weft.dev/drain-replica"
+	AnnotationDrainClear = "mesh.weft.dev/drain-clear"
+	EnvPodName           = "WEFT_POD_NAME"
+	EnvPodUID            = "WEFT_POD_UID"
+)
+
 // Stream authentication: a proxy sends its projected ServiceAccount token,
 // issued for TokenAudience, as "authorization: Bearer <token>".
 const (

@@ -44,8 +44,8 @@ import (
 // token from the TokenRequest API), and checks that it does its work with
 // only the chart's RBAC: it takes the leader Lease, makes the root CA
 // Secret, publishes the root bundle into a namespace that joins the mesh,
-// and takes it away when the namespace leaves, and writes the status of
-// every custom resource; no request is refused.
+// and takes it away when the namespace leaves, writes the status of
+// every custom resource, and keeps its drain Lease; no request is refused.
 //
 // The injector serves on a loopback port with the certificate weft signs:
 // the leader fills the webhook configuration's caBundle, and a TLS client
@@ -138,6 +138,18 @@ func runControllerAsChart(ctx context.Context, t *testing.T, e *testenv.Env, mes
 		{"the leader Lease", func(ctx context.Context) error {
 			var l coordinationv1.Lease
 			return e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: "weft-controller.mesh.weft.dev"}, &l)
+		}},
+		{"this replica's drain Lease, renewed", func(ctx context.Context) error {
+			var list coordinationv1.LeaseList
+			if err := e.Client.List(ctx, &list, client.InNamespace(releaseNamespace), client.HasLabels{wire.LabelDrainReplica}); err != nil {
+				return err
+			}
+			for _, l := range list.Items {
+				if l.Spec.HolderIdentity != nil && l.Spec.RenewTime != nil && l.Spec.AcquireTime != nil && l.Spec.RenewTime.After(l.Spec.AcquireTime.Time) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no renewed drain Lease among %d", len(list.Items))
 		}},
 		{"the root CA Secret", func(ctx context.Context) error {
 			var s corev1.Secret

@@ -12,6 +12,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/weftmesh/weft/internal/wire"
 )
 
 func TestHelmLintStrict(t *testing.T) {
@@ -182,8 +184,8 @@ var toggles = []struct {
 	{"one replica, no leader election, no PDB", []string{
 		"controller.replicas=1", "controller.leaderElection=false", "controller.podDisruptionBudget.enabled=false",
 	}, func(t *testing.T, objs []*unstructured.Unstructured) {
-		if !slices.Contains(controllerArgs(t, objs), "--leader-elect=false") {
-			t.Error("leader election still on")
+		if args := controllerArgs(t, objs); !slices.Contains(args, "--leader-elect=false") || !slices.Contains(args, "--drain-peers=false") {
+			t.Errorf("leader election or the replicas' drain Leases still on: %v", args)
 		}
 		if find(objs, "PodDisruptionBudget", "weft-controller") != nil {
 			t.Error("PodDisruptionBudget rendered although disabled")
@@ -296,11 +298,17 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 		// weft sets 90% of the container's limit itself (internal/memlimit).
 		t.Errorf("GOMEMLIMIT is set by default: %+v", e)
 	}
+	// The replica's name and its drain Lease's owner come from its pod.
+	for name, field := range map[string]string{wire.EnvPodName: "metadata.name", wire.EnvPodUID: "metadata.uid"} {
+		if e := envVar(c, name); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != field {
+			t.Errorf("%s is not the pod's %s: %+v", name, field, e)
+		}
+	}
 	args := controllerArgs(t, objs)
 	for _, want := range []string{"--leader-elect=true", "--mesh-namespace=" + releaseNamespace, "--webhook-port=9443", "--ca=builtin",
 		"--webhook-service=weft-controller", "--webhook-configuration=weft-injector",
 		"--xds-bind-address=:15012", "--xds-host=weft-controller.weft-system.svc", "--metrics-bind-address=:8443",
-		"--drain-bind-address=:15014", "--drain-port=15014"} {
+		"--drain-bind-address=:15014", "--drain-port=15014", "--drain-peers=true"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("args %v lack %s", args, want)
 		}

@@ -6,11 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
 	corev1 "k8s.io/api/core/v1"
@@ -87,23 +90,142 @@ func TestRollingRestartWithoutDrainFailsCalls(t *testing.T) {
 	ro.restart(false)
 }
 
+// TestRollingRestartDrainsAcrossReplicas: the rollout with two replicas
+// of the controller (leader election, --drain-peers as the chart sets
+// it), the clients spread over both through one forwarder, and every
+// pre-stop reaching the first replica only. Its answers wait for the
+// second replica's clients too: no call fails, and each answer names
+// both replicas.
+func TestRollingRestartDrainsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	if !testenv.InOwnNetworkNamespace(t, rolloutIPs()...) {
+		return
+	}
+	ro := newRolloutWith(t, rolloutSetup{replicas: 2, peers: true})
+	for i, d := range ro.restart(true) {
+		if d.Outcome != "drained" || len(d.Replicas) != 2 || len(d.ReplicasReaching) != 0 || len(d.ReplicasGone) != 0 {
+			t.Errorf("pod reviews-%d: the drain ended %s after %.3fs, replicas counted %v, still reaching %v, gone %v",
+				i, d.Outcome, d.Seconds, d.Replicas, d.ReplicasReaching, d.ReplicasGone)
+		}
+	}
+}
+
+// TestRollingRestartWithAKilledReplica: the spread rollout, with the
+// second replica killed (SIGKILL) before the fourth pod is replaced. Its
+// clients reconnect to the first replica; its Lease stays, unrenewed, and
+// the next drain waits for it until the Lease expires (10 s), not up to
+// the pod's bound (22.5 s); the drains after it do not wait for it at
+// all. No call fails.
+func TestRollingRestartWithAKilledReplica(t *testing.T) {
+	t.Parallel()
+	if !testenv.InOwnNetworkNamespace(t, rolloutIPs()...) {
+		return
+	}
+	ro := newRolloutWith(t, rolloutSetup{replicas: 2, peers: true})
+	const killed = 3
+	ro.beforeRound = func(round int) {
+		if round == killed {
+			ro.replicas[1].proc.Kill()
+			t.Logf("%s killed", ro.replicas[1].name)
+		}
+	}
+	for i, d := range ro.restart(true) {
+		switch {
+		case d.Outcome != "drained":
+			t.Errorf("pod reviews-%d: the drain ended %s after %.3fs, replicas counted %v, still reaching %v", i, d.Outcome, d.Seconds, d.Replicas, d.ReplicasReaching)
+		case i < killed && (len(d.Replicas) != 2 || len(d.ReplicasGone) != 0):
+			t.Errorf("pod reviews-%d, before the kill: replicas counted %v, gone %v", i, d.Replicas, d.ReplicasGone)
+		case i >= killed && (len(d.Replicas) != 1 || len(d.ReplicasGone) != 1):
+			t.Errorf("pod reviews-%d, after the kill: replicas counted %v, gone %v", i, d.Replicas, d.ReplicasGone)
+		case i == killed:
+			// The Lease's 10 s, the answering replica's next renewal
+			// (2 s), and room for a loaded machine; well short of the
+			// pod's bound.
+			if d.Seconds > 16 {
+				t.Errorf("pod reviews-%d: the killed replica held its drain up for %.3fs", i, d.Seconds)
+			}
+			t.Logf("the first drain after the kill waited %.3fs for the killed replica's Lease to expire", d.Seconds)
+		case d.Seconds > 2:
+			t.Errorf("pod reviews-%d: a drain long after the kill took %.3fs", i, d.Seconds)
+		}
+	}
+}
+
+// TestRollingRestartDrainsForTheOtherReplica: every client on the second
+// replica, every pre-stop reaching the first, which has no proxy of its
+// own: its answers still wait for the second replica's clients, and no
+// call fails.
+func TestRollingRestartDrainsForTheOtherReplica(t *testing.T) {
+	t.Parallel()
+	if !testenv.InOwnNetworkNamespace(t, rolloutIPs()...) {
+		return
+	}
+	ro := newRolloutWith(t, rolloutSetup{replicas: 2, peers: true, clientsOn: []int{1}})
+	for i, d := range ro.restart(true) {
+		if d.Outcome != "drained" || d.Proxies != 0 || len(d.Replicas) != 2 {
+			t.Errorf("pod reviews-%d: the drain ended %s after %.3fs, %d proxies, replicas counted %v", i, d.Outcome, d.Seconds, d.Proxies, d.Replicas)
+		}
+	}
+}
+
+// TestRollingRestartWithoutPeersFailsCalls is the rollout above with the
+// replicas not telling each other (--drain-peers=false): the first
+// replica answers for its own proxies only, of which it has none, so
+// each pod stops while the second replica's clients still send it calls.
+// Calls fail: what the replicas' word prevents, and the proof that the
+// test above can fail.
+func TestRollingRestartWithoutPeersFailsCalls(t *testing.T) {
+	t.Parallel()
+	if !testenv.InOwnNetworkNamespace(t, rolloutIPs()...) {
+		return
+	}
+	ro := newRolloutWith(t, rolloutSetup{replicas: 2, peers: false, clientsOn: []int{1}})
+	ro.expectFailures = true
+	for i, d := range ro.restart(true) {
+		if d.Proxies != 0 || len(d.Replicas) != 0 {
+			t.Errorf("pod reviews-%d: the first replica checked %d proxies and counted replicas %v", i, d.Proxies, d.Replicas)
+		}
+	}
+}
+
 // rollout is a real API server with kube-controller-manager's EndpointSlice
-// controller, the controller binary, the pods of shop/reviews and their
-// servers, and grpc-go clients.
+// controller, the controller binary (one replica or more), the pods of
+// shop/reviews and their servers, and grpc-go clients.
 type rollout struct {
-	t         *testing.T
-	ctx       context.Context
-	c         client.Client
-	xdsAddr   string
-	drainAddr string
-	clients   []*xdstest.Client
-	ips       []string
+	t   *testing.T
+	ctx context.Context
+	c   client.Client
+	// replicas are the controller's; the pods' pre-stops reach the first.
+	replicas []*rolloutReplica
+	clients  []*xdstest.Client
+	ips      []string
 	// next is the index of the next pod's name and address.
 	next int
 	// live are the pods serving, oldest first.
 	live []*rolloutPod
-	// expectFailures says the rollout is the one without a wait.
+	// expectFailures says the rollout is one that must lose calls.
 	expectFailures bool
+	// beforeRound, when set, runs before each pod is replaced.
+	beforeRound func(round int)
+}
+
+// rolloutReplica is one controller process.
+type rolloutReplica struct {
+	name               string
+	proc               *testenv.Process
+	xdsAddr, drainAddr string
+}
+
+// rolloutSetup lays the control plane and the clients out.
+type rolloutSetup struct {
+	// replicas of the controller: with more than one, they elect a leader
+	// and run with --drain-peers=peers, as the chart has them.
+	replicas int
+	peers    bool
+	// clientsOn are the replicas the clients' xDS connections reach,
+	// through one forwarder (a Service in front of them), one after the
+	// other: nil, every replica.
+	clientsOn []int
 }
 
 // rolloutPod is a pod and the gRPC server its container runs.
@@ -114,6 +236,11 @@ type rolloutPod struct {
 }
 
 func newRollout(t *testing.T) *rollout {
+	t.Helper()
+	return newRolloutWith(t, rolloutSetup{replicas: 1})
+}
+
+func newRolloutWith(t *testing.T, setup rolloutSetup) *rollout {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
@@ -134,15 +261,23 @@ func newRollout(t *testing.T) *rollout {
 	}
 	kcm := testenv.StartProcess(t, filepath.Join(dir, "kube-controller-manager.log"), filepath.Join(env.AssetsDir(), "kube-controller-manager"),
 		"--kubeconfig="+kubeconfig, "--leader-elect=false", "--secure-port=0", "--controllers=endpointslice-controller")
-	ro.xdsAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	ro.drainAddr = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	weft := testenv.StartProcess(t, filepath.Join(dir, "weft.log"), testenv.Binary(t, "weft"), "controller",
-		"--kubeconfig="+kubeconfig, "--mesh-namespace="+meshNS,
-		"--xds-bind-address="+ro.xdsAddr, "--xds-auth=none", "--drain-bind-address="+ro.drainAddr,
-		"--webhook-port=0", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=json")
+	for i := range setup.replicas {
+		rp := &rolloutReplica{name: fmt.Sprintf("replica-%d", i),
+			xdsAddr: "127.0.0.1:" + strconv.Itoa(freePort(t)), drainAddr: "127.0.0.1:" + strconv.Itoa(freePort(t))}
+		args := []string{"controller", "--kubeconfig=" + kubeconfig, "--mesh-namespace=" + meshNS,
+			"--xds-bind-address=" + rp.xdsAddr, "--xds-auth=none", "--drain-bind-address=" + rp.drainAddr,
+			"--webhook-port=0", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=json"}
+		if setup.replicas > 1 {
+			args = append(args, "--leader-elect", "--leader-election-namespace="+meshNS, "--drain-peers="+strconv.FormatBool(setup.peers))
+		}
+		rp.proc = testenv.StartProcess(t, filepath.Join(dir, rp.name+".log"), testenv.Binary(t, "weft"), args...)
+		ro.replicas = append(ro.replicas, rp)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("weft's log (the end):\n%s", tail(weft.Log(), 6000))
+			for _, rp := range ro.replicas {
+				t.Logf("%s's log (the end):\n%s", rp.name, tail(rp.proc.Log(), 6000))
+			}
 			t.Logf("kube-controller-manager's log (the end):\n%s", tail(kcm.Log(), 3000))
 		}
 	})
@@ -150,17 +285,96 @@ func newRollout(t *testing.T) *rollout {
 	for range rolloutPods {
 		ro.live = append(ro.live, ro.startPod())
 	}
-	if err := testenv.Eventually(ctx, 2*time.Minute, func(ctx context.Context) error { return synced(ctx, ro.xdsAddr, nil) }); err != nil {
-		t.Fatalf("weft does not serve: %v", err)
+	for _, rp := range ro.replicas {
+		if err := testenv.Eventually(ctx, 2*time.Minute, func(ctx context.Context) error { return synced(ctx, rp.xdsAddr, nil) }); err != nil {
+			t.Fatalf("%s does not serve: %v", rp.name, err)
+		}
 	}
+	on := setup.clientsOn
+	if on == nil {
+		on = []int{}
+		for i := range ro.replicas {
+			on = append(on, i)
+		}
+	}
+	var upstreams []string
+	for _, i := range on {
+		upstreams = append(upstreams, ro.replicas[i].xdsAddr)
+	}
+	svc := testenv.Forward(t, upstreams...)
+	var nodes []string
 	for i := range 4 {
-		cl := xdstest.NewClient(t, ro.xdsAddr, fmt.Sprintf("client-%d.%s", i, appNS), target)
+		node := fmt.Sprintf("client-%d.%s", i, appNS)
+		cl := xdstest.NewClient(t, svc.Addr, node, target)
+		// Each client connects before the next, so that the forwarder
+		// hands the replicas one client each in turn.
+		callCtx, cancelCall := context.WithTimeout(ctx, 2*time.Minute)
+		_, err := cl.Call(callCtx, grpc.WaitForReady(true))
+		cancelCall()
+		if err != nil {
+			t.Fatalf("client %d never reached reviews: %v", i, err)
+		}
 		ro.clients = append(ro.clients, cl)
+		nodes = append(nodes, node)
 	}
+	ro.placed(nodes, on)
 	for _, p := range ro.live {
 		ro.reached(p)
 	}
 	return ro
+}
+
+// proxiesAt lists the proxies connected to a replica, from its proxy
+// status (CSDS).
+func proxiesAt(ctx context.Context, addr string) ([]string, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := statusv3.NewClientStatusDiscoveryServiceClient(cc).FetchClientStatus(callCtx, &statusv3.ClientStatusRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, c := range resp.GetConfig() {
+		out = append(out, c.GetNode().GetId())
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// placed checks that the clients are connected to the replicas on, and
+// to those only, as each replica's proxy status (CSDS) says.
+func (ro *rollout) placed(nodes []string, on []int) {
+	ro.t.Helper()
+	err := testenv.Eventually(ro.ctx, time.Minute, func(ctx context.Context) error {
+		where := map[string][]string{}
+		for i, rp := range ro.replicas {
+			connected, err := proxiesAt(ctx, rp.xdsAddr)
+			if err != nil {
+				return err
+			}
+			if len(connected) > 0 != slices.Contains(on, i) {
+				return fmt.Errorf("%s has the clients %v; the clients should reach replicas %v", rp.name, connected, on)
+			}
+			for _, n := range connected {
+				where[n] = append(where[n], rp.name)
+			}
+		}
+		for _, n := range nodes {
+			if len(where[n]) != 1 {
+				return fmt.Errorf("%s is connected to %v", n, where[n])
+			}
+		}
+		ro.t.Logf("clients by replica: %v", where)
+		return nil
+	})
+	if err != nil {
+		ro.t.Fatal(err)
+	}
 }
 
 // objects creates the namespaces, the node the pods run on, and
@@ -267,7 +481,10 @@ func (ro *rollout) restart(wait bool) []drain.Answer {
 	l := startLoad(ro.ctx, ro.clients, 2*time.Millisecond, 8*time.Minute)
 	var drains []drain.Answer
 	start := time.Now()
-	for range rolloutPods * rolloutRounds {
+	for round := range rolloutPods * rolloutRounds {
+		if ro.beforeRound != nil {
+			ro.beforeRound(round)
+		}
 		fresh := ro.startPod()
 		ro.reached(fresh)
 		old := ro.live[0]
@@ -278,7 +495,7 @@ func (ro *rollout) restart(wait bool) []drain.Answer {
 		}
 		if wait {
 			d := ro.preStop(old)
-			t.Logf("pod %s: drain %s in %.3fs (%d proxies checked)", old.name, d.Outcome, d.Seconds, d.Proxies)
+			t.Logf("pod %s: drain %s in %.3fs (%d proxies checked; replicas counted %v, gone %v)", old.name, d.Outcome, d.Seconds, d.Proxies, d.Replicas, d.ReplicasGone)
 			drains = append(drains, d)
 		}
 		// The container ends: a server that exits on SIGTERM closes its
@@ -298,11 +515,11 @@ func (ro *rollout) restart(wait bool) []drain.Answer {
 	if ro.expectFailures {
 		l.stop()
 		sent, failed := l.sent.Load(), l.failed.Load()
-		t.Logf("rolling restart of %d pods without a drain in %v: %d calls, %d failed (first: %v)", rolloutPods*rolloutRounds, took.Round(time.Millisecond), sent, failed, l.firstErr)
+		t.Logf("rolling restart of %d pods (drain asked: %v) in %v: %d calls, %d failed (first: %v)", rolloutPods*rolloutRounds, wait, took.Round(time.Millisecond), sent, failed, l.firstErr)
 		if failed == 0 {
-			t.Errorf("no call failed with pods stopped as soon as deleted: this rollout cannot show what the drain prevents")
+			t.Errorf("no call failed: this rollout cannot show what the drain prevents")
 		}
-		return nil
+		return drains
 	}
 	l.check(t, fmt.Sprintf("rolling restart of %d pods with drains in %v", rolloutPods*rolloutRounds, took.Round(time.Millisecond)))
 	var secs []time.Duration
@@ -313,11 +530,12 @@ func (ro *rollout) restart(wait bool) []drain.Answer {
 	return drains
 }
 
-// preStop is the pod's pre-stop: it waits on the drain endpoint, as the
-// application's own shutdown or the sidecar's hook does.
+// preStop is the pod's pre-stop: it waits on the drain endpoint of the
+// first replica, as the application's own shutdown or the sidecar's hook
+// does through the Service.
 func (ro *rollout) preStop(p *rolloutPod) drain.Answer {
 	ro.t.Helper()
-	d, err := drain.Wait(ro.ctx, drain.Request{URL: "http://" + ro.drainAddr + wire.DrainPath, Node: wire.NodeID(p.name, appNS)})
+	d, err := drain.Wait(ro.ctx, drain.Request{URL: "http://" + ro.replicas[0].drainAddr + wire.DrainPath, Node: wire.NodeID(p.name, appNS)})
 	if err != nil {
 		ro.t.Fatalf("the pre-stop of %s: %v", p.name, err)
 	}

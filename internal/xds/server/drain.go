@@ -103,6 +103,17 @@ type DrainResult struct {
 	Proxies         int      `json:"proxies"`
 	Reaching        int      `json:"reaching"`
 	ReachingProxies []string `json:"reachingProxies,omitempty"`
+	// Replicas are the replicas of the controller whose word was counted
+	// (with Peers): the one that answered first, then every other one
+	// alive; ReplicasReaching those others that had not said their
+	// proxies were clear of the pod when the answer was given;
+	// ReplicasGone the replicas not waited for (their Lease given up, or
+	// unrenewed past its duration); ReplicasUnread is set while the
+	// answering replica has not read the others' Leases yet.
+	Replicas         []string `json:"replicas,omitempty"`
+	ReplicasReaching []string `json:"replicasReaching,omitempty"`
+	ReplicasGone     []string `json:"replicasGone,omitempty"`
+	ReplicasUnread   bool     `json:"replicasUnread,omitempty"`
 
 	uid types.UID
 }
@@ -116,27 +127,30 @@ type podTarget struct {
 	hosts []string
 }
 
-func (p podTarget) concerns(name string) bool {
-	if len(p.hosts) == 0 {
-		return true
+func newTarget(pod *corev1.Pod) podTarget {
+	t := podTarget{addrs: map[string]bool{}}
+	for _, ip := range pod.Status.PodIPs {
+		t.addrs[ip.IP] = true
 	}
-	for _, h := range p.hosts {
-		if strings.HasSuffix(name, "|"+h) {
-			return true
-		}
-	}
-	return false
+	return t
 }
 
-// targetOf adds to t what the current model says of a pod ("<ns>/<name>").
-func (s *scheduler) targetOf(pod string, t *podTarget) {
+// hostOf is the host an endpoints resource is for: what follows its last
+// "|".
+func hostOf(name string) string {
+	return name[strings.LastIndexByte(name, '|')+1:]
+}
+
+// targetsOf adds to each target what the current model says of its pod
+// (keyed "<ns>/<name>").
+func (s *scheduler) targetsOf(targets map[string]*podTarget) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.shared.Model()
 	for _, key := range m.Order {
 		svc := m.Services[key]
 		for _, e := range svc.Endpoints {
-			if e.Pod == pod {
+			if t := targets[e.Pod]; t != nil {
 				t.addrs[e.Address] = true
 				if !slices.Contains(t.hosts, svc.Host) {
 					t.hosts = append(t.hosts, svc.Host)
@@ -153,31 +167,69 @@ func takesNewRequests(h corev3.HealthStatus) bool {
 	return h == corev3.HealthStatus_HEALTHY || h == corev3.HealthStatus_UNKNOWN || h == corev3.HealthStatus_DEGRADED
 }
 
-// servesAny says whether endpoints resource a lets a client send new
-// requests to an address of addrs.
-func servesAny(a *anypb.Any, addrs map[string]bool) (bool, error) {
+// servingAddrs is the addresses an endpoints resource lets clients send
+// new requests to.
+func servingAddrs(a *anypb.Any) (map[string]bool, error) {
 	var cla endpointv3.ClusterLoadAssignment
 	if err := a.UnmarshalTo(&cla); err != nil {
-		return false, err
+		return nil, err
 	}
+	out := map[string]bool{}
 	for _, l := range cla.GetEndpoints() {
 		for _, e := range l.GetLbEndpoints() {
-			if addrs[e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()] && takesNewRequests(e.GetHealthStatus()) {
-				return true, nil
+			if takesNewRequests(e.GetHealthStatus()) {
+				out[e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()] = true
 			}
 		}
 	}
-	return false, nil
+	return out, nil
 }
 
-// reaching returns the connected proxies that may still send new requests
-// to the target, and how many proxies it checked.
-func (s *Server) reaching(t podTarget) (ids []string, checked int) {
-	memo := map[*anypb.Any]bool{}
+// reach is the connected proxies that may still send a pod new requests:
+// how many, and the first reachingShown.
+type reach struct {
+	n   int
+	ids []string
+}
+
+func (r *reach) add(id string) {
+	r.n++
+	if len(r.ids) < reachingShown {
+		r.ids = append(r.ids, id)
+	}
+}
+
+// reaching returns, for each target, the connected proxies that may still
+// send it new requests, and how many proxies it checked. Each endpoints
+// resource is decoded once, however many proxies share it and however
+// many targets it concerns.
+func (s *Server) reaching(targets []podTarget) (out []reach, checked int) {
+	out = make([]reach, len(targets))
+	if len(targets) == 0 {
+		return out, len(s.sched.snapshot())
+	}
+	// The targets each endpoints resource concerns, by its host; those
+	// with no host known are concerned by every one.
+	byHost, everywhere := map[string][]int{}, []int(nil)
+	for i, t := range targets {
+		if len(t.hosts) == 0 {
+			everywhere = append(everywhere, i)
+		}
+		for _, h := range t.hosts {
+			byHost[h] = append(byHost[h], i)
+		}
+	}
+	concerns := func(name string) bool { return len(everywhere) > 0 || len(byHost[hostOf(name)]) > 0 }
+	type served struct {
+		addrs map[string]bool
+		bad   bool
+	}
+	memo := map[*anypb.Any]served{}
+	hit := make([]bool, len(targets))
 	for _, v := range s.sched.snapshot() {
 		id := v.proxy.ID
 		checked++
-		h, asked := s.cache.HeldOf(id, resource.EndpointType, t.concerns)
+		h, asked := s.cache.HeldOf(id, resource.EndpointType, concerns)
 		if !asked {
 			// It asked for no endpoints: it holds none.
 			continue
@@ -186,40 +238,65 @@ func (s *Server) reaching(t podTarget) (ids []string, checked int) {
 		if acked[resource.EndpointType] != h.Current || h.Version != h.Current {
 			// What it acknowledged is not what the cache holds for it now:
 			// it may hold anything.
-			ids = append(ids, id)
+			for i := range out {
+				out[i].add(id)
+			}
 			continue
 		}
+		clear(hit)
 		for _, r := range h.Resources {
-			serves, seen := memo[r.Any]
+			sv, seen := memo[r.Any]
 			if !seen {
-				var err error
-				if serves, err = servesAny(r.Any, t.addrs); err != nil {
+				addrs, err := servingAddrs(r.Any)
+				if err != nil {
 					// Never the case for what the cache made; count it as
 					// reaching rather than hide it.
 					s.Log.Error(err, "Reading endpoints sent to a proxy failed", "proxy", id, "resource", r.Name)
-					serves = true
 				}
-				memo[r.Any] = serves
+				sv = served{addrs: addrs, bad: err != nil}
+				memo[r.Any] = sv
 			}
-			if serves {
-				ids = append(ids, id)
-				break
+			for _, list := range [][]int{byHost[hostOf(r.Name)], everywhere} {
+				for _, i := range list {
+					if hit[i] {
+						continue
+					}
+					if sv.bad {
+						hit[i] = true
+						continue
+					}
+					for a := range targets[i].addrs {
+						if sv.addrs[a] {
+							hit[i] = true
+							break
+						}
+					}
+				}
+			}
+		}
+		for i, reached := range hit {
+			if reached {
+				out[i].add(id)
 			}
 		}
 	}
-	return ids, checked
+	return out, checked
 }
 
 // awaitDrain waits until no connected proxy may send the pod new requests,
-// or the wait's bounds (see above) pass.
+// nor, with Peers, any other live replica's, or the wait's bounds (see
+// above) pass.
 func (s *Server) awaitDrain(ctx context.Context, ns, name string, limit time.Duration) (DrainResult, error) {
 	start := time.Now()
 	key := mesh.Key(ns, name)
 	res := DrainResult{Pod: key}
 	deadline := start.Add(limit)
 	var pod corev1.Pod
+	gone := false
 	for {
 		checkedAt := time.Now()
+		// Waked by a change from here on (the other replicas' too).
+		wake, peersChanged := s.wake.wait(), s.peersChanged()
 		var fresh corev1.Pod
 		switch err := s.Pods.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &fresh); {
 		case err == nil:
@@ -228,15 +305,14 @@ func (s *Server) awaitDrain(ctx context.Context, ns, name string, limit time.Dur
 		case apierrors.IsNotFound(err) && pod.Name == "":
 			return res, fmt.Errorf("pod %s: %w", key, errNoPod)
 		case apierrors.IsNotFound(err):
-			// Gone while waiting: its addresses are still looked for.
+			// Gone while waiting: its addresses are still looked for; the
+			// other replicas no longer speak of it.
+			gone = true
 		default:
 			return res, fmt.Errorf("reading pod %s: %w", key, err)
 		}
-		t := podTarget{addrs: map[string]bool{}}
-		for _, ip := range pod.Status.PodIPs {
-			t.addrs[ip.IP] = true
-		}
-		s.sched.targetOf(key, &t)
+		t := newTarget(&pod)
+		s.sched.targetsOf(map[string]*podTarget{key: &t})
 		end := deadline
 		if dt := pod.DeletionTimestamp; dt != nil {
 			grace := time.Duration(0)
@@ -247,11 +323,18 @@ func (s *Server) awaitDrain(ctx context.Context, ns, name string, limit time.Dur
 		} else {
 			end = earliest(end, start.Add(notTerminatingWait))
 		}
-		ids, checked := s.reaching(t)
-		res.Seconds, res.Proxies, res.Reaching = time.Since(start).Seconds(), checked, len(ids)
-		res.ReachingProxies = ids[:min(len(ids), reachingShown)]
+		r, checked := s.reaching([]podTarget{t})
+		res.Seconds, res.Proxies, res.Reaching, res.ReachingProxies = time.Since(start).Seconds(), checked, r[0].n, r[0].ids
+		peersClear := true
+		if s.Peers != nil && !gone {
+			w := s.Peers.Word(pod.UID)
+			res.Replicas = append([]string{s.Peers.ReplicaName()}, w.Counted...)
+			res.ReplicasReaching, res.ReplicasGone = w.Reaching, w.Gone[:min(len(w.Gone), reachingShown)]
+			res.ReplicasUnread = !w.Synced
+			peersClear = w.Synced && len(w.Reaching) == 0
+		}
 		switch {
-		case pod.DeletionTimestamp != nil && len(ids) == 0:
+		case pod.DeletionTimestamp != nil && r[0].n == 0 && peersClear:
 			res.Outcome = metrics.DrainDrained
 			return res, nil
 		case !time.Now().Before(end) || ctx.Err() != nil:
@@ -263,10 +346,10 @@ func (s *Server) awaitDrain(ctx context.Context, ns, name string, limit time.Dur
 		}
 		// Wake on a change, at the latest after drainPoll or at the end;
 		// then check no sooner than drainRecheck after the last check.
-		wake := s.wake.wait()
 		timer := time.NewTimer(min(time.Until(end), drainPoll))
 		select {
 		case <-wake:
+		case <-peersChanged:
 		case <-timer.C:
 		case <-ctx.Done():
 		}
@@ -282,7 +365,33 @@ func (s *Server) awaitDrain(ctx context.Context, ns, name string, limit time.Dur
 	}
 }
 
+// peersChanged is closed at the next change of the other replicas' word,
+// and never without Peers.
+func (s *Server) peersChanged() <-chan struct{} {
+	if s.Peers == nil {
+		return nil
+	}
+	return s.Peers.Changed()
+}
+
 var errNoPod = errors.New("no such pod")
+
+// timedOutNote is the DrainTimedOut Event's message: what could still
+// send the pod new requests.
+func timedOutNote(res DrainResult) string {
+	note := fmt.Sprintf("%d of %d proxies connected to this replica could still send the pod new requests after %.1fs", res.Reaching, res.Proxies, res.Seconds)
+	if res.Reaching > 0 {
+		note += " (first: " + strings.Join(res.ReachingProxies, ", ") + ")"
+	}
+	switch {
+	case res.ReplicasUnread:
+		note += "; the other replicas' word was not read yet"
+	case len(res.ReplicasReaching) > 0:
+		note += fmt.Sprintf("; %d of the %d other replicas had not said their proxies were clear of it: %s",
+			len(res.ReplicasReaching), len(res.Replicas)-1, strings.Join(res.ReplicasReaching, ", "))
+	}
+	return note
+}
 
 func earliest(a, b time.Time) time.Time {
 	if b.Before(a) {
@@ -350,14 +459,15 @@ func (s *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 	if res.Outcome == metrics.DrainTimedOut {
 		code = http.StatusGatewayTimeout
 		s.Log.Info("A pod's drain timed out: proxies may still send it new requests", "pod", res.Pod,
-			"seconds", res.Seconds, "reaching", res.Reaching, "proxies", res.ReachingProxies)
+			"seconds", res.Seconds, "reaching", res.Reaching, "proxies", res.ReachingProxies,
+			"replicas", res.Replicas, "replicasReaching", res.ReplicasReaching, "replicasUnread", res.ReplicasUnread)
 		if s.Events != nil {
 			s.Events.Eventf(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: res.uid}}, nil, corev1.EventTypeWarning, wire.EventDrainTimedOut, "Drain",
-				"%d of %d connected proxies could still send the pod new requests after %.1fs (first: %s)",
-				res.Reaching, res.Proxies, res.Seconds, strings.Join(res.ReachingProxies, ", "))
+				"%s", timedOutNote(res))
 		}
 	} else {
-		s.Log.V(1).Info("A pod's drain ended", "pod", res.Pod, "outcome", res.Outcome, "seconds", res.Seconds, "proxies", res.Proxies)
+		s.Log.V(1).Info("A pod's drain ended", "pod", res.Pod, "outcome", res.Outcome, "seconds", res.Seconds, "proxies", res.Proxies,
+			"replicas", res.Replicas, "replicasGone", res.ReplicasGone)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)

@@ -94,6 +94,11 @@ type Options struct {
 	// about.
 	DrainAddress string
 	Pods         client.Reader
+	// Peers, when set with DrainAddress, is the other replicas' word on
+	// terminating pods (drain_peers.go): a drain waits for every live
+	// replica's, and this replica's own is handed to it. Pods must then
+	// be a cache indexed by IndexTerminatingPods.
+	Peers Peers
 	// Events, when set, records a proxy's rejection of its configuration
 	// (a NACK) as a Warning Event on its pod, where kubectl describe
 	// shows it.
@@ -128,6 +133,9 @@ func (o Options) Validate() error {
 	}
 	if o.DrainAddress != "" && o.Pods == nil {
 		errs = append(errs, errors.New("Pods: the drain endpoint reads the pods it is asked about; set Pods with DrainAddress"))
+	}
+	if o.Peers != nil && o.DrainAddress == "" {
+		errs = append(errs, errors.New("Peers: the replicas' word serves the drain endpoint; set DrainAddress with Peers"))
 	}
 	if o.Auth != nil && o.TLS == nil {
 		errs = append(errs, errors.New("TLS: an authenticating server must serve TLS, or tokens would cross the network in plain text"))
@@ -454,6 +462,9 @@ func (s *Server) Start(ctx context.Context) error {
 		go s.renewLeaves(ctx)
 	}
 	go s.acks.ReportWaiting(ctx, reportWaitingEvery)
+	if s.Peers != nil {
+		go s.speak(ctx)
+	}
 	go func() { errc <- gs.Serve(lis) }()
 	select {
 	case <-ctx.Done():
