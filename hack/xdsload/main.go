@@ -8,10 +8,21 @@
 // memory per connected proxy, and prints a Markdown table.
 //
 //	go run ./hack/xdsload -services 1000 -clients 1000 -events 30
+//
+// With -soak it instead replaces a pod (a new name and address for one
+// endpoint) of the first -churn-services services, in turn, every
+// -churn-every for that long, reads the server's memory
+// and goroutines every -sample, prints a table per -window, and exits
+// non-zero unless, after -warmup, heap in use and goroutines grew by less
+// than -max-growth percent and the push p99 stayed within -max-p99-ratio
+// of the first window's:
+//
+//	go run ./hack/xdsload -services 10000 -clients 1000 -soak 30m
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -33,6 +44,7 @@ const serveEnv = "XDSLOAD_SERVE"
 type options struct {
 	services, clients, events, fullEvents, wave int
 	heapProfile, kinds                          string
+	soak                                        soakOptions
 }
 
 func main() {
@@ -43,7 +55,15 @@ func main() {
 	flag.IntVar(&o.wave, "wave", 1000, "clients that connect together")
 	flag.StringVar(&o.kinds, "kinds", "flap,route,add", "events to time, of flap, route and add")
 	flag.IntVar(&o.fullEvents, "full-events", 10, "changes of every endpoint resource to time, against the floor")
-	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the server's heap profile with every client connected to this file")
+	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the server's heap profile with every client connected to this file (with -soak, also at the end, to the file plus .end)")
+	flag.DurationVar(&o.soak.duration, "soak", 0, "instead of timing events, replace pods for this long and judge memory, goroutines and push latency")
+	flag.IntVar(&o.soak.services, "churn-services", 200, "with -soak: replace pods of this many services, in turn (0: all); a service's first change costs memory its later ones do not (docs/reliability.md, \"Soak\")")
+	flag.DurationVar(&o.soak.churnEvery, "churn-every", time.Second, "with -soak: replace a pod this often (one after the other when a push takes longer)")
+	flag.DurationVar(&o.soak.sample, "sample", time.Minute, "with -soak: read the server's memory this often")
+	flag.DurationVar(&o.soak.warmup, "warmup", 5*time.Minute, "with -soak: the start that is not judged")
+	flag.DurationVar(&o.soak.window, "window", 5*time.Minute, "with -soak: the table's window")
+	flag.Float64Var(&o.soak.maxGrowth, "max-growth", 5, "with -soak: the growth of heap in use and goroutines after the warm-up, in percent, that fails the run")
+	flag.Float64Var(&o.soak.maxP99Ratio, "max-p99-ratio", 1.5, "with -soak: how far the last window's push p99 may exceed the first's after the warm-up")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -167,6 +187,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if err := ch.ask(&none, "heapprofile", o.heapProfile); err != nil {
 			return err
 		}
+	}
+	if o.soak.duration > 0 {
+		if o.heapProfile != "" {
+			o.soak.profile = o.heapProfile + ".end"
+		}
+		fmt.Fprintf(out, "soak: a pod of one of %d services replaced every %v for %v, memory read every %v, the first %v not judged\n",
+			min(cmp.Or(o.soak.services, o.services), o.services), o.soak.churnEvery, o.soak.duration, o.soak.sample, o.soak.warmup)
+		return soak(ctx, ch, o.soak, out)
 	}
 
 	results := map[string][]float64{}

@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/weftmesh/weft/internal/mesh"
 	"github.com/weftmesh/weft/internal/xds/server"
@@ -34,7 +35,10 @@ type (
 		Error string          `json:",omitempty"`
 		Data  json.RawMessage `json:",omitempty"`
 	}
-	memory struct{ HeapInuse, RSS, PeakRSS uint64 }
+	memory struct {
+		HeapInuse, RSS, PeakRSS uint64
+		Goroutines              int
+	}
 	settle struct{ Millis float64 }
 	event  struct {
 		Millis, TranslateMillis float64
@@ -50,6 +54,10 @@ type loadMesh struct {
 	services int
 	added    int
 	flips    int
+	churns   int
+	// churnSet is how many services (the first) churn replaces pods of;
+	// all when zero.
+	churnSet int
 	// fullPort is the port every endpoint has now (a "full" event moves
 	// them all); floor is the serialized response of the last full event.
 	fullPort int32
@@ -130,6 +138,9 @@ func (lm *loadMesh) do(ctx context.Context, srv *server.Server, fl *floor, cmd [
 			return nil, errors.New("event needs a kind")
 		}
 		return lm.event(ctx, srv, cmd[1])
+	case "churnset":
+		lm.churnSet = arg()
+		return nil, nil
 	case "floor":
 		d, err := fl.push(ctx, lm.floor, arg())
 		return event{Millis: millis(d), Bytes: len(lm.floor)}, err
@@ -161,6 +172,8 @@ func (lm *loadMesh) event(ctx context.Context, srv *server.Server, kind string) 
 	case "add":
 		xdstest.AddScaleService(&lm.in, lm.services+lm.added)
 		lm.added++
+	case "churn":
+		lm.churn()
 	case "full":
 		lm.fullPort = 8080 + 8081 - lm.fullPort
 		for i := range lm.in.EndpointSlices {
@@ -184,6 +197,26 @@ func (lm *loadMesh) event(ctx context.Context, srv *server.Server, kind string) 
 		ev.Bytes = len(lm.floor)
 	}
 	return ev, nil
+}
+
+// churn replaces a pod of one service, as a rollout does: one endpoint of
+// the next service of the churn set in turn gets a new pod name and a new
+// address, never used before, so that whatever the server keeps per pod or
+// per address would grow if it were never let go.
+func (lm *loadMesh) churn() {
+	lm.churns++
+	n := lm.churns
+	set := lm.services
+	if lm.churnSet > 0 {
+		set = min(lm.churnSet, set)
+	}
+	i, e := n%set, (n/set)%10
+	pod := &lm.in.Pods[i*10+e] // AddScaleService adds ten pods a service, in order
+	pod.Name = fmt.Sprintf("svc-%d-%d-r%d", i, e, n)
+	ep := &lm.in.EndpointSlices[i].Endpoints[e]
+	ep.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name}
+	// 172.16.0.0/12: apart from the scale mesh's 10.0.0.0/8.
+	ep.Addresses = []string{fmt.Sprintf("172.%d.%d.%d", 16+(n>>16)&15, (n>>8)&255, n&255)}
 }
 
 // waitSettled waits until n proxies are connected and all of them hold
@@ -235,7 +268,7 @@ func measureMemory() (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
-	m := memory{HeapInuse: ms.HeapInuse}
+	m := memory{HeapInuse: ms.HeapInuse, Goroutines: runtime.NumGoroutine()}
 	for _, line := range strings.Split(string(status), "\n") {
 		for key, into := range map[string]*uint64{"VmRSS:": &m.RSS, "VmHWM:": &m.PeakRSS} {
 			if rest, ok := strings.CutPrefix(line, key); ok {
