@@ -289,17 +289,23 @@ func (r *meshRig) dial(p *pod, target string) *xdstest.Client {
 	return xdstest.NewClientFrom(r.t, p.bootstrap, target)
 }
 
-// nacks lists what the proxies the controller serves rejected, by their
-// status (CSDS): "<node> <type>: <error>".
-func nacks(ctx context.Context, statusAddr string) ([]string, error) {
-	cc, err := grpc.NewClient(statusAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// fetchStatus asks a replica's proxy status listener (CSDS, plain text
+// on loopback with --xds-auth=none) for every proxy's status.
+func fetchStatus(ctx context.Context, addr string) (*statusv3.ClientStatusResponse, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
 	defer cc.Close()
 	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := statusv3.NewClientStatusDiscoveryServiceClient(cc).FetchClientStatus(callCtx, &statusv3.ClientStatusRequest{})
+	return statusv3.NewClientStatusDiscoveryServiceClient(cc).FetchClientStatus(callCtx, &statusv3.ClientStatusRequest{})
+}
+
+// nacks lists what the proxies the controller serves rejected, by their
+// status (CSDS): "<node> <type>: <error>".
+func nacks(ctx context.Context, statusAddr string) ([]string, error) {
+	resp, err := fetchStatus(ctx, statusAddr)
 	if err != nil {
 		return nil, err
 	}

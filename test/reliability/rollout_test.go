@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/emptypb"
 	corev1 "k8s.io/api/core/v1"
@@ -327,14 +325,7 @@ func newRolloutWith(t *testing.T, setup rolloutSetup) *rollout {
 // proxiesAt lists the proxies connected to a replica, from its proxy
 // status (CSDS).
 func proxiesAt(ctx context.Context, addr string) ([]string, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	defer cc.Close()
-	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := statusv3.NewClientStatusDiscoveryServiceClient(cc).FetchClientStatus(callCtx, &statusv3.ClientStatusRequest{})
+	resp, err := fetchStatus(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
