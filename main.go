@@ -526,6 +526,21 @@ func (p *podFlags) bind(fs *flag.FlagSet) {
 		"address of weft's proxy status (CSDS): the controller's --xds-status-bind-address, reached with kubectl port-forward (with --xds-auth=none, its --xds-bind-address)")
 }
 
+// client is a client of the API server the kubeconfig names.
+func (p *podFlags) client() (client.Client, error) {
+	co := controllerOptions{kubeconfig: p.kubeconfig}
+	return co.operatorClient()
+}
+
+// bindController binds the flags that find the controller whose
+// Deployment's flags set the model's settings (weft describe, trace).
+func bindController(fs *flag.FlagSet) *cli.Controller {
+	ctl := &cli.Controller{}
+	fs.StringVar(&ctl.Namespace, "mesh-namespace", wire.DefaultMeshNamespace, "the control plane's namespace")
+	fs.StringVar(&ctl.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace (its flags set the model's settings)")
+	return ctl
+}
+
 // ns is the namespace the command is about: -n, else the kubeconfig
 // context's, else default.
 func (p *podFlags) ns() string {
@@ -604,9 +619,7 @@ Flags:
 	}
 	var p podFlags
 	p.bind(fs)
-	ctl := cli.Controller{}
-	fs.StringVar(&ctl.Namespace, "mesh-namespace", wire.DefaultMeshNamespace, "the control plane's namespace")
-	fs.StringVar(&ctl.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace (its flags set the model's settings)")
+	ctl := bindController(fs)
 	pos, err := parseWithArgs(fs, args)
 	if err != nil {
 		return err
@@ -615,12 +628,11 @@ Flags:
 		fs.Usage()
 		return errors.New("weft describe takes one pod")
 	}
-	co := controllerOptions{kubeconfig: p.kubeconfig}
-	c, err := co.operatorClient()
+	c, err := p.client()
 	if err != nil {
 		return err
 	}
-	d, err := cli.DescribePod(ctx, c, cli.DescribeOptions{Addr: p.xdsAddr, Pod: pos[0], Namespace: p.ns(), Controller: ctl})
+	d, err := cli.DescribePod(ctx, c, cli.DescribeOptions{Addr: p.xdsAddr, Pod: pos[0], Namespace: p.ns(), Controller: *ctl})
 	if err != nil {
 		return err
 	}
@@ -660,9 +672,7 @@ Flags:
 	method := fs.String("X", "", "the request's method (default POST for grpc://, GET for http://)")
 	from := fs.String("from", "", "trace a request into the pod from this caller over mTLS: <namespace>/<serviceaccount> or a SPIFFE ID")
 	plaintext := fs.Bool("plaintext", false, "trace a request into the pod from a caller without mTLS")
-	ctl := cli.Controller{}
-	fs.StringVar(&ctl.Namespace, "mesh-namespace", wire.DefaultMeshNamespace, "the control plane's namespace")
-	fs.StringVar(&ctl.Deployment, "deployment", "weft-controller", "the controller's Deployment in --mesh-namespace (its flags set the model's settings)")
+	ctl := bindController(fs)
 	pos, err := parseWithArgs(fs, args)
 	if err != nil {
 		return err
@@ -675,9 +685,8 @@ Flags:
 	if err != nil {
 		return err
 	}
-	o := cli.TraceOptions{Addr: p.xdsAddr, Pod: pos[0], Namespace: p.ns(), Controller: ctl}
-	co := controllerOptions{kubeconfig: p.kubeconfig}
-	if c, err := co.operatorClient(); err == nil {
+	o := cli.TraceOptions{Addr: p.xdsAddr, Pod: pos[0], Namespace: p.ns(), Controller: *ctl}
+	if c, err := p.client(); err == nil {
 		o.Objects = c
 	}
 	rep, err := cli.TraceProxy(ctx, o, req)
