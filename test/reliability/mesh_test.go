@@ -350,37 +350,25 @@ type caller struct {
 func startCaller(ctx context.Context, name string, cl *xdstest.Client, want string, pace, limit time.Duration) *caller {
 	c := &caller{name: name}
 	ctx, cancel := context.WithTimeout(ctx, limit)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(pace)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			callCtx, cancelCall := context.WithTimeout(ctx, 10*time.Second)
-			a, err := cl.Ask(callCtx)
-			cancelCall()
-			if ctx.Err() != nil {
-				return // cut by the stop, not by the mesh
-			}
-			c.sent.Add(1)
-			switch {
-			case err != nil:
-				c.failed.Add(1)
-				c.note(err)
-			case a.Caller != want || (want != "" && a.Server == ""):
-				c.insecure.Add(1)
-				c.note(fmt.Errorf("a call answered by %s with the caller %q and the server %q, want the caller %q", a.Backend, a.Caller, a.Server, want))
-			}
+	call := func(ctx context.Context) (xdstest.Answer, error) {
+		callCtx, cancelCall := context.WithTimeout(ctx, 10*time.Second)
+		defer cancelCall()
+		return cl.Ask(callCtx)
+	}
+	wait := repeat(ctx, pace, call, func(a xdstest.Answer, err error) {
+		c.sent.Add(1)
+		switch {
+		case err != nil:
+			c.failed.Add(1)
+			c.note(err)
+		case a.Caller != want || (want != "" && a.Server == ""):
+			c.insecure.Add(1)
+			c.note(fmt.Errorf("a call answered by %s with the caller %q and the server %q, want the caller %q", a.Backend, a.Caller, a.Server, want))
 		}
-	}()
+	})
 	c.stop = func() {
 		cancel()
-		<-done
+		wait()
 	}
 	return c
 }

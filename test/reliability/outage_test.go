@@ -329,48 +329,34 @@ type ledgerCalls struct {
 func startLedgerCalls(ctx context.Context, sc *sidecar, dest walk.Request, endpoint string, pace, limit time.Duration) *ledgerCalls {
 	c := &ledgerCalls{kinds: map[string]int{}}
 	ctx, cancel := context.WithTimeout(ctx, limit)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(pace)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			err := callLedger(sc, dest, endpoint)
-			if ctx.Err() != nil {
-				return
-			}
-			c.sent.Add(1)
-			if err == nil {
-				c.ok.Add(1)
-				continue
-			}
-			c.failed.Add(1)
-			c.mu.Lock()
-			if c.first == nil {
-				c.first = err
-			}
-			c.last = err
-			if !c.since.IsZero() {
-				if c.firstFailure == 0 {
-					c.firstFailure = time.Since(c.since)
-				}
-				kind := "other"
-				if strings.Contains(err.Error(), "tls: ") || strings.Contains(err.Error(), "x509: ") {
-					kind = "tls"
-				}
-				c.kinds[kind]++
-			}
-			c.mu.Unlock()
+	call := func(context.Context) (struct{}, error) { return struct{}{}, callLedger(sc, dest, endpoint) }
+	wait := repeat(ctx, pace, call, func(_ struct{}, err error) {
+		c.sent.Add(1)
+		if err == nil {
+			c.ok.Add(1)
+			return
 		}
-	}()
+		c.failed.Add(1)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.first == nil {
+			c.first = err
+		}
+		c.last = err
+		if !c.since.IsZero() {
+			if c.firstFailure == 0 {
+				c.firstFailure = time.Since(c.since)
+			}
+			kind := "other"
+			if strings.Contains(err.Error(), "tls: ") || strings.Contains(err.Error(), "x509: ") {
+				kind = "tls"
+			}
+			c.kinds[kind]++
+		}
+	})
 	c.stop = func() {
 		cancel()
-		<-done
+		wait()
 	}
 	return c
 }

@@ -436,40 +436,59 @@ type load struct {
 func startLoad(ctx context.Context, clients []*xdstest.Client, pace, limit time.Duration) *load {
 	l := &load{}
 	ctx, cancel := context.WithTimeout(ctx, limit)
-	var wg sync.WaitGroup
+	var waits []func()
 	for _, cl := range clients {
-		wg.Go(func() {
-			tick := time.NewTicker(pace)
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
+		call := func(ctx context.Context) (struct{}, error) {
+			callCtx, cancelCall := context.WithTimeout(ctx, 10*time.Second)
+			defer cancelCall()
+			_, err := cl.Call(callCtx)
+			return struct{}{}, err
+		}
+		waits = append(waits, repeat(ctx, pace, call, func(_ struct{}, err error) {
+			l.sent.Add(1)
+			if err != nil {
+				l.failed.Add(1)
+				l.mu.Lock()
+				if l.firstErr == nil {
+					l.firstErr = err
 				}
-				callCtx, cancelCall := context.WithTimeout(ctx, 10*time.Second)
-				_, err := cl.Call(callCtx)
-				cancelCall()
-				if ctx.Err() != nil {
-					return // the call was cut by the stop, not by the mesh
-				}
-				l.sent.Add(1)
-				if err != nil {
-					l.failed.Add(1)
-					l.mu.Lock()
-					if l.firstErr == nil {
-						l.firstErr = err
-					}
-					l.mu.Unlock()
-				}
+				l.mu.Unlock()
 			}
-		})
+		}))
 	}
 	l.stop = func() {
 		cancel()
-		wg.Wait()
+		for _, wait := range waits {
+			wait()
+		}
 	}
 	return l
+}
+
+// repeat makes calls one after the other, each at most every pace, until
+// ctx ends, and hands each call's outcome to count unless the end of ctx
+// cut the call short (a stop, not the mesh's doing). The returned wait
+// waits for the last call.
+func repeat[T any](ctx context.Context, pace time.Duration, call func(context.Context) (T, error), count func(T, error)) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(pace)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			v, err := call(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			count(v, err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // check stops the load and fails the test on any failed call.
