@@ -522,39 +522,53 @@ func runPrometheus(t *testing.T, bin, dir, config string, flags ...string) *prom
 // query evaluates an instant query that yields one sample and returns
 // its value; no sample at all is an error.
 func (p *promServer) query(ctx context.Context, expr string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/api/v1/query?query="+url.QueryEscape(expr), nil)
-	if err != nil {
+	var data struct {
+		Result []struct {
+			Value []any `json:"value"`
+		} `json:"result"`
+	}
+	if err := p.api(ctx, "query", url.Values{"query": {expr}}, &data); err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
+	if len(data.Result) != 1 || len(data.Result[0].Value) != 2 {
+		return 0, fmt.Errorf("query %s: %d samples", expr, len(data.Result))
 	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value []any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, fmt.Errorf("query %s: %w", expr, err)
-	}
-	if r.Status != "success" {
-		return 0, fmt.Errorf("query %s: %s", expr, r.Error)
-	}
-	if len(r.Data.Result) != 1 || len(r.Data.Result[0].Value) != 2 {
-		return 0, fmt.Errorf("query %s: %d samples", expr, len(r.Data.Result))
-	}
-	s, _ := r.Data.Result[0].Value[1].(string)
+	s, _ := data.Result[0].Value[1].(string)
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(v) {
 		return 0, fmt.Errorf("query %s: value %q", expr, s)
 	}
 	return v, nil
+}
+
+// api calls Prometheus's HTTP API (/api/v1/<endpoint>) and decodes the
+// data of a successful answer into data; a failed one is an error naming
+// the query.
+func (p *promServer) api(ctx context.Context, endpoint string, v url.Values, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/api/v1/"+endpoint+"?"+v.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return fmt.Errorf("query %s: %w", v.Get("query"), err)
+	}
+	if r.Status != "success" {
+		return fmt.Errorf("query %s: %s", v.Get("query"), r.Error)
+	}
+	if err := json.Unmarshal(r.Data, data); err != nil {
+		return fmt.Errorf("query %s: %w", v.Get("query"), err)
+	}
+	return nil
 }
 
 // plainPod is a pod of the namespace shop as a user writes it.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -391,32 +390,16 @@ func checkDashboardData(ctx context.Context, t *testing.T, prom *promServer, das
 func (p *promServer) finiteSamples(ctx context.Context, expr string, start, end time.Time) (int, error) {
 	v := url.Values{"query": {expr}, "start": {strconv.FormatInt(start.Unix(), 10)},
 		"end": {strconv.FormatInt(end.Unix()+1, 10)}, "step": {"2"}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/api/v1/query_range?"+v.Encode(), nil)
-	if err != nil {
+	var data struct {
+		Result []struct {
+			Values [][]any `json:"values"`
+		} `json:"result"`
+	}
+	if err := p.api(ctx, "query_range", v, &data); err != nil {
 		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Values [][]any `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, fmt.Errorf("query %s: %w", expr, err)
-	}
-	if r.Status != "success" {
-		return 0, fmt.Errorf("query %s: %s", expr, r.Error)
 	}
 	n := 0
-	for _, series := range r.Data.Result {
+	for _, series := range data.Result {
 		for _, sample := range series.Values {
 			if len(sample) != 2 {
 				continue
