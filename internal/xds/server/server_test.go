@@ -169,19 +169,7 @@ func TestNACKIsReported(t *testing.T) {
 	s.OnModel(context.Background(), model)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr, err := s.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr, stream := sotwStream(ctx, t, s)
 	if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "picky"}, TypeUrl: resource.ListenerType,
 		ResourceNames: []string{target}}); err != nil {
 		t.Fatal(err)
@@ -214,6 +202,26 @@ func TestNACKIsReported(t *testing.T) {
 	}
 }
 
+// sotwStream opens a state-of-the-world ADS stream to the server in plain
+// text, closed with the test, and returns it with the server's address.
+func sotwStream(ctx context.Context, t *testing.T, s *Server) (string, discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+	t.Helper()
+	addr, err := s.Addr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr, stream
+}
+
 // TestNothingBeforeTheFirstModel: a proxy that connects to a server that
 // has no model yet (a controller that just started, its caches still
 // syncing) is sent nothing until the model comes, then the model's
@@ -224,19 +232,7 @@ func TestNothingBeforeTheFirstModel(t *testing.T) {
 	s, _ := start(t, "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	addr, err := s.Addr(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, stream := sotwStream(ctx, t, s)
 	if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "client.bookinfo"}, TypeUrl: resource.ListenerType}); err != nil {
 		t.Fatal(err)
 	}
