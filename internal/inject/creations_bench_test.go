@@ -58,11 +58,10 @@ func BenchmarkPodCreations(b *testing.B) {
 		calls := after.count - before.count
 		within, within25 := after.le100ms-before.le100ms, after.le25ms-before.le25ms
 		slices.Sort(lat)
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 		b.Logf("%d pods in %v: webhook calls %.0f, of them within 25 ms %.0f and within 100 ms %.0f (API server's histogram); creation round trip p50 %.1f ms, p99 %.1f ms, max %.1f ms; failed or not injected: %d",
-			creations, creationWindow, calls, within25, within, ms(at(lat, 0.5)), ms(at(lat, 0.99)), ms(at(lat, 1)), len(failed))
-		b.ReportMetric(ms(at(lat, 0.5)), "create-p50-ms")
-		b.ReportMetric(ms(at(lat, 0.99)), "create-p99-ms")
+			creations, creationWindow, calls, within25, within, millis(at(lat, 0.5)), millis(at(lat, 0.99)), millis(at(lat, 1)), len(failed))
+		b.ReportMetric(millis(at(lat, 0.5)), "create-p50-ms")
+		b.ReportMetric(millis(at(lat, 0.99)), "create-p99-ms")
 		b.ReportMetric(float64(len(failed)), "failed")
 		if calls > 0 {
 			b.ReportMetric(100*float64(within)/float64(calls), "webhook-within-100ms-%")
@@ -157,6 +156,9 @@ func webhookHistogram(ctx context.Context, cs kubernetes.Interface) (histogram, 
 	}
 	return h, sc.Err()
 }
+
+// millis is d in milliseconds.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // at is the q-th quantile (nearest rank) of sorted ds.
 func at(ds []time.Duration, q float64) time.Duration {
